@@ -1,0 +1,92 @@
+//! Admin endpoints: schedule, change and close sales.
+
+use poem::web::Data;
+use poem_openapi::{ApiResponse, OpenApi, param::Path, param::Query, payload::Json};
+
+use super::Tag;
+use crate::{
+    auth::Caller,
+    error::{ApiError, ErrorResponse},
+    sale::{CreateSale, PatchSale, SaleView},
+    state::AppState,
+};
+
+pub struct AdminApi;
+
+#[derive(ApiResponse)]
+enum Created {
+    /// The sale is scheduled and open in Redis.
+    #[oai(status = 201)]
+    Sale(Json<SaleView>),
+}
+
+fn default_limit() -> i64 {
+    50
+}
+
+#[OpenApi(tag = "Tag::Admin")]
+impl AdminApi {
+    /// Schedule a new sale.
+    #[oai(path = "/admin/sales", method = "post", operation_id = "createSale")]
+    async fn create(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        body: Json<CreateSale>,
+    ) -> Result<Created, ErrorResponse> {
+        caller.require_admin()?;
+        Ok(Created::Sale(Json(state.create_sale(body.0).await?)))
+    }
+
+    /// List sales, as the public list does.
+    #[oai(path = "/admin/sales", method = "get", operation_id = "adminListSales")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        /// At most this many sales (1..=200).
+        #[oai(default = "default_limit")]
+        limit: Query<i64>,
+    ) -> Result<Json<Vec<SaleView>>, ErrorResponse> {
+        caller.require_admin()?;
+        if !(1..=200).contains(&limit.0) {
+            return Err(ApiError::invalid("limit must be 1..=200").into());
+        }
+        Ok(Json(state.list_sales(limit.0).await?))
+    }
+
+    /// Change a sale. Before it starts: anything, stock only upwards. Once
+    /// started: `name`, `ends_at` and `hold_seconds`. Other changes are 409.
+    #[oai(
+        path = "/admin/sales/:id",
+        method = "patch",
+        operation_id = "updateSale"
+    )]
+    async fn patch(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        id: Path<String>,
+        body: Json<PatchSale>,
+    ) -> Result<Json<SaleView>, ErrorResponse> {
+        caller.require_admin()?;
+        Ok(Json(state.patch_sale(&id, body.0).await?))
+    }
+
+    /// End a sale now. No new holds; live holds may still be confirmed until
+    /// their deadline.
+    #[oai(
+        path = "/admin/sales/:id/close",
+        method = "post",
+        operation_id = "closeSale"
+    )]
+    async fn close(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<SaleView>, ErrorResponse> {
+        caller.require_admin()?;
+        Ok(Json(state.close_sale(&id).await?))
+    }
+}

@@ -1,0 +1,46 @@
+//! `/healthz` (the process is up) and `/readyz` (Redis and MongoDB answer).
+
+use std::time::Duration;
+
+use poem::{IntoResponse, handler, http::StatusCode, web::Data, web::Json};
+use serde_json::json;
+
+use crate::state::AppState;
+
+#[handler]
+pub fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[handler]
+pub async fn readyz(state: Data<&AppState>) -> poem::Response {
+    let timeout = Duration::from_secs(2);
+    let redis = async {
+        let mut conn = state.redis.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    let (redis, mongo) = tokio::join!(
+        tokio::time::timeout(timeout, redis),
+        tokio::time::timeout(timeout, state.mongo.ping()),
+    );
+    let redis_ok = matches!(redis, Ok(Ok(_)));
+    let mongo_ok = matches!(mongo, Ok(Ok(_)));
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let body = json!({"redis": word(redis_ok), "mongodb": word(mongo_ok)});
+    if redis_ok && mongo_ok {
+        Json(body).into_response()
+    } else {
+        let failing: Vec<&str> = [("redis", redis_ok), ("mongodb", mongo_ok)]
+            .into_iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(name, _)| name)
+            .collect();
+        Json(json!({
+            "code": "unavailable",
+            "message": format!("not ready: {} unreachable", failing.join(" and ")),
+            "checks": body,
+        }))
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        .into_response()
+    }
+}

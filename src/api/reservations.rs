@@ -1,0 +1,161 @@
+//! Buyer endpoints: reserve units, read, confirm and cancel a hold, and list
+//! one's own orders.
+
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, param::Header, param::Path, param::Query, payload::Json,
+};
+
+use super::Tag;
+use crate::{
+    auth::Caller,
+    engine::{OrderView, Outcome, ReservationView},
+    error::{ApiError, ErrorResponse},
+    state::AppState,
+};
+
+pub struct ReservationsApi;
+
+#[derive(Debug, Object)]
+pub struct ReserveRequest {
+    /// Units to hold, 1..=1000 and within the sale's per-buyer limit.
+    pub quantity: i64,
+}
+
+#[derive(ApiResponse)]
+enum ReserveResponse {
+    /// A new hold.
+    #[oai(status = 201)]
+    Created(Json<ReservationView>),
+    /// The buyer's live hold on this sale, returned instead of a second one.
+    #[oai(status = 200)]
+    Existing(Json<ReservationView>),
+}
+
+#[derive(ApiResponse)]
+enum ConfirmResponse {
+    /// The order, durable in MongoDB.
+    #[oai(status = 201)]
+    Created(Json<OrderView>),
+    /// The same order, confirmed before.
+    #[oai(status = 200)]
+    Existing(Json<OrderView>),
+}
+
+#[derive(ApiResponse)]
+enum CancelResponse {
+    /// Cancelled; the units are back in stock.
+    #[oai(status = 204)]
+    Cancelled,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+#[OpenApi(tag = "Tag::Reservations")]
+impl ReservationsApi {
+    /// Hold units of a sale. One live hold per buyer and sale: asking again
+    /// returns that hold (200). With `Idempotency-Key`, a repeat returns the
+    /// first answer.
+    #[oai(
+        path = "/sales/:id/reservations",
+        method = "post",
+        operation_id = "reserve"
+    )]
+    async fn reserve(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        id: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        body: Json<ReserveRequest>,
+    ) -> Result<ReserveResponse, ErrorResponse> {
+        let (hold, outcome) = state
+            .reserve(
+                &id,
+                caller.buyer_id(),
+                body.quantity,
+                idempotency_key.as_deref(),
+            )
+            .await?;
+        Ok(match outcome {
+            Outcome::Created => ReserveResponse::Created(Json(hold)),
+            Outcome::Existing => ReserveResponse::Existing(Json(hold)),
+        })
+    }
+
+    /// The state of one of the caller's holds.
+    #[oai(
+        path = "/reservations/:rid",
+        method = "get",
+        operation_id = "getReservation"
+    )]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        rid: Path<String>,
+    ) -> Result<Json<ReservationView>, ErrorResponse> {
+        Ok(Json(state.reservation(&rid, caller.buyer_id()).await?))
+    }
+
+    /// Confirm a hold into an order. A repeat returns the same order (200);
+    /// with the same `Idempotency-Key` it returns the first answer (201).
+    #[oai(
+        path = "/reservations/:rid/confirm",
+        method = "post",
+        operation_id = "confirm"
+    )]
+    async fn confirm(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        rid: Path<String>,
+        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+    ) -> Result<ConfirmResponse, ErrorResponse> {
+        let repeat = match idempotency_key.as_deref() {
+            Some(key) => state.seen_confirm_key(&rid, caller.buyer_id(), key).await?,
+            None => false,
+        };
+        let (order, outcome) = state.confirm(&rid, caller.buyer_id()).await?;
+        Ok(match (outcome, repeat) {
+            (Outcome::Created, _) | (Outcome::Existing, true) => {
+                ConfirmResponse::Created(Json(order))
+            }
+            (Outcome::Existing, false) => ConfirmResponse::Existing(Json(order)),
+        })
+    }
+
+    /// Cancel a hold; its units go back.
+    #[oai(
+        path = "/reservations/:rid",
+        method = "delete",
+        operation_id = "cancelReservation"
+    )]
+    async fn cancel(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        rid: Path<String>,
+    ) -> Result<CancelResponse, ErrorResponse> {
+        state.cancel(&rid, caller.buyer_id()).await?;
+        Ok(CancelResponse::Cancelled)
+    }
+
+    /// The caller's orders, newest first.
+    #[oai(path = "/me/orders", method = "get", operation_id = "myOrders")]
+    async fn my_orders(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        /// At most this many orders (1..=500).
+        #[oai(default = "default_limit")]
+        limit: Query<i64>,
+    ) -> Result<Json<Vec<OrderView>>, ErrorResponse> {
+        if !(1..=500).contains(&limit.0) {
+            return Err(ApiError::invalid("limit must be 1..=500").into());
+        }
+        Ok(Json(state.orders_of(caller.buyer_id(), limit.0).await?))
+    }
+}

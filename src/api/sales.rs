@@ -1,0 +1,42 @@
+//! Public sale endpoints: list sales and read one with its live counts.
+
+use poem::web::Data;
+use poem_openapi::{OpenApi, param::Path, param::Query, payload::Json};
+
+use super::Tag;
+use crate::{error::ApiError, error::ErrorResponse, sale::SaleView, state::AppState};
+
+pub struct SalesApi;
+
+fn default_limit() -> i64 {
+    50
+}
+
+#[OpenApi(tag = "Tag::Sales")]
+impl SalesApi {
+    /// List sales, newest start first, with live counts.
+    #[oai(path = "/sales", method = "get", operation_id = "listSales")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        /// At most this many sales (1..=200).
+        #[oai(default = "default_limit")]
+        limit: Query<i64>,
+    ) -> Result<Json<Vec<SaleView>>, ErrorResponse> {
+        if !(1..=200).contains(&limit.0) {
+            return Err(ApiError::invalid("limit must be 1..=200").into());
+        }
+        Ok(Json(state.list_sales(limit.0).await?))
+    }
+
+    /// One sale with its live status and counts.
+    #[oai(path = "/sales/:id", method = "get", operation_id = "getSale")]
+    async fn get(
+        &self,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<Json<SaleView>, ErrorResponse> {
+        let sale = state.find_sale(&id).await?;
+        Ok(Json(state.sale_view(&sale).await?))
+    }
+}

@@ -1,0 +1,270 @@
+//! Settings from the environment, validated once at start-up. A missing or bad
+//! value stops start-up with an error that names the variable.
+
+use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
+
+/// A value that must never reach a log line.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A rate limit: `<n>/s` with an optional `,burst=<m>`, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Off,
+    PerSecond { rate: NonZeroU32, burst: NonZeroU32 },
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(RateLimit::Off);
+        }
+        let expected = "expected `<n>/s`, `<n>/s,burst=<m>` or `off`";
+        let (rate, burst) = match s.split_once(',') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (s, None),
+        };
+        let rate: NonZeroU32 = rate
+            .trim()
+            .strip_suffix("/s")
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("bad rate {rate:?}: {expected}"))?;
+        let burst = match burst {
+            None => rate,
+            Some(b) => b
+                .trim()
+                .strip_prefix("burst=")
+                .and_then(|n| n.trim().parse().ok())
+                .ok_or_else(|| format!("bad burst {b:?}: {expected}"))?,
+        };
+        Ok(RateLimit::PerSecond { rate, burst })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub redis_url: String,
+    pub mongodb_uri: Secret,
+    pub mongodb_db: String,
+    pub jwt_secret: Secret,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub rate_limit_buyer: RateLimit,
+    pub rate_limit_ip: RateLimit,
+    /// How long a confirm may take before the reaper checks MongoDB for the
+    /// order and settles the hold.
+    pub confirm_lease: Duration,
+    /// Test-only fault point: stop a confirm right after the order is written,
+    /// as a crash there would. Never set from the environment.
+    #[doc(hidden)]
+    pub fault_after_order_write: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+pub const DEFAULT_RATE_LIMIT_BUYER: &str = "10/s,burst=20";
+pub const DEFAULT_RATE_LIMIT_IP: &str = "100/s,burst=200";
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads every setting through `lookup`, so tests can pass a map.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &'static str, default: &str| -> String {
+            lookup(var)
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let parse_with = |var: &'static str, default: &str| -> Result<RateLimit, ConfigError> {
+            get(var, default)
+                .parse()
+                .map_err(|e: String| ConfigError::new(var, e))
+        };
+
+        let listen = get("FLASHDROP_LISTEN", "127.0.0.1:8080");
+        let listen = listen.parse().map_err(|_| {
+            ConfigError::new(
+                "FLASHDROP_LISTEN",
+                format!("{listen:?} is not an address like 127.0.0.1:8080"),
+            )
+        })?;
+
+        let redis_url = get("FLASHDROP_REDIS_URL", "redis://127.0.0.1:6379");
+        if !(redis_url.starts_with("redis://")
+            || redis_url.starts_with("rediss://")
+            || redis_url.starts_with("unix://"))
+        {
+            return Err(ConfigError::new(
+                "FLASHDROP_REDIS_URL",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+
+        let mongodb_uri = get("FLASHDROP_MONGODB_URI", "mongodb://127.0.0.1:27017");
+        if !(mongodb_uri.starts_with("mongodb://") || mongodb_uri.starts_with("mongodb+srv://")) {
+            return Err(ConfigError::new(
+                "FLASHDROP_MONGODB_URI",
+                "must start with mongodb:// or mongodb+srv://",
+            ));
+        }
+
+        let mongodb_db = get("FLASHDROP_MONGODB_DB", "flashdrop");
+        if mongodb_db.len() > 63 || mongodb_db.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::new(
+                "FLASHDROP_MONGODB_DB",
+                "must be a MongoDB database name (at most 63 characters, no / \\ . space \" $)",
+            ));
+        }
+
+        let jwt_secret = lookup("FLASHDROP_JWT_SECRET")
+            .ok_or_else(|| ConfigError::new("FLASHDROP_JWT_SECRET", "is required"))?;
+        if jwt_secret.len() < 32 {
+            return Err(ConfigError::new(
+                "FLASHDROP_JWT_SECRET",
+                "must be at least 32 bytes",
+            ));
+        }
+
+        let log = get("FLASHDROP_LOG", "info");
+        if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
+            return Err(ConfigError::new(
+                "FLASHDROP_LOG",
+                format!("{log:?} is not a log filter such as `info` or `flashdrop=debug`"),
+            ));
+        }
+        let log_format = match get("FLASHDROP_LOG_FORMAT", "text").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "FLASHDROP_LOG_FORMAT",
+                    format!("{other:?} is neither `text` nor `json`"),
+                ));
+            }
+        };
+
+        Ok(Settings {
+            listen,
+            redis_url,
+            mongodb_uri: Secret::new(mongodb_uri),
+            mongodb_db,
+            jwt_secret: Secret::new(jwt_secret),
+            log,
+            log_format,
+            rate_limit_buyer: parse_with("FLASHDROP_RATE_LIMIT_BUYER", DEFAULT_RATE_LIMIT_BUYER)?,
+            rate_limit_ip: parse_with("FLASHDROP_RATE_LIMIT_IP", DEFAULT_RATE_LIMIT_IP)?,
+            confirm_lease: Duration::from_secs(10),
+            fault_after_order_write: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const SECRET: (&str, &str) = ("FLASHDROP_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+
+    #[test]
+    fn defaults_apply_when_only_the_secret_is_set() {
+        let s = settings(&[SECRET]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.mongodb_db, "flashdrop");
+        assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.rate_limit_ip, DEFAULT_RATE_LIMIT_IP.parse().unwrap());
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        let cases = [
+            ("FLASHDROP_LISTEN", "nowhere"),
+            ("FLASHDROP_REDIS_URL", "http://x"),
+            ("FLASHDROP_MONGODB_URI", "postgres://x"),
+            ("FLASHDROP_MONGODB_DB", "a.b"),
+            ("FLASHDROP_LOG", "[[["),
+            ("FLASHDROP_LOG_FORMAT", "xml"),
+            ("FLASHDROP_RATE_LIMIT_BUYER", "ten"),
+            ("FLASHDROP_RATE_LIMIT_IP", "5/s,burst=x"),
+        ];
+        for (var, value) in cases {
+            let err = settings(&[SECRET, (var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{value}");
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn the_jwt_secret_is_required_and_long() {
+        assert_eq!(settings(&[]).unwrap_err().var, "FLASHDROP_JWT_SECRET");
+        let short = settings(&[("FLASHDROP_JWT_SECRET", "short")]).unwrap_err();
+        assert!(short.reason.contains("32 bytes"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = settings(&[SECRET]).unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains(SECRET.1));
+        assert!(printed.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn rate_limits_parse() {
+        assert_eq!("off".parse::<RateLimit>().unwrap(), RateLimit::Off);
+        let RateLimit::PerSecond { rate, burst } = "5/s,burst=9".parse().unwrap() else {
+            panic!("expected a quota");
+        };
+        assert_eq!((rate.get(), burst.get()), (5, 9));
+        assert!("0/s".parse::<RateLimit>().is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The `flashdrop` binary: serve the API, mint a token, or print the spec.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flashdrop::{
+    auth::{JwtKeys, Role},
+    config::{Secret, Settings},
+    startup::Application,
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Flash-sale backend: holds in Redis, orders in MongoDB"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (configuration from FLASHDROP_* variables).
+    Serve {
+        /// Address to listen on; overrides FLASHDROP_LISTEN.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Print a signed JWT (last line of stdout), using FLASHDROP_JWT_SECRET.
+    Token {
+        /// The buyer or admin id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        #[arg(long, value_enum, default_value = "buyer")]
+        role: CliRole,
+        /// Lifetime, e.g. `1h`, `30m`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CliRole {
+    Buyer,
+    Admin,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve { listen } => {
+            let mut settings = Settings::from_env()?;
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
+            telemetry::init(&settings.log, settings.log_format);
+            let app = Application::build(settings).await?;
+            app.run_until_stopped().await?;
+        }
+        Command::Token { sub, role, ttl } => {
+            let secret = std::env::var("FLASHDROP_JWT_SECRET")
+                .context("FLASHDROP_JWT_SECRET: is required")?;
+            if secret.len() < 32 {
+                anyhow::bail!("FLASHDROP_JWT_SECRET: must be at least 32 bytes");
+            }
+            let role = match role {
+                CliRole::Buyer => Role::Buyer,
+                CliRole::Admin => Role::Admin,
+            };
+            let token = JwtKeys::new(&Secret::new(secret)).mint(&sub, role, ttl)?;
+            println!("{token}");
+        }
+        Command::Openapi => println!("{}", flashdrop::api::spec_json()),
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Building and running the application: connect the stores, bind the
+//! listener, mount the routes, start the background loops, and shut down
+//! gracefully on SIGTERM or Ctrl-C.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use poem::{
+    EndpointExt, Route, Server,
+    endpoint::make_sync,
+    get,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api, auth::JwtKeys, config::Settings, error, limits, reaper, state::AppState,
+    store::mongo::Mongo, store::redis::Scripts, telemetry,
+};
+
+/// Largest request body accepted; larger ones are answered 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct Application {
+    acceptor: TcpAcceptor,
+    port: u16,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to Redis and MongoDB and binds the listener (port 0 picks a
+    /// free port, as tests do).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let (_, redis) = crate::store::redis::connect(&settings.redis_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
+        let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?;
+        mongo
+            .ensure_indexes()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot prepare MongoDB at FLASHDROP_MONGODB_URI: {e}"))?;
+        let acceptor = TcpListener::bind(settings.listen)
+            .into_acceptor()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on FLASHDROP_LISTEN={}: {e}", settings.listen)
+            })?;
+        let port = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().map(|a| a.port()))
+            .unwrap_or(settings.listen.port());
+        let state = AppState {
+            jwt: JwtKeys::new(&settings.jwt_secret),
+            settings: Arc::new(settings),
+            redis,
+            mongo,
+            scripts: Scripts::new(),
+            reaper: Default::default(),
+        };
+        Ok(Self {
+            acceptor,
+            port,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGTERM or Ctrl-C.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then drains requests and stops the
+    /// background loops.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
+        let shutdown = CancellationToken::new();
+        let reaper = tokio::spawn(reaper::run(self.state.clone(), shutdown.clone()));
+        tracing::info!(port = self.port, "flashdrop listening");
+        let result = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
+            .await;
+        shutdown.cancel();
+        let _ = reaper.await;
+        tracing::info!("flashdrop stopped");
+        result
+    }
+}
+
+pub fn routes(state: AppState) -> impl poem::Endpoint {
+    let api = api::service();
+    let docs = api.swagger_ui();
+    let spec = api::spec_json();
+    Route::new()
+        .nest("/api/v1", api)
+        .nest("/docs", docs)
+        .at(
+            "/openapi.json",
+            get(make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            })),
+        )
+        .at("/healthz", get(api::health::healthz))
+        .at("/readyz", get(api::health::readyz))
+        .around(|ep, req| limits::cap_body(ep, req, MAX_BODY_BYTES))
+        .catch_all_error(error::into_json_response)
+        .around(telemetry::trace_request)
+        .data(state)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,154 @@
+//! MongoDB collections: `sales` and `orders`. The unique indexes on orders are
+//! the last line of defence: even a Redis that lost data cannot make MongoDB
+//! record a unit sold twice or a buyer over the limit.
+
+use std::time::Duration;
+
+use bson::{DateTime, doc};
+use mongodb::{
+    Client, Collection, Database, IndexModel,
+    error::{Error, ErrorKind, WriteFailure},
+    options::{Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern},
+};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+pub const UNITS_INDEX: &str = "order_units_unique";
+pub const SLOTS_INDEX: &str = "order_slots_unique";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SaleDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub total: i64,
+    pub per_user_limit: i64,
+    pub starts_at: DateTime,
+    pub ends_at: DateTime,
+    pub hold_seconds: i64,
+    pub waitlist_enabled: bool,
+    pub created_at: DateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime>,
+}
+
+/// A confirmed purchase. `_id` is the reservation id, so a hold can become
+/// at most one order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub sale_id: String,
+    pub user_id: String,
+    pub quantity: i64,
+    /// Unit serials 1..=total: unique per sale.
+    pub units: Vec<i64>,
+    /// The buyer's purchase slots 1..=limit: unique per sale and buyer.
+    pub slots: Vec<i64>,
+    pub unit_price_cents: i64,
+    pub total_cents: i64,
+    pub currency: String,
+    pub created_at: DateTime,
+}
+
+#[derive(Clone)]
+pub struct Mongo {
+    pub db: Database,
+    pub sales: Collection<SaleDoc>,
+    /// Writes wait for a majority and the journal: an order is durable
+    /// before the API says 201.
+    pub orders: Collection<OrderDoc>,
+}
+
+impl Mongo {
+    pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_MONGODB_URI: {e}")))?;
+        options.app_name.get_or_insert_with(|| "flashdrop".into());
+        // Fail fast instead of holding a buyer's request for the driver's
+        // default 30 s when MongoDB is down.
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(5));
+        options
+            .connect_timeout
+            .get_or_insert(Duration::from_secs(3));
+        let client = Client::with_options(options).map_err(StoreError::from)?;
+        let db = client.database(db);
+        let durable = CollectionOptions::builder()
+            .write_concern(
+                WriteConcern::builder()
+                    .w(Acknowledgment::Majority)
+                    .journal(true)
+                    .build(),
+            )
+            .build();
+        Ok(Self {
+            sales: db.collection("sales"),
+            orders: db.collection_with_options("orders", durable),
+            db,
+        })
+    }
+
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        let unique = |name: &str| {
+            IndexOptions::builder()
+                .unique(true)
+                .name(name.to_owned())
+                .build()
+        };
+        self.orders
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "units": 1})
+                    .options(unique(UNITS_INDEX))
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "user_id": 1, "slots": 1})
+                    .options(unique(SLOTS_INDEX))
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"user_id": 1, "created_at": -1})
+                    .build(),
+            ])
+            .await?;
+        self.sales
+            .create_index(IndexModel::builder().keys(doc! {"ends_at": 1}).build())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+}
+
+/// True when the error says MongoDB could not be reached at all.
+pub fn is_unreachable(err: &Error) -> bool {
+    matches!(
+        *err.kind,
+        ErrorKind::ServerSelection { .. }
+            | ErrorKind::Io(_)
+            | ErrorKind::ConnectionPoolCleared { .. }
+    ) || err.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR)
+}
+
+/// True when the operation certainly never reached a server, so a write
+/// certainly did not happen.
+pub fn never_sent(err: &Error) -> bool {
+    matches!(*err.kind, ErrorKind::ServerSelection { .. })
+}
+
+/// A unique-index violation (code 11000).
+pub fn is_duplicate_key(err: &Error) -> bool {
+    match &*err.kind {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}

@@ -1,0 +1,191 @@
+//! Authentication, roles, and the one error shape for every failure.
+
+use crate::helpers::{JWT_SECRET, admin_token, buyer_token, sale_body, spawn_app};
+use serde_json::{Value, json};
+
+async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(!body["message"].as_str().unwrap().is_empty());
+    body
+}
+
+#[tokio::test]
+async fn admin_routes_need_a_valid_admin_token() {
+    let app = spawn_app().await;
+    let url = app.api("/admin/sales");
+
+    let none = app
+        .http
+        .post(&url)
+        .json(&sale_body(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_error(none, 401, "unauthorized").await;
+
+    let garbage = app
+        .http
+        .post(&url)
+        .bearer_auth("not.a.jwt")
+        .json(&sale_body(json!({})));
+    assert_error(garbage.send().await.unwrap(), 401, "unauthorized").await;
+
+    let other_secret = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "admin", "role": "admin", "exp": chrono::Utc::now().timestamp() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-some-other-secret"),
+    )
+    .unwrap();
+    let forged = app
+        .http
+        .post(&url)
+        .bearer_auth(other_secret)
+        .json(&sale_body(json!({})));
+    assert_error(forged.send().await.unwrap(), 401, "unauthorized").await;
+
+    let expired = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "admin", "role": "admin", "exp": chrono::Utc::now().timestamp() - 600}),
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let old = app
+        .http
+        .post(&url)
+        .bearer_auth(expired)
+        .json(&sale_body(json!({})));
+    let body = assert_error(old.send().await.unwrap(), 401, "unauthorized").await;
+    assert!(body["message"].as_str().unwrap().contains("expired"));
+
+    let buyer = app
+        .http
+        .post(&url)
+        .bearer_auth(buyer_token("bob"))
+        .json(&sale_body(json!({})));
+    assert_error(buyer.send().await.unwrap(), 403, "forbidden").await;
+
+    let admin = app
+        .http
+        .post(&url)
+        .bearer_auth(admin_token())
+        .json(&sale_body(json!({})));
+    assert_eq!(admin.send().await.unwrap().status(), 201);
+}
+
+#[tokio::test]
+async fn buyer_routes_need_a_token() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    let resp = app
+        .http
+        .post(app.api(&format!("/sales/{sale}/reservations")))
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 401, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn malformed_input_is_400_invalid_request_in_json() {
+    let app = spawn_app().await;
+    let url = app.api("/admin/sales");
+    let send = |body: String| {
+        app.http
+            .post(&url)
+            .bearer_auth(admin_token())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_error(
+        send("{not json".into()).await.unwrap(),
+        400,
+        "invalid_request",
+    )
+    .await;
+    let wrong_type = sale_body(json!({"total": "many"})).to_string();
+    assert_error(send(wrong_type).await.unwrap(), 400, "invalid_request").await;
+    let missing = json!({"name": "x"}).to_string();
+    assert_error(send(missing).await.unwrap(), 400, "invalid_request").await;
+
+    let sale = app.create_sale(json!({})).await;
+    let negative = app
+        .http
+        .post(app.api(&format!("/sales/{sale}/reservations")))
+        .bearer_auth(buyer_token("neg"))
+        .json(&json!({"quantity": -1}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(negative, 400, "invalid_request").await;
+    // Nothing reached Redis: the sale is untouched.
+    assert_eq!(app.get_sale(&sale).await["available"], 10);
+}
+
+#[tokio::test]
+async fn sale_rules_answer_400_with_the_field_named() {
+    let app = spawn_app().await;
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let cases = [
+        (json!({"total": 0}), "total"),
+        (json!({"total": 10_000_001}), "total"),
+        (json!({"per_user_limit": 11}), "per_user_limit"),
+        (json!({"hold_seconds": 86_401}), "hold_seconds"),
+        (json!({"currency": "euro"}), "currency"),
+        (json!({"price_cents": -5}), "price_cents"),
+        (json!({"name": ""}), "name"),
+        (json!({"ends_at": past}), "ends_at"),
+    ];
+    for (overrides, field) in cases {
+        let resp = app
+            .http
+            .post(app.api("/admin/sales"))
+            .bearer_auth(admin_token())
+            .json(&sale_body(overrides.clone()))
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(resp, 400, "invalid_request").await;
+        assert!(
+            body["message"].as_str().unwrap().contains(field),
+            "{overrides}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_ids_are_404_in_json() {
+    let app = spawn_app().await;
+    let resp = app.http.get(app.api("/nothing-here")).send().await.unwrap();
+    assert_error(resp, 404, "not_found").await;
+    let resp = app.http.get(app.api("/sales/{bad}")).send().await.unwrap();
+    assert_error(resp, 404, "not_found").await;
+    let resp = app
+        .http
+        .get(app.api("/sales/0123456789abcdef01234567"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let app = spawn_app().await;
+    let huge = sale_body(json!({"name": "x".repeat(100_000)})).to_string();
+    let resp = app
+        .http
+        .post(app.api("/admin/sales"))
+        .bearer_auth(admin_token())
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 413, "payload_too_large").await;
+}

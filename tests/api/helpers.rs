@@ -1,0 +1,462 @@
+//! Shared harness: real `redis-server` and `secantusd-rs` started once per
+//! test binary on free ports (or taken from FLASHDROP_TEST_REDIS_URL and
+//! FLASHDROP_TEST_MONGODB_URI), an app per test on port 0 with its own
+//! database, and helpers to read Redis and MongoDB state directly.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    sync::{OnceLock, mpsc},
+    time::{Duration, Instant},
+};
+
+use bson::doc;
+use flashdrop::{
+    auth::{JwtKeys, Role},
+    config::{Secret, Settings},
+    startup::Application,
+    state::AppState,
+    store::mongo::OrderDoc,
+};
+use futures::TryStreamExt;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+
+pub struct Servers {
+    pub redis_url: String,
+    pub mongo_uri: String,
+}
+
+/// The shared servers of this test binary.
+pub fn servers() -> &'static Servers {
+    static SERVERS: OnceLock<Servers> = OnceLock::new();
+    SERVERS.get_or_init(|| {
+        if let (Ok(redis_url), Ok(mongo_uri)) = (
+            std::env::var("FLASHDROP_TEST_REDIS_URL"),
+            std::env::var("FLASHDROP_TEST_MONGODB_URI"),
+        ) {
+            return Servers {
+                redis_url,
+                mongo_uri,
+            };
+        }
+        // The servers are children of a thread that lives as long as the
+        // process, so PR_SET_PDEATHSIG ends them when the tests end.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let redis = RedisServer::start();
+            let mongo = start_mongo();
+            tx.send(Servers {
+                redis_url: redis.url.clone(),
+                mongo_uri: mongo.1.clone(),
+            })
+            .unwrap();
+            let _keep = (redis, mongo.0);
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("test servers started")
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `redis-server` of our own; stopped when dropped.
+pub struct RedisServer {
+    pub url: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = die_with_parent(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .spawn()
+        .expect("redis-server is installed (scripts/test installs it)");
+        wait_for_port(port, "redis-server");
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn start_mongo() -> (Child, String) {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!(
+        "flashdrop-test-mongo-{}-{port}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = std::env::var("SECANTUSD").unwrap_or_else(|_| "secantusd-rs".into());
+    let child = die_with_parent(
+        Command::new(&bin)
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+            .arg("--storage-path")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .spawn()
+    .expect("secantusd-rs is installed (scripts/test installs it)");
+    wait_for_port(port, "secantusd-rs");
+    (
+        child,
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+    )
+}
+
+pub fn test_settings(redis_url: &str, mongo_uri: &str) -> Settings {
+    let db = format!("fdtest_{}", flashdrop::sale::new_id());
+    let vars: HashMap<&str, String> = HashMap::from([
+        ("FLASHDROP_LISTEN", "127.0.0.1:0".to_owned()),
+        ("FLASHDROP_REDIS_URL", redis_url.to_owned()),
+        ("FLASHDROP_MONGODB_URI", mongo_uri.to_owned()),
+        ("FLASHDROP_MONGODB_DB", db),
+        ("FLASHDROP_JWT_SECRET", JWT_SECRET.to_owned()),
+        ("FLASHDROP_RATE_LIMIT_BUYER", "off".to_owned()),
+        ("FLASHDROP_RATE_LIMIT_IP", "off".to_owned()),
+    ]);
+    Settings::from_lookup(|k| vars.get(k).cloned()).unwrap()
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let s = servers();
+    let mut settings = test_settings(&s.redis_url, &s.mongo_uri);
+    configure(&mut settings);
+    spawn_app_from(settings).await
+}
+
+pub async fn spawn_app_from(settings: Settings) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        flashdrop::telemetry::init("info,flashdrop=debug", settings.log_format);
+    }
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        state,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+pub fn token(sub: &str, role: Role) -> String {
+    JwtKeys::new(&Secret::new(JWT_SECRET))
+        .mint(sub, role, Duration::from_secs(3600))
+        .unwrap()
+}
+
+pub fn buyer_token(sub: &str) -> String {
+    token(sub, Role::Buyer)
+}
+
+pub fn admin_token() -> String {
+    token("admin", Role::Admin)
+}
+
+/// A sale body that passes validation and is active now; `overrides` replace
+/// fields.
+pub fn sale_body(overrides: Value) -> Value {
+    let now = chrono::Utc::now();
+    let mut body = json!({
+        "name": "Limited sneakers",
+        "price_cents": 12_900,
+        "currency": "EUR",
+        "total": 10,
+        "per_user_limit": 2,
+        "starts_at": (now - chrono::Duration::seconds(1)).to_rfc3339(),
+        "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339(),
+        "hold_seconds": 60,
+        "waitlist_enabled": true,
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.address)
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn create_sale(&self, overrides: Value) -> String {
+        let resp = self
+            .http
+            .post(self.api("/admin/sales"))
+            .bearer_auth(admin_token())
+            .json(&sale_body(overrides))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn get_sale(&self, id: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.api(&format!("/sales/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn reserve(&self, sale: &str, buyer: &str, quantity: i64) -> reqwest::Response {
+        self.http
+            .post(self.api(&format!("/sales/{sale}/reservations")))
+            .bearer_auth(buyer_token(buyer))
+            .json(&json!({"quantity": quantity}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn confirm(&self, rid: &str, buyer: &str) -> reqwest::Response {
+        self.http
+            .post(self.api(&format!("/reservations/{rid}/confirm")))
+            .bearer_auth(buyer_token(buyer))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn cancel(&self, rid: &str, buyer: &str) -> reqwest::Response {
+        self.http
+            .delete(self.api(&format!("/reservations/{rid}")))
+            .bearer_auth(buyer_token(buyer))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn reservation(&self, rid: &str, buyer: &str) -> Value {
+        let resp = self
+            .http
+            .get(self.api(&format!("/reservations/{rid}")))
+            .bearer_auth(buyer_token(buyer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    pub async fn orders(&self, sale: &str) -> Vec<OrderDoc> {
+        self.state
+            .mongo
+            .orders
+            .find(doc! {"sale_id": sale})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn redis_sale(&self, sale: &str) -> HashMap<String, String> {
+        let mut conn = self.state.redis.clone();
+        conn.hgetall(format!("fd:{{{sale}}}:sale")).await.unwrap()
+    }
+
+    /// Checks every unit invariant against Redis and MongoDB together:
+    /// each unit 1..=total is exactly one of free, held by one live hold, or
+    /// sold in exactly one order; the counters agree; no buyer is over the
+    /// limit in either store. Returns (available, held, sold).
+    pub async fn check_invariants(&self, sale: &str) -> (i64, i64, i64) {
+        let mut conn = self.state.redis.clone();
+        let s = self.redis_sale(sale).await;
+        let n = |k: &str| s.get(k).map(|v| v.parse::<i64>().unwrap()).unwrap_or(0);
+        let (total, limit, next) = (n("total"), n("limit"), n("next"));
+        let (available, held, sold) = (n("available"), n("held"), n("sold"));
+        assert!(sold + held <= total, "oversold: {s:?}");
+
+        let mut owner: BTreeMap<i64, String> = BTreeMap::new();
+        let mut claim = |unit: i64, who: String| {
+            assert!((1..=total).contains(&unit), "unit {unit} out of range");
+            if let Some(before) = owner.insert(unit, who.clone()) {
+                panic!("unit {unit} is both {before} and {who}");
+            }
+        };
+        let free: Vec<i64> = conn.smembers(format!("fd:{{{sale}}}:free")).await.unwrap();
+        for u in &free {
+            claim(*u, "free".into());
+        }
+        for u in next..=total {
+            claim(u, "free (never issued)".into());
+        }
+        let hold_keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> = conn
+                .scan_match(format!("fd:{{{sale}}}:hold:*"))
+                .await
+                .unwrap();
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                keys.push(k.unwrap());
+            }
+            keys
+        };
+        let epoch = s.get("epoch").cloned().unwrap_or_default();
+        let mut held_sum = 0;
+        let mut live_per_buyer: HashMap<String, i64> = HashMap::new();
+        for key in hold_keys {
+            let h: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
+            let live = matches!(h["state"].as_str(), "held" | "confirming");
+            if live && h["epoch"] == epoch {
+                let qty: i64 = h["qty"].parse().unwrap();
+                held_sum += qty;
+                *live_per_buyer.entry(h["user"].clone()).or_default() += 1;
+                for u in h["units"].split(',') {
+                    claim(u.parse().unwrap(), format!("held by {key}"));
+                }
+            }
+        }
+        let orders = self.orders(sale).await;
+        let mut bought: HashMap<String, i64> = HashMap::new();
+        for o in &orders {
+            assert_eq!(o.units.len() as i64, o.quantity);
+            *bought.entry(o.user_id.clone()).or_default() += o.quantity;
+            for u in &o.units {
+                claim(*u, format!("sold in {}", o.id));
+            }
+        }
+        assert_eq!(owner.len() as i64, total, "some unit is nowhere");
+        assert_eq!(held, held_sum, "held counter");
+        assert_eq!(
+            sold,
+            orders.iter().map(|o| o.quantity).sum::<i64>(),
+            "sold counter"
+        );
+        assert_eq!(
+            available,
+            free.len() as i64 + (total - next + 1),
+            "available counter"
+        );
+        for (buyer, n) in &bought {
+            assert!(*n <= limit, "{buyer} bought {n} > {limit}");
+        }
+        for (buyer, holds) in &live_per_buyer {
+            assert_eq!(*holds, 1, "{buyer} has {holds} live holds");
+        }
+        let redis_bought: HashMap<String, i64> =
+            conn.hgetall(format!("fd:{{{sale}}}:bought")).await.unwrap();
+        assert_eq!(redis_bought, bought, "bought counts in Redis and MongoDB");
+        (available, held, sold)
+    }
+}
+
+/// Polls `f` until it returns Some or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn json(resp: reqwest::Response) -> Value {
+    resp.json().await.unwrap()
+}

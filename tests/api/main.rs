@@ -1,0 +1,13 @@
+//! Integration tests against real Redis and MongoDB wire servers.
+
+mod helpers;
+mod proxy;
+
+mod auth_and_errors;
+mod cli;
+mod concurrency;
+mod health;
+mod openapi;
+mod recovery;
+mod reservations;
+mod sales;

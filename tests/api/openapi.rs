@@ -1,0 +1,49 @@
+//! The checked-in OpenAPI document matches what the server generates, and
+//! the server publishes it with Swagger UI.
+
+use crate::helpers::spawn_app;
+
+const CHECKED_IN: &str = include_str!("../../openapi/openapi.json");
+
+#[test]
+fn checked_in_spec_matches_the_generated_one() {
+    let generated = flashdrop::api::spec_json();
+    if std::env::var_os("UPDATE_OPENAPI").is_some() {
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"),
+            format!("{generated}\n"),
+        )
+        .unwrap();
+        return;
+    }
+    assert_eq!(
+        CHECKED_IN.trim_end(),
+        generated.trim_end(),
+        "openapi/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test api openapi` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn the_spec_and_swagger_ui_are_served() {
+    let app = spawn_app().await;
+    let spec: serde_json::Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        spec,
+        serde_json::from_str::<serde_json::Value>(CHECKED_IN).unwrap()
+    );
+    let scheme = &spec["components"]["securitySchemes"]["bearerAuth"];
+    assert_eq!(scheme["scheme"], "bearer");
+    assert!(spec["paths"]["/sales/{id}/reservations"]["post"].is_object());
+
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}

@@ -1,0 +1,189 @@
+//! Creating, reading, changing and closing sales.
+
+use crate::helpers::{admin_token, spawn_app};
+use bson::doc;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_created_sale_is_stored_opened_and_readable_with_live_counts() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 25, "per_user_limit": 3}))
+        .await;
+
+    let view = app.get_sale(&sale).await;
+    assert_eq!(view["status"], "active");
+    assert_eq!(view["total"], 25);
+    assert_eq!(view["available"], 25);
+    assert_eq!(view["held"], 0);
+    assert_eq!(view["sold"], 0);
+    assert_eq!(view["per_user_limit"], 3);
+    assert_eq!(view["waitlist_length"], 0);
+    assert!(view["server_time"].as_str().is_some());
+
+    let stored = app
+        .state
+        .mongo
+        .sales
+        .find_one(doc! {"_id": &sale})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, 25);
+    assert_eq!(stored.price_cents, 12_900);
+    let redis = app.redis_sale(&sale).await;
+    assert_eq!(redis["available"], "25");
+    assert_eq!(redis["next"], "1");
+
+    let list: Vec<Value> = app
+        .http
+        .get(app.api("/sales"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.iter().any(|s| s["id"] == sale.as_str()));
+    let admin_list = app
+        .http
+        .get(app.api("/admin/sales?limit=5"))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_list.status(), 200);
+}
+
+#[tokio::test]
+async fn status_follows_the_window() {
+    let app = spawn_app().await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let upcoming = app
+        .create_sale(json!({"starts_at": later.to_rfc3339(), "ends_at": (later + chrono::Duration::hours(1)).to_rfc3339()}))
+        .await;
+    assert_eq!(app.get_sale(&upcoming).await["status"], "upcoming");
+    let resp = app.reserve(&upcoming, "early", 1).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["code"],
+        "sale_not_active"
+    );
+}
+
+async fn patch(app: &crate::helpers::TestApp, sale: &str, body: Value) -> reqwest::Response {
+    app.http
+        .patch(app.api(&format!("/admin/sales/{sale}")))
+        .bearer_auth(admin_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn before_the_start_the_window_moves_and_stock_rises() {
+    let app = spawn_app().await;
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    let sale = app
+        .create_sale(json!({"starts_at": start.to_rfc3339(), "ends_at": (start + chrono::Duration::hours(1)).to_rfc3339()}))
+        .await;
+    let new_end = start + chrono::Duration::hours(3);
+    let resp = patch(
+        &app,
+        &sale,
+        json!({"total": 40, "ends_at": new_end.to_rfc3339(), "price_cents": 100}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["total"], 40);
+    assert_eq!(view["available"], 40);
+    assert_eq!(view["price_cents"], 100);
+    assert_eq!(app.redis_sale(&sale).await["total"], "40");
+    let stored = app
+        .state
+        .mongo
+        .sales
+        .find_one(doc! {"_id": &sale})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.total, 40);
+    assert_eq!(
+        stored.ends_at.timestamp_millis(),
+        new_end.timestamp_millis()
+    );
+
+    let lower = patch(&app, &sale, json!({"total": 5})).await;
+    assert_eq!(lower.status(), 409);
+    assert_eq!(
+        lower.json::<Value>().await.unwrap()["code"],
+        "invalid_change"
+    );
+    let before_start = start - chrono::Duration::minutes(1);
+    let bad = patch(&app, &sale, json!({"ends_at": before_start.to_rfc3339()})).await;
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn after_the_start_only_safe_changes_are_accepted() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    assert_eq!(app.reserve(&sale, "b1", 1).await.status(), 201);
+
+    for change in [
+        json!({"price_cents": 1}),
+        json!({"total": 100}),
+        json!({"per_user_limit": 1}),
+    ] {
+        let resp = patch(&app, &sale, change.clone()).await;
+        assert_eq!(resp.status(), 409, "{change}");
+        assert_eq!(resp.json::<Value>().await.unwrap()["code"], "sale_started");
+    }
+    let later = chrono::Utc::now() + chrono::Duration::hours(5);
+    let resp = patch(
+        &app,
+        &sale,
+        json!({"ends_at": later.to_rfc3339(), "name": "Renamed"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["name"], "Renamed");
+    assert_eq!(view["held"], 1);
+    app.check_invariants(&sale).await;
+}
+
+#[tokio::test]
+async fn closing_a_sale_ends_it_for_new_holds() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    let resp = app
+        .http
+        .post(app.api(&format!("/admin/sales/{sale}/close")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ended");
+    assert_eq!(app.get_sale(&sale).await["status"], "ended");
+    let stored = app
+        .state
+        .mongo
+        .sales
+        .find_one(doc! {"_id": &sale})
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.closed_at.is_some());
+    let resp = app.reserve(&sale, "late", 1).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap()["code"],
+        "sale_not_active"
+    );
+    let again = patch(&app, &sale, json!({"name": "x"})).await;
+    assert_eq!(again.status(), 409);
+}
