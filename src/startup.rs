@@ -24,12 +24,16 @@ pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     state: AppState,
+    signals: StopSignals,
 }
 
 impl Application {
     /// Connects to Redis and MongoDB and binds the listener (port 0 picks a
     /// free port, as tests do).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before the port is bound, so a SIGTERM that follows readiness is
+        // always a graceful stop.
+        let signals = StopSignals::register()?;
         let (_, redis) = crate::store::redis::connect(&settings.redis_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
@@ -61,6 +65,7 @@ impl Application {
             acceptor,
             port,
             state,
+            signals,
         })
     }
 
@@ -73,8 +78,9 @@ impl Application {
     }
 
     /// Serves until SIGTERM or Ctrl-C.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.run_until(shutdown_signal()).await
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let signals = std::mem::take(&mut self.signals);
+        self.run_until(signals.received()).await
     }
 
     /// Serves until `stop` completes, then drains requests and stops the
@@ -116,24 +122,29 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .data(state)
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+/// SIGTERM and SIGINT, registered eagerly.
+#[derive(Default)]
+struct StopSignals {
+    streams: Vec<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            streams: vec![
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ],
+        })
     }
-    tracing::info!("shutdown signal received");
+
+    async fn received(mut self) {
+        if self.streams.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = self.streams.iter_mut().map(|s| Box::pin(s.recv()));
+        futures_util::future::select_all(waits).await;
+        tracing::info!("shutdown signal received");
+    }
 }
