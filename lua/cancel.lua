@@ -1,4 +1,5 @@
--- cancel: the buyer gives a held hold back; its units return to stock.
+-- cancel: the buyer gives a held hold back; its units go to the waiting
+-- list first, then to open stock.
 -- KEYS[1] fd:{S}:sale  KEYS[2] fd:{S}:hold:<rid>  KEYS[3] fd:{S}:deadlines
 -- KEYS[4] fd:{S}:free  KEYS[5] fd:{S}:holding  KEYS[6] fd:{S}:events
 -- ARGV[1] channel  ARGV[2] rid  ARGV[3] buyer
@@ -13,7 +14,5 @@ if h.epoch ~= (redis.call('HGET', KEYS[1], 'epoch') or '') then
 end
 if h.state ~= 'held' then return fd_reply({r = h.state}) end
 local rid = ARGV[2]
-fd_release(KEYS[1], KEYS[2], rid, h, 'cancelled',
-  {free = KEYS[4], holding = KEYS[5], deadlines = KEYS[3]})
-fd_emit(KEYS[1], KEYS[6], ARGV[1], 'cancelled', now, {rid = rid, user = h.user, qty = h.qty})
+fd_release(KEYS[1], rid, h, 'cancelled', ARGV[1], now)
 return fd_reply({r = 'cancelled'})

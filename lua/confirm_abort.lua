@@ -14,7 +14,5 @@ if now < h.expires then
   redis.call('ZADD', KEYS[3], h.expires, rid)
   return fd_reply({r = 'held'})
 end
-fd_release(KEYS[1], KEYS[2], rid, h, 'expired',
-  {free = KEYS[4], holding = KEYS[5], deadlines = KEYS[3]})
-fd_emit(KEYS[1], KEYS[6], ARGV[1], 'expired', now, {rid = rid, user = h.user, qty = h.qty})
+fd_release(KEYS[1], rid, h, 'expired', ARGV[1], now)
 return fd_reply({r = 'expired'})

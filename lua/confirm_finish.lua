@@ -25,4 +25,6 @@ redis.call('ZREM', KEYS[3], rid)
 redis.call('HSET', KEYS[2], 'state', 'confirmed')
 redis.call('EXPIRE', KEYS[2], FD_TERMINAL_TTL)
 fd_emit(KEYS[1], KEYS[6], ARGV[1], 'confirmed', now, {rid = rid, user = h.user, qty = h.qty})
+-- Fewer holds out may let the line take set-aside units, or close it.
+fd_promote(KEYS[1], ARGV[1], now)
 return fd_reply({r = 'confirmed'})

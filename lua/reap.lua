@@ -1,4 +1,5 @@
--- reap: expire due holds and claim confirming holds whose lease ran out.
+-- reap: expire due holds (their units go to the waiting list first), claim
+-- confirming holds whose lease ran out, and close the line when the sale ends.
 -- Safe when several instances reap at once: each due hold is handled once
 -- because its state changes in this same atomic step. Hold keys are built
 -- from the sale key's prefix and so share its hash tag (one slot).
@@ -11,15 +12,13 @@ local now = fd_now()
 if redis.call('EXISTS', KEYS[1]) == 0 then return fd_reply({r = 'missing'}) end
 local prefix = fd_prefix(KEYS[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-local keys = {free = KEYS[3], holding = KEYS[4], deadlines = KEYS[2]}
 local expired = 0
 local claimed = {}
 for _, rid in ipairs(due) do
   local hold_key = prefix .. 'hold:' .. rid
   local h = fd_load_hold(hold_key)
   if h and h.state == 'held' then
-    fd_release(KEYS[1], hold_key, rid, h, 'expired', keys)
-    fd_emit(KEYS[1], KEYS[5], ARGV[1], 'expired', now, {rid = rid, user = h.user, qty = h.qty})
+    fd_release(KEYS[1], rid, h, 'expired', ARGV[1], now)
     expired = expired + 1
   elseif h and h.state == 'confirming' then
     local lease = now + tonumber(ARGV[3])
@@ -29,6 +28,12 @@ for _, rid in ipairs(due) do
   else
     redis.call('ZREM', KEYS[2], rid)
   end
+end
+-- The end of the window closes the waiting list, once.
+local s = fd_load_sale(KEYS[1])
+if (s.closed == 1 or now >= s.ends) and s.wl_closed ~= 1 then
+  redis.call('HSET', KEYS[1], 'wl_closed', 1)
+  fd_emit(KEYS[1], KEYS[5], ARGV[1], 'sale_closed', now)
 end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local next_due = -1

@@ -25,11 +25,8 @@ end
 -- Count the lost units as sold, then release the rest as a normal cancel.
 redis.call('HINCRBY', KEYS[1], 'held', -lost)
 redis.call('HINCRBY', KEYS[1], 'sold', lost)
+redis.call('HSET', KEYS[6], h.user, ARGV[4])
 h.qty = h.qty - lost
 h.units = table.concat(keep, ',')
-local rid = ARGV[2]
-fd_release(KEYS[1], KEYS[2], rid, h, 'cancelled',
-  {free = KEYS[4], holding = KEYS[5], deadlines = KEYS[3]})
-redis.call('HSET', KEYS[6], h.user, ARGV[4])
-fd_emit(KEYS[1], KEYS[7], ARGV[1], 'repaired', now, {rid = rid, user = h.user, qty = h.qty})
+fd_release(KEYS[1], ARGV[2], h, 'cancelled', ARGV[1], now)
 return fd_reply({r = 'repaired', lost = lost})

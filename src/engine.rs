@@ -119,6 +119,8 @@ struct Reply {
     limit: Option<i64>,
     #[serde(default)]
     repeat_key: bool,
+    #[serde(default)]
+    waiting: i64,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +180,7 @@ impl AppState {
                     .key(keys.events())
                     .key(keys.hold(&rid))
                     .key(keys.idempotency(buyer, idempotency_key.unwrap_or("")))
+                    .key(keys.wait())
                     .arg(keys.channel())
                     .arg(&rid)
                     .arg(buyer)
@@ -231,6 +234,13 @@ impl AppState {
                     "the limit is {} per buyer and you have bought {}",
                     reply.limit.unwrap_or_default(),
                     reply.bought.unwrap_or_default()
+                ),
+            )),
+            "sold_out" if reply.waiting > 0 => Err(ApiError::conflict(
+                "sold_out",
+                format!(
+                    "{} buyers are waiting for returned units; join the waiting list",
+                    reply.waiting
                 ),
             )),
             "sold_out" => Err(ApiError::conflict(

@@ -36,8 +36,9 @@ pub enum ErrorResponse {
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
     /// `sold_out`, `limit_exceeded`, `sale_not_active`, `sale_started`,
-    /// `sale_ended`, `reservation_confirming`, `reservation_confirmed`,
-    /// `stock_available`.
+    /// `sale_ended`, `invalid_change`, `reservation_confirming`,
+    /// `reservation_confirmed`, `reservation_exists`, `stock_available`,
+    /// `waitlist_disabled`.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// `reservation_expired`: the hold ended before it was confirmed.

@@ -225,6 +225,7 @@ struct LiveCounts {
     starts_ms: i64,
     ends_ms: i64,
     closed: bool,
+    waitlist_length: i64,
 }
 
 fn status_at(c: &LiveCounts, now_ms: i64) -> SaleStatus {
@@ -314,7 +315,7 @@ impl AppState {
             held: counts.held,
             sold: counts.sold,
             per_user_limit: doc.per_user_limit,
-            waitlist_length: 0,
+            waitlist_length: counts.waitlist_length,
             waitlist_enabled: doc.waitlist_enabled,
             hold_seconds: doc.hold_seconds,
             starts_at: doc.starts_at.to_chrono(),
@@ -326,7 +327,8 @@ impl AppState {
     async fn live_counts(&self, sale_id: &str) -> Result<Option<LiveCounts>, StoreError> {
         let keys = SaleKeys::new(sale_id);
         let mut conn = self.redis.clone();
-        let v: Vec<Option<i64>> = redis::cmd("HMGET")
+        let (v, waiting): (Vec<Option<i64>>, i64) = redis::pipe()
+            .cmd("HMGET")
             .arg(keys.sale())
             .arg(&[
                 "total",
@@ -336,7 +338,9 @@ impl AppState {
                 "starts",
                 "ends",
                 "closed",
+                "wl_closed",
             ])
+            .zcard(keys.wait())
             .query_async(&mut conn)
             .await?;
         let Some(total) = v[0] else { return Ok(None) };
@@ -349,6 +353,7 @@ impl AppState {
             starts_ms: n(4),
             ends_ms: n(5),
             closed: n(6) == 1,
+            waitlist_length: if n(7) == 1 { 0 } else { waiting },
         }))
     }
 
@@ -381,15 +386,17 @@ impl AppState {
                 .arg(new_id())
                 .arg(doc.price_cents)
                 .arg(&doc.currency)
-                .arg(kind),
+                .arg(kind)
+                .arg(i64::from(doc.waitlist_enabled)),
         )
         .await?;
         Ok(reply.r == "opened")
     }
 
     /// Rebuilds a sale's Redis state from MongoDB: units in orders stay sold,
-    /// every other unit is free, buyers' bought counts come back. Holds that
-    /// Redis lost are gone (their units are free again). One instance
+    /// every other unit is free, buyers' bought counts come back. Holds and
+    /// the waiting list that Redis lost are gone (their units are free again;
+    /// waiters read `not_listed` and may join again). One instance
     /// rebuilds while the others wait for it.
     pub async fn restore_sale(&self, doc: &SaleDoc) -> Result<(), StoreError> {
         let keys = SaleKeys::new(&doc.id);
@@ -456,7 +463,15 @@ impl AppState {
         let next = sold_units.last().copied().unwrap_or(0) + 1;
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .del(&[keys.free(), keys.deadlines(), keys.bought(), keys.holding()])
+            .del(&[
+                keys.free(),
+                keys.deadlines(),
+                keys.bought(),
+                keys.holding(),
+                keys.wait(),
+                keys.waitq(),
+                keys.promoted(),
+            ])
             .ignore();
         // Units below `next` that no order holds are free again.
         let mut sold_iter = sold_units.iter().peekable();
@@ -525,7 +540,8 @@ impl AppState {
                 .arg(after.per_user_limit)
                 .arg(after.price_cents)
                 .arg(&after.currency)
-                .arg(i64::from(needs_upcoming)),
+                .arg(i64::from(needs_upcoming))
+                .arg(i64::from(after.waitlist_enabled)),
         )
         .await?;
         match reply.r.as_str() {

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod health;
 pub mod reservations;
 pub mod sales;
+pub mod waitlist;
 
 #[derive(Tags)]
 pub enum Tag {
@@ -14,6 +15,8 @@ pub enum Tag {
     Sales,
     /// Holds on units, and their confirmation into orders.
     Reservations,
+    /// The FIFO waiting list for units that come back.
+    Waitlist,
     /// Scheduling and managing sales.
     Admin,
 }
@@ -21,6 +24,7 @@ pub enum Tag {
 pub type Apis = (
     sales::SalesApi,
     reservations::ReservationsApi,
+    waitlist::WaitlistApi,
     admin::AdminApi,
 );
 
@@ -29,6 +33,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
         (
             sales::SalesApi,
             reservations::ReservationsApi,
+            waitlist::WaitlistApi,
             admin::AdminApi,
         ),
         "Flashdrop",

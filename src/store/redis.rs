@@ -43,6 +43,15 @@ impl SaleKeys {
     pub fn events(&self) -> String {
         self.key("events")
     }
+    pub fn wait(&self) -> String {
+        self.key("wait")
+    }
+    pub fn waitq(&self) -> String {
+        self.key("waitq")
+    }
+    pub fn promoted(&self) -> String {
+        self.key("promoted")
+    }
     pub fn hold(&self, rid: &str) -> String {
         self.key(&format!("hold:{rid}"))
     }
@@ -80,6 +89,8 @@ pub struct Scripts {
     pub cancel: Script,
     pub reap: Script,
     pub repair_hold: Script,
+    pub waitlist_join: Script,
+    pub waitlist_leave: Script,
     pub unlock: Script,
 }
 
@@ -96,6 +107,8 @@ impl Scripts {
             cancel: lua!("cancel.lua"),
             reap: lua!("reap.lua"),
             repair_hold: lua!("repair_hold.lua"),
+            waitlist_join: lua!("waitlist_join.lua"),
+            waitlist_leave: lua!("waitlist_leave.lua"),
             unlock: Script::new(include_str!("../../lua/unlock.lua")),
         })
     }

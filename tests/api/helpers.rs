@@ -435,6 +435,26 @@ impl TestApp {
         let redis_bought: HashMap<String, i64> =
             conn.hgetall(format!("fd:{{{sale}}}:bought")).await.unwrap();
         assert_eq!(redis_bought, bought, "bought counts in Redis and MongoDB");
+
+        // Returned units are never stranded behind the line: while people
+        // wait, free units are only set aside for a head that cannot take
+        // them yet, and only while holds are out that may bring more.
+        let head: Vec<String> = conn
+            .zrange(format!("fd:{{{sale}}}:wait"), 0, 0)
+            .await
+            .unwrap();
+        if let (Some(head), false) = (head.first(), n("wl_closed") == 1) {
+            let want: i64 = conn
+                .hget(format!("fd:{{{sale}}}:waitq"), head)
+                .await
+                .unwrap();
+            let room = limit - bought.get(head).copied().unwrap_or(0);
+            assert!(
+                available < want.min(room) || (available == 0),
+                "{available} free units while {head} waits for {want}"
+            );
+            assert!(held > 0 || available == 0, "units stranded behind the line");
+        }
         (available, held, sold)
     }
 }

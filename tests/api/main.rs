@@ -11,3 +11,4 @@ mod openapi;
 mod recovery;
 mod reservations;
 mod sales;
+mod waitlist;
