@@ -168,6 +168,7 @@ local function fd_promote(sale_key, channel, now)
       if s.held > 0 then break end
       want = s.available
     end
+    local ticket = tonumber(redis.call('ZSCORE', k.wait, head))
     redis.call('ZREM', k.wait, head)
     redis.call('HDEL', k.waitq, head)
     if want > 0 then
@@ -176,9 +177,9 @@ local function fd_promote(sale_key, channel, now)
       redis.call('HSET', k.promoted, head, rid)
       redis.call('HINCRBY', sale_key, 'promotions', 1)
       fd_emit(sale_key, k.events, channel, 'promoted', now,
-        {rid = rid, user = head, qty = want, expires = expires})
+        {rid = rid, user = head, qty = want, expires = expires, ticket = ticket})
     else
-      fd_emit(sale_key, k.events, channel, 'waitlist_left', now, {user = head})
+      fd_emit(sale_key, k.events, channel, 'waitlist_left', now, {user = head, ticket = ticket})
     end
     s = fd_load_sale(sale_key)
   end

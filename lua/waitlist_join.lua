@@ -48,5 +48,5 @@ redis.call('HDEL', KEYS[6], buyer)
 redis.call('HINCRBY', KEYS[1], 'waitlist_joins', 1)
 local position = redis.call('ZCARD', KEYS[2])
 fd_emit(KEYS[1], KEYS[7], ARGV[1], 'waitlist_joined', now,
-  {user = buyer, qty = qty, position = position})
+  {user = buyer, qty = qty, position = position, ticket = ticket})
 return fd_reply({r = 'joined', position = position})

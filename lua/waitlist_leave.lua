@@ -7,8 +7,10 @@
 local now = fd_now()
 if redis.call('EXISTS', KEYS[1]) == 0 then return fd_reply({r = 'missing'}) end
 local buyer = ARGV[2]
-if redis.call('ZREM', KEYS[2], buyer) == 0 then return fd_reply({r = 'not_listed'}) end
+local ticket = redis.call('ZSCORE', KEYS[2], buyer)
+if not ticket then return fd_reply({r = 'not_listed'}) end
+redis.call('ZREM', KEYS[2], buyer)
 redis.call('HDEL', KEYS[3], buyer)
-fd_emit(KEYS[1], KEYS[4], ARGV[1], 'waitlist_left', now, {user = buyer})
+fd_emit(KEYS[1], KEYS[4], ARGV[1], 'waitlist_left', now, {user = buyer, ticket = tonumber(ticket)})
 fd_promote(KEYS[1], ARGV[1], now)
 return fd_reply({r = 'left'})

@@ -79,6 +79,8 @@ pub struct Settings {
     /// How long a confirm may take before the reaper checks MongoDB for the
     /// order and settles the hold.
     pub confirm_lease: Duration,
+    /// How often live sockets are pinged; three unanswered pings drop one.
+    pub live_ping: Duration,
     /// Test-only fault point: stop a confirm right after the order is written,
     /// as a crash there would. Never set from the environment.
     #[doc(hidden)]
@@ -195,6 +197,7 @@ impl Settings {
             rate_limit_buyer: parse_with("FLASHDROP_RATE_LIMIT_BUYER", DEFAULT_RATE_LIMIT_BUYER)?,
             rate_limit_ip: parse_with("FLASHDROP_RATE_LIMIT_IP", DEFAULT_RATE_LIMIT_IP)?,
             confirm_lease: Duration::from_secs(10),
+            live_ping: Duration::from_secs(15),
             fault_after_order_write: false,
         })
     }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod limits;
+pub mod live;
 pub mod reaper;
 pub mod sale;
 pub mod startup;

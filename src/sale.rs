@@ -226,6 +226,7 @@ struct LiveCounts {
     ends_ms: i64,
     closed: bool,
     waitlist_length: i64,
+    seq: i64,
 }
 
 fn status_at(c: &LiveCounts, now_ms: i64) -> SaleStatus {
@@ -294,6 +295,12 @@ impl AppState {
     }
 
     pub async fn sale_view(&self, doc: &SaleDoc) -> Result<SaleView, ApiError> {
+        Ok(self.sale_snapshot(doc).await?.0)
+    }
+
+    /// The sale's view and the `seq` of the last change it includes, read in
+    /// one step so a live client can apply later changes on top.
+    pub async fn sale_snapshot(&self, doc: &SaleDoc) -> Result<(SaleView, i64), ApiError> {
         let counts = match self.live_counts(&doc.id).await? {
             Some(c) => c,
             None => {
@@ -304,7 +311,7 @@ impl AppState {
             }
         };
         let now = Utc::now();
-        Ok(SaleView {
+        let view = SaleView {
             id: doc.id.clone(),
             name: doc.name.clone(),
             status: status_at(&counts, now.timestamp_millis()),
@@ -321,7 +328,8 @@ impl AppState {
             starts_at: doc.starts_at.to_chrono(),
             ends_at: BsonDateTime::from_millis(counts.ends_ms).to_chrono(),
             server_time: now,
-        })
+        };
+        Ok((view, counts.seq))
     }
 
     async fn live_counts(&self, sale_id: &str) -> Result<Option<LiveCounts>, StoreError> {
@@ -339,6 +347,7 @@ impl AppState {
                 "ends",
                 "closed",
                 "wl_closed",
+                "seq",
             ])
             .zcard(keys.wait())
             .query_async(&mut conn)
@@ -354,6 +363,7 @@ impl AppState {
             ends_ms: n(5),
             closed: n(6) == 1,
             waitlist_length: if n(7) == 1 { 0 } else { waiting },
+            seq: n(8),
         }))
     }
 

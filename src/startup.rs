@@ -13,7 +13,7 @@ use poem::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api, auth::JwtKeys, config::Settings, error, limits, reaper, state::AppState,
+    api, auth::JwtKeys, config::Settings, error, limits, live, reaper, state::AppState,
     store::mongo::Mongo, store::redis::Scripts, telemetry,
 };
 
@@ -60,6 +60,7 @@ impl Application {
             mongo,
             scripts: Scripts::new(),
             reaper: Default::default(),
+            live: Default::default(),
         };
         Ok(Self {
             acceptor,
@@ -88,12 +89,14 @@ impl Application {
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let shutdown = CancellationToken::new();
         let reaper = tokio::spawn(reaper::run(self.state.clone(), shutdown.clone()));
+        let subscriber = tokio::spawn(live::run_subscriber(self.state.clone(), shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
             .await;
         shutdown.cancel();
         let _ = reaper.await;
+        let _ = subscriber.await;
         tracing::info!("flashdrop stopped");
         result
     }

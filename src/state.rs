@@ -16,4 +16,6 @@ pub struct AppState {
     pub jwt: JwtKeys,
     /// Lets a new hold wake this instance's reaper.
     pub reaper: Arc<crate::reaper::Coverage>,
+    /// Fans the Redis subscription out to this process's WebSockets.
+    pub live: Arc<crate::live::Hub>,
 }

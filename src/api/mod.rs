@@ -5,6 +5,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 pub mod admin;
 pub mod health;
+pub mod live;
 pub mod reservations;
 pub mod sales;
 pub mod waitlist;
@@ -23,6 +24,7 @@ pub enum Tag {
 
 pub type Apis = (
     sales::SalesApi,
+    live::LiveApi,
     reservations::ReservationsApi,
     waitlist::WaitlistApi,
     admin::AdminApi,
@@ -32,6 +34,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             sales::SalesApi,
+            live::LiveApi,
             reservations::ReservationsApi,
             waitlist::WaitlistApi,
             admin::AdminApi,

@@ -7,6 +7,7 @@ mod auth_and_errors;
 mod cli;
 mod concurrency;
 mod health;
+mod live;
 mod openapi;
 mod recovery;
 mod reservations;

@@ -1,0 +1,303 @@
+//! The live feed with real WebSocket clients.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
+
+use crate::helpers::{
+    RedisServer, TestApp, buyer_token, eventually, json, spawn_app, spawn_app_with,
+};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn ws_url(app: &TestApp, sale: &str, token: Option<&str>) -> String {
+    let base = app.address.replace("http://", "ws://");
+    match token {
+        Some(t) => format!("{base}/api/v1/sales/{sale}/live?access_token={t}"),
+        None => format!("{base}/api/v1/sales/{sale}/live"),
+    }
+}
+
+async fn connect(app: &TestApp, sale: &str, token: Option<&str>) -> Socket {
+    connect_async(ws_url(app, sale, token)).await.unwrap().0
+}
+
+/// The next JSON text frame, skipping pings.
+async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("socket open")
+            .unwrap();
+        if let Message::Text(text) = msg {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// Frames until one of `kind` arrives.
+async fn next_of(socket: &mut Socket, kind: &str) -> Value {
+    loop {
+        let frame = next_frame(socket).await;
+        if frame["type"] == kind {
+            return frame;
+        }
+    }
+}
+
+#[tokio::test]
+async fn snapshot_then_one_stock_frame_per_change_in_seq_order() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 5, "hold_seconds": 1}))
+        .await;
+    let mut socket = connect(&app, &sale, None).await;
+    let snapshot = next_frame(&mut socket).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    assert_eq!(snapshot["sale"]["available"], 5);
+    let mut seq = snapshot["seq"].as_i64().unwrap();
+
+    let mut expect = async |available: i64, held: i64, sold: i64| {
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(frame["type"], "stock");
+        seq += 1;
+        assert_eq!(frame["seq"], seq, "seq rises by one per change");
+        assert_eq!(
+            (
+                frame["available"].as_i64(),
+                frame["held"].as_i64(),
+                frame["sold"].as_i64()
+            ),
+            (Some(available), Some(held), Some(sold)),
+            "{frame}"
+        );
+        assert!(frame["ts"].as_i64().unwrap() > 0);
+        frame
+    };
+    let rid = json(app.reserve(&sale, "a", 2).await).await["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(3, 2, 0).await;
+    assert_eq!(app.confirm(&rid, "a").await.status(), 201);
+    expect(3, 0, 2).await;
+    let rid = json(app.reserve(&sale, "b", 1).await).await["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(2, 1, 2).await;
+    assert_eq!(app.cancel(&rid, "b").await.status(), 204);
+    expect(3, 0, 2).await;
+    app.reserve(&sale, "c", 2).await;
+    expect(1, 2, 2).await;
+    let expired = expect(3, 0, 2).await; // the reaper expires c's hold
+    assert_eq!(expired["status"], "active");
+}
+
+#[tokio::test]
+async fn a_buyer_sees_their_own_events_and_a_waiter_is_promoted() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    let mut holder = connect(&app, &sale, Some(&buyer_token("holder"))).await;
+    let mut waiter = connect(&app, &sale, Some(&buyer_token("waiter"))).await;
+    next_of(&mut holder, "snapshot").await;
+    next_of(&mut waiter, "snapshot").await;
+
+    let rid = json(app.reserve(&sale, "holder", 1).await).await["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = next_of(&mut holder, "reservation").await;
+    assert_eq!(
+        (mine["status"].as_str(), mine["reservation_id"].as_str()),
+        (Some("held"), Some(rid.as_str()))
+    );
+
+    let joined = app
+        .http
+        .post(app.api(&format!("/sales/{sale}/waitlist")))
+        .bearer_auth(buyer_token("waiter"))
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 201);
+    let place = next_of(&mut waiter, "waitlist").await;
+    assert_eq!(place["position"], 1);
+
+    assert_eq!(app.cancel(&rid, "holder").await.status(), 204);
+    assert_eq!(
+        next_of(&mut holder, "reservation").await["status"],
+        "cancelled"
+    );
+    let promoted = next_of(&mut waiter, "promoted").await;
+    let promoted_rid = promoted["reservation_id"].as_str().unwrap();
+    assert!(promoted["expires_at"].as_str().is_some());
+    assert_eq!(
+        app.reservation(promoted_rid, "waiter").await["status"],
+        "held"
+    );
+
+    assert_eq!(app.confirm(promoted_rid, "waiter").await.status(), 201);
+    assert_eq!(
+        next_of(&mut waiter, "reservation").await["status"],
+        "confirmed"
+    );
+    next_of(&mut waiter, "sale_closed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_sockets_all_see_a_change() {
+    let app = Arc::new(spawn_app().await);
+    let sale = app.create_sale(json!({"total": 10})).await;
+    let sockets: Vec<_> = (0..500)
+        .map(|_| {
+            let (app, sale) = (app.clone(), sale.clone());
+            tokio::spawn(async move {
+                let mut s = connect(&app, &sale, None).await;
+                let seq = next_of(&mut s, "snapshot").await["seq"].as_i64().unwrap();
+                (s, seq)
+            })
+        })
+        .collect();
+    let mut connected = Vec::new();
+    for s in sockets {
+        connected.push(s.await.unwrap());
+    }
+    assert_eq!(app.state.live.sockets(), 500);
+    app.reserve(&sale, "one", 1).await;
+    let readers: Vec<_> = connected
+        .into_iter()
+        .map(|(mut s, seq)| {
+            tokio::spawn(async move {
+                let frame = next_of(&mut s, "stock").await;
+                assert_eq!(frame["seq"].as_i64().unwrap(), seq + 1);
+                frame["available"].as_i64().unwrap()
+            })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.await.unwrap(), 9);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_does_not_delay_others() {
+    let app = Arc::new(spawn_app().await);
+    let changes = 400;
+    let sale = app
+        .create_sale(json!({"total": changes, "per_user_limit": 1}))
+        .await;
+
+    // The slow client's receive buffer is tiny and it does not read at all.
+    let addr = app.address.trim_start_matches("http://").parse().unwrap();
+    let raw = tokio::net::TcpSocket::new_v4().unwrap();
+    raw.set_recv_buffer_size(2048).unwrap();
+    let stream = raw.connect(addr).await.unwrap();
+    let (mut slow, _) =
+        tokio_tungstenite::client_async(ws_url(&app, &sale, None), MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    let mut fast = connect(&app, &sale, None).await;
+    next_of(&mut fast, "snapshot").await;
+
+    let started = std::time::Instant::now();
+    let mut last_seq = 0;
+    for i in 0..changes {
+        app.reserve(&sale, &format!("buyer-{i}"), 1).await;
+        let frame = next_of(&mut fast, "stock").await;
+        last_seq = frame["seq"].as_i64().unwrap();
+    }
+    let per_change = started.elapsed() / changes as u32;
+    assert!(
+        per_change < Duration::from_millis(100),
+        "fast client kept pace: {per_change:?} per change"
+    );
+
+    // Now the slow client reads: it ends on the newest state. (That it
+    // skips frames once its socket blocks is the hub's latest-value design,
+    // covered by the unit tests in src/live.rs: on loopback the kernel
+    // buffers far more than this burst, so this client never blocks.)
+    let newest = loop {
+        let frame = next_frame(&mut slow).await;
+        if frame["seq"].as_i64() == Some(last_seq) {
+            break frame;
+        }
+    };
+    assert_eq!(newest["available"], 0);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_dropped() {
+    let app = spawn_app_with(|s| s.live_ping = Duration::from_millis(100)).await;
+    let sale = app.create_sale(json!({})).await;
+    let mut silent = connect(&app, &sale, None).await;
+    next_of(&mut silent, "snapshot").await;
+    assert_eq!(app.state.live.sockets(), 1);
+    // Not reading means never answering pings.
+    let dropped = eventually(Duration::from_secs(5), || async {
+        (app.state.live.sockets() == 0).then_some(())
+    })
+    .await;
+    assert!(dropped.is_some(), "the silent socket was dropped");
+    drop(silent);
+
+    // A reading client answers pings (tungstenite pongs while reading) and stays.
+    let mut alive = connect(&app, &sale, None).await;
+    next_of(&mut alive, "snapshot").await;
+    let reader = tokio::spawn(async move { while alive.next().await.is_some() {} });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(app.state.live.sockets(), 1);
+    reader.abort();
+}
+
+#[tokio::test]
+async fn unknown_sales_and_bad_tokens_are_refused_before_the_upgrade() {
+    let app = spawn_app().await;
+    let err = connect_async(ws_url(&app, "0123456789abcdef01234567", None))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 404),
+        other => panic!("{other}"),
+    }
+    let sale = app.create_sale(json!({})).await;
+    let err = connect_async(ws_url(&app, &sale, Some("bad.token.here")))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 401),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn after_redis_restarts_the_feed_resumes_with_a_fresh_snapshot() {
+    let mut redis = RedisServer::start();
+    let url = redis.url.clone();
+    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let sale = app.create_sale(json!({"total": 8})).await;
+    app.reserve(&sale, "before", 2).await;
+    let mut socket = connect(&app, &sale, None).await;
+    assert_eq!(next_of(&mut socket, "snapshot").await["sale"]["held"], 2);
+
+    redis.stop();
+    let _restarted = RedisServer::start_on(redis.port);
+    // Redis came back empty: the fresh snapshot is the sale rebuilt from
+    // MongoDB (the lost hold's units are free again).
+    let snapshot = next_of(&mut socket, "snapshot").await;
+    assert_eq!(snapshot["sale"]["available"], 8);
+    let resumed = eventually(Duration::from_secs(10), || async {
+        (app.reserve(&sale, "after", 1).await.status() == 201).then_some(())
+    })
+    .await;
+    assert!(resumed.is_some());
+    let frame = next_of(&mut socket, "stock").await;
+    assert_eq!(frame["held"], 1);
+}
