@@ -13,3 +13,4 @@ mod recovery;
 mod reservations;
 mod sales;
 mod waitlist;
+mod ws_client;

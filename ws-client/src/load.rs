@@ -1,0 +1,245 @@
+//! Load mode: N watchers on one sale. Reports connect time, frames and the
+//! change-to-client latency of stock frames (now - the frame's server `ts`;
+//! run on the server's machine so both clocks agree), and the server's
+//! resident memory when its pid is given.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use tokio_tungstenite::{connect_async, tungstenite::Message};
+
+use crate::Target;
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Watchers to open.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// New connections per second while ramping up.
+    #[arg(long, default_value_t = 2000)]
+    ramp: u64,
+    /// How long to measure once everyone is connected.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// The server's pid, to read its resident memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Drive changes: reserve this many units per second during the
+    /// measurement (needs --jwt-secret to mint buyer tokens).
+    #[arg(long, default_value_t = 0)]
+    drive: u64,
+    /// FLASHDROP_JWT_SECRET of the server, for --drive.
+    #[arg(long, env = "FLASHDROP_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+}
+
+struct Stats {
+    latency_us: Mutex<Histogram<u64>>,
+    connect_us: Mutex<Histogram<u64>>,
+    frames: AtomicU64,
+    connected: AtomicU64,
+    failed: AtomicU64,
+}
+
+fn resident_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    // Thousands of sockets need as many file descriptors.
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+    let stats = Arc::new(Stats {
+        latency_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        connect_us: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        frames: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let rss_before = args.server_pid.and_then(resident_kib);
+    let measuring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = args.target.live_url(None);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.connections);
+    let pause = Duration::from_secs_f64(1.0 / args.ramp.max(1) as f64);
+    for _ in 0..args.connections {
+        let (url, stats, measuring) = (url.clone(), stats.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let Ok((mut socket, _)) = connect_async(&url).await else {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            stats.connected.fetch_add(1, Ordering::Relaxed);
+            let _ = stats
+                .connect_us
+                .lock()
+                .unwrap()
+                .record(t0.elapsed().as_micros() as u64);
+            while let Some(Ok(msg)) = socket.next().await {
+                let Message::Text(text) = msg else { continue };
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                if !measuring.load(Ordering::Relaxed) {
+                    continue;
+                }
+                if let Ok(frame) = serde_json::from_str::<Value>(&text)
+                    && frame["type"] == "stock"
+                    && let Some(ts) = frame["ts"].as_i64()
+                {
+                    let lag_us = ((now_ms() - ts).max(0) as u64) * 1000;
+                    let _ = stats.latency_us.lock().unwrap().record(lag_us.max(1));
+                }
+            }
+        }));
+        tokio::time::sleep(pause).await;
+    }
+    // Wait for the ramp to settle.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (stats.connected.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed))
+        < args.connections as u64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ramp = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = args.server_pid.and_then(resident_kib);
+
+    measuring.store(true, Ordering::Relaxed);
+    let driver = if args.drive > 0 {
+        let secret = args
+            .jwt_secret
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("--drive needs --jwt-secret or FLASHDROP_JWT_SECRET"))?;
+        Some(tokio::spawn(drive(
+            args.target.clone(),
+            secret,
+            args.drive,
+            args.duration,
+        )))
+    } else {
+        None
+    };
+    let frames_before = stats.frames.load(Ordering::Relaxed);
+    tokio::time::sleep(args.duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let driven = match driver {
+        Some(d) => d.await??,
+        None => 0,
+    };
+    let frames = stats.frames.load(Ordering::Relaxed) - frames_before;
+
+    let connected = stats.connected.load(Ordering::Relaxed);
+    println!(
+        "watchers connected  {connected} of {} ({} failed) in {:.1}s",
+        args.connections,
+        stats.failed.load(Ordering::Relaxed),
+        ramp.as_secs_f64()
+    );
+    {
+        let c = stats.connect_us.lock().unwrap();
+        println!(
+            "connect time        p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            c.value_at_quantile(0.5) as f64 / 1000.0,
+            c.value_at_quantile(0.99) as f64 / 1000.0,
+            c.max() as f64 / 1000.0
+        );
+    }
+    println!(
+        "frames received     {frames} in {:.0}s ({:.0}/s); changes driven {driven}",
+        args.duration.as_secs_f64(),
+        frames as f64 / args.duration.as_secs_f64()
+    );
+    {
+        let l = stats.latency_us.lock().unwrap();
+        if !l.is_empty() {
+            println!(
+                "change-to-client    p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  max {:.0} ms  (n={})",
+                l.value_at_quantile(0.5) as f64 / 1000.0,
+                l.value_at_quantile(0.95) as f64 / 1000.0,
+                l.value_at_quantile(0.99) as f64 / 1000.0,
+                l.max() as f64 / 1000.0,
+                l.len()
+            );
+        } else {
+            println!("change-to-client    no stock frames during the measurement");
+        }
+    }
+    if let (Some(before), Some(idle)) = (rss_before, rss_idle) {
+        let per = (idle.saturating_sub(before)) as f64 * 1024.0 / connected.max(1) as f64;
+        println!(
+            "server memory       {before} KiB before, {idle} KiB with {connected} idle watchers: {:.1} KiB per connection",
+            per / 1024.0
+        );
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Reserves one unit per request at `rate` per second for `duration`, each
+/// as a new buyer, so every request is one change on the feed.
+async fn drive(
+    target: Target,
+    secret: String,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<u64> {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: String,
+        role: &'a str,
+        exp: i64,
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/api/v1/sales/{}/reservations",
+        target.server.trim_end_matches('/'),
+        target.sale
+    );
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let end = Instant::now() + duration;
+    let mut sent = 0u64;
+    let run = std::process::id();
+    while Instant::now() < end {
+        tick.tick().await;
+        let claims = Claims {
+            sub: format!("load-{run}-{sent}"),
+            role: "buyer",
+            exp: chrono::Utc::now().timestamp() + 3600,
+        };
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?;
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            let _ = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"quantity": 1}))
+                .send()
+                .await;
+        });
+        sent += 1;
+    }
+    Ok(sent)
+}

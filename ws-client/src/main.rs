@@ -1,0 +1,72 @@
+//! `ws-client`: watch a sale's live feed from a terminal, or load the feed
+//! with thousands of watchers and measure how fast changes reach them.
+
+mod load;
+mod watch;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Target {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "FLASHDROP_URL")]
+    server: String,
+    /// The sale to watch.
+    #[arg(long)]
+    sale: String,
+}
+
+impl Target {
+    /// The live feed's WebSocket URL, with an optional token.
+    pub fn live_url(&self, token: Option<&str>) -> String {
+        let base = self
+            .server
+            .trim_end_matches('/')
+            .replacen("http://", "ws://", 1)
+            .replacen("https://", "wss://", 1);
+        let mut url = format!("{base}/api/v1/sales/{}/live", self.sale);
+        if let Some(token) = token {
+            url.push_str("?access_token=");
+            url.push_str(token);
+        }
+        url
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print every event of a sale as it comes; reconnects and resyncs on
+    /// its own.
+    Watch {
+        #[command(flatten)]
+        target: Target,
+        /// A buyer token, for personal events (promoted, reservation, ...).
+        #[arg(long, env = "FLASHDROP_TOKEN")]
+        token: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open many connections, count frames and report connect time and
+    /// change-to-client latency.
+    Load(load::LoadArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Watch {
+            target,
+            token,
+            json,
+        } => watch::run(target, token, json).await,
+        Command::Load(args) => load::run(args).await,
+    }
+}
