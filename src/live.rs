@@ -69,12 +69,14 @@ struct StockFrame<'a> {
     ts: i64,
 }
 
-/// What the subscriber hands to sockets: the change, and its stock frame
-/// serialized once for every socket.
+/// What the subscriber hands to sockets: a change with its stock frame
+/// serialized once for every socket, or the word that changes were lost
+/// (the subscription was re-established) and a fresh snapshot is due.
 #[derive(Debug)]
-pub struct Update {
-    pub change: Change,
-    pub stock_frame: String,
+#[expect(clippy::large_enum_variant, reason = "always shared behind an Arc")]
+pub enum Update {
+    Change { change: Change, stock_frame: String },
+    Resync,
 }
 
 struct SaleFeed {
@@ -83,28 +85,18 @@ struct SaleFeed {
 }
 
 /// Per-process fan-out from the Redis subscription to sockets.
+/// A socket waits on its sale's stock watch and, with a token, on the
+/// personal broadcast: nothing shared by every socket of the process, so a
+/// change wakes only the sockets of its sale.
+#[derive(Default)]
 pub struct Hub {
     sales: Mutex<HashMap<String, Arc<SaleFeed>>>,
-    /// Bumped after the subscription was re-established: messages published
-    /// meanwhile are lost, so every socket sends a fresh snapshot.
-    resync: watch::Sender<u64>,
     sockets: std::sync::atomic::AtomicI64,
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self {
-            sales: Mutex::new(HashMap::new()),
-            resync: watch::channel(0).0,
-            sockets: Default::default(),
-        }
-    }
 }
 
 pub struct Subscription {
     pub stock: watch::Receiver<Option<Arc<Update>>>,
     pub personal: broadcast::Receiver<Arc<Update>>,
-    pub resync: watch::Receiver<u64>,
 }
 
 impl Hub {
@@ -122,7 +114,21 @@ impl Hub {
         Subscription {
             stock: feed.stock.subscribe(),
             personal: feed.personal.subscribe(),
-            resync: self.resync.subscribe(),
+        }
+    }
+
+    /// Messages published while the subscription was down are lost: every
+    /// socket sends a fresh snapshot.
+    fn resync(&self) {
+        let feeds: Vec<_> = self
+            .sales
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect();
+        for feed in feeds {
+            feed.stock.send_replace(Some(Arc::new(Update::Resync)));
         }
     }
 
@@ -154,7 +160,7 @@ impl Hub {
         })
         .expect("stock frame serializes");
         let personal = change.user.is_some() || change.kind == "sale_closed";
-        let update = Arc::new(Update {
+        let update = Arc::new(Update::Change {
             change,
             stock_frame,
         });
@@ -191,9 +197,9 @@ mod tests {
         }
         // Stock is latest-value: one update waits, the newest.
         assert!(sub.stock.has_changed().unwrap());
-        assert_eq!(
-            sub.stock.borrow_and_update().as_ref().unwrap().change.seq,
-            1000
+        let newest = sub.stock.borrow_and_update().clone();
+        assert!(
+            matches!(newest.as_deref(), Some(Update::Change { change, .. }) if change.seq == 1000)
         );
         // Personal events are bounded: the reader learns it lagged.
         assert!(matches!(
@@ -261,7 +267,7 @@ pub async fn run_subscriber(state: AppState, shutdown: CancellationToken) {
                 backoff = Duration::from_millis(100);
                 if connected_before {
                     tracing::info!("live feed resubscribed; sockets resync");
-                    state.live.resync.send_modify(|g| *g += 1);
+                    state.live.resync();
                 }
                 connected_before = true;
                 let mut messages = pubsub.on_message();
@@ -334,7 +340,6 @@ async fn socket_loop(
     let (mut sink, mut stream) = socket.split();
     // Subscribe before reading the snapshot, so no change falls between.
     let mut sub = state.live.subscribe(sale_id);
-    sub.resync.borrow_and_update();
     sub.stock.borrow_and_update();
     let mut last_seq = send_snapshot(state, sale_id, &mut sink).await?;
     let mut place = Place::default();
@@ -361,15 +366,23 @@ async fn socket_loop(
             changed = sub.stock.changed() => {
                 changed.map_err(|_| "feed closed")?;
                 let update = sub.stock.borrow_and_update().clone();
-                if let Some(update) = update.filter(|u| u.change.seq > last_seq) {
-                    last_seq = update.change.seq;
-                    send_text(&mut sink, update.stock_frame.clone()).await?;
+                match update.as_deref() {
+                    Some(Update::Change { change, stock_frame }) if change.seq > last_seq => {
+                        last_seq = change.seq;
+                        send_text(&mut sink, stock_frame.clone()).await?;
+                    }
+                    Some(Update::Resync) => {
+                        last_seq = send_snapshot(state, sale_id, &mut sink).await?;
+                    }
+                    _ => {}
                 }
             }
             personal = sub.personal.recv(), if buyer.is_some() => match personal {
                 Ok(update) => {
-                    for frame in personal_frames(&update.change, buyer.unwrap_or_default(), &mut place) {
-                        send(&mut sink, frame).await?;
+                    if let Update::Change { change, .. } = update.as_ref() {
+                        for frame in personal_frames(change, buyer.unwrap_or_default(), &mut place) {
+                            send(&mut sink, frame).await?;
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -378,11 +391,6 @@ async fn socket_loop(
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err("feed closed"),
             },
-            changed = sub.resync.changed() => {
-                changed.map_err(|_| "hub closed")?;
-                sub.resync.borrow_and_update();
-                last_seq = send_snapshot(state, sale_id, &mut sink).await?;
-            }
             _ = ping.tick() => {
                 silent_pings += 1;
                 if silent_pings > 3 {

@@ -13,7 +13,6 @@ use std::{
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use serde_json::Value;
 use tokio_tungstenite::{connect_async, tungstenite::Message};
 
 use crate::Target;
@@ -51,12 +50,27 @@ struct Stats {
     failed: AtomicU64,
 }
 
+#[derive(serde::Deserialize)]
+struct Stamp<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    ts: Option<i64>,
+}
+
 fn resident_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn now_ms() -> i64 {
@@ -101,9 +115,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 if !measuring.load(Ordering::Relaxed) {
                     continue;
                 }
-                if let Ok(frame) = serde_json::from_str::<Value>(&text)
-                    && frame["type"] == "stock"
-                    && let Some(ts) = frame["ts"].as_i64()
+                // Only the two fields needed: a full parse per frame would
+                // cost the machine more than the server's fan-out does.
+                if let Ok(frame) = serde_json::from_str::<Stamp>(&text)
+                    && frame.kind == "stock"
+                    && let Some(ts) = frame.ts
                 {
                     let lag_us = ((now_ms() - ts).max(0) as u64) * 1000;
                     let _ = stats.latency_us.lock().unwrap().record(lag_us.max(1));
@@ -140,7 +156,15 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         None
     };
     let frames_before = stats.frames.load(Ordering::Relaxed);
+    let cpu_before = (
+        args.server_pid.and_then(cpu_seconds),
+        cpu_seconds(std::process::id()),
+    );
     tokio::time::sleep(args.duration).await;
+    let cpu_after = (
+        args.server_pid.and_then(cpu_seconds),
+        cpu_seconds(std::process::id()),
+    );
     measuring.store(false, Ordering::Relaxed);
     let driven = match driver {
         Some(d) => d.await??,
@@ -183,6 +207,15 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         } else {
             println!("change-to-client    no stock frames during the measurement");
         }
+    }
+    let busy = |before: Option<f64>, after: Option<f64>| {
+        Some(100.0 * (after? - before?) / args.duration.as_secs_f64())
+    };
+    if let Some(server) = busy(cpu_before.0, cpu_after.0) {
+        println!(
+            "cpu while measuring server {server:.0}% of a core, this client {:.0}%",
+            busy(cpu_before.1, cpu_after.1).unwrap_or(0.0)
+        );
     }
     if let (Some(before), Some(idle)) = (rss_before, rss_idle) {
         let per = (idle.saturating_sub(before)) as f64 * 1024.0 / connected.max(1) as f64;
