@@ -7,13 +7,14 @@
 -- ARGV[10] epoch (new for every rebuild; holds of other epochs are lost)
 -- ARGV[11] price (minor units)  ARGV[12] currency  ARGV[13] kind (opened|restored)
 -- ARGV[14] waiting list enabled (0|1)
+-- ARGV[15] seq of the last change already recorded (0 for a new sale)
 -- Returns {"r":"opened"} or {"r":"exists"}.
 if redis.call('EXISTS', KEYS[1]) == 1 then return fd_reply({r = 'exists'}) end
 local total = tonumber(ARGV[2])
 local sold = tonumber(ARGV[8])
 redis.call('HSET', KEYS[1], 'total', total, 'limit', ARGV[3], 'starts', ARGV[4],
   'ends', ARGV[5], 'hold_ms', ARGV[6], 'closed', ARGV[7], 'next', ARGV[9],
-  'available', total - sold, 'held', 0, 'sold', sold, 'seq', 0,
+  'available', total - sold, 'held', 0, 'sold', sold, 'seq', ARGV[15],
   'epoch', ARGV[10], 'price', ARGV[11], 'currency', ARGV[12],
   'waitlist', ARGV[14], 'wl_closed', ARGV[7])
 fd_emit(KEYS[1], KEYS[2], ARGV[1], ARGV[13], fd_now())

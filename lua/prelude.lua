@@ -91,7 +91,8 @@ local function fd_emit(sale_key, events_key, channel, kind, now, extra)
       fields[#fields + 1] = v
     end
   end
-  redis.call('XADD', events_key, 'MAXLEN', '~', 100000, '*', unpack(fields))
+  -- Trimmed by the persister once the change is durable in MongoDB.
+  redis.call('XADD', events_key, '*', unpack(fields))
   redis.call('PUBLISH', channel, cjson.encode(ev))
   return seq
 end

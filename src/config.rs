@@ -76,6 +76,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub rate_limit_buyer: RateLimit,
     pub rate_limit_ip: RateLimit,
+    /// Take the client address from `X-Forwarded-For` (set only behind a
+    /// proxy that writes it).
+    pub trust_forwarded_for: bool,
     /// How long a confirm may take before the reaper checks MongoDB for the
     /// order and settles the hold.
     pub confirm_lease: Duration,
@@ -196,6 +199,16 @@ impl Settings {
             log_format,
             rate_limit_buyer: parse_with("FLASHDROP_RATE_LIMIT_BUYER", DEFAULT_RATE_LIMIT_BUYER)?,
             rate_limit_ip: parse_with("FLASHDROP_RATE_LIMIT_IP", DEFAULT_RATE_LIMIT_IP)?,
+            trust_forwarded_for: match get("FLASHDROP_TRUST_FORWARDED_FOR", "false").as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(ConfigError::new(
+                        "FLASHDROP_TRUST_FORWARDED_FOR",
+                        format!("{other:?} is neither `true` nor `false`"),
+                    ));
+                }
+            },
             confirm_lease: Duration::from_secs(10),
             live_ping: Duration::from_secs(15),
             fault_after_order_write: false,
@@ -238,6 +251,7 @@ mod tests {
             ("FLASHDROP_LOG_FORMAT", "xml"),
             ("FLASHDROP_RATE_LIMIT_BUYER", "ten"),
             ("FLASHDROP_RATE_LIMIT_IP", "5/s,burst=x"),
+            ("FLASHDROP_TRUST_FORWARDED_FOR", "maybe"),
         ];
         for (var, value) in cases {
             let err = settings(&[SECRET, (var, value)]).unwrap_err();

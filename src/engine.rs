@@ -351,7 +351,11 @@ impl AppState {
             currency: begin.currency,
             created_at: BsonDateTime::now(),
         };
-        let written = match self.mongo.orders.insert_one(&order).await {
+        let write_started = std::time::Instant::now();
+        let inserted = self.mongo.orders.insert_one(&order).await;
+        metrics::histogram!("flashdrop_confirm_write_seconds")
+            .record(write_started.elapsed().as_secs_f64());
+        let written = match inserted {
             Ok(_) => Written::New(order),
             Err(err) if is_duplicate_key(&err) => match self.order_by_id(rid, buyer).await? {
                 Some(earlier) => Written::Earlier(earlier),

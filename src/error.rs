@@ -47,6 +47,14 @@ pub enum ErrorResponse {
     /// `internal`: an unexpected failure (logged with its cause).
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// `rate_limited`: too many requests; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
     /// `unavailable`: Redis or MongoDB cannot be reached; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -69,6 +77,8 @@ pub enum ApiError {
     Expired(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("rate limited; retry after {0} s")]
+    RateLimited(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -100,6 +110,13 @@ impl From<ApiError> for ErrorResponse {
             ApiError::NotFound(m) => ErrorResponse::NotFound(ErrorBody::json("not_found", m)),
             ApiError::Conflict(code, m) => ErrorResponse::Conflict(ErrorBody::json(code, m)),
             ApiError::Expired(m) => ErrorResponse::Gone(ErrorBody::json("reservation_expired", m)),
+            ApiError::RateLimited(secs) => ErrorResponse::TooManyRequests(
+                ErrorBody::json(
+                    "rate_limited",
+                    format!("too many requests; retry after {secs} s"),
+                ),
+                secs.to_string(),
+            ),
             ApiError::Unavailable(m) => {
                 tracing::warn!(reason = %m, "answering 503");
                 ErrorResponse::Unavailable(ErrorBody::json("unavailable", m))

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod limits;
 pub mod live;
+pub mod persister;
 pub mod reaper;
 pub mod sale;
 pub mod startup;

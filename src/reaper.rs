@@ -8,13 +8,10 @@ use std::{
     time::Duration,
 };
 
-use bson::doc;
-use futures_util::TryStreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    sale::MAX_HOLD_SECONDS,
     state::AppState,
     store::{StoreError, mongo::SaleDoc},
 };
@@ -52,7 +49,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     loop {
         let pass = async {
             if refreshed_at.is_none_or(|t| t.elapsed() >= REFRESH_SALES) {
-                sales = sales_with_holds(&state).await?;
+                sales = state.recent_sales().await?;
                 refreshed_at = Some(tokio::time::Instant::now());
                 let mut covered = coverage.sales.lock().expect("coverage lock");
                 covered.clear();
@@ -62,6 +59,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             for sale in &sales {
                 let report = state.reap_sale(sale).await?;
                 if report.expired > 0 {
+                    metrics::counter!("flashdrop_holds_expired_total").increment(report.expired);
                     tracing::info!(sale_id = %sale.id, expired = report.expired, "holds expired");
                 }
                 if let Some(ms) = report.next_due_in_ms {
@@ -88,18 +86,4 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
             _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
         }
     }
-}
-
-/// Sales whose window has not ended longer ago than the longest hold.
-async fn sales_with_holds(state: &AppState) -> Result<Vec<SaleDoc>, StoreError> {
-    let horizon = bson::DateTime::from_millis(
-        bson::DateTime::now().timestamp_millis() - (MAX_HOLD_SECONDS + 60) * 1000,
-    );
-    Ok(state
-        .mongo
-        .sales
-        .find(doc! {"ends_at": {"$gt": horizon}})
-        .await?
-        .try_collect()
-        .await?)
 }

@@ -259,6 +259,21 @@ impl AppState {
             .ok_or_else(|| ApiError::not_found("sale"))
     }
 
+    /// Sales that may still change: their window has not ended longer ago
+    /// than the longest hold. The reaper and the event persister walk these.
+    pub async fn recent_sales(&self) -> Result<Vec<SaleDoc>, StoreError> {
+        let horizon = BsonDateTime::from_millis(
+            BsonDateTime::now().timestamp_millis() - (MAX_HOLD_SECONDS + 60) * 1000,
+        );
+        Ok(self
+            .mongo
+            .sales
+            .find(doc! {"ends_at": {"$gt": horizon}})
+            .await?
+            .try_collect()
+            .await?)
+    }
+
     pub async fn create_sale(&self, spec: CreateSale) -> Result<SaleView, ApiError> {
         let now = Utc::now();
         validate(&spec, now)?;
@@ -270,7 +285,7 @@ impl AppState {
             .map_err(StoreError::from)?;
         // A failure here is repaired by the first read, which opens the sale
         // from MongoDB.
-        self.open_in_redis(&doc, 0, 1, "opened").await?;
+        self.open_in_redis(&doc, 0, 1, "opened", 0).await?;
         tracing::info!(sale_id = %doc.id, total = doc.total, "sale created");
         self.sale_view(&doc).await
     }
@@ -374,6 +389,7 @@ impl AppState {
         sold: i64,
         next: i64,
         kind: &str,
+        seq: i64,
     ) -> Result<bool, StoreError> {
         let keys = SaleKeys::new(&doc.id);
         let closed = doc.closed_at.is_some();
@@ -397,7 +413,8 @@ impl AppState {
                 .arg(doc.price_cents)
                 .arg(&doc.currency)
                 .arg(kind)
-                .arg(i64::from(doc.waitlist_enabled)),
+                .arg(i64::from(doc.waitlist_enabled))
+                .arg(seq),
         )
         .await?;
         Ok(reply.r == "opened")
@@ -504,7 +521,16 @@ impl AppState {
             pipe.hset_multiple(keys.bought(), chunk).ignore();
         }
         pipe.query_async::<()>(conn).await?;
-        self.open_in_redis(doc, sold_units.len() as i64, next, "restored")
+        // Carry on from the last change recorded in MongoDB, so seq keeps
+        // rising for the live feed and the event log.
+        let last_seq = self
+            .mongo
+            .stock_events
+            .find_one(doc! {"sale_id": &doc.id})
+            .sort(doc! {"seq": -1})
+            .await?
+            .map_or(0, |e| e.seq);
+        self.open_in_redis(doc, sold_units.len() as i64, next, "restored", last_seq)
             .await?;
         tracing::warn!(sale_id = %doc.id, sold = sold_units.len(), "sale state rebuilt from MongoDB");
         Ok(())

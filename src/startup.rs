@@ -13,8 +13,8 @@ use poem::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api, auth::JwtKeys, config::Settings, error, limits, live, reaper, state::AppState,
-    store::mongo::Mongo, store::redis::Scripts, telemetry,
+    api, auth::JwtKeys, config::Settings, error, limits, limits::RateLimits, live, persister,
+    reaper, state::AppState, store::mongo::Mongo, store::redis::Scripts, telemetry,
 };
 
 /// Largest request body accepted; larger ones are answered 413.
@@ -34,6 +34,7 @@ impl Application {
         // Before the port is bound, so a SIGTERM that follows readiness is
         // always a graceful stop.
         let signals = StopSignals::register()?;
+        telemetry::metrics();
         let (_, redis) = crate::store::redis::connect(&settings.redis_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
@@ -55,12 +56,17 @@ impl Application {
             .unwrap_or(settings.listen.port());
         let state = AppState {
             jwt: JwtKeys::new(&settings.jwt_secret),
-            settings: Arc::new(settings),
             redis,
             mongo,
             scripts: Scripts::new(),
             reaper: Default::default(),
             live: Default::default(),
+            limits: Arc::new(RateLimits::new(
+                settings.rate_limit_buyer,
+                settings.rate_limit_ip,
+                settings.trust_forwarded_for,
+            )),
+            settings: Arc::new(settings),
         };
         Ok(Self {
             acceptor,
@@ -90,6 +96,8 @@ impl Application {
         let shutdown = CancellationToken::new();
         let reaper = tokio::spawn(reaper::run(self.state.clone(), shutdown.clone()));
         let subscriber = tokio::spawn(live::run_subscriber(self.state.clone(), shutdown.clone()));
+        let pruner = tokio::spawn(prune_limits(self.state.clone(), shutdown.clone()));
+        let persister = tokio::spawn(persister::run(self.state.clone(), shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
@@ -97,6 +105,8 @@ impl Application {
         shutdown.cancel();
         let _ = reaper.await;
         let _ = subscriber.await;
+        let _ = pruner.await;
+        let _ = persister.await;
         tracing::info!("flashdrop stopped");
         result
     }
@@ -119,10 +129,21 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         )
         .at("/healthz", get(api::health::healthz))
         .at("/readyz", get(api::health::readyz))
+        .at("/metrics", get(api::health::metrics))
         .around(|ep, req| limits::cap_body(ep, req, MAX_BODY_BYTES))
+        .around(limits::limit_ip)
         .catch_all_error(error::into_json_response)
         .around(telemetry::trace_request)
         .data(state)
+}
+
+async fn prune_limits(state: AppState, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => state.limits.prune(),
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, registered eagerly.

@@ -18,4 +18,5 @@ pub struct AppState {
     pub reaper: Arc<crate::reaper::Coverage>,
     /// Fans the Redis subscription out to this process's WebSockets.
     pub live: Arc<crate::live::Hub>,
+    pub limits: Arc<crate::limits::RateLimits>,
 }

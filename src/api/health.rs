@@ -12,6 +12,15 @@ pub fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Prometheus text exposition of every `flashdrop_*` metric.
+#[handler]
+pub fn metrics(state: Data<&AppState>) -> poem::Response {
+    ::metrics::gauge!("flashdrop_live_sockets").set(state.live.sockets() as f64);
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::metrics().render())
+}
+
 #[handler]
 pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     let timeout = Duration::from_secs(2);

@@ -71,14 +71,25 @@ impl ReservationsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<ReserveRequest>,
     ) -> Result<ReserveResponse, ErrorResponse> {
-        let (hold, outcome) = state
+        state.limits.check_buyer(caller.buyer_id())?;
+        let result = state
             .reserve(
                 &id,
                 caller.buyer_id(),
                 body.quantity,
                 idempotency_key.as_deref(),
             )
-            .await?;
+            .await;
+        let outcome_label = match &result {
+            Ok((_, Outcome::Created)) => "created",
+            Ok((_, Outcome::Existing)) => "existing",
+            Err(ApiError::Conflict(code, _)) => code,
+            Err(ApiError::InvalidRequest(_)) => "invalid_request",
+            Err(ApiError::NotFound(_)) => "not_found",
+            Err(_) => "error",
+        };
+        metrics::counter!("flashdrop_reservations_total", "outcome" => outcome_label).increment(1);
+        let (hold, outcome) = result?;
         Ok(match outcome {
             Outcome::Created => ReserveResponse::Created(Json(hold)),
             Outcome::Existing => ReserveResponse::Existing(Json(hold)),
@@ -114,6 +125,7 @@ impl ReservationsApi {
         rid: Path<String>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<ConfirmResponse, ErrorResponse> {
+        state.limits.check_buyer(caller.buyer_id())?;
         let repeat = match idempotency_key.as_deref() {
             Some(key) => state.seen_confirm_key(&rid, caller.buyer_id(), key).await?,
             None => false,
@@ -139,6 +151,7 @@ impl ReservationsApi {
         caller: Caller,
         rid: Path<String>,
     ) -> Result<CancelResponse, ErrorResponse> {
+        state.limits.check_buyer(caller.buyer_id())?;
         state.cancel(&rid, caller.buyer_id()).await?;
         Ok(CancelResponse::Cancelled)
     }

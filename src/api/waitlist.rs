@@ -53,6 +53,7 @@ impl WaitlistApi {
         id: Path<String>,
         body: Json<JoinRequest>,
     ) -> Result<JoinResponse, ErrorResponse> {
+        state.limits.check_buyer(caller.buyer_id())?;
         Ok(
             match state
                 .join_waitlist(&id, caller.buyer_id(), body.quantity)
@@ -91,6 +92,7 @@ impl WaitlistApi {
         caller: Caller,
         id: Path<String>,
     ) -> Result<LeaveResponse, ErrorResponse> {
+        state.limits.check_buyer(caller.buyer_id())?;
         state.leave_waitlist(&id, caller.buyer_id()).await?;
         Ok(LeaveResponse::Left)
     }

@@ -22,8 +22,10 @@ impl From<::redis::RedisError> for StoreError {
             || err.is_connection_refusal()
             || err.is_cluster_error()
         {
+            metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
             StoreError::Unavailable(format!("redis: {err}"))
         } else {
+            metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
             StoreError::Other(anyhow::Error::new(err).context("redis"))
         }
     }
@@ -31,6 +33,7 @@ impl From<::redis::RedisError> for StoreError {
 
 impl From<mongodb::error::Error> for StoreError {
     fn from(err: mongodb::error::Error) -> Self {
+        metrics::counter!("flashdrop_store_errors_total", "store" => "mongodb").increment(1);
         if mongo::is_unreachable(&err) {
             StoreError::Unavailable(format!("mongodb: {err}"))
         } else {

@@ -54,6 +54,27 @@ pub struct OrderDoc {
     pub created_at: DateTime,
 }
 
+/// One change of a sale's stock, copied from the sale's Redis stream.
+/// `(sale_id, seq)` is unique, so copying twice is harmless.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StockEventDoc {
+    pub sale_id: String,
+    pub seq: i64,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<String>,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub at: DateTime,
+    /// `at` in whole seconds, for per-second statistics.
+    pub second: i64,
+}
+
 #[derive(Clone)]
 pub struct Mongo {
     pub db: Database,
@@ -61,6 +82,7 @@ pub struct Mongo {
     /// Writes wait for a majority and the journal: an order is durable
     /// before the API says 201.
     pub orders: Collection<OrderDoc>,
+    pub stock_events: Collection<StockEventDoc>,
 }
 
 impl Mongo {
@@ -89,7 +111,8 @@ impl Mongo {
             .build();
         Ok(Self {
             sales: db.collection("sales"),
-            orders: db.collection_with_options("orders", durable),
+            orders: db.collection_with_options("orders", durable.clone()),
+            stock_events: db.collection_with_options("stock_events", durable),
             db,
         })
     }
@@ -118,6 +141,14 @@ impl Mongo {
             .await?;
         self.sales
             .create_index(IndexModel::builder().keys(doc! {"ends_at": 1}).build())
+            .await?;
+        self.stock_events
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "seq": 1})
+                    .options(unique("stock_event_seq_unique"))
+                    .build(),
+            )
             .await?;
         Ok(())
     }
@@ -149,6 +180,12 @@ pub fn is_duplicate_key(err: &Error) -> bool {
     match &*err.kind {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
         ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::InsertMany(e) => {
+            e.write_concern_error.is_none()
+                && e.write_errors
+                    .as_ref()
+                    .is_some_and(|errs| errs.iter().all(|w| w.code == 11000))
+        }
         _ => false,
     }
 }

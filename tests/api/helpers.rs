@@ -17,7 +17,7 @@ use flashdrop::{
     config::{Secret, Settings},
     startup::Application,
     state::AppState,
-    store::mongo::OrderDoc,
+    store::mongo::{OrderDoc, StockEventDoc},
 };
 use futures::TryStreamExt;
 use redis::AsyncCommands;
@@ -341,6 +341,34 @@ impl TestApp {
             .mongo
             .orders
             .find(doc! {"sale_id": sale})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    /// The sale's event log in MongoDB, oldest first, once the persister has
+    /// caught up with every change Redis has counted.
+    pub async fn stock_events(&self, sale: &str) -> Vec<StockEventDoc> {
+        let seq: i64 = self.redis_sale(sale).await["seq"].parse().unwrap();
+        let caught_up = eventually(Duration::from_secs(10), || async {
+            let n = self
+                .state
+                .mongo
+                .stock_events
+                .count_documents(doc! {"sale_id": sale})
+                .await
+                .unwrap();
+            (n as i64 >= seq).then_some(())
+        })
+        .await;
+        assert!(caught_up.is_some(), "the event log reached seq {seq}");
+        self.state
+            .mongo
+            .stock_events
+            .find(doc! {"sale_id": sale})
+            .sort(doc! {"seq": 1})
             .await
             .unwrap()
             .try_collect()

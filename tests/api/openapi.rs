@@ -16,10 +16,16 @@ fn checked_in_spec_matches_the_generated_one() {
         .unwrap();
         return;
     }
-    assert_eq!(
-        CHECKED_IN.trim_end(),
-        generated.trim_end(),
-        "openapi/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test --test api openapi` and commit it"
+    let first_difference = CHECKED_IN
+        .lines()
+        .zip(generated.lines())
+        .enumerate()
+        .find(|(_, (old, new))| old != new)
+        .map(|(i, (old, new))| format!("line {}: checked in {old:?}, generated {new:?}", i + 1));
+    assert!(
+        CHECKED_IN.trim_end() == generated.trim_end(),
+        "openapi/openapi.json is stale ({}): run `UPDATE_OPENAPI=1 cargo test --test api openapi` and commit it",
+        first_difference.unwrap_or_else(|| "lengths differ".into())
     );
 }
 

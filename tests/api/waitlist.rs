@@ -1,11 +1,7 @@
 //! The FIFO waiting list: positions, promotion when units come back, the
 //! partial-fit rule, closure, and a randomized run audited from the events.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use crate::helpers::{TestApp, buyer_token, eventually, json, spawn_app};
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -52,25 +48,6 @@ async fn hold(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> String {
         .to_owned()
 }
 
-/// The sale's events as (kind, fields), oldest first.
-async fn events(app: &TestApp, sale: &str) -> Vec<HashMap<String, String>> {
-    let mut conn = app.state.redis.clone();
-    let reply: redis::streams::StreamRangeReply = conn
-        .xrange_all(format!("fd:{{{sale}}}:events"))
-        .await
-        .unwrap();
-    reply
-        .ids
-        .into_iter()
-        .map(|id| {
-            id.map
-                .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
-                .collect()
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_joins_get_distinct_positions_in_order() {
     let app = Arc::new(spawn_app().await);
@@ -100,11 +77,12 @@ async fn concurrent_joins_get_distinct_positions_in_order() {
     assert_eq!(positions, (1..=60).collect::<Vec<_>>());
 
     // Positions follow join order, and joining twice keeps the place.
-    let joined: Vec<String> = events(&app, &sale)
+    let joined: Vec<String> = app
+        .stock_events(&sale)
         .await
         .into_iter()
-        .filter(|e| e["kind"] == "waitlist_joined")
-        .map(|e| e["user"].clone())
+        .filter(|e| e.kind == "waitlist_joined")
+        .filter_map(|e| e.buyer)
         .collect();
     for (i, buyer) in joined.iter().enumerate().step_by(7) {
         assert_eq!(me(&app, &sale, buyer).await["position"], i as i64 + 1);
@@ -224,10 +202,11 @@ async fn the_line_closes_when_every_unit_is_sold() {
     let late = join(&app, &sale, "late", 1).await;
     assert_eq!(late.status(), 409);
     assert_eq!(json(late).await["code"], "sold_out");
-    let kinds: Vec<String> = events(&app, &sale)
+    let kinds: Vec<String> = app
+        .stock_events(&sale)
         .await
         .into_iter()
-        .map(|e| e["kind"].clone())
+        .map(|e| e.kind)
         .collect();
     assert_eq!(kinds.last().map(String::as_str), Some("sale_closed"));
 }
@@ -372,12 +351,13 @@ async fn randomized_traffic_keeps_units_whole_and_promotions_in_line_order() {
     // Replay the line from the events: each promotion is of the head.
     let mut line: VecDeque<String> = VecDeque::new();
     let mut promotions = 0;
-    for e in events(&app, &sale).await {
-        match e["kind"].as_str() {
-            "waitlist_joined" => line.push_back(e["user"].clone()),
-            "waitlist_left" => line.retain(|u| *u != e["user"]),
+    for e in app.stock_events(&sale).await {
+        let buyer = e.buyer.clone().unwrap_or_default();
+        match e.kind.as_str() {
+            "waitlist_joined" => line.push_back(buyer),
+            "waitlist_left" => line.retain(|u| *u != buyer),
             "promoted" => {
-                assert_eq!(line.pop_front().as_ref(), Some(&e["user"]), "seed {seed}");
+                assert_eq!(line.pop_front(), Some(buyer), "seed {seed}");
                 promotions += 1;
             }
             _ => {}
