@@ -10,6 +10,7 @@ pub mod limits;
 pub mod live;
 pub mod persister;
 pub mod reaper;
+pub mod report;
 pub mod sale;
 pub mod startup;
 pub mod state;

@@ -7,6 +7,7 @@ use super::Tag;
 use crate::{
     auth::Caller,
     error::{ApiError, ErrorResponse},
+    report::{OrdersPage, SaleSummary},
     sale::{CreateSale, PatchSale, SaleView},
     state::AppState,
 };
@@ -71,6 +72,47 @@ impl AdminApi {
     ) -> Result<Json<SaleView>, ErrorResponse> {
         caller.require_admin()?;
         Ok(Json(state.patch_sale(&id, body.0).await?))
+    }
+
+    /// A sale's orders, oldest first, a page at a time: pass the previous
+    /// page's `next_cursor` as `cursor`.
+    #[oai(
+        path = "/admin/sales/:id/orders",
+        method = "get",
+        operation_id = "saleOrders"
+    )]
+    async fn orders(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        id: Path<String>,
+        /// Orders per page (1..=500).
+        #[oai(default = "default_limit")]
+        limit: Query<i64>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<OrdersPage>, ErrorResponse> {
+        caller.require_admin()?;
+        Ok(Json(
+            state.sale_orders(&id, limit.0, cursor.as_deref()).await?,
+        ))
+    }
+
+    /// Statistics of a sale from its orders and event log: units sold,
+    /// revenue, holds made, confirmed, cancelled and expired, conversion,
+    /// promotions, waitlist joins, time to sell out, peak holds per second.
+    #[oai(
+        path = "/admin/sales/:id/summary",
+        method = "get",
+        operation_id = "saleSummary"
+    )]
+    async fn summary(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<SaleSummary>, ErrorResponse> {
+        caller.require_admin()?;
+        Ok(Json(state.sale_summary(&id).await?))
     }
 
     /// End a sale now. No new holds; live holds may still be confirmed until

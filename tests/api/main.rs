@@ -9,6 +9,7 @@ mod concurrency;
 mod health;
 mod live;
 mod openapi;
+mod operations;
 mod recovery;
 mod reservations;
 mod sales;

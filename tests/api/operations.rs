@@ -1,0 +1,268 @@
+//! Protection and operations: rate limits, metrics, the stock event log,
+//! admin orders and summary.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    admin_token, buyer_token, eventually, json, servers, spawn_app, spawn_app_from, spawn_app_with,
+    test_settings,
+};
+
+#[tokio::test]
+async fn a_buyer_over_the_quota_gets_429_with_retry_after_and_others_do_not() {
+    let app = spawn_app_with(|s| s.rate_limit_buyer = "2/s,burst=2".parse().unwrap()).await;
+    let sale = app.create_sale(json!({"total": 10})).await;
+    assert_eq!(app.reserve(&sale, "hammer", 1).await.status(), 201);
+    assert_eq!(app.reserve(&sale, "hammer", 1).await.status(), 200);
+    let limited = app.reserve(&sale, "hammer", 1).await;
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(json(limited).await["code"], "rate_limited");
+    assert_eq!(
+        app.reserve(&sale, "calm", 1).await.status(),
+        201,
+        "another buyer is unaffected"
+    );
+    // Reads are not buyer-limited.
+    assert_eq!(
+        app.http
+            .get(app.api(&format!("/sales/{sale}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(
+        app.reserve(&sale, "hammer", 1).await.status(),
+        200,
+        "allowed again after Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn each_client_address_has_its_own_quota_on_every_route() {
+    let app = spawn_app_with(|s| s.rate_limit_ip = "3/s,burst=3".parse().unwrap()).await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.http
+                .get(app.url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let limited = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(json(limited).await["code"], "rate_limited");
+    // Without trust, a forged X-Forwarded-For does not buy a new quota.
+    let forged = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 429);
+
+    // Behind a trusted proxy, the address it appended is the client.
+    let app = spawn_app_with(|s| {
+        s.rate_limit_ip = "3/s,burst=3".parse().unwrap();
+        s.trust_forwarded_for = true;
+    })
+    .await;
+    let from = |ip: &'static str| {
+        app.http
+            .get(app.url("/healthz"))
+            .header("x-forwarded-for", format!("198.51.100.1, {ip}"))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
+    }
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 429);
+    assert_eq!(
+        from("203.0.113.2").await.unwrap().status(),
+        200,
+        "a second client is unaffected"
+    );
+}
+
+async fn admin_get(app: &crate::helpers::TestApp, path: &str) -> Value {
+    let resp = app
+        .http
+        .get(app.api(path))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_summary_adds_up_a_scripted_sale() {
+    let app = spawn_app().await;
+    let price = 12_900;
+    let sale = app
+        .create_sale(json!({"total": 5, "per_user_limit": 2, "hold_seconds": 1}))
+        .await;
+    let rid = |v: Value| v["reservation_id"].as_str().unwrap().to_owned();
+    let a = rid(json(app.reserve(&sale, "a", 2).await).await);
+    assert_eq!(app.confirm(&a, "a").await.status(), 201);
+    let b = rid(json(app.reserve(&sale, "b", 1).await).await);
+    assert_eq!(app.cancel(&b, "b").await.status(), 204);
+    app.reserve(&sale, "c", 1).await; // left to expire
+    let d = rid(json(app.reserve(&sale, "d", 2).await).await);
+    let joined = app
+        .http
+        .post(app.api(&format!("/sales/{sale}/waitlist")))
+        .bearer_auth(buyer_token("w"))
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 201);
+    assert_eq!(app.confirm(&d, "d").await.status(), 201);
+    // c's hold expires and its unit goes to w.
+    let promoted = eventually(Duration::from_secs(5), || async {
+        let me = app
+            .http
+            .get(app.api(&format!("/sales/{sale}/waitlist/me")))
+            .bearer_auth(buyer_token("w"))
+            .send()
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()?;
+        me["reservation_id"].as_str().map(str::to_owned)
+    })
+    .await
+    .expect("w was promoted");
+    assert_eq!(app.confirm(&promoted, "w").await.status(), 201);
+    app.stock_events(&sale).await; // the log has caught up
+
+    let s = admin_get(&app, &format!("/admin/sales/{sale}/summary")).await;
+    assert_eq!(s["units_sold"], 5);
+    assert_eq!(s["orders"], 3);
+    assert_eq!(s["revenue_cents"], 5 * price);
+    assert_eq!(s["holds_created"], 5, "{s}");
+    assert_eq!(s["holds_confirmed"], 3);
+    assert_eq!(s["holds_cancelled"], 1);
+    assert_eq!(s["holds_expired"], 1);
+    assert_eq!(s["promotions"], 1);
+    assert_eq!(s["waitlist_joins"], 1);
+    assert_eq!(s["conversion"], 0.6);
+    assert!(s["sold_out_after_seconds"].as_f64().unwrap() > 0.0);
+    assert!(s["peak_reservations_per_second"].as_i64().unwrap() >= 1);
+
+    // Orders, a page at a time.
+    let first = admin_get(&app, &format!("/admin/sales/{sale}/orders?limit=2")).await;
+    assert_eq!(first["orders"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = admin_get(
+        &app,
+        &format!("/admin/sales/{sale}/orders?limit=2&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(second["orders"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null());
+    let mut ids: Vec<&str> = first["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["orders"].as_array().unwrap())
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "no order twice across pages");
+}
+
+#[tokio::test]
+async fn the_event_log_is_complete_and_in_order_across_a_server_restart() {
+    let s = servers();
+    let settings = test_settings(&s.redis_url, &s.mongo_uri);
+    let mut first = spawn_app_from(settings.clone()).await;
+    let sale = first
+        .create_sale(json!({"total": 40, "per_user_limit": 1}))
+        .await;
+    for i in 0..10 {
+        assert_eq!(
+            first
+                .reserve(&sale, &format!("early-{i}"), 1)
+                .await
+                .status(),
+            201
+        );
+    }
+    first.stop().await;
+
+    let second = spawn_app_from(settings).await;
+    for i in 0..10 {
+        assert_eq!(
+            second
+                .reserve(&sale, &format!("late-{i}"), 1)
+                .await
+                .status(),
+            201
+        );
+    }
+    let log = second.stock_events(&sale).await;
+    let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=21).collect::<Vec<_>>(),
+        "every change once, in order"
+    );
+    assert_eq!(log[0].kind, "opened");
+    assert!(log[1..].iter().all(|e| e.kind == "reserved"));
+    assert_eq!(log[20].held, 20);
+    let buyers: Vec<&str> = log[1..]
+        .iter()
+        .map(|e| e.buyer.as_deref().unwrap())
+        .collect();
+    assert!(buyers[..10].iter().all(|b| b.starts_with("early-")));
+    assert!(buyers[10..].iter().all(|b| b.starts_with("late-")));
+    // Durable entries are trimmed from Redis.
+    let mut conn = second.state.redis.clone();
+    let left: usize = redis::cmd("XLEN")
+        .arg(format!("fd:{{{sale}}}:events"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    app.reserve(&sale, "m", 1).await;
+    let resp = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    for name in [
+        "flashdrop_http_requests_total",
+        "flashdrop_http_request_duration_seconds_bucket",
+        "flashdrop_reservations_total{outcome=\"created\"}",
+        "flashdrop_live_sockets",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    assert!(
+        text.contains("route=\"/api/v1/sales/{id}/reservations\""),
+        "ids are folded into {{id}}"
+    );
+}
