@@ -20,6 +20,7 @@ export const options = {
   thresholds: {
     'http_req_duration{op:reserve}': ['p(95)<250'],
     'http_req_duration{op:confirm}': ['p(95)<500'],
+    'http_req_duration{op:cancel}': ['p(95)<500'],
     'http_reqs{op:reserve}': ['count>0'],
     'http_reqs{op:confirm}': ['count>=0'],
     'http_reqs{op:cancel}': ['count>=0'],

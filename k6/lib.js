@@ -39,11 +39,19 @@ export function createSale(fields) {
   return res.json('id');
 }
 
-/// Checks the sale never sold or held more than it has.
+/// Checks through the admin summary and the live counts that nothing was
+/// oversold: orders hold at most `total` units, and the counts add up.
 export function assertNotOversold(saleId) {
+  const admin = auth(token('k6-admin', 'admin'));
+  const summary = http.get(`${API}/admin/sales/${saleId}/summary`, admin).json();
   const sale = http.get(`${API}/sales/${saleId}`).json();
-  const ok = sale.sold + sale.held <= sale.total && sale.available + sale.held + sale.sold === sale.total;
-  console.log(`sale ${saleId}: total ${sale.total} sold ${sale.sold} held ${sale.held} available ${sale.available} -> ${ok ? 'not oversold' : 'OVERSOLD'}`);
+  const ok = summary.units_sold <= summary.total && sale.sold === summary.units_sold &&
+    sale.available + sale.held + sale.sold === sale.total;
+  console.log(`sale ${saleId}: total ${summary.total} sold ${summary.units_sold} (orders ${summary.orders}, ` +
+    `revenue ${summary.revenue_cents}) held ${sale.held} available ${sale.available}; holds ` +
+    `${summary.holds_created} made, ${summary.holds_confirmed} confirmed, ${summary.holds_cancelled} cancelled, ` +
+    `${summary.holds_expired} expired, ${summary.promotions} promotions, conversion ` +
+    `${summary.conversion.toFixed(2)} -> ${ok ? 'not oversold' : 'OVERSOLD'}`);
   if (!ok) throw new Error('oversold');
 }
 
