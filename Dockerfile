@@ -4,6 +4,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY lua ./lua
+COPY ws-client ./ws-client
 RUN cargo build --release --locked --bin flashdrop
 
 FROM debian:bookworm-slim
