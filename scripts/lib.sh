@@ -68,7 +68,8 @@ start_mongo() {
 }
 
 PIDS=()
+# Stops what was started, newest first (flashdrop before its stores).
 stop_started() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }

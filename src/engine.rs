@@ -18,7 +18,7 @@ use crate::{
     state::AppState,
     store::{
         StoreError,
-        mongo::{OrderDoc, is_duplicate_key, never_sent},
+        mongo::{OrderDoc, find_all, is_duplicate_key, never_sent},
         redis::{SaleKeys, run_json},
     },
 };
@@ -101,6 +101,15 @@ fn parse_csv(csv: &str) -> Vec<i64> {
     csv.split(',').filter_map(|s| s.parse().ok()).collect()
 }
 
+pub fn check_quantity(quantity: i64) -> Result<(), ApiError> {
+    if !(1..=MAX_QUANTITY).contains(&quantity) {
+        return Err(ApiError::invalid(format!(
+            "quantity must be 1..={MAX_QUANTITY}"
+        )));
+    }
+    Ok(())
+}
+
 pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
     if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::invalid(
@@ -155,47 +164,41 @@ impl AppState {
         if !is_sale_id(sale_id) {
             return Err(ApiError::not_found("sale"));
         }
-        if !(1..=MAX_QUANTITY).contains(&quantity) {
-            return Err(ApiError::invalid(format!(
-                "quantity must be 1..={MAX_QUANTITY}"
-            )));
-        }
+        check_quantity(quantity)?;
         if let Some(key) = idempotency_key {
             check_idempotency_key(key)?;
         }
         let keys = SaleKeys::new(sale_id);
         let rid = new_reservation_id(sale_id);
-        let mut conn = self.redis.clone();
-        let mut restored = false;
-        let reply = loop {
-            let reply: Reply = run_json(
-                &mut conn,
-                self.scripts
-                    .reserve
-                    .key(keys.sale())
-                    .key(keys.free())
-                    .key(keys.deadlines())
-                    .key(keys.bought())
-                    .key(keys.holding())
-                    .key(keys.events())
-                    .key(keys.hold(&rid))
-                    .key(keys.idempotency(buyer, idempotency_key.unwrap_or("")))
-                    .key(keys.wait())
-                    .arg(keys.channel())
-                    .arg(&rid)
-                    .arg(buyer)
-                    .arg(quantity)
-                    .arg(idempotency_key.map_or(0, |_| IDEMPOTENCY_TTL_SECS)),
+        let reply: Reply = self
+            .with_sale_state(
+                sale_id,
+                |r: &Reply| r.r == "missing",
+                || async {
+                    let mut conn = self.redis.clone();
+                    run_json(
+                        &mut conn,
+                        self.scripts
+                            .reserve
+                            .key(keys.sale())
+                            .key(keys.free())
+                            .key(keys.deadlines())
+                            .key(keys.bought())
+                            .key(keys.holding())
+                            .key(keys.events())
+                            .key(keys.hold(&rid))
+                            .key(keys.idempotency(buyer, idempotency_key.unwrap_or("")))
+                            .key(keys.wait())
+                            .arg(keys.channel())
+                            .arg(&rid)
+                            .arg(buyer)
+                            .arg(quantity)
+                            .arg(idempotency_key.map_or(0, |_| IDEMPOTENCY_TTL_SECS)),
+                    )
+                    .await
+                },
             )
             .await?;
-            if reply.r == "missing" && !restored {
-                let sale = self.find_sale(sale_id).await?;
-                self.restore_sale(&sale).await?;
-                restored = true;
-                continue;
-            }
-            break reply;
-        };
         match reply.r.as_str() {
             "created" => {
                 let expires = reply.expires.unwrap_or_default();
@@ -586,17 +589,13 @@ impl AppState {
     }
 
     pub async fn orders_of(&self, buyer: &str, limit: i64) -> Result<Vec<OrderView>, ApiError> {
-        let orders: Vec<OrderDoc> = self
-            .mongo
-            .orders
-            .find(doc! {"user_id": buyer})
-            .sort(doc! {"created_at": -1})
-            .limit(limit)
-            .await
-            .map_err(StoreError::from)?
-            .try_collect()
-            .await
-            .map_err(StoreError::from)?;
+        let orders = find_all(
+            &self.mongo.orders,
+            doc! {"user_id": buyer},
+            doc! {"created_at": -1},
+            limit,
+        )
+        .await?;
         Ok(orders.into_iter().map(OrderView::from).collect())
     }
 

@@ -9,7 +9,7 @@ use crate::{
     engine::OrderView,
     error::ApiError,
     state::AppState,
-    store::{StoreError, mongo::OrderDoc},
+    store::{StoreError, mongo::find_all},
 };
 
 #[derive(Debug, Object)]
@@ -58,17 +58,7 @@ impl AppState {
         if let Some(cursor) = cursor {
             filter.insert("_id", doc! {"$gt": cursor});
         }
-        let orders: Vec<OrderDoc> = self
-            .mongo
-            .orders
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(limit)
-            .await
-            .map_err(StoreError::from)?
-            .try_collect()
-            .await
-            .map_err(StoreError::from)?;
+        let orders = find_all(&self.mongo.orders, filter, doc! {"_id": 1}, limit).await?;
         let next_cursor = (orders.len() as i64 == limit)
             .then(|| orders.last().map(|o| o.id.clone()))
             .flatten();

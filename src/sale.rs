@@ -16,7 +16,7 @@ use crate::{
     state::AppState,
     store::{
         StoreError,
-        mongo::SaleDoc,
+        mongo::{SaleDoc, find_all},
         redis::{SaleKeys, run_json},
     },
 };
@@ -291,17 +291,13 @@ impl AppState {
     }
 
     pub async fn list_sales(&self, limit: i64) -> Result<Vec<SaleView>, ApiError> {
-        let docs: Vec<SaleDoc> = self
-            .mongo
-            .sales
-            .find(doc! {})
-            .sort(doc! {"starts_at": -1, "_id": -1})
-            .limit(limit)
-            .await
-            .map_err(StoreError::from)?
-            .try_collect()
-            .await
-            .map_err(StoreError::from)?;
+        let docs = find_all(
+            &self.mongo.sales,
+            doc! {},
+            doc! {"starts_at": -1, "_id": -1},
+            limit,
+        )
+        .await?;
         let mut views = Vec::with_capacity(docs.len());
         for doc in &docs {
             views.push(self.sale_view(doc).await?);
@@ -418,6 +414,27 @@ impl AppState {
         )
         .await?;
         Ok(reply.r == "opened")
+    }
+
+    /// Runs a script of the sale; when Redis has lost the sale (`missing`
+    /// says so of the reply), rebuilds it from MongoDB and runs it once more.
+    pub async fn with_sale_state<T, F, Fut>(
+        &self,
+        sale_id: &str,
+        missing: impl Fn(&T) -> bool,
+        run: F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let reply = run().await?;
+        if !missing(&reply) {
+            return Ok(reply);
+        }
+        let sale = self.find_sale(sale_id).await?;
+        self.restore_sale(&sale).await?;
+        Ok(run().await?)
     }
 
     /// Rebuilds a sale's Redis state from MongoDB: units in orders stay sold,

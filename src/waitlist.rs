@@ -9,7 +9,7 @@ use poem_openapi::{Enum, Object};
 use serde::Deserialize;
 
 use crate::{
-    engine::MAX_QUANTITY,
+    engine::check_quantity,
     error::ApiError,
     sale::is_sale_id,
     state::AppState,
@@ -87,39 +87,33 @@ impl AppState {
         if !is_sale_id(sale_id) {
             return Err(ApiError::not_found("sale"));
         }
-        if !(1..=MAX_QUANTITY).contains(&quantity) {
-            return Err(ApiError::invalid(format!(
-                "quantity must be 1..={MAX_QUANTITY}"
-            )));
-        }
+        check_quantity(quantity)?;
         let keys = SaleKeys::new(sale_id);
-        let mut conn = self.redis.clone();
-        let mut restored = false;
-        let reply = loop {
-            let reply: JoinReply = run_json(
-                &mut conn,
-                self.scripts
-                    .waitlist_join
-                    .key(keys.sale())
-                    .key(keys.wait())
-                    .key(keys.waitq())
-                    .key(keys.bought())
-                    .key(keys.holding())
-                    .key(keys.promoted())
-                    .key(keys.events())
-                    .arg(keys.channel())
-                    .arg(buyer)
-                    .arg(quantity),
+        let reply: JoinReply = self
+            .with_sale_state(
+                sale_id,
+                |r: &JoinReply| r.r == "missing",
+                || async {
+                    let mut conn = self.redis.clone();
+                    run_json(
+                        &mut conn,
+                        self.scripts
+                            .waitlist_join
+                            .key(keys.sale())
+                            .key(keys.wait())
+                            .key(keys.waitq())
+                            .key(keys.bought())
+                            .key(keys.holding())
+                            .key(keys.promoted())
+                            .key(keys.events())
+                            .arg(keys.channel())
+                            .arg(buyer)
+                            .arg(quantity),
+                    )
+                    .await
+                },
             )
             .await?;
-            if reply.r == "missing" && !restored {
-                let sale = self.find_sale(sale_id).await?;
-                self.restore_sale(&sale).await?;
-                restored = true;
-                continue;
-            }
-            break reply;
-        };
         match reply.r.as_str() {
             "joined" => Ok(Joined::New(WaitView::waiting(reply.position.unwrap_or(0)))),
             "waiting" => Ok(Joined::Existing(WaitView::waiting(

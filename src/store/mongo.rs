@@ -159,6 +159,26 @@ impl Mongo {
     }
 }
 
+/// Every document matching `filter`, in `sort` order, at most `limit`.
+pub async fn find_all<T>(
+    collection: &Collection<T>,
+    filter: bson::Document,
+    sort: bson::Document,
+    limit: i64,
+) -> Result<Vec<T>, StoreError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    use futures_util::TryStreamExt;
+    Ok(collection
+        .find(filter)
+        .sort(sort)
+        .limit(limit)
+        .await?
+        .try_collect()
+        .await?)
+}
+
 /// True when the error says MongoDB could not be reached at all.
 pub fn is_unreachable(err: &Error) -> bool {
     matches!(
