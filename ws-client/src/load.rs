@@ -276,3 +276,17 @@ async fn drive(
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_type_and_ts_are_read_from_a_frame() {
+        let frame =
+            r#"{"type":"stock","seq":7,"available":1,"ts":1700000000123,"status":"active"}"#;
+        let stamp: super::Stamp = serde_json::from_str(frame).unwrap();
+        assert_eq!((stamp.kind, stamp.ts), ("stock", Some(1_700_000_000_123)));
+        let snapshot: super::Stamp =
+            serde_json::from_str(r#"{"type":"snapshot","seq":1,"sale":{}}"#).unwrap();
+        assert_eq!((snapshot.kind, snapshot.ts), ("snapshot", None));
+    }
+}

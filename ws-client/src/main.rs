@@ -70,3 +70,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(args).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    fn target(server: &str) -> Target {
+        Target {
+            server: server.into(),
+            sale: "abc".into(),
+        }
+    }
+
+    #[test]
+    fn the_feed_url_follows_the_server_scheme_and_carries_the_token() {
+        assert_eq!(
+            target("http://127.0.0.1:8080/").live_url(None),
+            "ws://127.0.0.1:8080/api/v1/sales/abc/live"
+        );
+        assert_eq!(
+            target("https://drop.example").live_url(Some("t0k")),
+            "wss://drop.example/api/v1/sales/abc/live?access_token=t0k"
+        );
+    }
+}
