@@ -12,7 +12,7 @@ use crate::helpers::{
 
 #[tokio::test]
 async fn a_buyer_over_the_quota_gets_429_with_retry_after_and_others_do_not() {
-    let app = spawn_app_with(|s| s.rate_limit_buyer = "2/s,burst=2".parse().unwrap()).await;
+    let app = spawn_app_with(|s| s.rate_limit_buyer = "1/s,burst=2".parse().unwrap()).await;
     let sale = app.create_sale(json!({"total": 10})).await;
     assert_eq!(app.reserve(&sale, "hammer", 1).await.status(), 201);
     assert_eq!(app.reserve(&sale, "hammer", 1).await.status(), 200);
@@ -50,7 +50,7 @@ async fn a_buyer_over_the_quota_gets_429_with_retry_after_and_others_do_not() {
 
 #[tokio::test]
 async fn each_client_address_has_its_own_quota_on_every_route() {
-    let app = spawn_app_with(|s| s.rate_limit_ip = "3/s,burst=3".parse().unwrap()).await;
+    let app = spawn_app_with(|s| s.rate_limit_ip = "1/s,burst=3".parse().unwrap()).await;
     for _ in 0..3 {
         assert_eq!(
             app.http
@@ -78,7 +78,7 @@ async fn each_client_address_has_its_own_quota_on_every_route() {
 
     // Behind a trusted proxy, the address it appended is the client.
     let app = spawn_app_with(|s| {
-        s.rate_limit_ip = "3/s,burst=3".parse().unwrap();
+        s.rate_limit_ip = "1/s,burst=3".parse().unwrap();
         s.trust_forwarded_for = true;
     })
     .await;
