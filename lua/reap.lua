@@ -10,12 +10,12 @@
 -- "ok" or "missing" when the sale is not in Redis.
 local now = fd_now()
 if redis.call('EXISTS', KEYS[1]) == 0 then return fd_reply({r = 'missing'}) end
-local prefix = fd_prefix(KEYS[1])
+local k = fd_keys(KEYS[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local expired = 0
 local claimed = {}
 for _, rid in ipairs(due) do
-  local hold_key = prefix .. 'hold:' .. rid
+  local hold_key = k.hold(rid)
   local h = fd_load_hold(hold_key)
   if h and h.state == 'held' then
     fd_release(KEYS[1], rid, h, 'expired', ARGV[1], now)

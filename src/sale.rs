@@ -624,25 +624,30 @@ impl AppState {
 
     pub async fn close_sale(&self, sale_id: &str) -> Result<SaleView, ApiError> {
         let mut doc = self.find_sale(sale_id).await?;
-        if self.live_counts(sale_id).await?.is_none() {
-            self.restore_sale(&doc).await?;
-        }
         let keys = SaleKeys::new(sale_id);
-        let mut conn = self.redis.clone();
         #[derive(serde::Deserialize)]
         struct Closed {
             r: String,
             ends: Option<i64>,
         }
-        let reply: Closed = run_json(
-            &mut conn,
-            self.scripts
-                .close_sale
-                .key(keys.sale())
-                .key(keys.events())
-                .arg(keys.channel()),
-        )
-        .await?;
+        let reply: Closed = self
+            .with_sale_state(
+                sale_id,
+                |r: &Closed| r.r == "missing",
+                || async {
+                    let mut conn = self.redis.clone();
+                    run_json(
+                        &mut conn,
+                        self.scripts
+                            .close_sale
+                            .key(keys.sale())
+                            .key(keys.events())
+                            .arg(keys.channel()),
+                    )
+                    .await
+                },
+            )
+            .await?;
         if reply.r == "missing" {
             return Err(ApiError::Unavailable("sale state is being rebuilt".into()));
         }

@@ -35,7 +35,7 @@ impl Application {
         // always a graceful stop.
         let signals = StopSignals::register()?;
         telemetry::metrics();
-        let (_, redis) = crate::store::redis::connect(&settings.redis_url)
+        let redis = crate::store::redis::connect(&settings.redis_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
         let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?;

@@ -124,13 +124,12 @@ pub async fn run_json<T: DeserializeOwned>(
         .map_err(|e| StoreError::Other(anyhow::anyhow!("bad script reply {raw:?}: {e}")))
 }
 
-pub async fn connect(url: &str) -> Result<(redis::Client, ConnectionManager), StoreError> {
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
     let client = redis::Client::open(url)
         .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_REDIS_URL: {e}")))?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
         .set_response_timeout(Some(std::time::Duration::from_secs(5)))
         .set_number_of_retries(2);
-    let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
-    Ok((client, manager))
+    Ok(ConnectionManager::new_with_config(client, config).await?)
 }
