@@ -1,5 +1,9 @@
--- unlock: release a lock only if this caller still owns it.
--- KEYS[1] lock key  ARGV[1] owner token
--- Returns 1 when released, 0 otherwise.
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+-- unlock: release a sale's rebuild lock only if this caller still owns it.
+-- KEYS: restore
+-- ARGV[1] owner token
+-- Replies (r): released | lost (another caller owns it, or it lapsed)
+if redis.call('GET', K.restore) == ARGV[1] then
+  redis.call('DEL', K.restore)
+  return fd_reply({r = 'released'})
+end
+return fd_reply({r = 'lost'})

@@ -1,16 +1,15 @@
--- waitlist_leave: a buyer leaves the line. The next in line may then fit the
--- units set aside for the head, so promotion runs in the same step.
--- KEYS[1] fd:{S}:sale  KEYS[2] fd:{S}:wait  KEYS[3] fd:{S}:waitq
--- KEYS[4] fd:{S}:events
+-- waitlist_leave: a buyer leaves the line. The next in line may then fit
+-- the units set aside for the head, so promotion runs in the same step.
+-- KEYS: sale holds deadlines free bought holding events wait waitq promoted
 -- ARGV[1] channel  ARGV[2] buyer
--- Returns JSON, r is one of: left, not_listed, missing.
-local now = fd_now()
-if redis.call('EXISTS', KEYS[1]) == 0 then return fd_reply({r = 'missing'}) end
-local buyer = ARGV[2]
-local ticket = redis.call('ZSCORE', KEYS[2], buyer)
-if not ticket then return fd_reply({r = 'not_listed'}) end
-redis.call('ZREM', KEYS[2], buyer)
-redis.call('HDEL', KEYS[3], buyer)
-fd_emit(KEYS[1], KEYS[4], ARGV[1], 'waitlist_left', now, {user = buyer, ticket = tonumber(ticket)})
-fd_promote(KEYS[1], ARGV[1], now)
-return fd_reply({r = 'left'})
+-- Replies (r): left | not_listed | missing
+return fd_with_sale(function(s, now)
+  local buyer = ARGV[2]
+  local ticket = redis.call('ZSCORE', K.wait, buyer)
+  if not ticket then return {r = 'not_listed'} end
+  redis.call('ZREM', K.wait, buyer)
+  redis.call('HDEL', K.waitq, buyer)
+  fd_emit('waitlist_left', now, {user = buyer, ticket = tonumber(ticket)})
+  fd_promote(now)
+  return {r = 'left'}
+end)

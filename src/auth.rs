@@ -8,7 +8,10 @@ use poem::Request;
 use poem_openapi::{Enum, SecurityScheme, auth::Bearer};
 use serde::{Deserialize, Serialize};
 
-use crate::{config::Secret, error::ApiError, state::AppState};
+use crate::{
+    config::Secret,
+    error::{ApiError, ErrorCode},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Enum)]
 #[serde(rename_all = "lowercase")]
@@ -100,13 +103,11 @@ pub enum TokenError {
 pub struct Caller(pub Claims);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
-    let state = req
-        .data::<AppState>()
-        .expect("AppState is attached to every route");
-    state
-        .jwt
-        .verify(&bearer.token)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()).into())
+    let keys = req
+        .data::<JwtKeys>()
+        .expect("the JWT keys are attached to every route");
+    keys.verify(&bearer.token)
+        .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()).into())
 }
 
 impl Caller {
@@ -117,8 +118,9 @@ impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.0.role {
             Role::Admin => Ok(()),
-            Role::Buyer => Err(ApiError::Forbidden(
-                "this route needs the admin role".into(),
+            Role::Buyer => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this route needs the admin role",
             )),
         }
     }

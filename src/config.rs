@@ -84,6 +84,11 @@ pub struct Settings {
     pub confirm_lease: Duration,
     /// How often live sockets are pinged; three unanswered pings drop one.
     pub live_ping: Duration,
+    /// How long a hold that ended (confirmed, cancelled, expired) stays
+    /// readable in Redis; a confirmed one reads from its order afterwards.
+    pub ended_hold_retention: Duration,
+    /// A live frame a client has not taken in this long drops the socket.
+    pub live_send_timeout: Duration,
     /// Test-only fault point: stop a confirm right after the order is written,
     /// as a crash there would. Never set from the environment.
     #[doc(hidden)]
@@ -211,6 +216,8 @@ impl Settings {
             },
             confirm_lease: Duration::from_secs(10),
             live_ping: Duration::from_secs(15),
+            live_send_timeout: Duration::from_secs(10),
+            ended_hold_retention: Duration::from_secs(24 * 3600),
             fault_after_order_write: false,
         })
     }

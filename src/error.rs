@@ -1,24 +1,109 @@
 //! The one error shape of the API, `{"code", "message"}`, with the stable
-//! machine codes of the design. Internal causes are logged, never sent.
+//! machine codes of the design as one enum. Internal causes are logged,
+//! never sent.
 
 use poem::{IntoResponse, Response, http::StatusCode};
-use poem_openapi::{ApiResponse, Object, payload::Json};
+use poem_openapi::{ApiResponse, Enum, Object, payload::Json};
+
+/// Stable machine codes. Clients match on these; the message is for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, strum::IntoStaticStr, strum::EnumIter)]
+#[oai(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    SoldOut,
+    LimitExceeded,
+    SaleNotActive,
+    SaleStarted,
+    SaleEnded,
+    InvalidChange,
+    ReservationConfirming,
+    ReservationConfirmed,
+    ReservationExists,
+    StockAvailable,
+    WaitlistDisabled,
+    ReservationExpired,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SoldOut
+            | LimitExceeded
+            | SaleNotActive
+            | SaleStarted
+            | SaleEnded
+            | InvalidChange
+            | ReservationConfirming
+            | ReservationConfirmed
+            | ReservationExists
+            | StockAvailable
+            | WaitlistDisabled => StatusCode::CONFLICT,
+            ReservationExpired => StatusCode::GONE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The code as clients see it (also a metrics label).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 #[derive(Debug, Clone, Object)]
 pub struct ErrorBody {
     /// Stable machine code, e.g. `sold_out`.
-    pub code: String,
+    pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
 }
 
-impl ErrorBody {
-    fn json(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
-        Json(ErrorBody {
-            code: code.to_owned(),
-            message: message.into(),
-        })
+/// Every error body the server sends is built here.
+pub fn error_body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        code,
+        message: message.into(),
     }
+}
+
+/// An error as a plain poem response, for the places outside poem-openapi's
+/// typed responses (middleware, probes, the catch-all).
+pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
+    use poem_openapi::types::ToJSON;
+    poem::web::Json(error_body(code, message).to_json())
+        .with_status(code.status())
+        .into_response()
+}
+
+/// The 429 answer: the error body and `Retry-After` in whole seconds.
+pub fn rate_limited_response(retry_after_secs: u64) -> Response {
+    error_response(
+        ErrorCode::RateLimited,
+        rate_limited_message(retry_after_secs),
+    )
+    .with_header("Retry-After", retry_after_secs.to_string())
+    .into_response()
+}
+
+fn rate_limited_message(secs: u64) -> String {
+    format!("too many requests; retry after {secs} s")
 }
 
 #[derive(Debug, ApiResponse)]
@@ -60,23 +145,12 @@ pub enum ErrorResponse {
     Unavailable(Json<ErrorBody>),
 }
 
-/// What handlers return on failure. Converted into [`ErrorResponse`].
+/// What the services return on failure. Converted into [`ErrorResponse`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{1}")]
-    Conflict(&'static str, String),
-    #[error("{0}")]
-    Expired(String),
-    #[error("{0}")]
-    Unavailable(String),
+    /// A refusal with its code: every 4xx, and 503.
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
     #[error("rate limited; retry after {0} s")]
     RateLimited(u64),
     #[error(transparent)]
@@ -84,47 +158,63 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::Conflict(code, message.into())
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError::Refused {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::InvalidRequest(message.into())
+        Self::new(ErrorCode::InvalidRequest, message)
     }
 
     pub fn not_found(what: &str) -> Self {
-        ApiError::NotFound(format!("{what} not found"))
+        Self::new(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Refused { code, .. } => *code,
+            ApiError::RateLimited(_) => ErrorCode::RateLimited,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
     }
 }
 
 impl From<ApiError> for ErrorResponse {
     fn from(err: ApiError) -> Self {
-        match err {
-            ApiError::InvalidRequest(m) => {
-                ErrorResponse::BadRequest(ErrorBody::json("invalid_request", m))
-            }
-            ApiError::Unauthorized(m) => {
-                ErrorResponse::Unauthorized(ErrorBody::json("unauthorized", m))
-            }
-            ApiError::Forbidden(m) => ErrorResponse::Forbidden(ErrorBody::json("forbidden", m)),
-            ApiError::NotFound(m) => ErrorResponse::NotFound(ErrorBody::json("not_found", m)),
-            ApiError::Conflict(code, m) => ErrorResponse::Conflict(ErrorBody::json(code, m)),
-            ApiError::Expired(m) => ErrorResponse::Gone(ErrorBody::json("reservation_expired", m)),
-            ApiError::RateLimited(secs) => ErrorResponse::TooManyRequests(
-                ErrorBody::json(
-                    "rate_limited",
-                    format!("too many requests; retry after {secs} s"),
-                ),
-                secs.to_string(),
-            ),
-            ApiError::Unavailable(m) => {
-                tracing::warn!(reason = %m, "answering 503");
-                ErrorResponse::Unavailable(ErrorBody::json("unavailable", m))
+        let code = err.code();
+        let message = match err {
+            ApiError::Refused { message, .. } => message,
+            ApiError::RateLimited(secs) => {
+                return ErrorResponse::TooManyRequests(
+                    Json(error_body(code, rate_limited_message(secs))),
+                    secs.to_string(),
+                );
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = ?cause, "internal error");
-                ErrorResponse::Internal(ErrorBody::json("internal", "internal error"))
+                "internal error".to_owned()
             }
+        };
+        if code == ErrorCode::Unavailable {
+            tracing::warn!(reason = %message, "answering 503");
+        }
+        let body = Json(error_body(code, message));
+        match code.status().as_u16() {
+            400 => ErrorResponse::BadRequest(body),
+            401 => ErrorResponse::Unauthorized(body),
+            403 => ErrorResponse::Forbidden(body),
+            404 => ErrorResponse::NotFound(body),
+            409 => ErrorResponse::Conflict(body),
+            410 => ErrorResponse::Gone(body),
+            503 => ErrorResponse::Unavailable(body),
+            _ => ErrorResponse::Internal(body),
         }
     }
 }
@@ -135,11 +225,23 @@ impl From<ApiError> for poem::Error {
     }
 }
 
+impl From<crate::ids::UnknownId> for ApiError {
+    fn from(err: crate::ids::UnknownId) -> Self {
+        ApiError::not_found(err.0)
+    }
+}
+
+impl From<crate::ids::UnknownId> for ErrorResponse {
+    fn from(err: crate::ids::UnknownId) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match err {
-            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Unavailable(m) => ApiError::unavailable(m),
             StoreError::Other(e) => ApiError::Internal(e),
         }
     }
@@ -152,35 +254,52 @@ pub async fn into_json_response(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
-    let status = err.status();
-    let code = match status {
-        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "invalid_request",
-        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
-        s if s.is_server_error() => "internal",
-        _ => "invalid_request",
+    let code = match err.status() {
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::InvalidRequest,
     };
-    let status = if code == "invalid_request" {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
-    let message = if status.is_server_error() {
+    let message = if code == ErrorCode::Internal {
         tracing::error!(error = %err, "unhandled error");
         "internal error".to_owned()
     } else {
         err.to_string()
     };
-    let body = ErrorBody {
-        code: code.to_owned(),
-        message,
-    };
-    poem::web::Json(serde_json::json!({"code": body.code, "message": body.message}))
-        .with_status(status)
-        .into_response()
+    error_response(code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem_openapi::types::ToJSON;
+
+    #[test]
+    fn every_code_reads_as_its_openapi_name() {
+        use strum::IntoEnumIterator;
+        for code in ErrorCode::iter() {
+            assert_eq!(
+                code.to_json(),
+                Some(serde_json::Value::String(code.as_str().to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_answer_with_their_code_and_status() {
+        let resp = ErrorResponse::from(ApiError::new(ErrorCode::SoldOut, "gone"));
+        assert!(matches!(
+            resp,
+            ErrorResponse::Conflict(Json(ErrorBody {
+                code: ErrorCode::SoldOut,
+                ..
+            }))
+        ));
+        let resp = ErrorResponse::from(ApiError::RateLimited(3));
+        assert!(matches!(resp, ErrorResponse::TooManyRequests(_, ref s) if s == "3"));
+    }
 }

@@ -1,14 +1,17 @@
 //! Request limits: per-buyer and per-IP rate limits (governor, per instance)
 //! and the cap on body size.
 
-use std::{net::IpAddr, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
 use poem::{
     Body, Endpoint, IntoResponse, Request, Response, Result, error::ReadBodyError, http::StatusCode,
 };
 
-use crate::{config::RateLimit, error::ApiError, state::AppState};
+use crate::{
+    config::RateLimit,
+    error::{ApiError, rate_limited_response},
+};
 
 /// Keyed limiters; `None` where a limit is `off`. Limits are per instance:
 /// N instances behind a balancer allow up to N times the quota.
@@ -95,22 +98,11 @@ impl RateLimits {
     }
 }
 
-/// Answers 429 `rate_limited` with `Retry-After` in the one error shape.
-pub fn rate_limited_response(retry_after_secs: u64) -> Response {
-    poem::web::Json(serde_json::json!({
-        "code": "rate_limited",
-        "message": format!("too many requests; retry after {retry_after_secs} s"),
-    }))
-    .with_status(StatusCode::TOO_MANY_REQUESTS)
-    .with_header("Retry-After", retry_after_secs.to_string())
-    .into_response()
-}
-
 /// Per-IP limit on every route.
 pub async fn limit_ip<E: Endpoint>(next: E, req: Request) -> Result<Response> {
-    if let Some(state) = req.data::<AppState>()
-        && let Some(ip) = state.limits.client_ip(&req)
-        && let Err(secs) = state.limits.check_ip(ip)
+    if let Some(limits) = req.data::<Arc<RateLimits>>()
+        && let Some(ip) = limits.client_ip(&req)
+        && let Err(secs) = limits.check_ip(ip)
     {
         return Ok(rate_limited_response(secs));
     }

@@ -13,8 +13,22 @@ use poem::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    api, auth::JwtKeys, config::Settings, error, limits, limits::RateLimits, live, persister,
-    reaper, state::AppState, store::mongo::Mongo, store::redis::Scripts, telemetry,
+    api,
+    auth::JwtKeys,
+    config::Settings,
+    error,
+    holds::{Coverage, Holds},
+    limits::{self, RateLimits},
+    live::{self, socket::LiveContext},
+    persister::Persister,
+    reaper::Reaper,
+    recovery::Recovery,
+    reports::Reports,
+    sales::Sales,
+    state::AppState,
+    store::{Mongo, Redis, Store},
+    telemetry,
+    waitlist::Waitlist,
 };
 
 /// Largest request body accepted; larger ones are answered 413.
@@ -24,7 +38,17 @@ pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     state: AppState,
+    jwt: JwtKeys,
+    limits: Arc<RateLimits>,
+    background: Background,
     signals: StopSignals,
+}
+
+/// What the background loops need besides the state.
+struct Background {
+    coverage: Arc<Coverage>,
+    confirm_lease: Duration,
+    ended_hold_retention: Duration,
 }
 
 impl Application {
@@ -35,7 +59,7 @@ impl Application {
         // always a graceful stop.
         let signals = StopSignals::register()?;
         telemetry::metrics();
-        let redis = crate::store::redis::connect(&settings.redis_url)
+        let redis = Redis::connect(&settings.redis_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
         let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?;
@@ -54,24 +78,43 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().map(|a| a.port()))
             .unwrap_or(settings.listen.port());
+        let store = Store { redis, mongo };
+        let recovery = Recovery::new(store.clone());
+        let coverage = Arc::new(Coverage::default());
+        let sales = Sales::new(store.clone(), recovery.clone());
+        let waitlist = Waitlist::new(store.clone(), recovery.clone());
+        let hub = Arc::new(live::Hub::default());
         let state = AppState {
-            jwt: JwtKeys::new(&settings.jwt_secret),
-            redis,
-            mongo,
-            scripts: Scripts::new(),
-            reaper: Default::default(),
-            live: Default::default(),
-            limits: Arc::new(RateLimits::new(
-                settings.rate_limit_buyer,
-                settings.rate_limit_ip,
-                settings.trust_forwarded_for,
-            )),
-            settings: Arc::new(settings),
+            holds: Holds::new(store.clone(), recovery.clone(), coverage.clone(), &settings),
+            reports: Reports::new(store.clone(), recovery.clone()),
+            live_context: LiveContext {
+                sales: sales.clone(),
+                waitlist: waitlist.clone(),
+                hub: hub.clone(),
+                ping: settings.live_ping,
+                send_timeout: settings.live_send_timeout,
+            },
+            sales,
+            waitlist,
+            recovery,
+            live: hub,
+            store,
         };
         Ok(Self {
             acceptor,
             port,
             state,
+            jwt: JwtKeys::new(&settings.jwt_secret),
+            limits: Arc::new(RateLimits::new(
+                settings.rate_limit_buyer,
+                settings.rate_limit_ip,
+                settings.trust_forwarded_for,
+            )),
+            background: Background {
+                coverage,
+                confirm_lease: settings.confirm_lease,
+                ended_hold_retention: settings.ended_hold_retention,
+            },
             signals,
         })
     }
@@ -94,13 +137,32 @@ impl Application {
     /// background loops.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let shutdown = CancellationToken::new();
-        let reaper = tokio::spawn(reaper::run(self.state.clone(), shutdown.clone()));
-        let subscriber = tokio::spawn(live::run_subscriber(self.state.clone(), shutdown.clone()));
-        let pruner = tokio::spawn(prune_limits(self.state.clone(), shutdown.clone()));
-        let persister = tokio::spawn(persister::run(self.state.clone(), shutdown.clone()));
+        let state = &self.state;
+        let reaper = Reaper {
+            store: state.store.clone(),
+            sales: state.sales.clone(),
+            holds: state.holds.clone(),
+            recovery: state.recovery.clone(),
+            coverage: self.background.coverage,
+            confirm_lease: self.background.confirm_lease,
+            ended_hold_retention: self.background.ended_hold_retention,
+        };
+        let persister = Persister {
+            store: state.store.clone(),
+            sales: state.sales.clone(),
+        };
+        let reaper = tokio::spawn(reaper.run(shutdown.clone()));
+        let subscriber = tokio::spawn(live::subscriber::run(
+            state.store.redis.clone(),
+            state.live.clone(),
+            shutdown.clone(),
+        ));
+        let pruner = tokio::spawn(prune_limits(self.limits.clone(), shutdown.clone()));
+        let persister = tokio::spawn(persister.run(shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
+        let routes = routes(self.state, self.jwt, self.limits);
         let result = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(routes(self.state), stop, Some(Duration::from_secs(10)))
+            .run_with_graceful_shutdown(routes, stop, Some(Duration::from_secs(10)))
             .await;
         shutdown.cancel();
         let _ = reaper.await;
@@ -112,7 +174,7 @@ impl Application {
     }
 }
 
-pub fn routes(state: AppState) -> impl poem::Endpoint {
+pub fn routes(state: AppState, jwt: JwtKeys, limits: Arc<RateLimits>) -> impl poem::Endpoint {
     let api = api::service();
     let docs = api.swagger_ui();
     let spec = api::spec_json();
@@ -135,13 +197,15 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .catch_all_error(error::into_json_response)
         .around(telemetry::trace_request)
         .data(state)
+        .data(jwt)
+        .data(limits)
 }
 
-async fn prune_limits(state: AppState, shutdown: CancellationToken) {
+async fn prune_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => state.limits.prune(),
+            _ = tokio::time::sleep(Duration::from_secs(30)) => limits.prune(),
         }
     }
 }

@@ -1,22 +1,24 @@
-//! The shared application state handed to every handler and background task.
+//! The application state handed to every handler: a small bag of services,
+//! each a domain concern with its own methods over the shared stores.
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
-
-use crate::{auth::JwtKeys, config::Settings, store::mongo::Mongo, store::redis::Scripts};
+use crate::{
+    holds::Holds, live::Hub, live::socket::LiveContext, recovery::Recovery, reports::Reports,
+    sales::Sales, store::Store, waitlist::Waitlist,
+};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub settings: Arc<Settings>,
-    /// One multiplexed connection for every command (not for pub/sub).
-    pub redis: ConnectionManager,
-    pub mongo: Mongo,
-    pub scripts: Arc<Scripts>,
-    pub jwt: JwtKeys,
-    /// Lets a new hold wake this instance's reaper.
-    pub reaper: Arc<crate::reaper::Coverage>,
+    pub sales: Sales,
+    pub holds: Holds,
+    pub waitlist: Waitlist,
+    pub reports: Reports,
+    pub recovery: Recovery,
     /// Fans the Redis subscription out to this process's WebSockets.
-    pub live: Arc<crate::live::Hub>,
-    pub limits: Arc<crate::limits::RateLimits>,
+    pub live: Arc<Hub>,
+    /// What each live socket works with.
+    pub live_context: LiveContext,
+    /// The stores, for the readiness probe.
+    pub store: Store,
 }

@@ -7,8 +7,9 @@ use super::Tag;
 use crate::{
     auth::Caller,
     error::{ApiError, ErrorResponse},
-    report::{OrdersPage, SaleSummary},
-    sale::{CreateSale, PatchSale, SaleView},
+    ids::SaleId,
+    reports::{OrdersPage, SaleSummary},
+    sales::rules::{CreateSale, PatchSale, SaleView},
     state::AppState,
 };
 
@@ -36,7 +37,7 @@ impl AdminApi {
         body: Json<CreateSale>,
     ) -> Result<Created, ErrorResponse> {
         caller.require_admin()?;
-        Ok(Created::Sale(Json(state.create_sale(body.0).await?)))
+        Ok(Created::Sale(Json(state.sales.create(body.0).await?)))
     }
 
     /// List sales, as the public list does.
@@ -53,7 +54,7 @@ impl AdminApi {
         if !(1..=200).contains(&limit.0) {
             return Err(ApiError::invalid("limit must be 1..=200").into());
         }
-        Ok(Json(state.list_sales(limit.0).await?))
+        Ok(Json(state.sales.list(limit.0).await?))
     }
 
     /// Change a sale. Before it starts: anything, stock only upwards. Once
@@ -71,7 +72,8 @@ impl AdminApi {
         body: Json<PatchSale>,
     ) -> Result<Json<SaleView>, ErrorResponse> {
         caller.require_admin()?;
-        Ok(Json(state.patch_sale(&id, body.0).await?))
+        let sale = SaleId::parse(&id)?;
+        Ok(Json(state.sales.patch(&sale, body.0).await?))
     }
 
     /// A sale's orders, oldest first, a page at a time: pass the previous
@@ -92,8 +94,12 @@ impl AdminApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<OrdersPage>, ErrorResponse> {
         caller.require_admin()?;
+        let sale = SaleId::parse(&id)?;
         Ok(Json(
-            state.sale_orders(&id, limit.0, cursor.as_deref()).await?,
+            state
+                .reports
+                .orders(&sale, limit.0, cursor.as_deref())
+                .await?,
         ))
     }
 
@@ -112,7 +118,8 @@ impl AdminApi {
         id: Path<String>,
     ) -> Result<Json<SaleSummary>, ErrorResponse> {
         caller.require_admin()?;
-        Ok(Json(state.sale_summary(&id).await?))
+        let sale = SaleId::parse(&id)?;
+        Ok(Json(state.reports.summary(&sale).await?))
     }
 
     /// End a sale now. No new holds; live holds may still be confirmed until
@@ -129,6 +136,7 @@ impl AdminApi {
         id: Path<String>,
     ) -> Result<Json<SaleView>, ErrorResponse> {
         caller.require_admin()?;
-        Ok(Json(state.close_sale(&id).await?))
+        let sale = SaleId::parse(&id)?;
+        Ok(Json(state.sales.close(&sale).await?))
     }
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 use poem::{IntoResponse, handler, http::StatusCode, web::Data, web::Json};
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::{
+    error::{ErrorCode, error_body},
+    state::AppState,
+};
 
 #[handler]
 pub fn healthz() -> Json<serde_json::Value> {
@@ -24,13 +27,9 @@ pub fn metrics(state: Data<&AppState>) -> poem::Response {
 #[handler]
 pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     let timeout = Duration::from_secs(2);
-    let redis = async {
-        let mut conn = state.redis.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await
-    };
     let (redis, mongo) = tokio::join!(
-        tokio::time::timeout(timeout, redis),
-        tokio::time::timeout(timeout, state.mongo.ping()),
+        tokio::time::timeout(timeout, state.store.redis.ping()),
+        tokio::time::timeout(timeout, state.store.mongo.ping()),
     );
     let redis_ok = matches!(redis, Ok(Ok(_)));
     let mongo_ok = matches!(mongo, Ok(Ok(_)));
@@ -44,12 +43,16 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
             .filter(|(_, ok)| !ok)
             .map(|(name, _)| name)
             .collect();
-        Json(json!({
-            "code": "unavailable",
-            "message": format!("not ready: {} unreachable", failing.join(" and ")),
-            "checks": body,
-        }))
-        .with_status(StatusCode::SERVICE_UNAVAILABLE)
-        .into_response()
+        use poem_openapi::types::ToJSON;
+        let mut answer = error_body(
+            ErrorCode::Unavailable,
+            format!("not ready: {} unreachable", failing.join(" and ")),
+        )
+        .to_json()
+        .unwrap_or_default();
+        answer["checks"] = body;
+        Json(answer)
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+            .into_response()
     }
 }

@@ -10,8 +10,10 @@ use poem_openapi::{OpenApi, param::Path, param::Query};
 
 use super::Tag;
 use crate::{
-    error::{ApiError, ErrorResponse},
-    live,
+    auth::JwtKeys,
+    error::{ApiError, ErrorCode, ErrorResponse},
+    ids::SaleId,
+    live::socket,
     state::AppState,
 };
 
@@ -30,6 +32,7 @@ impl LiveApi {
     async fn live(
         &self,
         state: Data<&AppState>,
+        jwt: Data<&JwtKeys>,
         id: Path<String>,
         /// A buyer token, for browsers that cannot set headers.
         access_token: Query<Option<String>>,
@@ -43,19 +46,19 @@ impl LiveApi {
             .and_then(|v| v.strip_prefix("Bearer "));
         let buyer = match access_token.0.as_deref().or(header_token) {
             Some(token) => Some(
-                state
-                    .jwt
-                    .verify(token)
-                    .map_err(|e| ApiError::Unauthorized(e.to_string()))?
+                jwt.verify(token)
+                    .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?
                     .sub,
             ),
             None => None,
         };
-        let sale = state.find_sale(&id).await?;
-        let state = state.clone();
+        let sale = SaleId::parse(&id)?;
+        // Unknown sales are refused before the upgrade.
+        state.sales.view(&sale).await?;
+        let ctx = state.live_context.clone();
         Ok(ws
-            .config(live::socket_config())
-            .on_upgrade(move |socket| live::serve_socket(state, sale.id, buyer, socket))
+            .config(socket::socket_config())
+            .on_upgrade(move |stream| socket::serve(ctx, sale, buyer, stream))
             .boxed())
     }
 }

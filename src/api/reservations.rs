@@ -1,6 +1,8 @@
 //! Buyer endpoints: reserve units, read, confirm and cancel a hold, and list
 //! one's own orders.
 
+use std::sync::Arc;
+
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi, param::Header, param::Path, param::Query, payload::Json,
@@ -9,8 +11,10 @@ use poem_openapi::{
 use super::Tag;
 use crate::{
     auth::Caller,
-    engine::{OrderView, Outcome, ReservationView},
     error::{ApiError, ErrorResponse},
+    holds::{OrderView, Outcome, ReservationView},
+    ids::{ReservationId, SaleId},
+    limits::RateLimits,
     state::AppState,
 };
 
@@ -66,15 +70,18 @@ impl ReservationsApi {
     async fn reserve(
         &self,
         state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         id: Path<String>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<ReserveRequest>,
     ) -> Result<ReserveResponse, ErrorResponse> {
-        state.limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id())?;
+        let sale = SaleId::parse(&id)?;
         let result = state
+            .holds
             .reserve(
-                &id,
+                &sale,
                 caller.buyer_id(),
                 body.quantity,
                 idempotency_key.as_deref(),
@@ -83,10 +90,7 @@ impl ReservationsApi {
         let outcome_label = match &result {
             Ok((_, Outcome::Created)) => "created",
             Ok((_, Outcome::Existing)) => "existing",
-            Err(ApiError::Conflict(code, _)) => code,
-            Err(ApiError::InvalidRequest(_)) => "invalid_request",
-            Err(ApiError::NotFound(_)) => "not_found",
-            Err(_) => "error",
+            Err(e) => e.code().as_str(),
         };
         metrics::counter!("flashdrop_reservations_total", "outcome" => outcome_label).increment(1);
         let (hold, outcome) = result?;
@@ -108,7 +112,10 @@ impl ReservationsApi {
         caller: Caller,
         rid: Path<String>,
     ) -> Result<Json<ReservationView>, ErrorResponse> {
-        Ok(Json(state.reservation(&rid, caller.buyer_id()).await?))
+        let rid = ReservationId::parse(&rid)?;
+        Ok(Json(
+            state.holds.reservation(&rid, caller.buyer_id()).await?,
+        ))
     }
 
     /// Confirm a hold into an order. A repeat returns the same order (200);
@@ -121,16 +128,23 @@ impl ReservationsApi {
     async fn confirm(
         &self,
         state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         rid: Path<String>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<ConfirmResponse, ErrorResponse> {
-        state.limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id())?;
+        let rid = ReservationId::parse(&rid)?;
         let repeat = match idempotency_key.as_deref() {
-            Some(key) => state.seen_confirm_key(&rid, caller.buyer_id(), key).await?,
+            Some(key) => {
+                state
+                    .holds
+                    .seen_confirm_key(&rid, caller.buyer_id(), key)
+                    .await?
+            }
             None => false,
         };
-        let (order, outcome) = state.confirm(&rid, caller.buyer_id()).await?;
+        let (order, outcome) = state.holds.confirm(&rid, caller.buyer_id()).await?;
         Ok(match (outcome, repeat) {
             (Outcome::Created, _) | (Outcome::Existing, true) => {
                 ConfirmResponse::Created(Json(order))
@@ -148,11 +162,13 @@ impl ReservationsApi {
     async fn cancel(
         &self,
         state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         rid: Path<String>,
     ) -> Result<CancelResponse, ErrorResponse> {
-        state.limits.check_buyer(caller.buyer_id())?;
-        state.cancel(&rid, caller.buyer_id()).await?;
+        limits.check_buyer(caller.buyer_id())?;
+        let rid = ReservationId::parse(&rid)?;
+        state.holds.cancel(&rid, caller.buyer_id()).await?;
         Ok(CancelResponse::Cancelled)
     }
 
@@ -169,6 +185,8 @@ impl ReservationsApi {
         if !(1..=500).contains(&limit.0) {
             return Err(ApiError::invalid("limit must be 1..=500").into());
         }
-        Ok(Json(state.orders_of(caller.buyer_id(), limit.0).await?))
+        Ok(Json(
+            state.holds.orders_of(caller.buyer_id(), limit.0).await?,
+        ))
     }
 }

@@ -4,7 +4,12 @@ use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query, payload::Json};
 
 use super::Tag;
-use crate::{error::ApiError, error::ErrorResponse, sale::SaleView, state::AppState};
+use crate::{
+    error::{ApiError, ErrorResponse},
+    ids::SaleId,
+    sales::rules::SaleView,
+    state::AppState,
+};
 
 pub struct SalesApi;
 
@@ -26,7 +31,7 @@ impl SalesApi {
         if !(1..=200).contains(&limit.0) {
             return Err(ApiError::invalid("limit must be 1..=200").into());
         }
-        Ok(Json(state.list_sales(limit.0).await?))
+        Ok(Json(state.sales.list(limit.0).await?))
     }
 
     /// One sale with its live status and counts.
@@ -36,7 +41,7 @@ impl SalesApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<Json<SaleView>, ErrorResponse> {
-        let sale = state.find_sale(&id).await?;
-        Ok(Json(state.sale_view(&sale).await?))
+        let sale = SaleId::parse(&id)?;
+        Ok(Json(state.sales.view(&sale).await?))
     }
 }

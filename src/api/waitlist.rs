@@ -1,5 +1,7 @@
 //! The waiting list: join, read one's place or promotion, leave.
 
+use std::sync::Arc;
+
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
@@ -7,6 +9,8 @@ use super::Tag;
 use crate::{
     auth::Caller,
     error::ErrorResponse,
+    ids::SaleId,
+    limits::RateLimits,
     state::AppState,
     waitlist::{Joined, WaitView},
 };
@@ -49,14 +53,17 @@ impl WaitlistApi {
     async fn join(
         &self,
         state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         id: Path<String>,
         body: Json<JoinRequest>,
     ) -> Result<JoinResponse, ErrorResponse> {
-        state.limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id())?;
+        let sale = SaleId::parse(&id)?;
         Ok(
             match state
-                .join_waitlist(&id, caller.buyer_id(), body.quantity)
+                .waitlist
+                .join(&sale, caller.buyer_id(), body.quantity)
                 .await?
             {
                 Joined::New(view) => JoinResponse::Joined(Json(view)),
@@ -77,7 +84,8 @@ impl WaitlistApi {
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<WaitView>, ErrorResponse> {
-        Ok(Json(state.waitlist_status(&id, caller.buyer_id()).await?))
+        let sale = SaleId::parse(&id)?;
+        Ok(Json(state.waitlist.place(&sale, caller.buyer_id()).await?))
     }
 
     /// Leave the line.
@@ -89,11 +97,13 @@ impl WaitlistApi {
     async fn leave(
         &self,
         state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<LeaveResponse, ErrorResponse> {
-        state.limits.check_buyer(caller.buyer_id())?;
-        state.leave_waitlist(&id, caller.buyer_id()).await?;
+        limits.check_buyer(caller.buyer_id())?;
+        let sale = SaleId::parse(&id)?;
+        state.waitlist.leave(&sale, caller.buyer_id()).await?;
         Ok(LeaveResponse::Left)
     }
 }

@@ -1,8 +1,22 @@
-//! Access to the two stores: Redis (live state, changed only by the Lua
-//! scripts in `lua/`) and MongoDB (sales and orders, the durable truth).
+//! Access to the two stores, and the only code that knows how they are laid
+//! out: Redis holds each running sale's live state, changed only by the Lua
+//! scripts in `lua/` through the typed calls in [`scripts`]; MongoDB holds
+//! sales, orders and the stock event log, the durable truth.
 
+pub mod events;
+pub mod keys;
 pub mod mongo;
 pub mod redis;
+pub mod scripts;
+
+pub use self::{mongo::Mongo, redis::Redis};
+
+/// Both stores, as every service holds them.
+#[derive(Clone)]
+pub struct Store {
+    pub redis: Redis,
+    pub mongo: Mongo,
+}
 
 /// A storage failure, split by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -16,16 +30,15 @@ pub enum StoreError {
 
 impl From<::redis::RedisError> for StoreError {
     fn from(err: ::redis::RedisError) -> Self {
+        metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
         if err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
             || err.is_cluster_error()
         {
-            metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
             StoreError::Unavailable(format!("redis: {err}"))
         } else {
-            metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
             StoreError::Other(anyhow::Error::new(err).context("redis"))
         }
     }

@@ -1,135 +1,195 @@
-//! Redis keys of a sale and the Lua scripts that change them. Every script is
-//! a file in `lua/` with the shared prelude in front; `redis::Script` calls it
-//! by SHA and loads it once when Redis does not know it yet.
+//! The Redis handle: one multiplexed connection for every command, the
+//! scripts, and the few plain reads and writes that are not a sale's state
+//! transition (a hold record, idempotency keys, the rebuild lock, the live
+//! feed's subscription).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use redis::{Script, aio::ConnectionManager};
-use serde::de::DeserializeOwned;
+use futures_util::{Stream, StreamExt};
+use redis::{AsyncCommands, aio::ConnectionManager};
+use serde::Deserialize;
 
-use super::StoreError;
+use super::{StoreError, keys::SaleKeys, scripts::Scripts};
+use crate::ids::{ReservationId, SaleId};
 
-/// Keys of one sale. All share the hash tag `{<sale_id>}`, so every script
-/// touches a single slot and runs unchanged on Redis Cluster.
-#[derive(Debug, Clone)]
-pub struct SaleKeys {
-    prefix: String,
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    pub(super) scripts: Arc<Scripts>,
+    url: String,
 }
 
-impl SaleKeys {
-    pub fn new(sale_id: &str) -> Self {
-        Self {
-            prefix: format!("fd:{{{sale_id}}}:"),
-        }
-    }
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-    pub fn sale(&self) -> String {
-        self.key("sale")
-    }
-    pub fn free(&self) -> String {
-        self.key("free")
-    }
-    pub fn deadlines(&self) -> String {
-        self.key("deadlines")
-    }
-    pub fn bought(&self) -> String {
-        self.key("bought")
-    }
-    pub fn holding(&self) -> String {
-        self.key("holding")
-    }
-    pub fn events(&self) -> String {
-        self.key("events")
-    }
-    pub fn wait(&self) -> String {
-        self.key("wait")
-    }
-    pub fn waitq(&self) -> String {
-        self.key("waitq")
-    }
-    pub fn promoted(&self) -> String {
-        self.key("promoted")
-    }
-    pub fn hold(&self, rid: &str) -> String {
-        self.key(&format!("hold:{rid}"))
-    }
-    pub fn idempotency(&self, buyer: &str, key: &str) -> String {
-        self.key(&format!("idem:{}:{buyer}:{key}", buyer.len()))
-    }
-    pub fn restore_lock(&self) -> String {
-        self.key("restore")
-    }
-    /// The pub/sub channel of the live feed.
-    pub fn channel(&self) -> String {
-        self.key("live")
-    }
+/// A hold's state in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoldState {
+    Held,
+    Confirming,
+    Confirmed,
+    Cancelled,
+    Expired,
 }
 
-macro_rules! lua {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("../../lua/prelude.lua"),
-            "\n",
-            include_str!(concat!("../../lua/", $file))
-        ))
-    };
+/// A hold as `lua/prelude.lua` keeps it in the sale's `holds` hash.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hold {
+    pub user: String,
+    pub qty: i64,
+    pub state: HoldState,
+    pub expires: i64,
 }
 
-/// Every script, built once per process.
-pub struct Scripts {
-    pub open_sale: Script,
-    pub update_sale: Script,
-    pub close_sale: Script,
-    pub reserve: Script,
-    pub confirm_begin: Script,
-    pub confirm_finish: Script,
-    pub confirm_abort: Script,
-    pub cancel: Script,
-    pub reap: Script,
-    pub repair_hold: Script,
-    pub waitlist_join: Script,
-    pub waitlist_leave: Script,
-    pub unlock: Script,
+/// A buyer's place in line as the live feed tracks it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinePlace {
+    pub ticket: Option<i64>,
+    pub position: Option<i64>,
 }
 
-impl Scripts {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            open_sale: lua!("open_sale.lua"),
-            update_sale: lua!("update_sale.lua"),
-            close_sale: lua!("close_sale.lua"),
-            reserve: lua!("reserve.lua"),
-            confirm_begin: lua!("confirm_begin.lua"),
-            confirm_finish: lua!("confirm_finish.lua"),
-            confirm_abort: lua!("confirm_abort.lua"),
-            cancel: lua!("cancel.lua"),
-            reap: lua!("reap.lua"),
-            repair_hold: lua!("repair_hold.lua"),
-            waitlist_join: lua!("waitlist_join.lua"),
-            waitlist_leave: lua!("waitlist_leave.lua"),
-            unlock: Script::new(include_str!("../../lua/unlock.lua")),
+impl Redis {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_REDIS_URL: {e}")))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        Ok(Self {
+            conn: ConnectionManager::new_with_config(client, config).await?,
+            scripts: Arc::new(Scripts::load()),
+            url: url.to_owned(),
         })
     }
-}
 
-/// Runs a script whose reply is a JSON document and decodes it.
-pub async fn run_json<T: DeserializeOwned>(
-    conn: &mut ConnectionManager,
-    invocation: &redis::ScriptInvocation<'_>,
-) -> Result<T, StoreError> {
-    let raw: String = invocation.invoke_async(conn).await?;
-    serde_json::from_str(&raw)
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("bad script reply {raw:?}: {e}")))
-}
+    pub(super) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
 
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_REDIS_URL: {e}")))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_number_of_retries(2);
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// A hold's record, while Redis has it.
+    pub async fn hold(&self, rid: &ReservationId) -> Result<Option<Hold>, StoreError> {
+        let raw: Option<String> = self
+            .conn()
+            .hget(SaleKeys::new(rid.sale()).holds(), rid.as_str())
+            .await?;
+        raw.map(|raw| {
+            serde_json::from_str(&raw)
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("bad hold record {raw:?}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Remembers for `ttl` that a buyer's `key` confirmed `rid`, unless the
+    /// key was used before: then returns the reservation it was used for.
+    pub async fn remember_confirm_key(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        key: &str,
+        ttl: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let key = SaleKeys::new(rid.sale()).idempotency(buyer, &format!("confirm:{key}"));
+        Ok(redis::cmd("SET")
+            .arg(key)
+            .arg(rid.as_str())
+            .arg("NX")
+            .arg("GET")
+            .arg("EX")
+            .arg(ttl.as_secs())
+            .query_async(&mut self.conn())
+            .await?)
+    }
+
+    /// A buyer's join ticket and 1-based position in a sale's line.
+    pub async fn line_place(&self, sale: &SaleId, buyer: &str) -> Result<LinePlace, StoreError> {
+        let wait = SaleKeys::new(sale).wait();
+        let (ticket, rank): (Option<f64>, Option<i64>) = redis::pipe()
+            .zscore(&wait, buyer)
+            .zrank(&wait, buyer)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(LinePlace {
+            ticket: ticket.map(|t| t as i64),
+            position: rank.map(|r| r + 1),
+        })
+    }
+
+    pub async fn sale_exists(&self, sale: &SaleId) -> Result<bool, StoreError> {
+        Ok(self.conn().exists(SaleKeys::new(sale).sale()).await?)
+    }
+
+    /// Takes the sale's rebuild lock for `ttl` unless someone holds it.
+    pub async fn lock_rebuild(
+        &self,
+        sale: &SaleId,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(SaleKeys::new(sale).restore())
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Replaces a lost sale's live state, but for the sale hash itself,
+    /// with what MongoDB knows: `free` serials and each buyer's `bought`
+    /// count. Holds and the waiting list start empty. `open_sale` then
+    /// writes the sale hash.
+    pub async fn replace_live_state(
+        &self,
+        sale: &SaleId,
+        free: impl IntoIterator<Item = i64>,
+        bought: HashMap<String, i64>,
+    ) -> Result<(), StoreError> {
+        const CHUNK: usize = 10_000;
+        let keys = SaleKeys::new(sale);
+        let mut pipe = redis::pipe();
+        let stale: Vec<String> = keys
+            .live_state()
+            .into_iter()
+            .filter(|k| *k != keys.sale())
+            .collect();
+        pipe.atomic().del(stale).ignore();
+        let mut batch = Vec::with_capacity(CHUNK);
+        for serial in free {
+            batch.push(serial);
+            if batch.len() == CHUNK {
+                pipe.sadd(keys.free(), std::mem::take(&mut batch)).ignore();
+            }
+        }
+        if !batch.is_empty() {
+            pipe.sadd(keys.free(), batch).ignore();
+        }
+        for chunk in bought.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
+            pipe.hset_multiple(keys.bought(), chunk).ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Every sale's live-feed messages, on a connection of its own: the
+    /// sale and the change as the scripts published it.
+    pub async fn live_messages(
+        &self,
+    ) -> Result<impl Stream<Item = (SaleId, String)> + use<>, StoreError> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.psubscribe("fd:{*}:live").await?;
+        Ok(pubsub.into_on_message().filter_map(|msg| async move {
+            let sale = super::keys::sale_of_channel(msg.get_channel_name())?;
+            let payload: String = msg.get_payload().ok()?;
+            Some((sale, payload))
+        }))
+    }
 }

@@ -114,6 +114,7 @@ async fn malformed_input_is_400_invalid_request_in_json() {
     assert_error(send(missing).await.unwrap(), 400, "invalid_request").await;
 
     let sale = app.create_sale(json!({})).await;
+    let seq_before = app.redis_sale(&sale).await["seq"].clone();
     let negative = app
         .http
         .post(app.api(&format!("/sales/{sale}/reservations")))
@@ -123,8 +124,8 @@ async fn malformed_input_is_400_invalid_request_in_json() {
         .await
         .unwrap();
     assert_error(negative, 400, "invalid_request").await;
-    // Nothing reached Redis: the sale is untouched.
-    assert_eq!(app.get_sale(&sale).await["available"], 10);
+    // Nothing reached Redis: no change was recorded.
+    assert_eq!(app.redis_sale(&sale).await["seq"], seq_before);
 }
 
 #[tokio::test]

@@ -80,7 +80,7 @@ fn serve_shuts_down_gracefully_on_sigterm() {
         .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
         .env("FLASHDROP_REDIS_URL", &servers.redis_url)
         .env("FLASHDROP_MONGODB_URI", &servers.mongo_uri)
-        .env("FLASHDROP_MONGODB_DB", "fdtest_sigterm")
+        .env("FLASHDROP_MONGODB_DB", crate::helpers::unique_db())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::null())
         .spawn()

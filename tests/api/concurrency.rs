@@ -8,15 +8,15 @@ use std::{
     },
 };
 
-use crate::helpers::{TestApp, json, spawn_app};
+use crate::helpers::{TestApp, json, keys, spawn_app};
 use serde_json::json;
 
 /// Reads available + held + sold in one atomic HMGET, over and over, until
 /// stopped; returns how many samples it took. Panics on any sample that
 /// breaks sold + held <= total or does not add up to total.
 fn sample_counts(app: &TestApp, sale: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
-    let mut conn = app.state.redis.clone();
-    let key = format!("fd:{{{sale}}}:sale");
+    let mut conn = app.redis();
+    let key = keys(sale).sale();
     tokio::spawn(async move {
         let mut samples = 0;
         while !stop.load(Ordering::Relaxed) {

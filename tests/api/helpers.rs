@@ -11,16 +11,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bson::doc;
 use flashdrop::{
     auth::{JwtKeys, Role},
     config::{Secret, Settings},
+    ids::SaleId,
     startup::Application,
     state::AppState,
-    store::mongo::{OrderDoc, StockEventDoc},
+    store::{
+        Mongo,
+        keys::SaleKeys,
+        mongo::{OrderDoc, StockEventDoc},
+    },
 };
-use futures::TryStreamExt;
-use redis::AsyncCommands;
+use redis::{AsyncCommands, aio::MultiplexedConnection};
 use serde_json::{Value, json};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
@@ -159,8 +162,18 @@ fn start_mongo() -> (Child, String) {
     )
 }
 
+/// A database name of its own, so tests never share data.
+pub fn unique_db() -> String {
+    format!("fdtest_{}", SaleId::new())
+}
+
+/// The Redis keys of a sale, as the server lays them out.
+pub fn keys(sale: &str) -> SaleKeys {
+    SaleKeys::new(&SaleId::parse(sale).expect("a sale id"))
+}
+
 pub fn test_settings(redis_url: &str, mongo_uri: &str) -> Settings {
-    let db = format!("fdtest_{}", flashdrop::sale::new_id());
+    let db = unique_db();
     let vars: HashMap<&str, String> = HashMap::from([
         ("FLASHDROP_LISTEN", "127.0.0.1:0".to_owned()),
         ("FLASHDROP_REDIS_URL", redis_url.to_owned()),
@@ -177,6 +190,9 @@ pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
     pub state: AppState,
+    /// The app's MongoDB database, for reading what it stored.
+    pub mongo: Mongo,
+    redis: MultiplexedConnection,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -196,6 +212,14 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         flashdrop::telemetry::init("info,flashdrop=debug", settings.log_format);
     }
+    let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db)
+        .await
+        .unwrap();
+    let redis = redis::Client::open(settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -210,6 +234,8 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
             .build()
             .unwrap(),
         state,
+        mongo,
+        redis,
         stop: Some(stop),
         server: Some(server),
     }
@@ -336,14 +362,14 @@ impl TestApp {
         resp.json().await.unwrap()
     }
 
+    /// A connection of the test's own to the app's Redis.
+    pub fn redis(&self) -> MultiplexedConnection {
+        self.redis.clone()
+    }
+
     pub async fn orders(&self, sale: &str) -> Vec<OrderDoc> {
-        self.state
-            .mongo
-            .orders
-            .find(doc! {"sale_id": sale})
-            .await
-            .unwrap()
-            .try_collect()
+        self.mongo
+            .orders_of_sale(&SaleId::parse(sale).unwrap())
             .await
             .unwrap()
     }
@@ -352,33 +378,25 @@ impl TestApp {
     /// caught up with every change Redis has counted.
     pub async fn stock_events(&self, sale: &str) -> Vec<StockEventDoc> {
         let seq: i64 = self.redis_sale(sale).await["seq"].parse().unwrap();
-        let caught_up = eventually(Duration::from_secs(10), || async {
-            let n = self
-                .state
-                .mongo
-                .stock_events
-                .count_documents(doc! {"sale_id": sale})
-                .await
-                .unwrap();
-            (n as i64 >= seq).then_some(())
+        let id = SaleId::parse(sale).unwrap();
+        let log = eventually(Duration::from_secs(10), || async {
+            let log = self.mongo.event_log(&id).await.unwrap();
+            (log.len() as i64 >= seq).then_some(log)
         })
         .await;
-        assert!(caught_up.is_some(), "the event log reached seq {seq}");
-        self.state
-            .mongo
-            .stock_events
-            .find(doc! {"sale_id": sale})
-            .sort(doc! {"seq": 1})
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap()
+        log.unwrap_or_else(|| panic!("the event log reached seq {seq}"))
     }
 
     pub async fn redis_sale(&self, sale: &str) -> HashMap<String, String> {
-        let mut conn = self.state.redis.clone();
-        conn.hgetall(format!("fd:{{{sale}}}:sale")).await.unwrap()
+        self.redis().hgetall(keys(sale).sale()).await.unwrap()
+    }
+
+    /// Every hold Redis keeps of a sale, by reservation id.
+    pub async fn holds(&self, sale: &str) -> HashMap<String, Value> {
+        let raw: HashMap<String, String> = self.redis().hgetall(keys(sale).holds()).await.unwrap();
+        raw.into_iter()
+            .map(|(rid, h)| (rid, serde_json::from_str(&h).unwrap()))
+            .collect()
     }
 
     /// Checks every unit invariant against Redis and MongoDB together:
@@ -386,7 +404,8 @@ impl TestApp {
     /// sold in exactly one order; the counters agree; no buyer is over the
     /// limit in either store. Returns (available, held, sold).
     pub async fn check_invariants(&self, sale: &str) -> (i64, i64, i64) {
-        let mut conn = self.state.redis.clone();
+        let mut conn = self.redis();
+        let keys = keys(sale);
         let s = self.redis_sale(sale).await;
         let n = |k: &str| s.get(k).map(|v| v.parse::<i64>().unwrap()).unwrap_or(0);
         let (total, limit, next) = (n("total"), n("limit"), n("next"));
@@ -400,36 +419,23 @@ impl TestApp {
                 panic!("unit {unit} is both {before} and {who}");
             }
         };
-        let free: Vec<i64> = conn.smembers(format!("fd:{{{sale}}}:free")).await.unwrap();
+        let free: Vec<i64> = conn.smembers(keys.free()).await.unwrap();
         for u in &free {
             claim(*u, "free".into());
         }
         for u in next..=total {
             claim(u, "free (never issued)".into());
         }
-        let hold_keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> = conn
-                .scan_match(format!("fd:{{{sale}}}:hold:*"))
-                .await
-                .unwrap();
-            let mut keys = Vec::new();
-            while let Some(k) = iter.next_item().await {
-                keys.push(k.unwrap());
-            }
-            keys
-        };
-        let epoch = s.get("epoch").cloned().unwrap_or_default();
         let mut held_sum = 0;
         let mut live_per_buyer: HashMap<String, i64> = HashMap::new();
-        for key in hold_keys {
-            let h: HashMap<String, String> = conn.hgetall(&key).await.unwrap();
-            let live = matches!(h["state"].as_str(), "held" | "confirming");
-            if live && h["epoch"] == epoch {
-                let qty: i64 = h["qty"].parse().unwrap();
-                held_sum += qty;
-                *live_per_buyer.entry(h["user"].clone()).or_default() += 1;
-                for u in h["units"].split(',') {
-                    claim(u.parse().unwrap(), format!("held by {key}"));
+        for (rid, h) in self.holds(sale).await {
+            if matches!(h["state"].as_str(), Some("held" | "confirming")) {
+                held_sum += h["qty"].as_i64().unwrap();
+                *live_per_buyer
+                    .entry(h["user"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+                for u in h["units"].as_str().unwrap().split(',') {
+                    claim(u.parse().unwrap(), format!("held by {rid}"));
                 }
             }
         }
@@ -460,22 +466,15 @@ impl TestApp {
         for (buyer, holds) in &live_per_buyer {
             assert_eq!(*holds, 1, "{buyer} has {holds} live holds");
         }
-        let redis_bought: HashMap<String, i64> =
-            conn.hgetall(format!("fd:{{{sale}}}:bought")).await.unwrap();
+        let redis_bought: HashMap<String, i64> = conn.hgetall(keys.bought()).await.unwrap();
         assert_eq!(redis_bought, bought, "bought counts in Redis and MongoDB");
 
         // Returned units are never stranded behind the line: while people
         // wait, free units are only set aside for a head that cannot take
         // them yet, and only while holds are out that may bring more.
-        let head: Vec<String> = conn
-            .zrange(format!("fd:{{{sale}}}:wait"), 0, 0)
-            .await
-            .unwrap();
+        let head: Vec<String> = conn.zrange(keys.wait(), 0, 0).await.unwrap();
         if let (Some(head), false) = (head.first(), n("wl_closed") == 1) {
-            let want: i64 = conn
-                .hget(format!("fd:{{{sale}}}:waitq"), head)
-                .await
-                .unwrap();
+            let want: i64 = conn.hget(keys.waitq(), head).await.unwrap();
             let room = limit - bought.get(head).copied().unwrap_or(0);
             assert!(
                 available < want.min(room) || (available == 0),
@@ -507,4 +506,51 @@ where
 
 pub async fn json(resp: reqwest::Response) -> Value {
     resp.json().await.unwrap()
+}
+
+/// Reserves and expects a new hold; returns its reservation id.
+pub async fn hold(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> String {
+    let resp = app.reserve(sale, buyer, quantity).await;
+    assert_eq!(resp.status(), 201);
+    rid_of(resp).await
+}
+
+/// The `reservation_id` of a response body.
+pub async fn rid_of(resp: reqwest::Response) -> String {
+    json(resp).await["reservation_id"]
+        .as_str()
+        .expect("a reservation_id")
+        .to_owned()
+}
+
+pub async fn join(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> reqwest::Response {
+    app.http
+        .post(app.api(&format!("/sales/{sale}/waitlist")))
+        .bearer_auth(buyer_token(buyer))
+        .json(&json!({"quantity": quantity}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The buyer's `GET /sales/{id}/waitlist/me`.
+pub async fn waitlist_me(app: &TestApp, sale: &str, buyer: &str) -> Value {
+    let resp = app
+        .http
+        .get(app.api(&format!("/sales/{sale}/waitlist/me")))
+        .bearer_auth(buyer_token(buyer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    json(resp).await
+}
+
+pub async fn leave(app: &TestApp, sale: &str, buyer: &str) -> reqwest::Response {
+    app.http
+        .delete(app.api(&format!("/sales/{sale}/waitlist/me")))
+        .bearer_auth(buyer_token(buyer))
+        .send()
+        .await
+        .unwrap()
 }

@@ -13,5 +13,6 @@ mod operations;
 mod recovery;
 mod reservations;
 mod sales;
+mod scripts;
 mod waitlist;
 mod ws_client;

@@ -4,10 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    helpers::{RedisServer, eventually, json, servers, spawn_app_with},
+    helpers::{RedisServer, eventually, hold, json, keys, servers, spawn_app_with},
     proxy::TcpProxy,
 };
-use bson::doc;
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -19,21 +18,10 @@ async fn a_confirm_cut_off_after_the_order_write_ends_confirmed() {
     })
     .await;
     let sale = app.create_sale(json!({"total": 4})).await;
-    let rid = json(app.reserve(&sale, "henry", 2).await).await["reservation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rid = hold(&app, &sale, "henry", 2).await;
     let resp = app.confirm(&rid, "henry").await;
     assert_eq!(resp.status(), 503, "the fault point stops the confirm");
-    assert!(
-        app.state
-            .mongo
-            .orders
-            .find_one(doc! {"_id": &rid})
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(app.mongo.order(&rid).await.unwrap().is_some());
     assert_eq!(
         app.redis_sale(&sale).await["sold"],
         "0",
@@ -62,10 +50,7 @@ async fn flushall_mid_sale_rebuilds_from_mongodb_without_overselling() {
         .await;
     for i in 0..8 {
         let buyer = format!("early-{i}");
-        let rid = json(app.reserve(&sale, &buyer, 2).await).await["reservation_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let rid = hold(&app, &sale, &buyer, 2).await;
         if i < 5 {
             assert_eq!(app.confirm(&rid, &buyer).await.status(), 201);
         }
@@ -73,7 +58,7 @@ async fn flushall_mid_sale_rebuilds_from_mongodb_without_overselling() {
     // 10 sold, 6 held.
     assert_eq!(app.check_invariants(&sale).await, (14, 6, 10));
 
-    let mut conn = app.state.redis.clone();
+    let mut conn = app.redis();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
 
     // A crowd arrives right after: the first requests rebuild, none fails.
@@ -105,17 +90,13 @@ async fn flushall_mid_sale_rebuilds_from_mongodb_without_overselling() {
     assert_eq!(bought, total - 10);
     assert_eq!(app.check_invariants(&sale).await, (0, 0, total));
     let early_hold_buyer_orders = app
-        .state
-        .mongo
-        .orders
-        .count_documents(doc! {"sale_id": &sale, "user_id": "early-0"})
+        .orders(&sale)
         .await
-        .unwrap();
+        .iter()
+        .filter(|o| o.user_id == "early-0")
+        .count();
     assert_eq!(early_hold_buyer_orders, 1);
-    let bought_before: i64 = conn
-        .hget(format!("fd:{{{sale}}}:bought"), "early-0")
-        .await
-        .unwrap();
+    let bought_before: i64 = conn.hget(keys(&sale).bought(), "early-0").await.unwrap();
     assert_eq!(bought_before, 2, "bought counts restored");
     drop(redis);
 }
@@ -142,10 +123,7 @@ async fn mongodb_unreachable_during_confirm_is_503_and_loses_nothing() {
     let sale = app
         .create_sale(json!({"total": 3, "hold_seconds": 3}))
         .await;
-    let rid = json(app.reserve(&sale, "ivy", 2).await).await["reservation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rid = hold(&app, &sale, "ivy", 2).await;
 
     proxy.cut();
     let resp = app.confirm(&rid, "ivy").await;
@@ -188,10 +166,7 @@ async fn a_hold_whose_confirm_failed_still_expires_when_mongodb_stays_down() {
     let sale = app
         .create_sale(json!({"total": 2, "hold_seconds": 1}))
         .await;
-    let rid = json(app.reserve(&sale, "jack", 2).await).await["reservation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rid = hold(&app, &sale, "jack", 2).await;
     proxy.cut();
     assert_eq!(app.confirm(&rid, "jack").await.status(), 503);
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{buyer_token, eventually, json, spawn_app};
-use bson::doc;
+use crate::helpers::{buyer_token, eventually, hold, json, spawn_app, spawn_app_with};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -49,14 +48,7 @@ async fn reserve_confirm_and_read_back_the_order() {
     assert_eq!(order["total_cents"], 2 * 12_900);
     assert_eq!(order["units"].as_array().unwrap().len(), 2);
 
-    let stored = app
-        .state
-        .mongo
-        .orders
-        .find_one(doc! {"_id": &rid})
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.mongo.order(&rid).await.unwrap().unwrap();
     assert_eq!(stored.user_id, "alice");
     assert_eq!(stored.slots, vec![1, 2]);
 
@@ -91,10 +83,7 @@ async fn reserve_confirm_and_read_back_the_order() {
 async fn cancel_returns_the_units() {
     let app = spawn_app().await;
     let sale = app.create_sale(json!({"total": 2})).await;
-    let rid = json(app.reserve(&sale, "carol", 2).await).await["reservation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rid = hold(&app, &sale, "carol", 2).await;
     let sold_out = app.reserve(&sale, "dave", 1).await;
     assert_eq!(sold_out.status(), 409);
     assert_eq!(json(sold_out).await["code"], "sold_out");
@@ -212,4 +201,35 @@ async fn quantity_out_of_range_is_400_and_touches_nothing() {
         "1",
         "no change was recorded"
     );
+}
+
+#[tokio::test]
+async fn ended_holds_are_pruned_from_redis_after_their_retention() {
+    let app = spawn_app_with(|s| s.ended_hold_retention = Duration::from_millis(300)).await;
+    let sale = app.create_sale(json!({"total": 4})).await;
+    let cancelled = hold(&app, &sale, "kim", 1).await;
+    assert_eq!(app.cancel(&cancelled, "kim").await.status(), 204);
+    let confirmed = hold(&app, &sale, "lee", 1).await;
+    assert_eq!(app.confirm(&confirmed, "lee").await.status(), 201);
+    assert_eq!(app.holds(&sale).await.len(), 2);
+
+    let pruned = eventually(Duration::from_secs(5), || async {
+        app.holds(&sale).await.is_empty().then_some(())
+    })
+    .await;
+    assert!(pruned.is_some(), "ended holds left Redis");
+    // A confirmed hold still reads as confirmed, from its order.
+    assert_eq!(
+        app.reservation(&confirmed, "lee").await["status"],
+        "confirmed"
+    );
+    let gone = app
+        .http
+        .get(app.api(&format!("/reservations/{cancelled}")))
+        .bearer_auth(buyer_token("kim"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    assert_eq!(app.check_invariants(&sale).await, (3, 0, 1));
 }

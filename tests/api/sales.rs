@@ -1,8 +1,12 @@
 //! Creating, reading, changing and closing sales.
 
 use crate::helpers::{admin_token, spawn_app};
-use bson::doc;
+use flashdrop::ids::SaleId;
 use serde_json::{Value, json};
+
+fn sale_id(sale: &str) -> SaleId {
+    SaleId::parse(sale).unwrap()
+}
 
 #[tokio::test]
 async fn a_created_sale_is_stored_opened_and_readable_with_live_counts() {
@@ -21,14 +25,7 @@ async fn a_created_sale_is_stored_opened_and_readable_with_live_counts() {
     assert_eq!(view["waitlist_length"], 0);
     assert!(view["server_time"].as_str().is_some());
 
-    let stored = app
-        .state
-        .mongo
-        .sales
-        .find_one(doc! {"_id": &sale})
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.mongo.find_sale(&sale_id(&sale)).await.unwrap().unwrap();
     assert_eq!(stored.total, 25);
     assert_eq!(stored.price_cents, 12_900);
     let redis = app.redis_sale(&sale).await;
@@ -101,14 +98,7 @@ async fn before_the_start_the_window_moves_and_stock_rises() {
     assert_eq!(view["available"], 40);
     assert_eq!(view["price_cents"], 100);
     assert_eq!(app.redis_sale(&sale).await["total"], "40");
-    let stored = app
-        .state
-        .mongo
-        .sales
-        .find_one(doc! {"_id": &sale})
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.mongo.find_sale(&sale_id(&sale)).await.unwrap().unwrap();
     assert_eq!(stored.total, 40);
     assert_eq!(
         stored.ends_at.timestamp_millis(),
@@ -169,14 +159,7 @@ async fn closing_a_sale_ends_it_for_new_holds() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ended");
     assert_eq!(app.get_sale(&sale).await["status"], "ended");
-    let stored = app
-        .state
-        .mongo
-        .sales
-        .find_one(doc! {"_id": &sale})
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.mongo.find_sale(&sale_id(&sale)).await.unwrap().unwrap();
     assert!(stored.closed_at.is_some());
     let resp = app.reserve(&sale, "late", 1).await;
     assert_eq!(resp.status(), 409);

@@ -3,50 +3,10 @@
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
-use crate::helpers::{TestApp, buyer_token, eventually, json, spawn_app};
+use crate::helpers::{eventually, hold, join, json, keys, leave, spawn_app, waitlist_me as me};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use redis::AsyncCommands;
-use serde_json::{Value, json};
-
-async fn join(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> reqwest::Response {
-    app.http
-        .post(app.api(&format!("/sales/{sale}/waitlist")))
-        .bearer_auth(buyer_token(buyer))
-        .json(&json!({"quantity": quantity}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn me(app: &TestApp, sale: &str, buyer: &str) -> Value {
-    let resp = app
-        .http
-        .get(app.api(&format!("/sales/{sale}/waitlist/me")))
-        .bearer_auth(buyer_token(buyer))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    json(resp).await
-}
-
-async fn leave(app: &TestApp, sale: &str, buyer: &str) -> reqwest::Response {
-    app.http
-        .delete(app.api(&format!("/sales/{sale}/waitlist/me")))
-        .bearer_auth(buyer_token(buyer))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn hold(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> String {
-    let resp = app.reserve(sale, buyer, quantity).await;
-    assert_eq!(resp.status(), 201);
-    json(resp).await["reservation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_joins_get_distinct_positions_in_order() {
@@ -327,11 +287,8 @@ async fn randomized_traffic_keeps_units_whole_and_promotions_in_line_order() {
     }
     // Whoever still waits leaves (which may promote the next), then every
     // abandoned or promoted hold runs out.
-    let mut conn = app.state.redis.clone();
-    let still: Vec<String> = conn
-        .zrange(format!("fd:{{{sale}}}:wait"), 0, -1)
-        .await
-        .unwrap();
+    let mut conn = app.redis();
+    let still: Vec<String> = conn.zrange(keys(&sale).wait(), 0, -1).await.unwrap();
     let leaves: Vec<_> = still
         .into_iter()
         .map(|buyer| {
@@ -348,7 +305,7 @@ async fn randomized_traffic_keeps_units_whole_and_promotions_in_line_order() {
     .await;
     if settled.is_none() {
         let deadlines: Vec<(String, i64)> = conn
-            .zrange_withscores(format!("fd:{{{sale}}}:deadlines"), 0, -1)
+            .zrange_withscores(keys(&sale).deadlines(), 0, -1)
             .await
             .unwrap();
         panic!(

@@ -1,6 +1,15 @@
-//! MongoDB collections: `sales` and `orders`. The unique indexes on orders are
-//! the last line of defence: even a Redis that lost data cannot make MongoDB
-//! record a unit sold twice or a buyer over the limit.
+//! MongoDB: `sales`, `orders` and `stock_events`, their documents and
+//! indexes, and the typed queries the services run (one file per
+//! collection). The unique indexes on orders are the last line of defence:
+//! even a Redis that lost data cannot make MongoDB record a unit sold twice
+//! or a buyer over the limit.
+
+mod events;
+mod orders;
+mod sales;
+
+pub use events::SummaryFigures;
+pub use orders::OrderWrite;
 
 use std::time::Duration;
 
@@ -77,12 +86,12 @@ pub struct StockEventDoc {
 
 #[derive(Clone)]
 pub struct Mongo {
-    pub db: Database,
-    pub sales: Collection<SaleDoc>,
+    db: Database,
+    sales: Collection<SaleDoc>,
     /// Writes wait for a majority and the journal: an order is durable
     /// before the API says 201.
-    pub orders: Collection<OrderDoc>,
-    pub stock_events: Collection<StockEventDoc>,
+    orders: Collection<OrderDoc>,
+    stock_events: Collection<StockEventDoc>,
 }
 
 impl Mongo {
@@ -159,26 +168,6 @@ impl Mongo {
     }
 }
 
-/// Every document matching `filter`, in `sort` order, at most `limit`.
-pub async fn find_all<T>(
-    collection: &Collection<T>,
-    filter: bson::Document,
-    sort: bson::Document,
-    limit: i64,
-) -> Result<Vec<T>, StoreError>
-where
-    T: serde::de::DeserializeOwned + Send + Sync,
-{
-    use futures_util::TryStreamExt;
-    Ok(collection
-        .find(filter)
-        .sort(sort)
-        .limit(limit)
-        .await?
-        .try_collect()
-        .await?)
-}
-
 /// True when the error says MongoDB could not be reached at all.
 pub fn is_unreachable(err: &Error) -> bool {
     matches!(
@@ -191,12 +180,12 @@ pub fn is_unreachable(err: &Error) -> bool {
 
 /// True when the operation certainly never reached a server, so a write
 /// certainly did not happen.
-pub fn never_sent(err: &Error) -> bool {
+fn never_sent(err: &Error) -> bool {
     matches!(*err.kind, ErrorKind::ServerSelection { .. })
 }
 
 /// A unique-index violation (code 11000).
-pub fn is_duplicate_key(err: &Error) -> bool {
+fn is_duplicate_key(err: &Error) -> bool {
     match &*err.kind {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
         ErrorKind::Command(e) => e.code == 11000,

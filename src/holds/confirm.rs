@@ -1,0 +1,196 @@
+//! Confirming a hold into an order that is durable in MongoDB before the
+//! buyer hears 201, and settling a confirm that was cut off.
+//!
+//! The hold moves to `confirming` with a lease, the order is written (its
+//! `_id` is the reservation id, so at most one order per hold), then Redis
+//! marks the hold confirmed. If the process dies in between, the reaper
+//! settles the hold when the lease ends: confirmed when the order is there,
+//! otherwise back to held (or expired past its deadline).
+
+use bson::DateTime as BsonDateTime;
+
+use super::{Holds, OrderView, Outcome};
+use crate::{
+    error::{ApiError, ErrorCode},
+    ids::ReservationId,
+    store::{
+        StoreError,
+        mongo::{OrderDoc, OrderWrite},
+        scripts::{AbortReply, BeginReply, FinishReply, RepairReply},
+    },
+};
+
+/// Where a confirm that reached MongoDB ended up.
+enum Written {
+    New(OrderDoc),
+    Earlier(OrderDoc),
+}
+
+impl Holds {
+    /// Turns a hold into an order that is durable in MongoDB before this
+    /// returns `Created`.
+    pub async fn confirm(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+    ) -> Result<(OrderView, Outcome), ApiError> {
+        let begin = self
+            .store
+            .redis
+            .confirm_begin(rid, buyer, self.confirm_lease)
+            .await?;
+        let (qty, units, slots, price, currency) = match begin {
+            BeginReply::Confirming {
+                qty,
+                units,
+                slots,
+                price,
+                currency,
+                ..
+            } => (qty, units, slots, price, currency),
+            BeginReply::Confirmed | BeginReply::Missing => {
+                return match self.store.mongo.order_of(rid, buyer).await? {
+                    Some(order) => Ok((order.into(), Outcome::Existing)),
+                    None => Err(ApiError::not_found("reservation")),
+                };
+            }
+            BeginReply::NotFound => return Err(ApiError::not_found("reservation")),
+            BeginReply::Cancelled => {
+                return Err(ApiError::new(
+                    ErrorCode::ReservationExpired,
+                    "the reservation was cancelled",
+                ));
+            }
+            BeginReply::Expired => {
+                return Err(ApiError::new(
+                    ErrorCode::ReservationExpired,
+                    "the reservation has expired",
+                ));
+            }
+        };
+        let order = OrderDoc {
+            id: rid.to_string(),
+            sale_id: rid.sale().to_string(),
+            user_id: buyer.to_owned(),
+            quantity: qty,
+            units,
+            slots,
+            unit_price_cents: price,
+            total_cents: price * qty,
+            currency,
+            created_at: BsonDateTime::now(),
+        };
+        let write_started = std::time::Instant::now();
+        let inserted = self.store.mongo.insert_order(&order).await;
+        metrics::histogram!("flashdrop_confirm_write_seconds")
+            .record(write_started.elapsed().as_secs_f64());
+        let written = match inserted {
+            OrderWrite::Inserted => Written::New(order),
+            OrderWrite::Refused => match self.store.mongo.order_of(rid, buyer).await? {
+                Some(earlier) => Written::Earlier(earlier),
+                None => return Err(self.repair_conflict(rid, &order).await),
+            },
+            OrderWrite::NotSent(err) => {
+                self.abort_confirm(rid).await;
+                return Err(err.into());
+            }
+            OrderWrite::Unknown(err) => match self.store.mongo.order_of(rid, buyer).await {
+                Ok(Some(earlier)) => Written::Earlier(earlier),
+                Ok(None) => {
+                    self.abort_confirm(rid).await;
+                    return Err(err.into());
+                }
+                // Cannot tell whether the order landed: leave the hold
+                // confirming; the reaper settles it when the lease ends.
+                Err(check) => {
+                    tracing::warn!(%rid, error = %check, "confirm outcome unknown; reaper will settle it");
+                    return Err(err.into());
+                }
+            },
+        };
+        if self.fault_after_order_write {
+            return Err(ApiError::unavailable("fault point: after order write"));
+        }
+        let (order, outcome) = match written {
+            Written::New(order) => (order, Outcome::Created),
+            Written::Earlier(order) => (order, Outcome::Existing),
+        };
+        self.finish_confirm(rid).await?;
+        Ok((order.into(), outcome))
+    }
+
+    /// Marks a hold whose order is in MongoDB as confirmed in Redis.
+    pub(crate) async fn finish_confirm(&self, rid: &ReservationId) -> Result<(), StoreError> {
+        match self.store.redis.confirm_finish(rid).await? {
+            FinishReply::Confirmed | FinishReply::Already => {}
+            // Redis lost the sale or the hold; a rebuild counts the order
+            // from MongoDB.
+            FinishReply::Missing => {
+                if let Ok(sale) = self.recovery.sale_doc(rid.sale()).await {
+                    self.recovery.restore(&sale).await?;
+                }
+            }
+            FinishReply::Stale { state } => {
+                tracing::error!(%rid, state, "order written for a hold whose units were already returned; MongoDB's unique indexes guard against a second sale");
+            }
+        }
+        Ok(())
+    }
+
+    /// The order is known not to be in MongoDB: back to held (or expired).
+    pub(crate) async fn abort_confirm(&self, rid: &ReservationId) {
+        match self.store.redis.confirm_abort(rid).await {
+            Ok(AbortReply::Held | AbortReply::Expired) => {}
+            Ok(AbortReply::Missing | AbortReply::Unchanged { .. }) => {}
+            Err(err) => {
+                tracing::warn!(%rid, error = %err, "confirm abort failed; the reaper will settle the hold");
+            }
+        }
+    }
+
+    /// Settles a confirming hold whose lease ran out: confirmed when its
+    /// order is in MongoDB, otherwise back to held or expired.
+    pub(crate) async fn settle_confirming(&self, rid: &ReservationId) -> Result<(), StoreError> {
+        let Some(order) = self.store.mongo.order(rid.as_str()).await? else {
+            tracing::info!(%rid, "settled: no order, confirm undone");
+            self.abort_confirm(rid).await;
+            return Ok(());
+        };
+        tracing::info!(%rid, buyer = order.user_id, "settled: order found, hold confirmed");
+        self.finish_confirm(rid).await
+    }
+
+    /// MongoDB refused the order by a unique index other than `_id`: Redis
+    /// believed units or purchase slots were free that MongoDB has sold.
+    /// Repair Redis from MongoDB and tell the buyer what happened.
+    async fn repair_conflict(&self, rid: &ReservationId, order: &OrderDoc) -> ApiError {
+        let result = async {
+            let mongo = &self.store.mongo;
+            let sold = mongo.sold_among(rid.sale(), &order.units).await?;
+            let bought = mongo.bought_by(rid.sale(), &order.user_id).await?;
+            let reply = self.store.redis.repair_hold(rid, &sold, bought).await?;
+            if let RepairReply::Missing | RepairReply::Unchanged { .. } = reply {
+                tracing::warn!(%rid, ?reply, "hold changed before it could be repaired");
+            }
+            Ok::<_, StoreError>(sold.is_empty())
+        }
+        .await;
+        match result {
+            Ok(true) => {
+                tracing::error!(%rid, "MongoDB refused an order over the buyer's limit; Redis repaired");
+                ApiError::new(
+                    ErrorCode::LimitExceeded,
+                    "you have already bought up to the limit",
+                )
+            }
+            Ok(false) => {
+                tracing::error!(%rid, "MongoDB refused units already sold; Redis repaired");
+                ApiError::new(
+                    ErrorCode::SoldOut,
+                    "these units were already sold; please reserve again",
+                )
+            }
+            Err(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Per-process fan-out from the Redis subscription to sockets. A socket
+//! waits on its sale's stock `watch` and, with a token, on the sale's
+//! personal `broadcast`: nothing is shared by every socket of the process,
+//! so a change wakes only the sockets of its sale.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
+    },
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::ids::SaleId;
+
+/// Personal events buffered per sale before a slow socket lags (and then
+/// re-reads its state).
+pub const PERSONAL_BUFFER: usize = 64;
+
+/// A change as `fd_emit` in `lua/prelude.lua` publishes it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: String,
+    pub ts: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub status: String,
+    #[serde(default)]
+    pub waitlist_length: i64,
+    pub user: Option<String>,
+    pub rid: Option<String>,
+    pub qty: Option<i64>,
+    pub expires: Option<i64>,
+    pub ticket: Option<i64>,
+    pub position: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct StockFrame<'a> {
+    r#type: &'static str,
+    seq: i64,
+    available: i64,
+    held: i64,
+    sold: i64,
+    status: &'a str,
+    waitlist_length: i64,
+    ts: i64,
+}
+
+/// What the subscriber hands to sockets: a change with its stock frame
+/// serialized once for every socket, or the word that changes were lost
+/// (the subscription was re-established) and a fresh snapshot is due.
+#[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "always shared behind an Arc")]
+pub enum Update {
+    Change { change: Change, stock_frame: String },
+    Resync,
+}
+
+struct SaleFeed {
+    stock: watch::Sender<Option<Arc<Update>>>,
+    personal: broadcast::Sender<Arc<Update>>,
+}
+
+#[derive(Default)]
+pub struct Hub {
+    sales: Mutex<HashMap<SaleId, Arc<SaleFeed>>>,
+    sockets: AtomicI64,
+}
+
+pub struct Subscription {
+    pub stock: watch::Receiver<Option<Arc<Update>>>,
+    pub personal: broadcast::Receiver<Arc<Update>>,
+}
+
+impl Hub {
+    pub fn subscribe(&self, sale: &SaleId) -> Subscription {
+        let mut sales = self.sales.lock().expect("hub lock");
+        let feed = sales
+            .entry(sale.clone())
+            .or_insert_with(|| {
+                Arc::new(SaleFeed {
+                    stock: watch::channel(None).0,
+                    personal: broadcast::channel(PERSONAL_BUFFER).0,
+                })
+            })
+            .clone();
+        Subscription {
+            stock: feed.stock.subscribe(),
+            personal: feed.personal.subscribe(),
+        }
+    }
+
+    /// Messages published while the subscription was down are lost: every
+    /// socket sends a fresh snapshot.
+    pub fn resync(&self) {
+        let feeds: Vec<_> = self
+            .sales
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect();
+        for feed in feeds {
+            feed.stock.send_replace(Some(Arc::new(Update::Resync)));
+        }
+    }
+
+    /// Forgets a sale's feed once its last socket is gone.
+    pub fn release(&self, sale: &SaleId) {
+        let mut sales = self.sales.lock().expect("hub lock");
+        if sales
+            .get(sale)
+            .is_some_and(|f| f.stock.receiver_count() == 0)
+        {
+            sales.remove(sale);
+        }
+    }
+
+    /// Hands a change to the sockets of its sale, if this process has any.
+    pub fn publish(&self, sale: &SaleId, change: Change) {
+        let feed = match self.sales.lock().expect("hub lock").get(sale) {
+            Some(feed) => feed.clone(),
+            None => return,
+        };
+        let stock_frame = serde_json::to_string(&StockFrame {
+            r#type: "stock",
+            seq: change.seq,
+            available: change.available,
+            held: change.held,
+            sold: change.sold,
+            status: &change.status,
+            waitlist_length: change.waitlist_length,
+            ts: change.ts,
+        })
+        .expect("stock frame serializes");
+        let personal = change.user.is_some() || change.kind == "sale_closed";
+        let update = Arc::new(Update::Change {
+            change,
+            stock_frame,
+        });
+        if personal {
+            let _ = feed.personal.send(update.clone());
+        }
+        feed.stock.send_replace(Some(update));
+    }
+
+    pub(super) fn socket_opened(&self) {
+        self.sockets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn socket_closed(&self, sale: &SaleId) {
+        self.sockets.fetch_sub(1, Ordering::Relaxed);
+        self.release(sale);
+    }
+
+    /// Open WebSockets in this process.
+    pub fn sockets(&self) -> i64 {
+        self.sockets.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    fn feeds(&self) -> usize {
+        self.sales.lock().unwrap().len()
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn change(seq: i64) -> Change {
+        serde_json::from_value(json!({
+            "seq": seq, "kind": "reserved", "ts": 1, "available": 100 - seq,
+            "held": seq, "sold": 0, "status": "active", "user": "u"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_socket_that_does_not_read_keeps_only_the_newest_stock_and_bounded_events() {
+        let hub = Hub::default();
+        let sale = SaleId::new();
+        let mut sub = hub.subscribe(&sale);
+        for seq in 1..=1000 {
+            hub.publish(&sale, change(seq));
+        }
+        // Stock is latest-value: one update waits, the newest.
+        assert!(sub.stock.has_changed().unwrap());
+        let newest = sub.stock.borrow_and_update().clone();
+        assert!(
+            matches!(newest.as_deref(), Some(Update::Change { change, .. }) if change.seq == 1000)
+        );
+        // Personal events are bounded: the reader learns it lagged.
+        assert!(matches!(
+            sub.personal.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(n)) if n == 1000 - PERSONAL_BUFFER as u64
+        ));
+    }
+
+    #[test]
+    fn feeds_are_dropped_with_their_last_socket_and_others_are_untouched() {
+        let hub = Hub::default();
+        let (a, b) = (SaleId::new(), SaleId::new());
+        let sub_a = hub.subscribe(&a);
+        let sub_b = hub.subscribe(&b);
+        hub.publish(&a, change(1));
+        assert!(!sub_b.stock.has_changed().unwrap());
+        drop(sub_a);
+        hub.release(&a);
+        assert_eq!(hub.feeds(), 1);
+    }
+}

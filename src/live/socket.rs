@@ -1,0 +1,260 @@
+//! One WebSocket of the live feed: a snapshot, then a stock frame per
+//! change, and for a buyer with a token their own events. One task per
+//! socket selects over the client, the hub and a ping timer, so a closed
+//! client ends everything it started.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::{SinkExt, StreamExt};
+use poem::web::websocket::{Message, WebSocketConfig, WebSocketStream};
+use poem_openapi::types::ToJSON;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::hub::{Change, Hub, Update};
+use crate::{ids::SaleId, sales::Sales, store::redis::LinePlace, waitlist::Waitlist};
+
+/// Small buffers: a watcher sends almost nothing, so an idle connection
+/// costs a few KiB instead of tungstenite's 128 KiB defaults.
+pub fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(4096))
+        .max_frame_size(Some(4096))
+}
+
+/// What a socket reads from and how it paces itself.
+#[derive(Clone)]
+pub struct LiveContext {
+    pub sales: Sales,
+    pub waitlist: Waitlist,
+    pub hub: Arc<Hub>,
+    /// How often sockets are pinged; three unanswered pings drop one.
+    pub ping: Duration,
+    /// A frame a client has not taken in this long means the client is gone.
+    pub send_timeout: Duration,
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
+
+/// Serves one socket until the client leaves, stops answering, or the
+/// server shuts down.
+pub async fn serve(ctx: LiveContext, sale: SaleId, buyer: Option<String>, socket: WebSocketStream) {
+    ctx.hub.socket_opened();
+    if let Err(reason) = socket_loop(&ctx, &sale, buyer.as_deref(), socket).await {
+        tracing::debug!(sale_id = %sale, reason, "live socket closed");
+    }
+    ctx.hub.socket_closed(&sale);
+}
+
+async fn socket_loop(
+    ctx: &LiveContext,
+    sale: &SaleId,
+    buyer: Option<&str>,
+    socket: WebSocketStream,
+) -> Result<(), &'static str> {
+    let (sink, mut stream) = socket.split();
+    let mut out = Out {
+        sink,
+        timeout: ctx.send_timeout,
+    };
+    // Subscribe before reading the snapshot, so no change falls between.
+    let mut sub = ctx.hub.subscribe(sale);
+    sub.stock.borrow_and_update();
+    let mut last_seq = send_snapshot(ctx, sale, &mut out).await?;
+    let mut place = LinePlace::default();
+    if let Some(buyer) = buyer {
+        place = ctx.waitlist.line_place(sale, buyer).await;
+        if let Some(position) = place.position {
+            out.json(json!({"type": "waitlist", "status": "waiting", "position": position}))
+                .await?;
+        }
+    }
+    // A socket silent for three ping intervals is dead.
+    let mut ping = tokio::time::interval(ctx.ping);
+    ping.tick().await;
+    let mut silent_pings = 0u32;
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(_)) => silent_pings = 0,
+            },
+            changed = sub.stock.changed() => {
+                changed.map_err(|_| "feed closed")?;
+                let update = sub.stock.borrow_and_update().clone();
+                match update.as_deref() {
+                    Some(Update::Change { change, stock_frame }) if change.seq > last_seq => {
+                        last_seq = change.seq;
+                        out.text(stock_frame.clone()).await?;
+                    }
+                    Some(Update::Resync) => {
+                        last_seq = send_snapshot(ctx, sale, &mut out).await?;
+                    }
+                    _ => {}
+                }
+            }
+            personal = sub.personal.recv(), if buyer.is_some() => match personal {
+                Ok(update) => {
+                    if let Update::Change { change, .. } = update.as_ref() {
+                        for frame in personal_frames(change, buyer.unwrap_or_default(), &mut place) {
+                            out.json(frame).await?;
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Missed personal events: re-read the buyer's place.
+                    place = ctx.waitlist.line_place(sale, buyer.unwrap_or_default()).await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err("feed closed"),
+            },
+            _ = ping.tick() => {
+                silent_pings += 1;
+                if silent_pings > 3 {
+                    return Err("client stopped answering pings");
+                }
+                out.send(Message::Ping(Vec::new())).await?;
+            }
+        }
+    }
+}
+
+/// The frames a buyer's own change (or a change ahead of them in line)
+/// means for them.
+fn personal_frames(change: &Change, buyer: &str, place: &mut LinePlace) -> Vec<serde_json::Value> {
+    let mine = change.user.as_deref() == Some(buyer);
+    let mut frames = Vec::new();
+    match change.kind.as_str() {
+        "promoted" if mine => {
+            *place = LinePlace::default();
+            frames.push(json!({
+                "type": "promoted",
+                "seq": change.seq,
+                "reservation_id": change.rid,
+                "quantity": change.qty,
+                "expires_at": change.expires.map(|ms| bson::DateTime::from_millis(ms).to_chrono()),
+            }));
+        }
+        "reserved" | "confirmed" | "cancelled" | "expired" if mine => {
+            let status = if change.kind == "reserved" {
+                "held"
+            } else {
+                change.kind.as_str()
+            };
+            frames.push(json!({
+                "type": "reservation",
+                "seq": change.seq,
+                "reservation_id": change.rid,
+                "quantity": change.qty,
+                "status": status,
+            }));
+        }
+        "waitlist_joined" if mine => {
+            place.ticket = change.ticket;
+            place.position = change.position;
+            frames.push(
+                json!({"type": "waitlist", "status": "waiting", "position": change.position}),
+            );
+        }
+        "waitlist_left" if mine => {
+            *place = LinePlace::default();
+            frames.push(json!({"type": "waitlist", "status": "not_listed"}));
+        }
+        "sale_closed" => {
+            frames.push(json!({"type": "sale_closed", "seq": change.seq}));
+            if place.position.take().is_some() {
+                frames.push(json!({"type": "waitlist", "status": "closed"}));
+            }
+        }
+        _ => {}
+    }
+    // Someone ahead of this buyer left the line: one place forward.
+    if !mine
+        && matches!(change.kind.as_str(), "promoted" | "waitlist_left")
+        && let (Some(theirs), Some(ours), Some(position)) =
+            (change.ticket, place.ticket, place.position.as_mut())
+        && theirs < ours
+    {
+        *position -= 1;
+        frames.push(json!({"type": "waitlist", "status": "waiting", "position": *position}));
+    }
+    frames
+}
+
+/// The sending half, each send bounded by the send timeout.
+struct Out {
+    sink: Sink,
+    timeout: Duration,
+}
+
+impl Out {
+    async fn send(&mut self, msg: Message) -> Result<(), &'static str> {
+        tokio::time::timeout(self.timeout, self.sink.send(msg))
+            .await
+            .map_err(|_| "send timed out")?
+            .map_err(|_| "send failed")
+    }
+
+    async fn text(&mut self, text: String) -> Result<(), &'static str> {
+        self.send(Message::Text(text)).await
+    }
+
+    async fn json(&mut self, frame: serde_json::Value) -> Result<(), &'static str> {
+        self.text(frame.to_string()).await
+    }
+}
+
+async fn send_snapshot(
+    ctx: &LiveContext,
+    sale: &SaleId,
+    out: &mut Out,
+) -> Result<i64, &'static str> {
+    // Right after Redis comes back the command connection may still be
+    // reconnecting: retry for a few seconds before giving up on the socket.
+    let mut snapshot = ctx.sales.snapshot(sale).await;
+    for attempt in 1..8u32 {
+        if snapshot.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+        snapshot = ctx.sales.snapshot(sale).await;
+    }
+    let Ok((view, seq)) = snapshot else {
+        let _ = out
+            .send(Message::Close(Some((
+                poem::web::websocket::CloseCode::Again,
+                "stores unavailable; reconnect".into(),
+            ))))
+            .await;
+        return Err("sale unreadable");
+    };
+    out.json(json!({"type": "snapshot", "seq": seq, "sale": view.to_json()}))
+        .await?;
+    Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::hub::tests::change;
+
+    #[test]
+    fn promotions_ahead_move_a_waiter_forward() {
+        let mut place = LinePlace {
+            ticket: Some(5),
+            position: Some(3),
+        };
+        let mut ahead = change(2);
+        ahead.kind = "promoted".into();
+        ahead.user = Some("other".into());
+        ahead.ticket = Some(2);
+        let frames = personal_frames(&ahead, "me", &mut place);
+        assert_eq!(place.position, Some(2));
+        assert_eq!(frames[0]["position"], 2);
+        let mut behind = ahead.clone();
+        behind.ticket = Some(9);
+        assert!(personal_frames(&behind, "me", &mut place).is_empty());
+    }
+}

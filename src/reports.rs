@@ -1,0 +1,100 @@
+//! Reports for admins, computed from MongoDB (orders and the stock event
+//! log), so they are right after any restart of Redis or of the servers.
+
+use poem_openapi::Object;
+
+use crate::{error::ApiError, holds::OrderView, ids::SaleId, recovery::Recovery, store::Store};
+
+#[derive(Debug, Object)]
+pub struct OrdersPage {
+    pub orders: Vec<OrderView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct SaleSummary {
+    pub sale_id: String,
+    pub total: i64,
+    pub units_sold: i64,
+    pub orders: i64,
+    /// Sum of the orders, in minor units of `currency`.
+    pub revenue_cents: i64,
+    pub currency: String,
+    /// Holds made by reserving or by promotion from the waiting list.
+    pub holds_created: i64,
+    pub holds_confirmed: i64,
+    pub holds_cancelled: i64,
+    pub holds_expired: i64,
+    pub promotions: i64,
+    pub waitlist_joins: i64,
+    /// holds_confirmed / holds_created (0 when no hold was made).
+    pub conversion: f64,
+    /// Seconds from `starts_at` to the change that sold the last unit.
+    pub sold_out_after_seconds: Option<f64>,
+    /// Most holds made within one second.
+    pub peak_reservations_per_second: i64,
+}
+
+#[derive(Clone)]
+pub struct Reports {
+    store: Store,
+    recovery: Recovery,
+}
+
+impl Reports {
+    pub fn new(store: Store, recovery: Recovery) -> Self {
+        Self { store, recovery }
+    }
+
+    pub async fn orders(
+        &self,
+        sale: &SaleId,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<OrdersPage, ApiError> {
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::invalid("limit must be 1..=500"));
+        }
+        self.recovery.sale_doc(sale).await?;
+        let orders = self.store.mongo.orders_page(sale, limit, cursor).await?;
+        let next_cursor = (orders.len() as i64 == limit)
+            .then(|| orders.last().map(|o| o.id.clone()))
+            .flatten();
+        Ok(OrdersPage {
+            orders: orders.into_iter().map(OrderView::from).collect(),
+            next_cursor,
+        })
+    }
+
+    pub async fn summary(&self, sale: &SaleId) -> Result<SaleSummary, ApiError> {
+        let doc = self.recovery.sale_doc(sale).await?;
+        let f = self.store.mongo.summary_figures(sale, doc.total).await?;
+        let count = |kind: &str| f.events.get(kind).copied().unwrap_or(0);
+        let holds_created = count("reserved") + count("promoted");
+        let holds_confirmed = count("confirmed");
+        Ok(SaleSummary {
+            sale_id: doc.id.clone(),
+            total: doc.total,
+            units_sold: f.units_sold,
+            orders: f.orders,
+            revenue_cents: f.revenue_cents,
+            currency: doc.currency.clone(),
+            holds_created,
+            holds_confirmed,
+            holds_cancelled: count("cancelled"),
+            holds_expired: count("expired"),
+            promotions: count("promoted"),
+            waitlist_joins: count("waitlist_joined"),
+            conversion: if holds_created == 0 {
+                0.0
+            } else {
+                holds_confirmed as f64 / holds_created as f64
+            },
+            sold_out_after_seconds: f.sold_out_at.map(|at| {
+                (at.timestamp_millis() - doc.starts_at.timestamp_millis()) as f64 / 1000.0
+            }),
+            peak_reservations_per_second: f.peak_holds_per_second,
+        })
+    }
+}

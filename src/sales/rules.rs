@@ -1,0 +1,293 @@
+//! What an admin's sale must satisfy, and the shapes a sale takes on the
+//! API: the create and patch bodies and the live view.
+
+use bson::DateTime as BsonDateTime;
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+
+use crate::{
+    error::ApiError,
+    ids::SaleId,
+    store::{
+        mongo::SaleDoc,
+        scripts::{LiveSale, LiveStatus},
+    },
+};
+
+pub const MAX_TOTAL: i64 = 10_000_000;
+pub const MAX_HOLD_SECONDS: i64 = 86_400;
+pub const MAX_NAME_CHARS: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum SaleStatus {
+    Upcoming,
+    Active,
+    SoldOut,
+    Ended,
+}
+
+impl From<LiveStatus> for SaleStatus {
+    fn from(s: LiveStatus) -> Self {
+        match s {
+            LiveStatus::Upcoming => SaleStatus::Upcoming,
+            LiveStatus::Active => SaleStatus::Active,
+            LiveStatus::SoldOut => SaleStatus::SoldOut,
+            LiveStatus::Ended => SaleStatus::Ended,
+        }
+    }
+}
+
+/// A sale as buyers and admins see it, with live counts.
+#[derive(Debug, Clone, Object)]
+pub struct SaleView {
+    pub id: String,
+    pub name: String,
+    pub status: SaleStatus,
+    /// Price of one unit in minor units (cents).
+    pub price_cents: i64,
+    /// ISO 4217 code, e.g. `EUR`.
+    pub currency: String,
+    pub total: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub per_user_limit: i64,
+    pub waitlist_length: i64,
+    pub waitlist_enabled: bool,
+    pub hold_seconds: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub server_time: DateTime<Utc>,
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    BsonDateTime::from_millis(ms).to_chrono()
+}
+
+impl SaleView {
+    /// The view of a sale as Redis has it, all of it read in one step.
+    pub fn from_live(id: &SaleId, s: LiveSale) -> Self {
+        SaleView {
+            id: id.to_string(),
+            name: s.name,
+            status: s.status.into(),
+            price_cents: s.price,
+            currency: s.currency,
+            total: s.total,
+            available: s.available,
+            held: s.held,
+            sold: s.sold,
+            per_user_limit: s.limit,
+            waitlist_length: s.waitlist_length,
+            waitlist_enabled: s.waitlist,
+            hold_seconds: s.hold_ms / 1000,
+            starts_at: at(s.starts),
+            ends_at: at(s.ends),
+            server_time: at(s.now),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct CreateSale {
+    /// 1..=200 characters.
+    pub name: String,
+    /// Price of one unit in minor units, >= 0.
+    pub price_cents: i64,
+    /// Three upper-case letters (ISO 4217).
+    pub currency: String,
+    /// Units on sale, 1..=10,000,000.
+    pub total: i64,
+    /// Most units one buyer may hold and buy, 1..=total.
+    pub per_user_limit: i64,
+    pub starts_at: DateTime<Utc>,
+    /// After `starts_at` and in the future.
+    pub ends_at: DateTime<Utc>,
+    /// How long a hold lasts before it expires, 1..=86,400.
+    pub hold_seconds: i64,
+    /// Whether buyers may join a waiting list when stock runs out.
+    #[oai(default = "default_true")]
+    pub waitlist_enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A change to a sale; absent fields stay as they are. Once the sale has
+/// started only `name`, `ends_at` and `hold_seconds` may change, and stock
+/// may only be raised.
+#[derive(Debug, Clone, Default, Object)]
+pub struct PatchSale {
+    pub name: Option<String>,
+    pub price_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub total: Option<i64>,
+    pub per_user_limit: Option<i64>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub hold_seconds: Option<i64>,
+    pub waitlist_enabled: Option<bool>,
+}
+
+/// The rules every sale satisfies, checked on create and after a patch.
+pub fn validate(s: &CreateSale, now: DateTime<Utc>) -> Result<(), ApiError> {
+    let chars = s.name.trim().chars().count();
+    if chars == 0 || s.name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid("name must be 1..=200 characters"));
+    }
+    if s.price_cents < 0 {
+        return Err(ApiError::invalid("price_cents must be >= 0"));
+    }
+    if !(s.currency.len() == 3 && s.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(ApiError::invalid(
+            "currency must be three upper-case letters, e.g. EUR",
+        ));
+    }
+    if !(1..=MAX_TOTAL).contains(&s.total) {
+        return Err(ApiError::invalid("total must be 1..=10000000"));
+    }
+    if s.per_user_limit < 1 || s.per_user_limit > s.total {
+        return Err(ApiError::invalid("per_user_limit must be 1..=total"));
+    }
+    if s.starts_at >= s.ends_at {
+        return Err(ApiError::invalid("starts_at must be before ends_at"));
+    }
+    if s.ends_at <= now {
+        return Err(ApiError::invalid("ends_at must be in the future"));
+    }
+    if !(1..=MAX_HOLD_SECONDS).contains(&s.hold_seconds) {
+        return Err(ApiError::invalid("hold_seconds must be 1..=86400"));
+    }
+    Ok(())
+}
+
+impl CreateSale {
+    pub fn into_doc(self, id: &SaleId, created: DateTime<Utc>) -> SaleDoc {
+        SaleDoc {
+            id: id.to_string(),
+            name: self.name,
+            price_cents: self.price_cents,
+            currency: self.currency,
+            total: self.total,
+            per_user_limit: self.per_user_limit,
+            starts_at: BsonDateTime::from_chrono(self.starts_at),
+            ends_at: BsonDateTime::from_chrono(self.ends_at),
+            hold_seconds: self.hold_seconds,
+            waitlist_enabled: self.waitlist_enabled,
+            created_at: BsonDateTime::from_chrono(created),
+            closed_at: None,
+        }
+    }
+
+    fn from_doc(d: &SaleDoc) -> Self {
+        CreateSale {
+            name: d.name.clone(),
+            price_cents: d.price_cents,
+            currency: d.currency.clone(),
+            total: d.total,
+            per_user_limit: d.per_user_limit,
+            starts_at: d.starts_at.to_chrono(),
+            ends_at: d.ends_at.to_chrono(),
+            hold_seconds: d.hold_seconds,
+            waitlist_enabled: d.waitlist_enabled,
+        }
+    }
+}
+
+impl PatchSale {
+    /// Whether this change needs the sale not to have started yet.
+    pub fn needs_upcoming(&self, before: &SaleDoc) -> bool {
+        self.price_cents.is_some_and(|v| v != before.price_cents)
+            || self
+                .currency
+                .as_ref()
+                .is_some_and(|v| *v != before.currency)
+            || self.total.is_some_and(|v| v != before.total)
+            || self
+                .per_user_limit
+                .is_some_and(|v| v != before.per_user_limit)
+            || self
+                .starts_at
+                .is_some_and(|v| v != before.starts_at.to_chrono())
+            || self
+                .waitlist_enabled
+                .is_some_and(|v| v != before.waitlist_enabled)
+    }
+
+    pub fn apply(self, before: &SaleDoc) -> CreateSale {
+        let base = CreateSale::from_doc(before);
+        CreateSale {
+            name: self.name.unwrap_or(base.name),
+            price_cents: self.price_cents.unwrap_or(base.price_cents),
+            currency: self.currency.unwrap_or(base.currency),
+            total: self.total.unwrap_or(base.total),
+            per_user_limit: self.per_user_limit.unwrap_or(base.per_user_limit),
+            starts_at: self.starts_at.unwrap_or(base.starts_at),
+            ends_at: self.ends_at.unwrap_or(base.ends_at),
+            hold_seconds: self.hold_seconds.unwrap_or(base.hold_seconds),
+            waitlist_enabled: self.waitlist_enabled.unwrap_or(base.waitlist_enabled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> CreateSale {
+        let now = Utc::now();
+        CreateSale {
+            name: "Sneakers".into(),
+            price_cents: 9_900,
+            currency: "EUR".into(),
+            total: 100,
+            per_user_limit: 2,
+            starts_at: now,
+            ends_at: now + chrono::Duration::hours(1),
+            hold_seconds: 120,
+            waitlist_enabled: true,
+        }
+    }
+
+    #[test]
+    fn a_good_sale_passes() {
+        validate(&spec(), Utc::now()).unwrap();
+    }
+
+    #[test]
+    fn each_rule_is_enforced_with_a_message_naming_the_field() {
+        let now = Utc::now();
+        type Breaker = Box<dyn Fn(&mut CreateSale)>;
+        let cases: Vec<(&str, Breaker)> = vec![
+            ("name", Box::new(|s| s.name = " ".into())),
+            ("name", Box::new(|s| s.name = "x".repeat(201))),
+            ("price_cents", Box::new(|s| s.price_cents = -1)),
+            ("currency", Box::new(|s| s.currency = "eur".into())),
+            ("total", Box::new(|s| s.total = 0)),
+            ("total", Box::new(|s| s.total = MAX_TOTAL + 1)),
+            ("per_user_limit", Box::new(|s| s.per_user_limit = 101)),
+            ("per_user_limit", Box::new(|s| s.per_user_limit = 0)),
+            ("starts_at", Box::new(|s| s.starts_at = s.ends_at)),
+            (
+                "ends_at",
+                Box::new(|s| {
+                    s.starts_at = Utc::now() - chrono::Duration::hours(2);
+                    s.ends_at = Utc::now() - chrono::Duration::hours(1);
+                }),
+            ),
+            ("hold_seconds", Box::new(|s| s.hold_seconds = 0)),
+            (
+                "hold_seconds",
+                Box::new(|s| s.hold_seconds = MAX_HOLD_SECONDS + 1),
+            ),
+        ];
+        for (field, break_it) in cases {
+            let mut s = spec();
+            break_it(&mut s);
+            let err = validate(&s, now).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Each sale's change stream in Redis, read through one consumer group so
+//! several instances share the copying into MongoDB: what nobody has read,
+//! what a dead instance left unacknowledged, and trimming what is durable.
+
+use redis::{
+    AsyncCommands, Value,
+    streams::{
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    },
+};
+
+use super::{StoreError, keys::SaleKeys, mongo::StockEventDoc, redis::Redis};
+use crate::ids::SaleId;
+
+const GROUP: &str = "persist";
+
+/// One change read from a sale's stream.
+pub struct StreamEntry {
+    id: String,
+    pub event: Option<StockEventDoc>,
+}
+
+impl Redis {
+    /// Creates the sale's consumer group (and stream) unless it exists.
+    pub async fn ensure_event_group(&self, sale: &SaleId) -> Result<(), StoreError> {
+        let created: Result<(), redis::RedisError> = self
+            .conn()
+            .xgroup_create_mkstream(SaleKeys::new(sale).events(), GROUP, "0")
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Entries another consumer read but did not acknowledge within
+    /// `idle_ms`, now this consumer's.
+    pub async fn claim_stale_events(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let claimed: StreamAutoClaimReply = self
+            .conn()
+            .xautoclaim_options(
+                SaleKeys::new(sale).events(),
+                GROUP,
+                consumer,
+                idle_ms,
+                "0-0",
+                StreamAutoClaimOptions::default().count(count),
+            )
+            .await?;
+        Ok(entries(sale, claimed.claimed))
+    }
+
+    /// Entries nobody has read yet, now this consumer's.
+    pub async fn read_new_events(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StoreError> {
+        let read: Option<StreamReadReply> = self
+            .conn()
+            .xread_options(
+                &[SaleKeys::new(sale).events()],
+                &[">"],
+                &StreamReadOptions::default()
+                    .group(GROUP, consumer)
+                    .count(count),
+            )
+            .await?;
+        let ids = read
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect();
+        Ok(entries(sale, ids))
+    }
+
+    /// Acknowledges entries that are durable in MongoDB and trims them.
+    pub async fn ack_events(&self, sale: &SaleId, done: &[StreamEntry]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let stream = SaleKeys::new(sale).events();
+        let ids: Vec<&str> = done.iter().map(|e| e.id.as_str()).collect();
+        redis::pipe()
+            .xack(&stream, GROUP, &ids)
+            .ignore()
+            .xdel(&stream, &ids)
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+fn entries(sale: &SaleId, ids: Vec<StreamId>) -> Vec<StreamEntry> {
+    ids.into_iter()
+        .map(|e| StreamEntry {
+            event: event_of(sale, &e),
+            id: e.id,
+        })
+        .collect()
+}
+
+fn field_str(entry: &StreamId, name: &str) -> Option<String> {
+    match entry.map.get(name)? {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn field_i64(entry: &StreamId, name: &str) -> Option<i64> {
+    field_str(entry, name)?.parse().ok()
+}
+
+/// The stream entry `fd_emit` in `lua/prelude.lua` wrote, as a document.
+fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
+    let ts = field_i64(e, "ts")?;
+    Some(StockEventDoc {
+        sale_id: sale.to_string(),
+        seq: field_i64(e, "seq")?,
+        kind: field_str(e, "kind")?,
+        quantity: field_i64(e, "qty"),
+        buyer: field_str(e, "user"),
+        reservation_id: field_str(e, "rid"),
+        available: field_i64(e, "available").unwrap_or(0),
+        held: field_i64(e, "held").unwrap_or(0),
+        sold: field_i64(e, "sold").unwrap_or(0),
+        at: bson::DateTime::from_millis(ts),
+        second: ts.div_euclid(1000),
+    })
+}

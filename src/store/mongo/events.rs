@@ -1,0 +1,132 @@
+//! The stock event log, and the report figures computed from it and from
+//! the orders.
+
+use bson::{Document, doc};
+use futures_util::TryStreamExt;
+use mongodb::Collection;
+
+use super::{Mongo, StockEventDoc, is_duplicate_key};
+use crate::{ids::SaleId, store::StoreError};
+
+/// A sale's figures from MongoDB alone.
+#[derive(Debug, Default)]
+pub struct SummaryFigures {
+    pub units_sold: i64,
+    pub orders: i64,
+    pub revenue_cents: i64,
+    /// Changes by kind (`reserved`, `confirmed`, `promoted`, ...).
+    pub events: std::collections::HashMap<String, i64>,
+    pub peak_holds_per_second: i64,
+    /// When the change that sold the last unit happened.
+    pub sold_out_at: Option<bson::DateTime>,
+}
+
+fn number(d: Option<&Document>, key: &str) -> i64 {
+    d.and_then(|d| d.get(key))
+        .and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from)))
+        .unwrap_or(0)
+}
+
+async fn aggregate<T: Send + Sync>(
+    collection: &Collection<T>,
+    pipeline: Vec<Document>,
+) -> Result<Vec<Document>, StoreError> {
+    Ok(collection
+        .clone_with_type::<Document>()
+        .aggregate(pipeline)
+        .await?
+        .try_collect()
+        .await?)
+}
+
+impl Mongo {
+    /// Writes changes copied from Redis. A change written before (the
+    /// unique `(sale_id, seq)` index refuses it) is not an error.
+    pub async fn insert_events(&self, events: &[StockEventDoc]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self.stock_events.insert_many(events).ordered(false).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The seq of the last change recorded for a sale (0 when none).
+    pub async fn last_event_seq(&self, sale: &SaleId) -> Result<i64, StoreError> {
+        Ok(self
+            .stock_events
+            .find_one(doc! {"sale_id": sale.as_str()})
+            .sort(doc! {"seq": -1})
+            .await?
+            .map_or(0, |e| e.seq))
+    }
+
+    /// A sale's recorded changes, in seq order.
+    pub async fn event_log(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
+        Ok(self
+            .stock_events
+            .find(doc! {"sale_id": sale.as_str()})
+            .sort(doc! {"seq": 1})
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    pub async fn summary_figures(
+        &self,
+        sale: &SaleId,
+        total: i64,
+    ) -> Result<SummaryFigures, StoreError> {
+        let id = sale.as_str();
+        let totals = aggregate(
+            &self.orders,
+            vec![
+                doc! {"$match": {"sale_id": id}},
+                doc! {"$group": {
+                    "_id": null,
+                    "units": {"$sum": "$quantity"},
+                    "revenue": {"$sum": "$total_cents"},
+                    "orders": {"$sum": 1},
+                }},
+            ],
+        )
+        .await?;
+        let by_kind = aggregate(
+            &self.stock_events,
+            vec![
+                doc! {"$match": {"sale_id": id}},
+                doc! {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
+            ],
+        )
+        .await?;
+        let peak = aggregate(
+            &self.stock_events,
+            vec![
+                doc! {"$match": {"sale_id": id, "kind": {"$in": ["reserved", "promoted"]}}},
+                doc! {"$group": {"_id": "$second", "n": {"$sum": 1}}},
+                doc! {"$sort": {"n": -1}},
+                doc! {"$limit": 1},
+            ],
+        )
+        .await?;
+        let sold_out = self
+            .stock_events
+            .find_one(doc! {"sale_id": id, "sold": {"$gte": total}})
+            .sort(doc! {"seq": 1})
+            .await?;
+        let totals = totals.first();
+        Ok(SummaryFigures {
+            units_sold: number(totals, "units"),
+            orders: number(totals, "orders"),
+            revenue_cents: number(totals, "revenue"),
+            events: by_kind
+                .iter()
+                .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), number(Some(d), "n"))))
+                .collect(),
+            peak_holds_per_second: number(peak.first(), "n"),
+            sold_out_at: sold_out.map(|e| e.at),
+        })
+    }
+}

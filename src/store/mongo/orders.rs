@@ -1,0 +1,158 @@
+//! Orders: written once per confirmed hold, read by buyers, admins and the
+//! rebuild of a sale's live state.
+
+use std::collections::HashMap;
+
+use bson::doc;
+use futures_util::TryStreamExt;
+
+use super::{Mongo, OrderDoc, is_duplicate_key, never_sent};
+use crate::{
+    ids::{ReservationId, SaleId},
+    store::StoreError,
+};
+
+/// How an order insert ended.
+#[derive(Debug)]
+pub enum OrderWrite {
+    /// Durable (majority + journal).
+    Inserted,
+    /// A unique index refused it: the reservation was confirmed before, or
+    /// MongoDB already counts one of its units or purchase slots as sold.
+    Refused,
+    /// It certainly never reached a server: no order was written.
+    NotSent(StoreError),
+    /// It may or may not have landed.
+    Unknown(StoreError),
+}
+
+/// What MongoDB has sold of a sale: every sold serial (ascending) and each
+/// buyer's bought count.
+#[derive(Debug, Default)]
+pub struct SoldUnits {
+    pub serials: Vec<i64>,
+    pub bought: HashMap<String, i64>,
+}
+
+impl Mongo {
+    pub async fn insert_order(&self, order: &OrderDoc) -> OrderWrite {
+        match self.orders.insert_one(order).await {
+            Ok(_) => OrderWrite::Inserted,
+            Err(e) if is_duplicate_key(&e) => OrderWrite::Refused,
+            Err(e) if never_sent(&e) => OrderWrite::NotSent(e.into()),
+            Err(e) => OrderWrite::Unknown(e.into()),
+        }
+    }
+
+    /// A buyer's order of a reservation.
+    pub async fn order_of(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+    ) -> Result<Option<OrderDoc>, StoreError> {
+        Ok(self
+            .orders
+            .find_one(doc! {"_id": rid.as_str(), "user_id": buyer})
+            .await?)
+    }
+
+    /// The order of a reservation, whoever made it.
+    pub async fn order(&self, rid: &str) -> Result<Option<OrderDoc>, StoreError> {
+        Ok(self.orders.find_one(doc! {"_id": rid}).await?)
+    }
+
+    /// A buyer's orders, newest first.
+    pub async fn orders_of_buyer(
+        &self,
+        buyer: &str,
+        limit: i64,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
+        Ok(self
+            .orders
+            .find(doc! {"user_id": buyer})
+            .sort(doc! {"created_at": -1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// A page of a sale's orders by id, after `cursor`.
+    pub async fn orders_page(
+        &self,
+        sale: &SaleId,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
+        let mut filter = doc! {"sale_id": sale.as_str()};
+        if let Some(cursor) = cursor {
+            filter.insert("_id", doc! {"$gt": cursor});
+        }
+        Ok(self
+            .orders
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Every order of a sale.
+    pub async fn orders_of_sale(&self, sale: &SaleId) -> Result<Vec<OrderDoc>, StoreError> {
+        Ok(self
+            .orders
+            .find(doc! {"sale_id": sale.as_str()})
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Which of `units` MongoDB has sold in other orders.
+    pub async fn sold_among(&self, sale: &SaleId, units: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let taken: Vec<OrderDoc> = self
+            .orders
+            .find(doc! {"sale_id": sale.as_str(), "units": {"$in": units}})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(taken
+            .iter()
+            .flat_map(|o| o.units.iter())
+            .filter(|u| units.contains(u))
+            .copied()
+            .collect())
+    }
+
+    /// Units a buyer has bought of a sale.
+    pub async fn bought_by(&self, sale: &SaleId, buyer: &str) -> Result<i64, StoreError> {
+        let orders: Vec<OrderDoc> = self
+            .orders
+            .find(doc! {"sale_id": sale.as_str(), "user_id": buyer})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(orders.iter().map(|o| o.quantity).sum())
+    }
+
+    /// Everything a sale has sold, for a rebuild of its live state.
+    pub async fn sold_units(&self, sale: &SaleId) -> Result<SoldUnits, StoreError> {
+        let mut sold = SoldUnits::default();
+        let mut orders = self
+            .orders
+            .clone_with_type::<bson::Document>()
+            .find(doc! {"sale_id": sale.as_str()})
+            .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
+            .await?;
+        while let Some(order) = orders.try_next().await? {
+            let units = order.get_array("units").map_err(anyhow::Error::from)?;
+            sold.serials
+                .extend(units.iter().filter_map(bson::Bson::as_i64));
+            let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
+            *sold.bought.entry(user.to_owned()).or_default() +=
+                order.get_i64("quantity").map_err(anyhow::Error::from)?;
+        }
+        sold.serials.sort_unstable();
+        Ok(sold)
+    }
+}

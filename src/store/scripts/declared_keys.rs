@@ -1,0 +1,125 @@
+//! Checks the script table against the Lua: every script declares exactly
+//! the key roles it touches, itself or through the prelude helpers it calls,
+//! and no script builds a key name or reaches KEYS by position.
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{DECLARED, replies::*};
+
+/// Roles (`K.<role>`) and prelude helpers (`fd_<name>(`) named in Lua
+/// source, comments stripped.
+fn names(source: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let code: String = source
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut roles = BTreeSet::new();
+    let mut helpers = BTreeSet::new();
+    let bytes = code.as_bytes();
+    for (i, _) in code.match_indices("K.") {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if starts_word {
+            let role: String = code[i + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            roles.insert(role);
+        }
+    }
+    for (i, _) in code.match_indices("fd_") {
+        let name: String = code[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if code[i + name.len()..].starts_with('(') {
+            helpers.insert(name);
+        }
+    }
+    (roles, helpers)
+}
+
+/// Each prelude helper with the roles it touches, itself or through the
+/// helpers it calls.
+fn prelude_roles() -> BTreeMap<String, BTreeSet<String>> {
+    let prelude = include_str!("../../../lua/prelude.lua");
+    let mut direct: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for chunk in prelude.split("\nlocal function ").skip(1) {
+        let name: String = chunk.chars().take_while(|c| *c != '(').collect();
+        let body = &chunk[name.len()..];
+        direct.insert(name, names(body));
+    }
+    let mut closed = BTreeMap::new();
+    for name in direct.keys() {
+        let mut roles = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![name.clone()];
+        while let Some(f) = todo.pop() {
+            if !seen.insert(f.clone()) {
+                continue;
+            }
+            let (r, calls) = &direct[&f];
+            roles.extend(r.iter().cloned());
+            todo.extend(calls.iter().filter(|c| direct.contains_key(*c)).cloned());
+        }
+        closed.insert(name.clone(), roles);
+    }
+    closed
+}
+
+#[test]
+fn every_script_declares_exactly_the_keys_it_touches() {
+    let helpers = prelude_roles();
+    assert!(helpers.contains_key("fd_promote"), "{:?}", helpers.keys());
+    for (file, source, declared) in DECLARED {
+        let (mut used, calls) = names(source);
+        for call in calls {
+            let roles = helpers
+                .get(&call)
+                .unwrap_or_else(|| panic!("{file} calls unknown helper {call}"));
+            used.extend(roles.iter().cloned());
+        }
+        let declared: BTreeSet<String> = declared.iter().map(|r| r.name().to_owned()).collect();
+        assert_eq!(used, declared, "{file}: touched vs declared key roles");
+    }
+}
+
+#[test]
+fn no_script_builds_a_key_name() {
+    for (file, source, _) in DECLARED.iter().copied().chain([(
+        "prelude.lua",
+        include_str!("../../../lua/prelude.lua"),
+        &[][..],
+    )]) {
+        for (n, line) in source.lines().enumerate() {
+            let code = line.split("--").next().unwrap_or("");
+            assert!(
+                !code.contains("'fd:") && !code.contains("\"fd:"),
+                "{file}:{}: builds a key name: {line}",
+                n + 1
+            );
+            assert!(
+                !code.contains("KEYS["),
+                "{file}:{}: reaches KEYS by position: {line}",
+                n + 1
+            );
+        }
+    }
+}
+
+#[test]
+fn replies_decode_into_their_enums() {
+    let r: ReserveReply =
+        serde_json::from_str(r#"{"r":"sold_out","available":1,"waiting":3}"#).unwrap();
+    assert!(matches!(r, ReserveReply::SoldOut { waiting: 3, .. }));
+    let b: BeginReply = serde_json::from_str(
+        r#"{"r":"confirming","qty":2,"units":"4,9","slots":"1,2","price":"100000000000000","currency":"EUR","expires":1}"#,
+    )
+    .unwrap();
+    assert!(
+        matches!(b, BeginReply::Confirming { ref units, price: 100_000_000_000_000, .. } if units == &[4, 9])
+    );
+    let reap: ReapReply =
+        serde_json::from_str(r#"{"r":"ok","expired":0,"next":-1,"now":5,"more":false}"#).unwrap();
+    assert!(matches!(reap, ReapReply::Ok { ref claimed, .. } if claimed.is_empty()));
+    assert!(serde_json::from_str::<CancelReply>(r#"{"r":"surprise"}"#).is_err());
+}

@@ -1,0 +1,385 @@
+//! The typed boundary to the Lua scripts in `lua/`: one function per script
+//! with typed arguments, and one reply enum per script, so every match on a
+//! reply is exhaustive and a new reply is a compile error where it is not
+//! handled. The table below declares the key roles each script touches; the
+//! scripts find their keys by role (see `lua/prelude.lua`), and a test
+//! checks each table row against what the script and the prelude helpers it
+//! calls really touch.
+
+use std::time::Duration;
+
+mod replies;
+
+pub use replies::*;
+
+use redis::Script;
+use serde::de::DeserializeOwned;
+
+use super::{
+    StoreError,
+    keys::{Role, SaleKeys},
+    mongo::SaleDoc,
+    redis::Redis,
+};
+use crate::ids::{ReservationId, SaleId};
+
+/// A script with the roles of the keys it touches.
+pub(super) struct Lua {
+    source: &'static str,
+    script: Script,
+    roles: &'static [Role],
+}
+
+macro_rules! scripts {
+    ($($name:ident: $file:literal [$($role:ident)*];)*) => {
+        /// Every script, built once per process (the prelude in front).
+        pub(super) struct Scripts { $(pub $name: Lua,)* }
+
+        impl Scripts {
+            pub fn load() -> Self {
+                Self {$(
+                    $name: Lua::new(
+                        concat!(
+                            include_str!("../../../lua/prelude.lua"),
+                            "\n",
+                            include_str!(concat!("../../../lua/", $file)),
+                        ),
+                        &[$(Role::$role),*],
+                    ),
+                )*}
+            }
+        }
+
+        /// Each script file, its source and its declared roles.
+        #[cfg(test)]
+        const DECLARED: &[(&str, &str, &[Role])] = &[$(
+            ($file, include_str!(concat!("../../../lua/", $file)), &[$(Role::$role),*]),
+        )*];
+    };
+}
+
+scripts! {
+    reserve: "reserve.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Idem];
+    confirm_begin: "confirm_begin.lua" [Sale Holds Deadlines];
+    confirm_finish: "confirm_finish.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    confirm_abort: "confirm_abort.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    cancel: "cancel.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    reap: "reap.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    repair_hold: "repair_hold.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    open_sale: "open_sale.lua" [Sale Events Wait];
+    update_sale: "update_sale.lua" [Sale Events Wait];
+    close_sale: "close_sale.lua" [Sale Events Wait];
+    waitlist_join: "waitlist_join.lua" [Sale Holds Bought Holding Events Wait Waitq Promoted];
+    waitlist_leave: "waitlist_leave.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Waitq Promoted];
+    read_sale: "read_sale.lua" [Sale Wait];
+    waitlist_place: "waitlist_place.lua" [Sale Holds Wait Promoted];
+    unlock: "unlock.lua" [Restore];
+}
+
+impl Lua {
+    fn new(source: &'static str, roles: &'static [Role]) -> Self {
+        Self {
+            source,
+            script: Script::new(source),
+            roles,
+        }
+    }
+
+    /// An invocation with every declared key of the sale (an idempotency
+    /// key names a buyer, so the caller adds it).
+    fn on(&self, keys: &SaleKeys) -> redis::ScriptInvocation<'_> {
+        let mut call = self.script.prepare_invoke();
+        for role in self.roles.iter().filter(|r| **r != Role::Idem) {
+            call.key(keys.of(*role));
+        }
+        call
+    }
+}
+
+/// What Redis keeps of a sale's settings: `open_sale` writes all of them,
+/// `update_sale` the ones an admin may change.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub name: String,
+    pub total: i64,
+    pub per_user_limit: i64,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub hold_ms: i64,
+    pub price_cents: i64,
+    pub currency: String,
+    pub waitlist: bool,
+}
+
+/// The reserve script's source, and the arguments of `EVALSHA` for one
+/// reserve of `sale` by `buyer` as `rid`, so `scripts/bench` can drive the
+/// very script with redis-benchmark (its placeholders in `rid` and `buyer`).
+pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (&'static str, Vec<String>) {
+    let scripts = Scripts::load();
+    let lua = &scripts.reserve;
+    let keys = SaleKeys::new(sale);
+    let declared: Vec<String> = lua
+        .roles
+        .iter()
+        .filter(|r| **r != Role::Idem)
+        .map(|r| keys.of(*r))
+        .collect();
+    let mut argv = vec![
+        "EVALSHA".to_owned(),
+        lua.script.get_hash().to_owned(),
+        declared.len().to_string(),
+    ];
+    argv.extend(declared);
+    argv.extend([
+        keys.channel(),
+        rid.to_owned(),
+        buyer.to_owned(),
+        "1".into(),
+        "0".into(),
+    ]);
+    (lua.source, argv)
+}
+
+impl From<&SaleDoc> for LiveSettings {
+    fn from(d: &SaleDoc) -> Self {
+        LiveSettings {
+            name: d.name.clone(),
+            total: d.total,
+            per_user_limit: d.per_user_limit,
+            starts_ms: d.starts_at.timestamp_millis(),
+            ends_ms: d.ends_at.timestamp_millis(),
+            hold_ms: d.hold_seconds * 1000,
+            price_cents: d.price_cents,
+            currency: d.currency.clone(),
+            waitlist: d.waitlist_enabled,
+        }
+    }
+}
+
+/// How a sale is opened: new, or rebuilt from MongoDB with what is sold.
+#[derive(Debug, Clone, Copy)]
+pub enum Opening {
+    New,
+    Restored {
+        sold: i64,
+        /// The next never-issued serial.
+        next: i64,
+        /// The last change recorded in MongoDB: seq carries on from it.
+        seq: i64,
+    },
+}
+
+impl Redis {
+    async fn run<T: DeserializeOwned>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let raw: String = call.invoke_async(&mut self.conn()).await?;
+        serde_json::from_str(&raw)
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("bad script reply {raw:?}: {e}")))
+    }
+
+    pub async fn reserve(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        quantity: i64,
+        idempotency: Option<(&str, Duration)>,
+    ) -> Result<ReserveReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let mut call = self.scripts.reserve.on(&keys);
+        if let Some((key, _)) = idempotency {
+            call.key(keys.idempotency(buyer, key));
+        }
+        call.arg(keys.channel())
+            .arg(rid.as_str())
+            .arg(buyer)
+            .arg(quantity)
+            .arg(idempotency.map_or(0, |(_, ttl)| ttl.as_secs()));
+        self.run(&call).await
+    }
+
+    pub async fn confirm_begin(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        lease: Duration,
+    ) -> Result<BeginReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let mut call = self.scripts.confirm_begin.on(&keys);
+        call.arg(rid.as_str())
+            .arg(buyer)
+            .arg(lease.as_millis() as u64);
+        self.run(&call).await
+    }
+
+    pub async fn confirm_finish(&self, rid: &ReservationId) -> Result<FinishReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let mut call = self.scripts.confirm_finish.on(&keys);
+        call.arg(keys.channel()).arg(rid.as_str());
+        self.run(&call).await
+    }
+
+    pub async fn confirm_abort(&self, rid: &ReservationId) -> Result<AbortReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let mut call = self.scripts.confirm_abort.on(&keys);
+        call.arg(keys.channel()).arg(rid.as_str());
+        self.run(&call).await
+    }
+
+    pub async fn cancel(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+    ) -> Result<CancelReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let mut call = self.scripts.cancel.on(&keys);
+        call.arg(keys.channel()).arg(rid.as_str()).arg(buyer);
+        self.run(&call).await
+    }
+
+    /// `retention`: how long a hold that ended stays readable.
+    pub async fn reap(
+        &self,
+        sale: &SaleId,
+        batch: usize,
+        lease: Duration,
+        retention: Duration,
+    ) -> Result<ReapReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.reap.on(&keys);
+        call.arg(keys.channel())
+            .arg(batch)
+            .arg(lease.as_millis() as u64)
+            .arg(retention.as_millis() as u64);
+        self.run(&call).await
+    }
+
+    pub async fn repair_hold(
+        &self,
+        rid: &ReservationId,
+        sold_elsewhere: &[i64],
+        bought_in_mongodb: i64,
+    ) -> Result<RepairReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let sold: Vec<String> = sold_elsewhere.iter().map(i64::to_string).collect();
+        let mut call = self.scripts.repair_hold.on(&keys);
+        call.arg(keys.channel())
+            .arg(rid.as_str())
+            .arg(sold.join(","))
+            .arg(bought_in_mongodb);
+        self.run(&call).await
+    }
+
+    pub async fn open_sale(
+        &self,
+        sale: &SaleId,
+        settings: &LiveSettings,
+        closed: bool,
+        opening: Opening,
+    ) -> Result<OpenReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let (kind, sold, next, seq) = match opening {
+            Opening::New => ("opened", 0, 1, 0),
+            Opening::Restored { sold, next, seq } => ("restored", sold, next, seq),
+        };
+        let mut call = self.scripts.open_sale.on(&keys);
+        call.arg(keys.channel())
+            .arg(settings.total)
+            .arg(settings.per_user_limit)
+            .arg(settings.starts_ms)
+            .arg(settings.ends_ms)
+            .arg(settings.hold_ms)
+            .arg(i64::from(closed))
+            .arg(sold)
+            .arg(next)
+            .arg(settings.price_cents)
+            .arg(&settings.currency)
+            .arg(kind)
+            .arg(i64::from(settings.waitlist))
+            .arg(seq)
+            .arg(&settings.name);
+        self.run(&call).await
+    }
+
+    /// `needs_upcoming`: the change may only apply before the start.
+    pub async fn update_sale(
+        &self,
+        sale: &SaleId,
+        settings: &LiveSettings,
+        needs_upcoming: bool,
+    ) -> Result<UpdateReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.update_sale.on(&keys);
+        call.arg(keys.channel())
+            .arg(settings.starts_ms)
+            .arg(settings.ends_ms)
+            .arg(settings.hold_ms)
+            .arg(settings.total)
+            .arg(settings.per_user_limit)
+            .arg(settings.price_cents)
+            .arg(&settings.currency)
+            .arg(i64::from(needs_upcoming))
+            .arg(i64::from(settings.waitlist))
+            .arg(&settings.name);
+        self.run(&call).await
+    }
+
+    pub async fn close_sale(&self, sale: &SaleId) -> Result<CloseReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.close_sale.on(&keys);
+        call.arg(keys.channel());
+        self.run(&call).await
+    }
+
+    pub async fn waitlist_join(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+        quantity: i64,
+    ) -> Result<JoinReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.waitlist_join.on(&keys);
+        call.arg(keys.channel()).arg(buyer).arg(quantity);
+        self.run(&call).await
+    }
+
+    pub async fn waitlist_leave(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+    ) -> Result<LeaveReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.waitlist_leave.on(&keys);
+        call.arg(keys.channel()).arg(buyer);
+        self.run(&call).await
+    }
+
+    pub async fn read_sale(&self, sale: &SaleId) -> Result<ReadSaleReply, StoreError> {
+        self.run(&self.scripts.read_sale.on(&SaleKeys::new(sale)))
+            .await
+    }
+
+    pub async fn waitlist_place(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+    ) -> Result<PlaceReply, StoreError> {
+        let mut call = self.scripts.waitlist_place.on(&SaleKeys::new(sale));
+        call.arg(buyer);
+        self.run(&call).await
+    }
+
+    pub async fn unlock_rebuild(
+        &self,
+        sale: &SaleId,
+        token: &str,
+    ) -> Result<UnlockReply, StoreError> {
+        let mut call = self.scripts.unlock.on(&SaleKeys::new(sale));
+        call.arg(token);
+        self.run(&call).await
+    }
+}
+
+#[cfg(test)]
+mod declared_keys;

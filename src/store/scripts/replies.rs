@@ -1,0 +1,262 @@
+//! One reply enum per script, tagged by the reply's `r` field, and the
+//! records the read-only scripts return.
+
+use serde::{Deserialize, Deserializer};
+
+/// Replies that can say the sale is not in Redis (it is rebuilt from
+/// MongoDB and the call repeated).
+pub trait SaleReply {
+    fn sale_missing(&self) -> bool;
+}
+
+macro_rules! sale_reply {
+    ($($reply:ident),*) => {$(
+        impl SaleReply for $reply {
+            fn sale_missing(&self) -> bool {
+                matches!(self, $reply::Missing)
+            }
+        }
+    )*};
+}
+
+fn from_text<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+fn from_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    String::deserialize(d)?
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ReserveReply {
+    Created {
+        expires: i64,
+    },
+    /// The buyer's live hold; `repeat_key` when an earlier request with the
+    /// same idempotency key made it.
+    Existing {
+        rid: String,
+        repeat_key: bool,
+    },
+    Missing,
+    Upcoming,
+    Ended,
+    LimitExceeded {
+        bought: i64,
+        limit: i64,
+    },
+    SoldOut {
+        available: i64,
+        waiting: i64,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum BeginReply {
+    Confirming {
+        qty: i64,
+        #[serde(deserialize_with = "from_csv")]
+        units: Vec<i64>,
+        #[serde(deserialize_with = "from_csv")]
+        slots: Vec<i64>,
+        #[serde(deserialize_with = "from_text")]
+        price: i64,
+        currency: String,
+        expires: i64,
+    },
+    Missing,
+    NotFound,
+    Confirmed,
+    Cancelled,
+    Expired,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum FinishReply {
+    Confirmed,
+    Already,
+    Missing,
+    Stale { state: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum AbortReply {
+    Held,
+    Expired,
+    Missing,
+    Unchanged { state: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum CancelReply {
+    Cancelled,
+    Missing,
+    NotFound,
+    Expired,
+    Confirming,
+    Confirmed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ReapReply {
+    Missing,
+    Ok {
+        expired: u64,
+        /// Confirming holds whose lease ran out, now claimed by the caller.
+        #[serde(default)]
+        claimed: Vec<String>,
+        /// When the next deadline falls (Redis clock, ms), or -1.
+        next: i64,
+        now: i64,
+        /// A batch was full: call again.
+        more: bool,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum RepairReply {
+    Repaired { lost: i64 },
+    Missing,
+    Unchanged { state: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum OpenReply {
+    Opened,
+    Exists,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum UpdateReply {
+    Ok,
+    Missing,
+    Started,
+    Ended,
+    TotalLowered,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum CloseReply {
+    Ok {
+        ends: i64,
+    },
+    Missing,
+    /// Closed before.
+    Ended {
+        ends: i64,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum JoinReply {
+    Joined { position: i64 },
+    Waiting { position: i64 },
+    Promoted { rid: String },
+    HasHold { rid: String },
+    StockAvailable,
+    SoldOut,
+    LimitExceeded { bought: i64, limit: i64 },
+    Disabled,
+    Upcoming,
+    Ended,
+    Missing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum LeaveReply {
+    Left,
+    NotListed,
+    Missing,
+}
+
+/// Status of a sale as `fd_status` in `lua/prelude.lua` computes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveStatus {
+    Upcoming,
+    Active,
+    SoldOut,
+    Ended,
+}
+
+/// A sale's live view, read in one atomic step.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LiveSale {
+    pub name: String,
+    pub status: LiveStatus,
+    #[serde(deserialize_with = "from_text")]
+    pub price: i64,
+    pub currency: String,
+    pub total: i64,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub limit: i64,
+    pub waitlist_length: i64,
+    pub waitlist: bool,
+    pub hold_ms: i64,
+    pub starts: i64,
+    pub ends: i64,
+    /// The last change this view includes.
+    pub seq: i64,
+    /// Redis' clock when it was read (ms).
+    pub now: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ReadSaleReply {
+    Sale(LiveSale),
+    Missing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum PlaceReply {
+    Promoted { rid: String, expires: Option<i64> },
+    Waiting { position: i64 },
+    Closed,
+    NotListed,
+    Missing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum UnlockReply {
+    Released,
+    Lost,
+}
+
+sale_reply!(
+    ReserveReply,
+    BeginReply,
+    FinishReply,
+    AbortReply,
+    CancelReply,
+    ReapReply,
+    RepairReply,
+    UpdateReply,
+    CloseReply,
+    JoinReply,
+    LeaveReply,
+    ReadSaleReply,
+    PlaceReply
+);
