@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use flashdrop::{
     auth::{JwtKeys, Role},
     config::{Secret, Settings},
+    ids::SaleId,
     startup::Application,
+    store::scripts::reserve_benchmark,
     telemetry,
 };
 
@@ -47,6 +49,16 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Print the reserve script's source (`--source`), or the `EVALSHA`
+    /// arguments of one reserve with redis-benchmark's `__rand_int__`
+    /// placeholders, one per line (used by scripts/bench).
+    #[command(hide = true)]
+    BenchReserve {
+        #[arg(long, required_unless_present = "source")]
+        sale: Option<String>,
+        #[arg(long)]
+        source: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -81,6 +93,16 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Openapi => println!("{}", flashdrop::api::spec_json()),
+        Command::BenchReserve { sale, source } => {
+            let sale = SaleId::parse(sale.as_deref().unwrap_or("000000000000000000000000"))?;
+            let rid = format!("{sale}-__rand_int____rand_int__");
+            let (script, argv) = reserve_benchmark(&sale, &rid, "bench-__rand_int__");
+            if source {
+                print!("{script}");
+            } else {
+                println!("{}", argv.join("\n"));
+            }
+        }
     }
     Ok(())
 }
