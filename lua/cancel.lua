@@ -2,7 +2,7 @@
 -- list first, then to open stock. Cancelling twice is not an error.
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
 --   promoted
--- ARGV[1] channel  ARGV[2] rid  ARGV[3] buyer
+-- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] buyer
 -- Replies (r): cancelled (now or before) | missing | not_found (another
 -- buyer's hold) | expired | confirming | confirmed
 return fd_with_sale(function(s, now)
@@ -11,6 +11,6 @@ return fd_with_sale(function(s, now)
   if not h then return {r = 'missing'} end
   if h.user ~= ARGV[3] then return {r = 'not_found'} end
   if h.state ~= 'held' then return {r = h.state} end
-  fd_release(rid, h, 'cancelled', now)
+  fd_release(s, rid, h, 'cancelled', now)
   return {r = 'cancelled'}
 end)

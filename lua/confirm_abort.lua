@@ -2,7 +2,7 @@
 -- held, or expired (units returned) when the hold's deadline has passed.
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
 --   promoted
--- ARGV[1] channel  ARGV[2] rid
+-- ARGV[1] publish command and channel  ARGV[2] rid
 -- Replies (r): held | expired | missing | unchanged {state}
 return fd_with_sale(function(s, now)
   local rid = ARGV[2]
@@ -16,6 +16,6 @@ return fd_with_sale(function(s, now)
     redis.call('ZADD', K.deadlines, h.expires, rid)
     return {r = 'held'}
   end
-  fd_release(rid, h, 'expired', now)
+  fd_release(s, rid, h, 'expired', now)
   return {r = 'expired'}
 end)

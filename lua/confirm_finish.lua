@@ -1,24 +1,36 @@
--- confirm_finish: the order is durable in MongoDB; mark the hold confirmed
--- and its units sold. Fewer holds out may let the line take set-aside
--- units, or close it.
+-- confirm_finish: orders are durable in MongoDB; mark their holds confirmed
+-- and the units sold, several holds of one sale in one step (a confirm
+-- batch). Fewer holds out may then let the line take set-aside units, or
+-- close it.
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
 --   promoted
--- ARGV[1] channel  ARGV[2] rid
--- Replies (r): confirmed | already (confirmed before) | missing (hold or
--- sale not in Redis) | stale {state} (its units were already returned: the
--- caller repairs Redis from MongoDB).
+-- ARGV[1] publish command and channel  ARGV[2..] reservation ids
+-- Replies (r): missing (the sale is not in Redis) | done {holds: one per
+-- rid, in order: confirmed | already (confirmed before) | missing (no such
+-- hold) | stale (its units were already returned: the caller repairs Redis
+-- from MongoDB)}
 return fd_with_sale(function(s, now)
-  local rid = ARGV[2]
-  local h = fd_hold(rid)
-  if not h then return {r = 'missing'} end
-  if h.state == 'confirmed' then return {r = 'already'} end
-  if not fd_is_live(h) then return {r = 'stale', state = h.state} end
-  redis.call('HINCRBY', K.sale, 'held', -h.qty)
-  redis.call('HINCRBY', K.sale, 'sold', h.qty)
-  redis.call('HINCRBY', K.sale, 'holds_confirmed', 1)
-  redis.call('HINCRBY', K.bought, h.user, h.qty)
-  fd_end_hold(rid, h, 'confirmed', now)
-  fd_emit('confirmed', now, {rid = rid, user = h.user, qty = h.qty})
-  fd_promote(now)
-  return {r = 'confirmed'}
+  local outcomes = {}
+  for i = 2, #ARGV do
+    local rid = ARGV[i]
+    local h = fd_hold(rid)
+    local outcome
+    if not h then
+      outcome = 'missing'
+    elseif h.state == 'confirmed' then
+      outcome = 'already'
+    elseif not fd_is_live(h) then
+      outcome = 'stale'
+    else
+      fd_update(s, {held = s.held - h.qty, sold = s.sold + h.qty})
+      redis.call('HINCRBY', K.sale, 'holds_confirmed', 1)
+      redis.call('HINCRBY', K.bought, h.user, h.qty)
+      fd_end_hold(rid, h, 'confirmed', now)
+      fd_emit(s, 'confirmed', now, {rid = rid, user = h.user, qty = h.qty})
+      outcome = 'confirmed'
+    end
+    outcomes[#outcomes + 1] = outcome
+  end
+  fd_promote(s, now)
+  return {r = 'done', holds = outcomes}
 end)

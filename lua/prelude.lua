@@ -9,7 +9,9 @@
 -- so KEYS order does not matter, and reaching for a role the caller did not
 -- declare raises an error instead of touching a key Redis Cluster would not
 -- route here.
--- ARGV[1] of every script that changes a sale is the sale's live channel.
+-- ARGV[1] of every script that changes a sale says how to announce the
+-- change: the publish command and the sale's channel, `PUBLISH fd:{S}:live`
+-- on a single node, `SPUBLISH fd:{S}:live` (the shard channel) on a cluster.
 
 local K = {}
 for _, key in ipairs(KEYS) do
@@ -33,8 +35,10 @@ local function fd_reply(t)
   return cjson.encode(t)
 end
 
--- The sale's live fields, or nil when Redis does not have the sale. Money
--- stays a string: cjson would print large numbers in exponent form.
+-- The sale's live fields, or nil when Redis does not have the sale. A
+-- script loads them once and changes them through fd_update, which keeps
+-- this table and Redis alike. Money stays a string: cjson would print
+-- large numbers in exponent form.
 local function fd_sale()
   local v = redis.call('HMGET', K.sale, 'total', 'limit', 'starts', 'ends',
     'hold_ms', 'closed', 'next', 'available', 'held', 'sold', 'waitlist',
@@ -47,6 +51,17 @@ local function fd_sale()
     sold = fd_num(v[10]), waitlist = fd_num(v[11]), wl_closed = fd_num(v[12]),
     price = v[13] or '0', currency = v[14] or '',
   }
+end
+
+-- Sets fields of the sale, in Redis and in `s`, in one call.
+local function fd_update(s, fields)
+  local args = {}
+  for field, value in pairs(fields) do
+    s[field] = value
+    args[#args + 1] = field
+    args[#args + 1] = value
+  end
+  redis.call('HSET', K.sale, unpack(args))
 end
 
 -- Runs `body(s, now)` on the sale and encodes the table it returns; a sale
@@ -112,13 +127,13 @@ local function fd_bought(buyer)
   return fd_num(redis.call('HGET', K.bought, buyer))
 end
 
--- Bump the sale's seq and announce the change with the counts after it:
--- appended to the sale's event stream (trimmed by the persister once the
--- change is durable in MongoDB) and published for the live feed.
+-- Bump the sale's seq and announce the change with the counts after it
+-- (`s`, kept current by fd_update): appended to the sale's event stream
+-- (trimmed by the persister once the change is durable in MongoDB) and
+-- published for the live feed.
 -- extra: optional kind-specific fields (rid, user, qty, ...).
-local function fd_emit(kind, now, extra)
+local function fd_emit(s, kind, now, extra)
   local seq = redis.call('HINCRBY', K.sale, 'seq', 1)
-  local s = fd_sale()
   local waiting = fd_waiting(s)
   local ev = {
     seq = seq, kind = kind, ts = now, available = s.available, held = s.held,
@@ -135,7 +150,8 @@ local function fd_emit(kind, now, extra)
     end
   end
   redis.call('XADD', K.events, '*', unpack(fields))
-  redis.call('PUBLISH', ARGV[1], cjson.encode(ev))
+  local publish, channel = string.match(ARGV[1], '^(%u+) (.+)$')
+  redis.call(publish, channel, cjson.encode(ev))
   return seq
 end
 
@@ -145,15 +161,13 @@ local function fd_split(csv)
   return out
 end
 
--- Take `qty` units for `buyer` as a new hold `rid` (the caller checked the
--- window, the stock and the limit). Returned serials first, then
--- never-issued ones. Returns the deadline.
-local function fd_take_hold(s, buyer, qty, rid, now)
+-- Take `qty` units for `buyer`, who has bought `bought`, as a new hold
+-- `rid` (the caller checked the window, the stock and the limit). Returned
+-- serials first, then never-issued ones. Returns the deadline.
+local function fd_take_hold(s, buyer, bought, qty, rid, now)
   local units = redis.call('SPOP', K.free, qty)
   local fresh = qty - #units
   for i = 0, fresh - 1 do units[#units + 1] = tostring(s.next + i) end
-  if fresh > 0 then redis.call('HINCRBY', K.sale, 'next', fresh) end
-  local bought = fd_bought(buyer)
   local slots = {}
   for i = 1, qty do slots[i] = tostring(bought + i) end
   local expires = now + s.hold_ms
@@ -162,8 +176,8 @@ local function fd_take_hold(s, buyer, qty, rid, now)
     expires = expires})
   redis.call('ZADD', K.deadlines, expires, rid)
   redis.call('HSET', K.holding, buyer, rid)
-  redis.call('HINCRBY', K.sale, 'available', -qty)
-  redis.call('HINCRBY', K.sale, 'held', qty)
+  fd_update(s, {next = s.next + fresh, available = s.available - qty,
+    held = s.held + qty})
   redis.call('HINCRBY', K.sale, 'holds_created', 1)
   return expires
 end
@@ -196,13 +210,13 @@ end
 -- stay set aside for the line. Once nothing is held, nothing more can come
 -- back, so the head is offered what is free as a smaller hold. Closes the
 -- line once every unit is sold.
-local function fd_promote(now)
-  local s = fd_sale()
+local function fd_promote(s, now)
   while fd_line_open(s, now) and s.available > 0 do
     local head = redis.call('ZRANGE', K.wait, 0, 0)[1]
     if not head then break end
     local want = fd_num(redis.call('HGET', K.waitq, head))
-    local room = s.limit - fd_bought(head)
+    local bought = fd_bought(head)
+    local room = s.limit - bought
     if want > room then want = room end
     if want > s.available then
       if s.held > 0 then break end
@@ -213,32 +227,30 @@ local function fd_promote(now)
     redis.call('HDEL', K.waitq, head)
     if want > 0 then
       local rid = fd_promotion_id(now)
-      local expires = fd_take_hold(s, head, want, rid, now)
+      local expires = fd_take_hold(s, head, bought, want, rid, now)
       redis.call('HSET', K.promoted, head, rid)
       redis.call('HINCRBY', K.sale, 'promotions', 1)
-      fd_emit('promoted', now,
+      fd_emit(s, 'promoted', now,
         {rid = rid, user = head, qty = want, expires = expires, ticket = ticket})
     else
-      fd_emit('waitlist_left', now, {user = head, ticket = ticket})
+      fd_emit(s, 'waitlist_left', now, {user = head, ticket = ticket})
     end
-    s = fd_sale()
   end
   if s.wl_closed ~= 1 and s.sold >= s.total and s.held == 0 then
-    redis.call('HSET', K.sale, 'wl_closed', 1)
-    fd_emit('sale_closed', now)
+    fd_update(s, {wl_closed = 1})
+    fd_emit(s, 'sale_closed', now)
   end
 end
 
 -- End a held (or confirming) hold in `state` (cancelled | expired), give
 -- its units back, announce it, then let the line take them first. The
 -- caller has checked the state.
-local function fd_release(rid, h, state, now)
+local function fd_release(s, rid, h, state, now)
   local units = fd_split(h.units)
   if #units > 0 then redis.call('SADD', K.free, unpack(units)) end
-  redis.call('HINCRBY', K.sale, 'available', h.qty)
-  redis.call('HINCRBY', K.sale, 'held', -h.qty)
+  fd_update(s, {available = s.available + h.qty, held = s.held - h.qty})
   redis.call('HINCRBY', K.sale, 'holds_' .. state, 1)
   fd_end_hold(rid, h, state, now)
-  fd_emit(state, now, {rid = rid, user = h.user, qty = h.qty})
-  fd_promote(now)
+  fd_emit(s, state, now, {rid = rid, user = h.user, qty = h.qty})
+  fd_promote(s, now)
 end

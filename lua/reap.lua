@@ -5,8 +5,8 @@
 -- changes in this same atomic step.
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
 --   promoted
--- ARGV[1] channel  ARGV[2] most holds to handle  ARGV[3] claim lease (ms)
--- ARGV[4] how long an ended hold stays readable (ms)
+-- ARGV[1] publish command and channel  ARGV[2] most holds to handle
+-- ARGV[3] claim lease (ms)  ARGV[4] how long an ended hold stays readable (ms)
 -- Replies (r): missing | ok {expired, claimed: [rid], next (ms or -1), now,
 -- more (the batch was full: call again)}
 return fd_with_sale(function(s, now)
@@ -17,7 +17,7 @@ return fd_with_sale(function(s, now)
   for _, rid in ipairs(due) do
     local h = fd_hold(rid)
     if h and h.state == 'held' then
-      fd_release(rid, h, 'expired', now)
+      fd_release(s, rid, h, 'expired', now)
       expired = expired + 1
     elseif h and h.state == 'confirming' then
       h.lease = now + tonumber(ARGV[3])
@@ -35,10 +35,9 @@ return fd_with_sale(function(s, now)
     redis.call('ZREM', K.ended, unpack(old))
   end
   -- The end of the window closes the waiting list, once.
-  s = fd_sale()
   if fd_outside_window(s, now) == 'ended' and s.wl_closed ~= 1 then
-    redis.call('HSET', K.sale, 'wl_closed', 1)
-    fd_emit('sale_closed', now)
+    fd_update(s, {wl_closed = 1})
+    fd_emit(s, 'sale_closed', now)
   end
   local first = redis.call('ZRANGE', K.deadlines, 0, 0, 'WITHSCORES')
   local out = {r = 'ok', expired = expired, next = -1, now = now,

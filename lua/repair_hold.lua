@@ -5,7 +5,8 @@
 -- buyer's bought count is set from MongoDB.
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
 --   promoted
--- ARGV[1] channel  ARGV[2] rid  ARGV[3] serials sold elsewhere (comma list)
+-- ARGV[1] publish command and channel  ARGV[2] rid
+-- ARGV[3] serials sold elsewhere (comma list)
 -- ARGV[4] the buyer's bought count in MongoDB
 -- Replies (r): repaired {lost} | missing | unchanged {state}
 return fd_with_sale(function(s, now)
@@ -21,11 +22,10 @@ return fd_with_sale(function(s, now)
     if taken[u] then lost = lost + 1 else keep[#keep + 1] = u end
   end
   -- Count the lost units as sold, then release the rest as a cancel.
-  redis.call('HINCRBY', K.sale, 'held', -lost)
-  redis.call('HINCRBY', K.sale, 'sold', lost)
+  fd_update(s, {held = s.held - lost, sold = s.sold + lost})
   redis.call('HSET', K.bought, h.user, ARGV[4])
   h.qty = h.qty - lost
   h.units = table.concat(keep, ',')
-  fd_release(rid, h, 'cancelled', now)
+  fd_release(s, rid, h, 'cancelled', now)
   return {r = 'repaired', lost = lost}
 end)

@@ -2,8 +2,8 @@
 -- wait in line, nobody else may reserve: units coming back belong to them.
 -- KEYS: sale holds deadlines free bought holding events wait, and idem when
 --   ARGV[5] > 0
--- ARGV[1] channel  ARGV[2] rid  ARGV[3] buyer  ARGV[4] quantity
--- ARGV[5] idempotency key lifetime in seconds (0: no key)
+-- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] buyer
+-- ARGV[4] quantity  ARGV[5] idempotency key lifetime in seconds (0: no key)
 -- Replies (r):
 --   created {expires}                a new hold
 --   existing {rid, repeat_key}       the buyer's live hold (or the hold an
@@ -32,8 +32,8 @@ return fd_with_sale(function(s, now)
   if waiting > 0 or s.available < qty then
     return {r = 'sold_out', available = s.available, waiting = waiting}
   end
-  local expires = fd_take_hold(s, buyer, qty, rid, now)
+  local expires = fd_take_hold(s, buyer, bought, qty, rid, now)
   if idem_ttl > 0 then redis.call('SET', K.idem, rid, 'EX', idem_ttl) end
-  fd_emit('reserved', now, {rid = rid, user = buyer, qty = qty})
+  fd_emit(s, 'reserved', now, {rid = rid, user = buyer, qty = qty})
   return {r = 'created', expires = expires}
 end)

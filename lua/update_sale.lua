@@ -2,21 +2,21 @@
 -- than the name, the end of the window and the hold time are refused once
 -- the sale has started, because holds and orders already rely on them.
 -- KEYS: sale events wait
--- ARGV[1] channel  ARGV[2] starts  ARGV[3] ends  ARGV[4] hold (ms)
--- ARGV[5] total  ARGV[6] limit  ARGV[7] price  ARGV[8] currency
--- ARGV[9] 1 when a change needs the sale not to have started
--- ARGV[10] waiting list enabled (0|1)  ARGV[11] name
+-- ARGV[1] publish command and channel  ARGV[2] starts  ARGV[3] ends
+-- ARGV[4] hold (ms)  ARGV[5] total  ARGV[6] limit  ARGV[7] price
+-- ARGV[8] currency  ARGV[9] 1 when a change needs the sale not to have
+-- started  ARGV[10] waiting list enabled (0|1)  ARGV[11] name
 -- Replies (r): ok | missing | started | ended | total_lowered
 return fd_with_sale(function(s, now)
   if fd_outside_window(s, now) == 'ended' then return {r = 'ended'} end
   if ARGV[9] == '1' and now >= s.starts then return {r = 'started'} end
   local total = tonumber(ARGV[5])
   if total < s.total then return {r = 'total_lowered'} end
-  redis.call('HSET', K.sale, 'starts', ARGV[2], 'ends', ARGV[3], 'hold_ms', ARGV[4],
-    'total', total, 'limit', ARGV[6], 'price', ARGV[7], 'currency', ARGV[8],
-    'waitlist', ARGV[10], 'name', ARGV[11])
   -- Raising stock adds never-issued serials past the old total.
-  redis.call('HINCRBY', K.sale, 'available', total - s.total)
-  fd_emit('updated', now)
+  fd_update(s, {starts = tonumber(ARGV[2]), ends = tonumber(ARGV[3]),
+    hold_ms = tonumber(ARGV[4]), total = total, limit = tonumber(ARGV[6]),
+    price = ARGV[7], currency = ARGV[8], waitlist = tonumber(ARGV[10]),
+    name = ARGV[11], available = s.available + total - s.total})
+  fd_emit(s, 'updated', now)
   return {r = 'ok'}
 end)

@@ -1,6 +1,6 @@
 -- waitlist_join: a buyer joins the end of the sale's waiting list.
 -- KEYS: sale holds bought holding events wait waitq promoted
--- ARGV[1] channel  ARGV[2] buyer  ARGV[3] quantity
+-- ARGV[1] publish command and channel  ARGV[2] buyer  ARGV[3] quantity
 -- Replies (r):
 --   joined {position} | waiting {position} (already in line, unchanged)
 --   promoted {rid}        the buyer holds units from the line already
@@ -38,7 +38,7 @@ return fd_with_sale(function(s, now)
   redis.call('HDEL', K.promoted, buyer)
   redis.call('HINCRBY', K.sale, 'waitlist_joins', 1)
   local position = redis.call('ZCARD', K.wait)
-  fd_emit('waitlist_joined', now,
+  fd_emit(s, 'waitlist_joined', now,
     {user = buyer, qty = qty, position = position, ticket = ticket})
   return {r = 'joined', position = position}
 end)

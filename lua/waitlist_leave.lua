@@ -1,7 +1,7 @@
 -- waitlist_leave: a buyer leaves the line. The next in line may then fit
 -- the units set aside for the head, so promotion runs in the same step.
 -- KEYS: sale holds deadlines free bought holding events wait waitq promoted
--- ARGV[1] channel  ARGV[2] buyer
+-- ARGV[1] publish command and channel  ARGV[2] buyer
 -- Replies (r): left | not_listed | missing
 return fd_with_sale(function(s, now)
   local buyer = ARGV[2]
@@ -9,7 +9,7 @@ return fd_with_sale(function(s, now)
   if not ticket then return {r = 'not_listed'} end
   redis.call('ZREM', K.wait, buyer)
   redis.call('HDEL', K.waitq, buyer)
-  fd_emit('waitlist_left', now, {user = buyer, ticket = tonumber(ticket)})
-  fd_promote(now)
+  fd_emit(s, 'waitlist_left', now, {user = buyer, ticket = tonumber(ticket)})
+  fd_promote(s, now)
   return {r = 'left'}
 end)

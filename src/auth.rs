@@ -104,7 +104,7 @@ pub struct Caller(pub Claims);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
     let keys = req
-        .data::<JwtKeys>()
+        .data::<std::sync::Arc<JwtKeys>>()
         .expect("the JWT keys are attached to every route");
     keys.verify(&bearer.token)
         .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()).into())

@@ -25,7 +25,7 @@ use crate::{
     recovery::Recovery,
     reports::Reports,
     sales::Sales,
-    state::AppState,
+    state::{AppState, Services},
     store::{Mongo, Redis, Store},
     telemetry,
     waitlist::Waitlist,
@@ -38,7 +38,7 @@ pub struct Application {
     acceptor: TcpAcceptor,
     port: u16,
     state: AppState,
-    jwt: JwtKeys,
+    jwt: Arc<JwtKeys>,
     limits: Arc<RateLimits>,
     background: Background,
     signals: StopSignals,
@@ -46,6 +46,8 @@ pub struct Application {
 
 /// What the background loops need besides the state.
 struct Background {
+    /// The hub's requests for subscriptions.
+    interest: tokio::sync::mpsc::UnboundedReceiver<live::hub::Interest>,
     coverage: Arc<Coverage>,
     confirm_lease: Duration,
     ended_hold_retention: Duration,
@@ -83,8 +85,9 @@ impl Application {
         let coverage = Arc::new(Coverage::default());
         let sales = Sales::new(store.clone(), recovery.clone());
         let waitlist = Waitlist::new(store.clone(), recovery.clone());
-        let hub = Arc::new(live::Hub::default());
-        let state = AppState {
+        let (hub, interest) = live::Hub::new();
+        let hub = Arc::new(hub);
+        let state = AppState::new(Services {
             holds: Holds::new(store.clone(), recovery.clone(), coverage.clone(), &settings),
             reports: Reports::new(store.clone(), recovery.clone()),
             live_context: LiveContext {
@@ -99,18 +102,19 @@ impl Application {
             recovery,
             live: hub,
             store,
-        };
+        });
         Ok(Self {
             acceptor,
             port,
             state,
-            jwt: JwtKeys::new(&settings.jwt_secret),
+            jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
             limits: Arc::new(RateLimits::new(
                 settings.rate_limit_buyer,
                 settings.rate_limit_ip,
                 settings.trust_forwarded_for,
             )),
             background: Background {
+                interest,
                 coverage,
                 confirm_lease: settings.confirm_lease,
                 ended_hold_retention: settings.ended_hold_retention,
@@ -155,6 +159,7 @@ impl Application {
         let subscriber = tokio::spawn(live::subscriber::run(
             state.store.redis.clone(),
             state.live.clone(),
+            self.background.interest,
             shutdown.clone(),
         ));
         let pruner = tokio::spawn(prune_limits(self.limits.clone(), shutdown.clone()));
@@ -174,7 +179,7 @@ impl Application {
     }
 }
 
-pub fn routes(state: AppState, jwt: JwtKeys, limits: Arc<RateLimits>) -> impl poem::Endpoint {
+pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> impl poem::Endpoint {
     let api = api::service();
     let docs = api.swagger_ui();
     let spec = api::spec_json();

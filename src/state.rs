@@ -1,15 +1,32 @@
 //! The application state handed to every handler: a small bag of services,
 //! each a domain concern with its own methods over the shared stores.
 
-use std::sync::Arc;
+use std::{ops::Deref, sync::Arc};
 
 use crate::{
     holds::Holds, live::Hub, live::socket::LiveContext, recovery::Recovery, reports::Reports,
     sales::Sales, store::Store, waitlist::Waitlist,
 };
 
+/// Shared behind one `Arc`: every request gets a copy of it.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub sales: Sales,
     pub holds: Holds,
     pub waitlist: Waitlist,

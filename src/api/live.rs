@@ -1,6 +1,8 @@
 //! `GET /sales/{id}/live`: the WebSocket of a sale's live stock and, with a
 //! token, the buyer's own events.
 
+use std::sync::Arc;
+
 use poem::{
     Request,
     web::Data,
@@ -32,7 +34,7 @@ impl LiveApi {
     async fn live(
         &self,
         state: Data<&AppState>,
-        jwt: Data<&JwtKeys>,
+        jwt: Data<&Arc<JwtKeys>>,
         id: Path<String>,
         /// A buyer token, for browsers that cannot set headers.
         access_token: Query<Option<String>>,

@@ -9,14 +9,17 @@
 
 use bson::DateTime as BsonDateTime;
 
-use super::{Holds, OrderView, Outcome};
+use super::{
+    Holds, OrderView, Outcome,
+    group_commit::{Committed, Finished},
+};
 use crate::{
     error::{ApiError, ErrorCode},
     ids::ReservationId,
     store::{
         StoreError,
         mongo::{OrderDoc, OrderWrite},
-        scripts::{AbortReply, BeginReply, FinishReply, RepairReply},
+        scripts::{AbortReply, BeginReply, FinishReply, HoldFinish, RepairReply},
     },
 };
 
@@ -80,37 +83,53 @@ impl Holds {
             currency,
             created_at: BsonDateTime::now(),
         };
-        let write_started = std::time::Instant::now();
-        let inserted = self.store.mongo.insert_order(&order).await;
-        metrics::histogram!("flashdrop_confirm_write_seconds")
-            .record(write_started.elapsed().as_secs_f64());
-        let written = match inserted {
-            OrderWrite::Inserted => Written::New(order),
-            OrderWrite::Refused => match self.store.mongo.order_of(rid, buyer).await? {
-                Some(earlier) => Written::Earlier(earlier),
-                None => return Err(self.repair_conflict(rid, &order).await),
-            },
-            OrderWrite::NotSent(err) => {
+        let (order, committed) = self.group_commit.commit(rid.clone(), order).await;
+        let written = match committed {
+            Committed::Inserted(finished) => {
+                match finished {
+                    Finished::Hold(HoldFinish::Confirmed | HoldFinish::Already)
+                    | Finished::Rebuilt => {}
+                    Finished::Hold(outcome @ (HoldFinish::Missing | HoldFinish::Stale)) => {
+                        tracing::error!(%rid, ?outcome, "order written for a hold Redis no longer had live; MongoDB's unique indexes guard against a second sale");
+                    }
+                    // The order is durable: the buyer hears so, and the
+                    // reaper marks the hold when its confirm lease ends.
+                    Finished::Failed(err) => {
+                        tracing::warn!(%rid, error = %err, "order durable, Redis not told yet; the reaper settles the hold");
+                    }
+                    Finished::Skipped => {
+                        return Err(ApiError::unavailable("fault point: after order write"));
+                    }
+                }
+                return Ok((order.into(), Outcome::Created));
+            }
+            Committed::NotInserted(OrderWrite::Inserted) => Written::New(order),
+            Committed::NotInserted(OrderWrite::Refused) => {
+                match self.store.mongo.order_of(rid, buyer).await? {
+                    Some(earlier) => Written::Earlier(earlier),
+                    None => return Err(self.repair_conflict(rid, &order).await),
+                }
+            }
+            Committed::NotInserted(OrderWrite::NotSent(err)) => {
                 self.abort_confirm(rid).await;
                 return Err(err.into());
             }
-            OrderWrite::Unknown(err) => match self.store.mongo.order_of(rid, buyer).await {
-                Ok(Some(earlier)) => Written::Earlier(earlier),
-                Ok(None) => {
-                    self.abort_confirm(rid).await;
-                    return Err(err.into());
+            Committed::NotInserted(OrderWrite::Unknown(err)) => {
+                match self.store.mongo.order_of(rid, buyer).await {
+                    Ok(Some(earlier)) => Written::Earlier(earlier),
+                    Ok(None) => {
+                        self.abort_confirm(rid).await;
+                        return Err(err.into());
+                    }
+                    // Cannot tell whether the order landed: leave the hold
+                    // confirming; the reaper settles it when the lease ends.
+                    Err(check) => {
+                        tracing::warn!(%rid, error = %check, "confirm outcome unknown; reaper will settle it");
+                        return Err(err.into());
+                    }
                 }
-                // Cannot tell whether the order landed: leave the hold
-                // confirming; the reaper settles it when the lease ends.
-                Err(check) => {
-                    tracing::warn!(%rid, error = %check, "confirm outcome unknown; reaper will settle it");
-                    return Err(err.into());
-                }
-            },
+            }
         };
-        if self.fault_after_order_write {
-            return Err(ApiError::unavailable("fault point: after order write"));
-        }
         let (order, outcome) = match written {
             Written::New(order) => (order, Outcome::Created),
             Written::Earlier(order) => (order, Outcome::Existing),
@@ -121,17 +140,17 @@ impl Holds {
 
     /// Marks a hold whose order is in MongoDB as confirmed in Redis.
     pub(crate) async fn finish_confirm(&self, rid: &ReservationId) -> Result<(), StoreError> {
-        match self.store.redis.confirm_finish(rid).await? {
-            FinishReply::Confirmed | FinishReply::Already => {}
-            // Redis lost the sale or the hold; a rebuild counts the order
-            // from MongoDB.
+        match self.store.redis.confirm_finish(rid.sale(), &[rid]).await? {
+            FinishReply::Done { holds } => {
+                if let Some(outcome @ (HoldFinish::Missing | HoldFinish::Stale)) = holds.first() {
+                    tracing::error!(%rid, ?outcome, "order written for a hold Redis no longer had live; MongoDB's unique indexes guard against a second sale");
+                }
+            }
+            // Redis lost the sale; a rebuild counts the order from MongoDB.
             FinishReply::Missing => {
                 if let Ok(sale) = self.recovery.sale_doc(rid.sale()).await {
                     self.recovery.restore(&sale).await?;
                 }
-            }
-            FinishReply::Stale { state } => {
-                tracing::error!(%rid, state, "order written for a hold whose units were already returned; MongoDB's unique indexes guard against a second sale");
             }
         }
         Ok(())

@@ -7,6 +7,7 @@
 
 mod confirm;
 mod coverage;
+mod group_commit;
 
 pub use coverage::Coverage;
 
@@ -130,8 +131,8 @@ pub struct Holds {
     store: Store,
     recovery: Recovery,
     coverage: Arc<Coverage>,
+    group_commit: group_commit::GroupCommit,
     confirm_lease: Duration,
-    fault_after_order_write: bool,
 }
 
 impl Holds {
@@ -141,12 +142,17 @@ impl Holds {
         coverage: Arc<Coverage>,
         settings: &Settings,
     ) -> Self {
+        let group_commit = group_commit::GroupCommit::start(
+            store.clone(),
+            recovery.clone(),
+            !settings.fault_after_order_write,
+        );
         Self {
             store,
             recovery,
             coverage,
+            group_commit,
             confirm_lease: settings.confirm_lease,
-            fault_after_order_write: settings.fault_after_order_write,
         }
     }
 

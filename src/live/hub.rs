@@ -1,7 +1,9 @@
 //! Per-process fan-out from the Redis subscription to sockets. A socket
 //! waits on its sale's stock `watch` and, with a token, on the sale's
 //! personal `broadcast`: nothing is shared by every socket of the process,
-//! so a change wakes only the sockets of its sale.
+//! so a change wakes only the sockets of its sale. The first socket of a
+//! sale asks the subscriber to subscribe to the sale's channel, and waits
+//! until it has before reading its snapshot; the last one leaves it.
 
 use std::{
     collections::HashMap,
@@ -12,7 +14,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::ids::SaleId;
 
@@ -65,34 +67,89 @@ pub enum Update {
 struct SaleFeed {
     stock: watch::Sender<Option<Arc<Update>>>,
     personal: broadcast::Sender<Arc<Update>>,
+    /// Whether Redis sends this instance the sale's changes yet.
+    subscribed: watch::Sender<bool>,
 }
 
-#[derive(Default)]
+/// What the hub asks of the subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interest {
+    Watch(SaleId),
+    Leave(SaleId),
+}
+
 pub struct Hub {
     sales: Mutex<HashMap<SaleId, Arc<SaleFeed>>>,
+    interest: mpsc::UnboundedSender<Interest>,
     sockets: AtomicI64,
 }
 
 pub struct Subscription {
     pub stock: watch::Receiver<Option<Arc<Update>>>,
     pub personal: broadcast::Receiver<Arc<Update>>,
+    subscribed: watch::Receiver<bool>,
+}
+
+impl Subscription {
+    /// Resolves once the sale's changes reach this instance, so a snapshot
+    /// read after it misses none.
+    pub async fn subscribed(&mut self) -> bool {
+        self.subscribed.wait_for(|on| *on).await.is_ok()
+    }
 }
 
 impl Hub {
+    /// A hub and the stream of subscriptions it needs.
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Interest>) {
+        let (interest, wanted) = mpsc::unbounded_channel();
+        let hub = Hub {
+            sales: Mutex::default(),
+            interest,
+            sockets: AtomicI64::new(0),
+        };
+        (hub, wanted)
+    }
+
     pub fn subscribe(&self, sale: &SaleId) -> Subscription {
         let mut sales = self.sales.lock().expect("hub lock");
         let feed = sales
             .entry(sale.clone())
             .or_insert_with(|| {
+                let _ = self.interest.send(Interest::Watch(sale.clone()));
                 Arc::new(SaleFeed {
                     stock: watch::channel(None).0,
                     personal: broadcast::channel(PERSONAL_BUFFER).0,
+                    subscribed: watch::channel(false).0,
                 })
             })
             .clone();
         Subscription {
             stock: feed.stock.subscribe(),
             personal: feed.personal.subscribe(),
+            subscribed: feed.subscribed.subscribe(),
+        }
+    }
+
+    /// Whether some socket here watches the sale.
+    pub fn is_watched(&self, sale: &SaleId) -> bool {
+        self.sales.lock().expect("hub lock").contains_key(sale)
+    }
+
+    /// The sales sockets here watch.
+    pub fn watched(&self) -> Vec<SaleId> {
+        self.sales
+            .lock()
+            .expect("hub lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Redis now sends this instance the sale's changes (or, `false`, it
+    /// stopped: the connection was lost).
+    pub fn mark_subscribed(&self, sale: &SaleId, on: bool) {
+        if let Some(feed) = self.sales.lock().expect("hub lock").get(sale) {
+            feed.subscribed.send_replace(on);
         }
     }
 
@@ -119,6 +176,7 @@ impl Hub {
             .is_some_and(|f| f.stock.receiver_count() == 0)
         {
             sales.remove(sale);
+            let _ = self.interest.send(Interest::Leave(sale.clone()));
         }
     }
 
@@ -185,7 +243,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_socket_that_does_not_read_keeps_only_the_newest_stock_and_bounded_events() {
-        let hub = Hub::default();
+        let (hub, _interest) = Hub::new();
         let sale = SaleId::new();
         let mut sub = hub.subscribe(&sale);
         for seq in 1..=1000 {
@@ -205,15 +263,23 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn feeds_are_dropped_with_their_last_socket_and_others_are_untouched() {
-        let hub = Hub::default();
+    fn the_first_socket_asks_for_a_sale_and_the_last_one_leaves_it() {
+        let (hub, mut interest) = Hub::new();
         let (a, b) = (SaleId::new(), SaleId::new());
         let sub_a = hub.subscribe(&a);
+        let again_a = hub.subscribe(&a);
         let sub_b = hub.subscribe(&b);
+        assert_eq!(interest.try_recv().unwrap(), Interest::Watch(a.clone()));
+        assert_eq!(interest.try_recv().unwrap(), Interest::Watch(b.clone()));
+        assert!(interest.try_recv().is_err(), "one subscription per sale");
         hub.publish(&a, change(1));
         assert!(!sub_b.stock.has_changed().unwrap());
         drop(sub_a);
         hub.release(&a);
+        assert!(interest.try_recv().is_err(), "a socket still watches a");
+        drop(again_a);
+        hub.release(&a);
+        assert_eq!(interest.try_recv().unwrap(), Interest::Leave(a));
         assert_eq!(hub.feeds(), 1);
     }
 }

@@ -39,6 +39,9 @@ pub struct LiveContext {
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
 
+/// How long a new sale's first socket waits for the Redis subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves one socket until the client leaves, stops answering, or the
 /// server shuts down.
 pub async fn serve(ctx: LiveContext, sale: SaleId, buyer: Option<String>, socket: WebSocketStream) {
@@ -62,6 +65,11 @@ async fn socket_loop(
     };
     // Subscribe before reading the snapshot, so no change falls between.
     let mut sub = ctx.hub.subscribe(sale);
+    let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sub.subscribed()).await;
+    if !matches!(subscribed, Ok(true)) {
+        out.close_unavailable().await;
+        return Err("no subscription to the sale's changes");
+    }
     sub.stock.borrow_and_update();
     let mut last_seq = send_snapshot(ctx, sale, &mut out).await?;
     let mut place = LinePlace::default();
@@ -204,6 +212,16 @@ impl Out {
     async fn json(&mut self, frame: serde_json::Value) -> Result<(), &'static str> {
         self.text(frame.to_string()).await
     }
+
+    /// Tells the client to come back later: the stores cannot serve it now.
+    async fn close_unavailable(&mut self) {
+        let _ = self
+            .send(Message::Close(Some((
+                poem::web::websocket::CloseCode::Again,
+                "stores unavailable; reconnect".into(),
+            ))))
+            .await;
+    }
 }
 
 async fn send_snapshot(
@@ -222,12 +240,7 @@ async fn send_snapshot(
         snapshot = ctx.sales.snapshot(sale).await;
     }
     let Ok((view, seq)) = snapshot else {
-        let _ = out
-            .send(Message::Close(Some((
-                poem::web::websocket::CloseCode::Again,
-                "stores unavailable; reconnect".into(),
-            ))))
-            .await;
+        out.close_unavailable().await;
         return Err("sale unreadable");
     };
     out.json(json!({"type": "snapshot", "seq": seq, "sale": view.to_json()}))

@@ -1,44 +1,65 @@
-//! The process's one Redis subscription to every sale's live channel. It
-//! reconnects with backoff after Redis goes away, then makes every socket
-//! resync, because what was published meanwhile is lost.
+//! The process's Redis subscriptions: one connection, subscribed to the
+//! channel of each sale some socket here watches. It follows the hub's
+//! interest (first socket in, last socket out), reconnects with backoff
+//! after Redis goes away, subscribes again to everything watched, and then
+//! makes every socket resync, because what was published meanwhile is lost.
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Change, Hub};
-use crate::store::Redis;
+use super::hub::{Change, Hub, Interest};
+use crate::store::{
+    Redis, StoreError,
+    feed::{FeedEvent, LiveFeed},
+};
 
-pub async fn run(redis: Redis, hub: Arc<Hub>, shutdown: CancellationToken) {
+pub async fn run(
+    redis: Redis,
+    hub: Arc<Hub>,
+    mut interest: mpsc::UnboundedReceiver<Interest>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     let mut connected_before = false;
     loop {
-        let messages = tokio::select! {
+        let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = redis.live_messages() => r,
+            opened = open(&redis, &hub) => opened,
         };
-        match messages {
-            Ok(messages) => {
+        match opened {
+            Ok((mut feed, mut events)) => {
                 backoff = Duration::from_millis(100);
                 if connected_before {
                     tracing::info!("live feed resubscribed; sockets resync");
                     hub.resync();
                 }
                 connected_before = true;
-                let mut messages = std::pin::pin!(messages);
-                loop {
-                    let msg = tokio::select! {
+                let lost = loop {
+                    tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        msg = messages.next() => msg,
-                    };
-                    let Some((sale, payload)) = msg else { break };
-                    match serde_json::from_str::<Change>(&payload) {
-                        Ok(change) => hub.publish(&sale, change),
-                        Err(e) => tracing::warn!(error = %e, "unreadable live message"),
+                        wanted = interest.recv() => {
+                            let Some(wanted) = wanted else { return };
+                            if let Err(e) = follow(&mut feed, &hub, wanted).await {
+                                break e.to_string();
+                            }
+                        }
+                        event = events.recv() => match event {
+                            Some(FeedEvent::Change(sale, payload)) => {
+                                match serde_json::from_slice::<Change>(&payload) {
+                                    Ok(change) => hub.publish(&sale, change),
+                                    Err(e) => tracing::warn!(error = %e, "unreadable live message"),
+                                }
+                            }
+                            Some(FeedEvent::Lost) | None => break "connection lost".to_owned(),
+                        },
                     }
+                };
+                for sale in hub.watched() {
+                    hub.mark_subscribed(&sale, false);
                 }
-                tracing::warn!("live feed subscription lost; reconnecting");
+                tracing::warn!(reason = lost, "live feed subscription lost; reconnecting");
             }
             Err(err) => {
                 tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "live feed cannot subscribe");
@@ -50,4 +71,31 @@ pub async fn run(redis: Redis, hub: Arc<Hub>, shutdown: CancellationToken) {
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// A new connection, subscribed to every sale sockets watch now.
+async fn open(
+    redis: &Redis,
+    hub: &Hub,
+) -> Result<(LiveFeed, mpsc::UnboundedReceiver<FeedEvent>), StoreError> {
+    let (mut feed, events) = redis.live_feed().await?;
+    for sale in hub.watched() {
+        feed.watch(&sale).await?;
+        hub.mark_subscribed(&sale, true);
+    }
+    Ok((feed, events))
+}
+
+/// Brings one sale's subscription in line with the hub: the hub's present
+/// state decides, so a leave overtaken by a new watcher leaves nothing.
+async fn follow(feed: &mut LiveFeed, hub: &Hub, wanted: Interest) -> Result<(), StoreError> {
+    match wanted {
+        Interest::Watch(sale) if hub.is_watched(&sale) => {
+            feed.watch(&sale).await?;
+            hub.mark_subscribed(&sale, true);
+        }
+        Interest::Leave(sale) if !hub.is_watched(&sale) => feed.unwatch(&sale).await?,
+        Interest::Watch(_) | Interest::Leave(_) => {}
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! sales, orders and the stock event log, the durable truth.
 
 pub mod events;
+pub mod feed;
 pub mod keys;
 pub mod mongo;
 pub mod redis;
@@ -44,13 +45,19 @@ impl From<::redis::RedisError> for StoreError {
     }
 }
 
-impl From<mongodb::error::Error> for StoreError {
-    fn from(err: mongodb::error::Error) -> Self {
+impl From<&mongodb::error::Error> for StoreError {
+    fn from(err: &mongodb::error::Error) -> Self {
         metrics::counter!("flashdrop_store_errors_total", "store" => "mongodb").increment(1);
-        if mongo::is_unreachable(&err) {
+        if mongo::is_unreachable(err) {
             StoreError::Unavailable(format!("mongodb: {err}"))
         } else {
-            StoreError::Other(anyhow::Error::new(err).context("mongodb"))
+            StoreError::Other(anyhow::anyhow!("mongodb: {err}"))
         }
+    }
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(err: mongodb::error::Error) -> Self {
+        StoreError::from(&err)
     }
 }

@@ -5,7 +5,6 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures_util::{Stream, StreamExt};
 use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::Deserialize;
 
@@ -16,7 +15,9 @@ use crate::ids::{ReservationId, SaleId};
 pub struct Redis {
     conn: ConnectionManager,
     pub(super) scripts: Arc<Scripts>,
-    url: String,
+    pub(super) url: Arc<str>,
+    /// PUBLISH on a single node, SPUBLISH (shard channels) on a cluster.
+    pub(super) publish: &'static str,
 }
 
 /// A hold's state in Redis.
@@ -57,7 +58,8 @@ impl Redis {
         Ok(Self {
             conn: ConnectionManager::new_with_config(client, config).await?,
             scripts: Arc::new(Scripts::load()),
-            url: url.to_owned(),
+            url: url.into(),
+            publish: "PUBLISH",
         })
     }
 
@@ -176,20 +178,5 @@ impl Redis {
         }
         pipe.query_async::<()>(&mut self.conn()).await?;
         Ok(())
-    }
-
-    /// Every sale's live-feed messages, on a connection of its own: the
-    /// sale and the change as the scripts published it.
-    pub async fn live_messages(
-        &self,
-    ) -> Result<impl Stream<Item = (SaleId, String)> + use<>, StoreError> {
-        let client = redis::Client::open(self.url.as_str())?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.psubscribe("fd:{*}:live").await?;
-        Ok(pubsub.into_on_message().filter_map(|msg| async move {
-            let sale = super::keys::sale_of_channel(msg.get_channel_name())?;
-            let payload: String = msg.get_payload().ok()?;
-            Some((sale, payload))
-        }))
     }
 }

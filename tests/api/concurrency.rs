@@ -8,7 +8,9 @@ use std::{
     },
 };
 
-use crate::helpers::{TestApp, json, keys, spawn_app};
+use crate::helpers::{TestApp, hold, json, keys, spawn_app};
+use flashdrop::store::mongo::{OrderDoc, OrderWrite};
+use redis::AsyncCommands;
 use serde_json::json;
 
 /// Reads available + held + sold in one atomic HMGET, over and over, until
@@ -184,4 +186,85 @@ async fn cancels_and_confirms_racing_keep_every_unit_accounted_for() {
     assert_eq!(held, 0);
     assert_eq!(available + sold, total);
     assert!(sold > 0);
+}
+
+/// One unordered insert_many with a document a unique index refuses: that
+/// document alone is refused, the others are written.
+#[tokio::test]
+async fn a_refused_order_in_a_batch_fails_alone() {
+    let app = spawn_app().await;
+    let order = |id: &str, user: &str, unit: i64| OrderDoc {
+        id: id.to_owned(),
+        sale_id: "batch-sale".into(),
+        user_id: user.into(),
+        quantity: 1,
+        units: vec![unit],
+        slots: vec![1],
+        unit_price_cents: 1,
+        total_cents: 1,
+        currency: "EUR".into(),
+        created_at: bson::DateTime::now(),
+    };
+    let first = order("o1", "ann", 1);
+    let unit_taken = order("o2", "ben", 1);
+    let third = order("o3", "cat", 3);
+    let writes = app
+        .mongo
+        .insert_orders(&[&first, &unit_taken, &third])
+        .await;
+    assert!(
+        matches!(
+            writes.as_slice(),
+            [OrderWrite::Inserted, OrderWrite::Refused, OrderWrite::Inserted]
+        ),
+        "{writes:?}"
+    );
+    assert!(app.mongo.order("o3").await.unwrap().is_some());
+    assert!(app.mongo.order("o2").await.unwrap().is_none());
+}
+
+/// Concurrent confirms share batches; one of them collides with a purchase
+/// MongoDB has and Redis forgot. Only that buyer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_refused_by_mongodb_answers_only_its_buyer() {
+    let app = Arc::new(spawn_app().await);
+    let sale = app
+        .create_sale(json!({"total": 200, "per_user_limit": 1}))
+        .await;
+    let first = hold(&app, &sale, "forgotten", 1).await;
+    assert_eq!(app.confirm(&first, "forgotten").await.status(), 201);
+    // Redis loses the buyer's purchase: it lets them hold again, with the
+    // same purchase slot MongoDB already has.
+    let _: () = app
+        .redis()
+        .hdel(keys(&sale).bought(), "forgotten")
+        .await
+        .unwrap();
+    let again = hold(&app, &sale, "forgotten", 1).await;
+
+    let mut rids = vec![("forgotten".to_owned(), again)];
+    for i in 0..60 {
+        let buyer = format!("batch-{i}");
+        rids.push((buyer.clone(), hold(&app, &sale, &buyer, 1).await));
+    }
+    let confirms: Vec<_> = rids
+        .into_iter()
+        .map(|(buyer, rid)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let resp = app.confirm(&rid, &buyer).await;
+                let status = resp.status().as_u16();
+                (buyer, status, json(resp).await)
+            })
+        })
+        .collect();
+    for c in confirms {
+        let (buyer, status, body) = c.await.unwrap();
+        if buyer == "forgotten" {
+            assert_eq!((status, body["code"].as_str()), (409, Some("limit_exceeded")));
+        } else {
+            assert_eq!(status, 201, "{buyer}: {body}");
+        }
+    }
+    assert_eq!(app.check_invariants(&sale).await, (139, 0, 61));
 }

@@ -184,16 +184,19 @@ fn never_sent(err: &Error) -> bool {
     matches!(*err.kind, ErrorKind::ServerSelection { .. })
 }
 
-/// A unique-index violation (code 11000).
+/// The server's code for a unique-index violation.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// A unique-index violation and nothing else.
 fn is_duplicate_key(err: &Error) -> bool {
     match &*err.kind {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
-        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
         ErrorKind::InsertMany(e) => {
             e.write_concern_error.is_none()
                 && e.write_errors
                     .as_ref()
-                    .is_some_and(|errs| errs.iter().all(|w| w.code == 11000))
+                    .is_some_and(|errs| errs.iter().all(|w| w.code == DUPLICATE_KEY))
         }
         _ => false,
     }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use bson::doc;
 use futures_util::TryStreamExt;
 
-use super::{Mongo, OrderDoc, is_duplicate_key, never_sent};
+use mongodb::error::ErrorKind;
+
+use super::{DUPLICATE_KEY, Mongo, OrderDoc, never_sent};
 use crate::{
     ids::{ReservationId, SaleId},
     store::StoreError,
@@ -35,13 +37,49 @@ pub struct SoldUnits {
 }
 
 impl Mongo {
-    pub async fn insert_order(&self, order: &OrderDoc) -> OrderWrite {
-        match self.orders.insert_one(order).await {
-            Ok(_) => OrderWrite::Inserted,
-            Err(e) if is_duplicate_key(&e) => OrderWrite::Refused,
-            Err(e) if never_sent(&e) => OrderWrite::NotSent(e.into()),
-            Err(e) => OrderWrite::Unknown(e.into()),
-        }
+    /// Writes orders in one unordered `insert_many` (majority + journal)
+    /// and says how each one ended, in the order given: a unique index
+    /// refusing one order answers only that order.
+    pub async fn insert_orders(&self, orders: &[&OrderDoc]) -> Vec<OrderWrite> {
+        let err = match self
+            .orders
+            .insert_many(orders.iter().copied())
+            .ordered(false)
+            .await
+        {
+            Ok(_) => return orders.iter().map(|_| OrderWrite::Inserted).collect(),
+            Err(err) => err,
+        };
+        let ErrorKind::InsertMany(failure) = &*err.kind else {
+            let unsent = never_sent(&err);
+            return orders
+                .iter()
+                .map(|_| match unsent {
+                    true => OrderWrite::NotSent(StoreError::from(&err)),
+                    false => OrderWrite::Unknown(StoreError::from(&err)),
+                })
+                .collect();
+        };
+        let refused: HashMap<usize, i32> = failure
+            .write_errors
+            .iter()
+            .flatten()
+            .map(|e| (e.index, e.code))
+            .collect();
+        (0..orders.len())
+            .map(|i| match refused.get(&i) {
+                Some(&DUPLICATE_KEY) => OrderWrite::Refused,
+                // Refused for another reason: this order was not written.
+                Some(code) => OrderWrite::NotSent(StoreError::Other(anyhow::anyhow!(
+                    "mongodb refused an order: code {code}"
+                ))),
+                // Written, but a majority may not have it yet.
+                None if failure.write_concern_error.is_some() => {
+                    OrderWrite::Unknown(StoreError::from(&err))
+                }
+                None => OrderWrite::Inserted,
+            })
+            .collect()
     }
 
     /// A buyer's order of a reservation.

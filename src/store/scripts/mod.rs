@@ -131,7 +131,7 @@ pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (&'static str
     ];
     argv.extend(declared);
     argv.extend([
-        keys.channel(),
+        format!("PUBLISH {}", keys.channel()),
         rid.to_owned(),
         buyer.to_owned(),
         "1".into(),
@@ -170,6 +170,11 @@ pub enum Opening {
 }
 
 impl Redis {
+    /// How a script announces a change of the sale: see `lua/prelude.lua`.
+    fn announce(&self, keys: &SaleKeys) -> String {
+        format!("{} {}", self.publish, keys.channel())
+    }
+
     async fn run<T: DeserializeOwned>(
         &self,
         call: &redis::ScriptInvocation<'_>,
@@ -191,7 +196,7 @@ impl Redis {
         if let Some((key, _)) = idempotency {
             call.key(keys.idempotency(buyer, key));
         }
-        call.arg(keys.channel())
+        call.arg(self.announce(&keys))
             .arg(rid.as_str())
             .arg(buyer)
             .arg(quantity)
@@ -213,17 +218,26 @@ impl Redis {
         self.run(&call).await
     }
 
-    pub async fn confirm_finish(&self, rid: &ReservationId) -> Result<FinishReply, StoreError> {
-        let keys = SaleKeys::new(rid.sale());
+    /// Marks holds of one sale confirmed; their orders are durable.
+    pub async fn confirm_finish(
+        &self,
+        sale: &SaleId,
+        rids: &[&ReservationId],
+    ) -> Result<FinishReply, StoreError> {
+        let keys = SaleKeys::new(sale);
         let mut call = self.scripts.confirm_finish.on(&keys);
-        call.arg(keys.channel()).arg(rid.as_str());
+        call.arg(self.announce(&keys));
+        for rid in rids {
+            debug_assert_eq!(rid.sale(), sale);
+            call.arg(rid.as_str());
+        }
         self.run(&call).await
     }
 
     pub async fn confirm_abort(&self, rid: &ReservationId) -> Result<AbortReply, StoreError> {
         let keys = SaleKeys::new(rid.sale());
         let mut call = self.scripts.confirm_abort.on(&keys);
-        call.arg(keys.channel()).arg(rid.as_str());
+        call.arg(self.announce(&keys)).arg(rid.as_str());
         self.run(&call).await
     }
 
@@ -234,7 +248,7 @@ impl Redis {
     ) -> Result<CancelReply, StoreError> {
         let keys = SaleKeys::new(rid.sale());
         let mut call = self.scripts.cancel.on(&keys);
-        call.arg(keys.channel()).arg(rid.as_str()).arg(buyer);
+        call.arg(self.announce(&keys)).arg(rid.as_str()).arg(buyer);
         self.run(&call).await
     }
 
@@ -248,7 +262,7 @@ impl Redis {
     ) -> Result<ReapReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.reap.on(&keys);
-        call.arg(keys.channel())
+        call.arg(self.announce(&keys))
             .arg(batch)
             .arg(lease.as_millis() as u64)
             .arg(retention.as_millis() as u64);
@@ -264,7 +278,7 @@ impl Redis {
         let keys = SaleKeys::new(rid.sale());
         let sold: Vec<String> = sold_elsewhere.iter().map(i64::to_string).collect();
         let mut call = self.scripts.repair_hold.on(&keys);
-        call.arg(keys.channel())
+        call.arg(self.announce(&keys))
             .arg(rid.as_str())
             .arg(sold.join(","))
             .arg(bought_in_mongodb);
@@ -284,7 +298,7 @@ impl Redis {
             Opening::Restored { sold, next, seq } => ("restored", sold, next, seq),
         };
         let mut call = self.scripts.open_sale.on(&keys);
-        call.arg(keys.channel())
+        call.arg(self.announce(&keys))
             .arg(settings.total)
             .arg(settings.per_user_limit)
             .arg(settings.starts_ms)
@@ -311,7 +325,7 @@ impl Redis {
     ) -> Result<UpdateReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.update_sale.on(&keys);
-        call.arg(keys.channel())
+        call.arg(self.announce(&keys))
             .arg(settings.starts_ms)
             .arg(settings.ends_ms)
             .arg(settings.hold_ms)
@@ -328,7 +342,7 @@ impl Redis {
     pub async fn close_sale(&self, sale: &SaleId) -> Result<CloseReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.close_sale.on(&keys);
-        call.arg(keys.channel());
+        call.arg(self.announce(&keys));
         self.run(&call).await
     }
 
@@ -340,7 +354,7 @@ impl Redis {
     ) -> Result<JoinReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.waitlist_join.on(&keys);
-        call.arg(keys.channel()).arg(buyer).arg(quantity);
+        call.arg(self.announce(&keys)).arg(buyer).arg(quantity);
         self.run(&call).await
     }
 
@@ -351,7 +365,7 @@ impl Redis {
     ) -> Result<LeaveReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.waitlist_leave.on(&keys);
-        call.arg(keys.channel()).arg(buyer);
+        call.arg(self.announce(&keys)).arg(buyer);
         self.run(&call).await
     }
 

@@ -82,10 +82,24 @@ pub enum BeginReply {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum FinishReply {
-    Confirmed,
-    Already,
+    /// One outcome per reservation id, in the order given.
+    Done {
+        holds: Vec<HoldFinish>,
+    },
     Missing,
-    Stale { state: String },
+}
+
+/// How one hold of a confirm batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldFinish {
+    Confirmed,
+    /// Confirmed before.
+    Already,
+    /// Redis has no such hold (lost or pruned).
+    Missing,
+    /// Its units were already returned.
+    Stale,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,198 @@
+//! Group commit for orders: concurrent confirms share one unordered
+//! `insert_many` (majority + journal), so MongoDB pays its per-write cost,
+//! above all the journal wait, once per batch instead of once per order.
+//! A batch leaves as soon as a write slot is free, with whatever queued
+//! while the previous writes were out (up to `MAX_BATCH`): no timer delays
+//! a quiet system, and under load batches grow by themselves. Each order
+//! still gets its own outcome, and the Redis side of a batch is one script
+//! call per sale, all sent together.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::{
+    ids::{ReservationId, SaleId},
+    recovery::Recovery,
+    store::{
+        Store, StoreError,
+        mongo::{OrderDoc, OrderWrite},
+        scripts::{FinishReply, HoldFinish},
+    },
+};
+
+/// Most orders in one `insert_many`.
+const MAX_BATCH: usize = 512;
+/// Batches written at once.
+const WRITE_SLOTS: usize = 4;
+
+/// What a batch did with one order.
+#[derive(Debug)]
+pub enum Committed {
+    /// Durable in MongoDB; how marking its hold confirmed in Redis went.
+    Inserted(Finished),
+    /// Not known to be written: the confirm settles it itself.
+    NotInserted(OrderWrite),
+}
+
+/// Redis' side of a durable order.
+#[derive(Debug)]
+pub enum Finished {
+    Hold(HoldFinish),
+    /// Redis had lost the sale; it was rebuilt from MongoDB, which counts
+    /// the order.
+    Rebuilt,
+    /// Redis could not be told; the reaper settles the hold when its
+    /// confirm lease ends.
+    Failed(StoreError),
+    /// Left undone on purpose (a test's fault point).
+    Skipped,
+}
+
+struct Pending {
+    rid: ReservationId,
+    order: OrderDoc,
+    done: oneshot::Sender<(OrderDoc, Committed)>,
+}
+
+#[derive(Clone)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl GroupCommit {
+    /// Starts the batcher. `finish_in_redis: false` is a test's fault
+    /// point: orders are written, holds are left confirming.
+    pub fn start(store: Store, recovery: Recovery, finish_in_redis: bool) -> Self {
+        let (queue, pending) = mpsc::channel(MAX_BATCH * WRITE_SLOTS * 2);
+        let batcher = Batcher {
+            store,
+            recovery,
+            finish_in_redis,
+        };
+        tokio::spawn(batcher.run(pending));
+        Self { queue }
+    }
+
+    /// Writes the order with the next batch; hands it back with what
+    /// became of it.
+    pub async fn commit(&self, rid: ReservationId, order: OrderDoc) -> (OrderDoc, Committed) {
+        let (done, outcome) = oneshot::channel();
+        let stopped = || {
+            Committed::NotInserted(OrderWrite::Unknown(StoreError::Unavailable(
+                "the order writer has stopped".into(),
+            )))
+        };
+        if let Err(mpsc::error::SendError(p)) = self.queue.send(Pending { rid, order, done }).await
+        {
+            return (p.order, stopped());
+        }
+        // The batcher answers every order it took.
+        outcome.await.expect("the batcher answers each order")
+    }
+}
+
+#[derive(Clone)]
+struct Batcher {
+    store: Store,
+    recovery: Recovery,
+    finish_in_redis: bool,
+}
+
+impl Batcher {
+    async fn run(self, mut pending: mpsc::Receiver<Pending>) {
+        let slots = Arc::new(Semaphore::new(WRITE_SLOTS));
+        while let Some(first) = pending.recv().await {
+            // While every slot is busy, more confirms queue up behind this one.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match pending.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            let batcher = self.clone();
+            tokio::spawn(async move {
+                batcher.commit(batch).await;
+                drop(slot);
+            });
+        }
+    }
+
+    async fn commit(&self, batch: Vec<Pending>) {
+        let orders: Vec<&OrderDoc> = batch.iter().map(|p| &p.order).collect();
+        let started = Instant::now();
+        let writes = self.store.mongo.insert_orders(&orders).await;
+        metrics::histogram!("flashdrop_confirm_write_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("flashdrop_order_batch_size").record(batch.len() as f64);
+
+        let mut by_sale: HashMap<&SaleId, Vec<usize>> = HashMap::new();
+        for (i, write) in writes.iter().enumerate() {
+            if matches!(write, OrderWrite::Inserted) {
+                by_sale.entry(batch[i].rid.sale()).or_default().push(i);
+            }
+        }
+        let mut finished: HashMap<usize, Finished> = HashMap::new();
+        if self.finish_in_redis {
+            let batch = &batch;
+            let calls = by_sale.iter().map(|(sale, members)| async move {
+                let rids: Vec<&ReservationId> = members.iter().map(|&i| &batch[i].rid).collect();
+                (members, self.finish(sale, &rids).await)
+            });
+            for (members, outcomes) in join_all(calls).await {
+                finished.extend(members.iter().copied().zip(outcomes));
+            }
+        }
+        drop(by_sale);
+        for (i, (pending, write)) in batch.into_iter().zip(writes).enumerate() {
+            let committed = match write {
+                OrderWrite::Inserted => {
+                    Committed::Inserted(finished.remove(&i).unwrap_or(Finished::Skipped))
+                }
+                other => Committed::NotInserted(other),
+            };
+            let _ = pending.done.send((pending.order, committed));
+        }
+    }
+
+    /// Marks the holds of one sale confirmed, one outcome per hold.
+    async fn finish(&self, sale: &SaleId, rids: &[&ReservationId]) -> Vec<Finished> {
+        let each = |f: &dyn Fn() -> Finished| rids.iter().map(|_| f()).collect();
+        match self.store.redis.confirm_finish(sale, rids).await {
+            Ok(FinishReply::Done { holds }) if holds.len() == rids.len() => {
+                holds.into_iter().map(Finished::Hold).collect()
+            }
+            Ok(FinishReply::Done { holds }) => each(&|| {
+                Finished::Failed(StoreError::Other(anyhow::anyhow!(
+                    "confirm_finish answered {} outcomes for {} holds",
+                    holds.len(),
+                    rids.len()
+                )))
+            }),
+            // Redis lost the sale: a rebuild counts these orders from MongoDB.
+            Ok(FinishReply::Missing) => match self.rebuild(sale).await {
+                Ok(()) => each(&|| Finished::Rebuilt),
+                Err(e) => {
+                    let message = e.to_string();
+                    each(&|| Finished::Failed(StoreError::Unavailable(message.clone())))
+                }
+            },
+            Err(e) => {
+                let message = e.to_string();
+                each(&|| Finished::Failed(StoreError::Unavailable(message.clone())))
+            }
+        }
+    }
+
+    async fn rebuild(&self, sale: &SaleId) -> Result<(), StoreError> {
+        match self.store.mongo.find_sale(sale).await? {
+            Some(doc) => self.recovery.restore(&doc).await,
+            None => Ok(()),
+        }
+    }
+}
