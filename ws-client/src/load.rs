@@ -40,6 +40,9 @@ pub struct LoadArgs {
     /// FLASHDROP_JWT_SECRET of the server, for --drive.
     #[arg(long, env = "FLASHDROP_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// Also print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 struct Stats {
@@ -217,11 +220,27 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             busy(cpu_before.1, cpu_after.1).unwrap_or(0.0)
         );
     }
-    if let (Some(before), Some(idle)) = (rss_before, rss_idle) {
-        let per = (idle.saturating_sub(before)) as f64 * 1024.0 / connected.max(1) as f64;
+    let kib_per_connection = match (rss_before, rss_idle) {
+        (Some(before), Some(idle)) => {
+            let per = idle.saturating_sub(before) as f64 / connected.max(1) as f64;
+            println!(
+                "server memory       {before} KiB before, {idle} KiB with {connected} idle watchers: {per:.1} KiB per connection"
+            );
+            Some(per)
+        }
+        _ => None,
+    };
+    if args.json {
+        let l = stats.latency_us.lock().unwrap();
+        let ms = |q: f64| (!l.is_empty()).then(|| l.value_at_quantile(q) as f64 / 1000.0);
         println!(
-            "server memory       {before} KiB before, {idle} KiB with {connected} idle watchers: {:.1} KiB per connection",
-            per / 1024.0
+            "{}",
+            serde_json::json!({
+                "connected": connected, "failed": stats.failed.load(Ordering::Relaxed),
+                "frames_per_second": frames as f64 / args.duration.as_secs_f64(),
+                "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99),
+                "kib_per_connection": kib_per_connection,
+            })
         );
     }
     for t in tasks {

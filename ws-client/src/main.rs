@@ -1,6 +1,9 @@
-//! `ws-client`: watch a sale's live feed from a terminal, or load the feed
-//! with thousands of watchers and measure how fast changes reach them.
+//! `ws-client`: watch a sale's live feed from a terminal, load the feed
+//! with thousands of watchers and measure how fast changes reach them, or
+//! drive purchases and status reads over HTTP and measure them.
 
+mod buy;
+mod ceiling;
 mod load;
 mod watch;
 
@@ -57,6 +60,14 @@ enum Command {
     /// Open many connections, count frames and report connect time and
     /// change-to-client latency.
     Load(load::LoadArgs),
+    /// Drive purchases (reserve then confirm, a fresh buyer each) with N
+    /// concurrent buyers; report purchases/s and latency percentiles.
+    Buy(buy::BuyArgs),
+    /// Drive `GET /sales/{id}` with N concurrent readers.
+    Status(buy::HttpLoadArgs),
+    /// Write order documents with bare `insert_many` calls: the MongoDB
+    /// ceiling the server's orders per second are measured against.
+    InsertCeiling(ceiling::CeilingArgs),
 }
 
 #[tokio::main]
@@ -68,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => watch::run(target, token, json).await,
         Command::Load(args) => load::run(args).await,
+        Command::Buy(args) => buy::buy(args).await,
+        Command::Status(args) => buy::status(args).await,
+        Command::InsertCeiling(args) => ceiling::run(args).await,
     }
 }
 
