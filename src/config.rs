@@ -79,6 +79,12 @@ pub struct Settings {
     /// Take the client address from `X-Forwarded-For` (set only behind a
     /// proxy that writes it).
     pub trust_forwarded_for: bool,
+    /// How long one MongoDB operation may take before the caller gives up
+    /// (confirm answers 503).
+    pub mongodb_timeout: Duration,
+    /// Most live sockets this instance serves, and per client address.
+    pub ws_max_connections: usize,
+    pub ws_max_per_ip: Option<usize>,
     /// How long a confirm may take before the reaper checks MongoDB for the
     /// order and settles the hold.
     pub confirm_lease: Duration,
@@ -194,6 +200,34 @@ impl Settings {
             }
         };
 
+        let mongodb_timeout = get("FLASHDROP_MONGODB_TIMEOUT", "2s");
+        let mongodb_timeout = humantime::parse_duration(&mongodb_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "FLASHDROP_MONGODB_TIMEOUT",
+                    format!("{mongodb_timeout:?} is not a duration such as `2s` or `500ms`"),
+                )
+            })?;
+        let count = |var: &'static str, default: &str| -> Result<Option<usize>, ConfigError> {
+            let value = get(var, default);
+            if value.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    ConfigError::new(var, format!("{value:?} is not a positive number or `off`"))
+                })
+        };
+        let ws_max_connections =
+            count("FLASHDROP_WS_MAX_CONNECTIONS", "50000")?.unwrap_or(usize::MAX);
+        let ws_max_per_ip = count("FLASHDROP_WS_MAX_PER_IP", "1000")?;
+
         Ok(Settings {
             listen,
             redis_url,
@@ -214,6 +248,9 @@ impl Settings {
                     ));
                 }
             },
+            mongodb_timeout,
+            ws_max_connections,
+            ws_max_per_ip,
             confirm_lease: Duration::from_secs(10),
             live_ping: Duration::from_secs(15),
             live_send_timeout: Duration::from_secs(10),
@@ -259,6 +296,9 @@ mod tests {
             ("FLASHDROP_RATE_LIMIT_BUYER", "ten"),
             ("FLASHDROP_RATE_LIMIT_IP", "5/s,burst=x"),
             ("FLASHDROP_TRUST_FORWARDED_FOR", "maybe"),
+            ("FLASHDROP_MONGODB_TIMEOUT", "soon"),
+            ("FLASHDROP_WS_MAX_CONNECTIONS", "0"),
+            ("FLASHDROP_WS_MAX_PER_IP", "many"),
         ];
         for (var, value) in cases {
             let err = settings(&[SECRET, (var, value)]).unwrap_err();

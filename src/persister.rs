@@ -8,8 +8,8 @@ use std::{collections::HashSet, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    holds::Coverage,
     ids::SaleId,
-    sales::Sales,
     store::{Store, StoreError, events::StreamEntry},
 };
 
@@ -21,7 +21,8 @@ const PASS_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Persister {
     pub store: Store,
-    pub sales: Sales,
+    /// The sales whose changes may still come (kept by the reaper).
+    pub coverage: std::sync::Arc<Coverage>,
 }
 
 impl Persister {
@@ -31,15 +32,17 @@ impl Persister {
         let mut backoff = Duration::from_millis(100);
         loop {
             let pass = async {
-                for doc in self.sales.recent().await? {
-                    let Ok(sale) = SaleId::parse(&doc.id) else {
-                        continue;
-                    };
-                    self.persist_sale(&sale, &consumer, &mut groups).await?;
+                let mut failed = None;
+                for sale in self.coverage.sales() {
+                    // One sale's trouble does not hold up the others.
+                    if let Err(err) = self.persist_sale(&sale, &consumer, &mut groups).await {
+                        tracing::warn!(sale_id = %sale, error = %err, "copying a sale's changes failed");
+                        failed = Some(err);
+                    }
                 }
-                Ok::<_, StoreError>(())
+                failed.map_or(Ok(()), Err)
             };
-            let wait = match pass.await {
+            let wait = match pass.await as Result<(), StoreError> {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     PASS_EVERY

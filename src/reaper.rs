@@ -1,10 +1,13 @@
 //! The expiry reaper: a background loop in every instance that returns the
 //! units of due holds (to the waiting list first) and settles confirms
 //! whose lease ran out. Several instances may reap at once; `reap.lua`
-//! changes each due hold atomically, so each is handled once.
+//! changes each due hold atomically, so each is handled once. It needs
+//! Redis only: the list of sales comes from [`Coverage`], and a sale that
+//! fails (its rebuild waits for MongoDB, say) holds up no other.
 
 use std::{sync::Arc, time::Duration};
 
+use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -12,7 +15,7 @@ use crate::{
     ids::{ReservationId, SaleId},
     recovery::Recovery,
     sales::Sales,
-    store::{Store, StoreError, mongo::SaleDoc, scripts::ReapReply},
+    store::{Store, StoreError, scripts::ReapReply},
 };
 
 /// Longest sleep between passes: a hold made by another instance is at
@@ -22,6 +25,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(250);
 const REFRESH_SALES: Duration = Duration::from_secs(2);
 /// Most holds one script call handles.
 const REAP_BATCH: usize = 500;
+/// Sales reaped at once.
+const SALES_AT_ONCE: usize = 16;
 
 /// What the reaper works with.
 pub struct Reaper {
@@ -34,72 +39,51 @@ pub struct Reaper {
     pub ended_hold_retention: Duration,
 }
 
-#[derive(Debug, Default)]
-struct ReapReport {
-    expired: u64,
-    /// Milliseconds until the sale's next deadline, if it has one.
-    next_due_in_ms: Option<i64>,
-}
-
 impl Reaper {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut sales: Vec<SaleDoc> = Vec::new();
-        let mut refreshed_at: Option<tokio::time::Instant> = None;
-        let mut backoff = Duration::from_millis(100);
+        tokio::spawn(refresh_coverage(
+            self.sales.clone(),
+            self.coverage.clone(),
+            shutdown.clone(),
+        ));
+        let this = Arc::new(self);
         loop {
-            let pass = async {
-                if refreshed_at.is_none_or(|t| t.elapsed() >= REFRESH_SALES) {
-                    sales = self.sales.recent().await?;
-                    refreshed_at = Some(tokio::time::Instant::now());
-                    self.coverage
-                        .replace(sales.iter().filter_map(|s| SaleId::parse(&s.id).ok()));
-                }
-                let mut sleep = MAX_SLEEP;
-                for sale in &sales {
-                    let report = self.reap_sale(sale).await?;
-                    if report.expired > 0 {
-                        metrics::counter!("flashdrop_holds_expired_total")
-                            .increment(report.expired);
-                        tracing::info!(sale_id = %sale.id, expired = report.expired, "holds expired");
-                    }
-                    if let Some(ms) = report.next_due_in_ms {
-                        sleep = sleep.min(Duration::from_millis(ms as u64));
-                    }
-                }
-                Ok::<_, StoreError>(sleep)
-            };
-            let sleep = match pass.await {
-                Ok(sleep) => {
-                    backoff = Duration::from_millis(100);
-                    sleep
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "reaper pass failed");
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    wait
-                }
-            };
+            let sleep = this.pass().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.coverage.uncovered_hold() => refreshed_at = None,
+                _ = this.coverage.uncovered_hold() => {}
                 _ = tokio::time::sleep(sleep.max(Duration::from_millis(5))) => {}
             }
         }
     }
 
-    /// Expires a sale's due holds and settles its stuck confirms; says when
-    /// the sale's next hold falls due.
-    async fn reap_sale(&self, doc: &SaleDoc) -> Result<ReapReport, StoreError> {
-        let sale = SaleId::parse(&doc.id)
-            .map_err(|_| anyhow::anyhow!("sale document with a malformed id {:?}", doc.id))?;
-        let mut report = ReapReport::default();
+    /// Reaps every covered sale; returns how long to sleep.
+    async fn pass(self: &Arc<Self>) -> Duration {
+        let sleeps: Vec<Duration> = stream::iter(self.coverage.sales())
+            .map(|sale| async move {
+                match self.reap_sale(&sale).await {
+                    Ok(next) => next.unwrap_or(MAX_SLEEP),
+                    Err(err) => {
+                        tracing::warn!(sale_id = %sale, error = %err, "reaping a sale failed");
+                        MAX_SLEEP
+                    }
+                }
+            })
+            .buffer_unordered(SALES_AT_ONCE)
+            .collect()
+            .await;
+        sleeps.into_iter().fold(MAX_SLEEP, Duration::min)
+    }
+
+    /// Expires a sale's due holds and starts settling its stuck confirms;
+    /// says when the sale's next hold falls due.
+    async fn reap_sale(self: &Arc<Self>, sale: &SaleId) -> Result<Option<Duration>, StoreError> {
         loop {
             let reply = self
                 .store
                 .redis
                 .reap(
-                    &sale,
+                    sale,
                     REAP_BATCH,
                     self.confirm_lease,
                     self.ended_hold_retention,
@@ -107,7 +91,12 @@ impl Reaper {
                 .await?;
             let (expired, claimed, next, now, more) = match reply {
                 ReapReply::Missing => {
-                    self.recovery.restore(doc).await?;
+                    let doc = self
+                        .recovery
+                        .sale_doc(sale)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    self.recovery.restore(&doc).await?;
                     continue;
                 }
                 ReapReply::Ok {
@@ -118,20 +107,46 @@ impl Reaper {
                     more,
                 } => (expired, claimed, next, now, more),
             };
-            report.expired += expired;
+            if expired > 0 {
+                metrics::counter!("flashdrop_holds_expired_total").increment(expired);
+                tracing::info!(sale_id = %sale, expired, "holds expired");
+            }
+            // Each settle may wait on MongoDB: none holds up this loop, and
+            // a claimed hold is not claimed again before its new lease ends.
             for rid in claimed {
-                let settled = match ReservationId::parse(&rid) {
-                    Ok(rid) => self.holds.settle_confirming(&rid).await,
-                    Err(_) => Err(anyhow::anyhow!("reap claimed a malformed id {rid:?}").into()),
-                };
-                if let Err(err) = settled {
-                    tracing::warn!(%rid, error = %err, "could not settle a confirm; will retry after the lease");
-                }
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let settled = match ReservationId::parse(&rid) {
+                        Ok(rid) => this.holds.settle_confirming(&rid).await,
+                        Err(_) => {
+                            Err(anyhow::anyhow!("reap claimed a malformed id {rid:?}").into())
+                        }
+                    };
+                    if let Err(err) = settled {
+                        tracing::warn!(%rid, error = %err, "could not settle a confirm; will retry after the lease");
+                    }
+                });
             }
-            report.next_due_in_ms = (next >= 0).then(|| (next - now).max(0));
             if !more {
-                return Ok(report);
+                return Ok((next >= 0).then(|| Duration::from_millis((next - now).max(0) as u64)));
             }
+        }
+    }
+}
+
+/// Keeps the coverage in line with MongoDB; when MongoDB cannot answer, the
+/// last list stays (a new sale's holds add it anyway).
+async fn refresh_coverage(sales: Sales, coverage: Arc<Coverage>, shutdown: CancellationToken) {
+    loop {
+        match sales.recent().await {
+            Ok(docs) => coverage.replace(docs.iter().filter_map(|d| SaleId::parse(&d.id).ok())),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list recent sales; reaping the last known ones")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(REFRESH_SALES) => {}
         }
     }
 }

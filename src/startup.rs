@@ -64,7 +64,9 @@ impl Application {
         let redis = Redis::connect(&settings.redis_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
-        let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?;
+        let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db)
+            .await?
+            .with_timeout(settings.mongodb_timeout);
         mongo
             .ensure_indexes()
             .await
@@ -153,7 +155,7 @@ impl Application {
         };
         let persister = Persister {
             store: state.store.clone(),
-            sales: state.sales.clone(),
+            coverage: reaper.coverage.clone(),
         };
         let reaper = tokio::spawn(reaper.run(shutdown.clone()));
         let subscriber = tokio::spawn(live::subscriber::run(

@@ -83,7 +83,15 @@ impl Holds {
             currency,
             created_at: BsonDateTime::now(),
         };
-        let (order, committed) = self.group_commit.commit(rid.clone(), order).await;
+        // MongoDB that does not answer in time costs the buyer a 503, not a
+        // hanging request; the hold stays confirming and is settled later.
+        let commit = self.group_commit.commit(rid.clone(), order);
+        let Ok((order, committed)) = tokio::time::timeout(self.mongodb_timeout, commit).await
+        else {
+            return Err(ApiError::unavailable(
+                "MongoDB did not answer in time; the order may still be written",
+            ));
+        };
         let written = match committed {
             Committed::Inserted(finished) => {
                 match finished {

@@ -1,8 +1,11 @@
-//! Which sales the reaper of this instance covers. A hold made on a sale it
-//! does not cover yet wakes it at once, so a new sale's first holds meet the
-//! 1 s expiry target without waiting for the reaper's next refresh.
+//! The sales this instance's background work covers: the reaper expires
+//! their holds and the persister copies their changes. The list comes from
+//! MongoDB every few seconds, in a task of its own, so a stalled MongoDB
+//! never holds up expiry; a hold made on a sale not covered yet adds it at
+//! once and wakes the reaper, so a new sale's first holds meet the 1 s
+//! expiry target without waiting for the next refresh.
 
-use std::{collections::HashSet, sync::Mutex};
+use std::{collections::BTreeSet, sync::Mutex};
 
 use tokio::sync::Notify;
 
@@ -10,7 +13,7 @@ use crate::ids::SaleId;
 
 #[derive(Default)]
 pub struct Coverage {
-    sales: Mutex<HashSet<SaleId>>,
+    sales: Mutex<BTreeSet<SaleId>>,
     wake: Notify,
 }
 
@@ -18,17 +21,23 @@ impl Coverage {
     /// A hold was made on `sale`.
     pub fn hold_made(&self, sale: &SaleId) {
         let mut sales = self.sales.lock().expect("coverage lock");
-        if !sales.contains(sale) {
-            sales.insert(sale.clone());
+        if sales.insert(sale.clone()) {
             self.wake.notify_one();
         }
     }
 
-    /// The sales the reaper walks from now on.
+    /// The sales covered from now on (what MongoDB lists as recent).
     pub fn replace(&self, sales: impl IntoIterator<Item = SaleId>) {
-        let mut covered = self.sales.lock().expect("coverage lock");
-        covered.clear();
-        covered.extend(sales);
+        *self.sales.lock().expect("coverage lock") = sales.into_iter().collect();
+    }
+
+    pub fn sales(&self) -> Vec<SaleId> {
+        self.sales
+            .lock()
+            .expect("coverage lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Resolves when a hold was made on a sale not covered before.

@@ -76,7 +76,8 @@ impl GroupCommit {
     }
 
     /// Writes the order with the next batch; hands it back with what
-    /// became of it.
+    /// became of it. Dropping the future before it resolves withdraws the
+    /// order if its batch has not left yet.
     pub async fn commit(&self, rid: ReservationId, order: OrderDoc) -> (OrderDoc, Committed) {
         let (done, outcome) = oneshot::channel();
         let stopped = || {
@@ -108,12 +109,21 @@ impl Batcher {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let mut batch = vec![first];
+            // A confirm that gave up waiting (its buyer heard 503) is not
+            // written: its hold stays confirming and the reaper settles it.
+            let mut batch: Vec<Pending> = Some(first)
+                .into_iter()
+                .filter(|p| !p.done.is_closed())
+                .collect();
             while batch.len() < MAX_BATCH {
                 match pending.try_recv() {
+                    Ok(p) if p.done.is_closed() => {}
                     Ok(p) => batch.push(p),
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                continue;
             }
             let batcher = self.clone();
             tokio::spawn(async move {

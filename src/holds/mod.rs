@@ -133,6 +133,7 @@ pub struct Holds {
     coverage: Arc<Coverage>,
     group_commit: group_commit::GroupCommit,
     confirm_lease: Duration,
+    mongodb_timeout: Duration,
 }
 
 impl Holds {
@@ -153,6 +154,7 @@ impl Holds {
             coverage,
             group_commit,
             confirm_lease: settings.confirm_lease,
+            mongodb_timeout: settings.mongodb_timeout,
         }
     }
 

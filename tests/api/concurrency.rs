@@ -215,7 +215,11 @@ async fn a_refused_order_in_a_batch_fails_alone() {
     assert!(
         matches!(
             writes.as_slice(),
-            [OrderWrite::Inserted, OrderWrite::Refused, OrderWrite::Inserted]
+            [
+                OrderWrite::Inserted,
+                OrderWrite::Refused,
+                OrderWrite::Inserted
+            ]
         ),
         "{writes:?}"
     );
@@ -261,7 +265,10 @@ async fn a_confirm_refused_by_mongodb_answers_only_its_buyer() {
     for c in confirms {
         let (buyer, status, body) = c.await.unwrap();
         if buyer == "forgotten" {
-            assert_eq!((status, body["code"].as_str()), (409, Some("limit_exceeded")));
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (409, Some("limit_exceeded"))
+            );
         } else {
             assert_eq!(status, 201, "{buyer}: {body}");
         }

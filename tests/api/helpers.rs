@@ -51,13 +51,13 @@ pub fn servers() -> &'static Servers {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let redis = RedisServer::start();
-            let mongo = start_mongo();
+            let mongo = MongoServer::start();
             tx.send(Servers {
                 redis_url: redis.url.clone(),
-                mongo_uri: mongo.1.clone(),
+                mongo_uri: mongo.uri.clone(),
             })
             .unwrap();
-            let _keep = (redis, mongo.0);
+            let _keep = (redis, mongo);
             loop {
                 std::thread::park();
             }
@@ -137,29 +137,63 @@ impl Drop for RedisServer {
     }
 }
 
-fn start_mongo() -> (Child, String) {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!(
-        "flashdrop-test-mongo-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = std::env::var("SECANTUSD").unwrap_or_else(|_| "secantusd-rs".into());
-    let child = die_with_parent(
-        Command::new(&bin)
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-            .arg("--storage-path")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )
-    .spawn()
-    .expect("secantusd-rs is installed (scripts/test installs it)");
-    wait_for_port(port, "secantusd-rs");
-    (
-        child,
-        format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-    )
+/// A MongoDB-wire server of our own; stopped when dropped. A test that
+/// pauses MongoDB starts one.
+pub struct MongoServer {
+    pub uri: String,
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl MongoServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!(
+            "flashdrop-test-mongo-{}-{port}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = std::env::var("SECANTUSD").unwrap_or_else(|_| "secantusd-rs".into());
+        let child = die_with_parent(
+            Command::new(&bin)
+                .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+                .arg("--storage-path")
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .spawn()
+        .expect("secantusd-rs is installed (scripts/test installs it)");
+        wait_for_port(port, "secantusd-rs");
+        Self {
+            uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            child,
+            dir,
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A database name of its own, so tests never share data.

@@ -6,6 +6,7 @@ mod proxy;
 mod auth_and_errors;
 mod cli;
 mod concurrency;
+mod faults;
 mod health;
 mod live;
 mod openapi;

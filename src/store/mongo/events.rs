@@ -43,35 +43,44 @@ impl Mongo {
     /// Writes changes copied from Redis. A change written before (the
     /// unique `(sale_id, seq)` index refuses it) is not an error.
     pub async fn insert_events(&self, events: &[StockEventDoc]) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        match self.stock_events.insert_many(events).ordered(false).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.bounded(async {
+            if events.is_empty() {
+                return Ok(());
+            }
+            match self.stock_events.insert_many(events).ordered(false).await {
+                Ok(_) => Ok(()),
+                Err(e) if is_duplicate_key(&e) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
     }
 
     /// The seq of the last change recorded for a sale (0 when none).
     pub async fn last_event_seq(&self, sale: &SaleId) -> Result<i64, StoreError> {
-        Ok(self
-            .stock_events
-            .find_one(doc! {"sale_id": sale.as_str()})
-            .sort(doc! {"seq": -1})
-            .await?
-            .map_or(0, |e| e.seq))
+        self.bounded(async {
+            Ok(self
+                .stock_events
+                .find_one(doc! {"sale_id": sale.as_str()})
+                .sort(doc! {"seq": -1})
+                .await?
+                .map_or(0, |e| e.seq))
+        })
+        .await
     }
 
     /// A sale's recorded changes, in seq order.
     pub async fn event_log(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
-        Ok(self
-            .stock_events
-            .find(doc! {"sale_id": sale.as_str()})
-            .sort(doc! {"seq": 1})
-            .await?
-            .try_collect()
-            .await?)
+        self.bounded(async {
+            Ok(self
+                .stock_events
+                .find(doc! {"sale_id": sale.as_str()})
+                .sort(doc! {"seq": 1})
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
     }
 
     pub async fn summary_figures(
@@ -79,54 +88,57 @@ impl Mongo {
         sale: &SaleId,
         total: i64,
     ) -> Result<SummaryFigures, StoreError> {
-        let id = sale.as_str();
-        let totals = aggregate(
-            &self.orders,
-            vec![
-                doc! {"$match": {"sale_id": id}},
-                doc! {"$group": {
-                    "_id": null,
-                    "units": {"$sum": "$quantity"},
-                    "revenue": {"$sum": "$total_cents"},
-                    "orders": {"$sum": 1},
-                }},
-            ],
-        )
-        .await?;
-        let by_kind = aggregate(
-            &self.stock_events,
-            vec![
-                doc! {"$match": {"sale_id": id}},
-                doc! {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
-            ],
-        )
-        .await?;
-        let peak = aggregate(
-            &self.stock_events,
-            vec![
-                doc! {"$match": {"sale_id": id, "kind": {"$in": ["reserved", "promoted"]}}},
-                doc! {"$group": {"_id": "$second", "n": {"$sum": 1}}},
-                doc! {"$sort": {"n": -1}},
-                doc! {"$limit": 1},
-            ],
-        )
-        .await?;
-        let sold_out = self
-            .stock_events
-            .find_one(doc! {"sale_id": id, "sold": {"$gte": total}})
-            .sort(doc! {"seq": 1})
+        self.bounded(async {
+            let id = sale.as_str();
+            let totals = aggregate(
+                &self.orders,
+                vec![
+                    doc! {"$match": {"sale_id": id}},
+                    doc! {"$group": {
+                        "_id": null,
+                        "units": {"$sum": "$quantity"},
+                        "revenue": {"$sum": "$total_cents"},
+                        "orders": {"$sum": 1},
+                    }},
+                ],
+            )
             .await?;
-        let totals = totals.first();
-        Ok(SummaryFigures {
-            units_sold: number(totals, "units"),
-            orders: number(totals, "orders"),
-            revenue_cents: number(totals, "revenue"),
-            events: by_kind
-                .iter()
-                .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), number(Some(d), "n"))))
-                .collect(),
-            peak_holds_per_second: number(peak.first(), "n"),
-            sold_out_at: sold_out.map(|e| e.at),
+            let by_kind = aggregate(
+                &self.stock_events,
+                vec![
+                    doc! {"$match": {"sale_id": id}},
+                    doc! {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
+                ],
+            )
+            .await?;
+            let peak = aggregate(
+                &self.stock_events,
+                vec![
+                    doc! {"$match": {"sale_id": id, "kind": {"$in": ["reserved", "promoted"]}}},
+                    doc! {"$group": {"_id": "$second", "n": {"$sum": 1}}},
+                    doc! {"$sort": {"n": -1}},
+                    doc! {"$limit": 1},
+                ],
+            )
+            .await?;
+            let sold_out = self
+                .stock_events
+                .find_one(doc! {"sale_id": id, "sold": {"$gte": total}})
+                .sort(doc! {"seq": 1})
+                .await?;
+            let totals = totals.first();
+            Ok(SummaryFigures {
+                units_sold: number(totals, "units"),
+                orders: number(totals, "orders"),
+                revenue_cents: number(totals, "revenue"),
+                events: by_kind
+                    .iter()
+                    .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), number(Some(d), "n"))))
+                    .collect(),
+                peak_holds_per_second: number(peak.first(), "n"),
+                sold_out_at: sold_out.map(|e| e.at),
+            })
         })
+        .await
     }
 }

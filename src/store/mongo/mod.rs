@@ -92,9 +92,15 @@ pub struct Mongo {
     /// before the API says 201.
     orders: Collection<OrderDoc>,
     stock_events: Collection<StockEventDoc>,
+    /// How long one operation may take before its caller gives up.
+    timeout: Duration,
 }
 
+/// Rebuilding a sale reads all its orders and events: it may take longer.
+const LONG_OPERATIONS: u32 = 15;
+
 impl Mongo {
+    /// Connects with the default operation timeout (see [`Mongo::with_timeout`]).
     pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(uri)
             .await
@@ -123,6 +129,41 @@ impl Mongo {
             orders: db.collection_with_options("orders", durable.clone()),
             stock_events: db.collection_with_options("stock_events", durable),
             db,
+            timeout: Duration::from_secs(2),
+        })
+    }
+
+    /// The same database, with operations bounded by `timeout`.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// Runs one operation, giving up after the timeout: a MongoDB that
+    /// stalls turns into a prompt `Unavailable`, never a request that hangs.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.bounded_by(self.timeout, op).await
+    }
+
+    async fn bounded_long<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.bounded_by(self.timeout * LONG_OPERATIONS, op).await
+    }
+
+    async fn bounded_by<T>(
+        &self,
+        limit: Duration,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(limit, op).await.unwrap_or_else(|_| {
+            metrics::counter!("flashdrop_store_errors_total", "store" => "mongodb").increment(1);
+            Err(StoreError::Unavailable(format!(
+                "mongodb did not answer within {limit:?}"
+            )))
         })
     }
 
@@ -163,8 +204,11 @@ impl Mongo {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.db.run_command(doc! {"ping": 1}).await?;
-        Ok(())
+        self.bounded(async {
+            self.db.run_command(doc! {"ping": 1}).await?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -41,14 +41,23 @@ impl Mongo {
     /// and says how each one ended, in the order given: a unique index
     /// refusing one order answers only that order.
     pub async fn insert_orders(&self, orders: &[&OrderDoc]) -> Vec<OrderWrite> {
-        let err = match self
+        let write = self
             .orders
             .insert_many(orders.iter().copied())
-            .ordered(false)
-            .await
-        {
-            Ok(_) => return orders.iter().map(|_| OrderWrite::Inserted).collect(),
-            Err(err) => err,
+            .ordered(false);
+        let err = match tokio::time::timeout(self.timeout, write).await {
+            Ok(Ok(_)) => return orders.iter().map(|_| OrderWrite::Inserted).collect(),
+            Ok(Err(err)) => err,
+            // Sent, maybe: the write may still land.
+            Err(_) => {
+                let late = || {
+                    OrderWrite::Unknown(StoreError::Unavailable(format!(
+                        "mongodb did not answer within {:?}",
+                        self.timeout
+                    )))
+                };
+                return orders.iter().map(|_| late()).collect();
+            }
         };
         let ErrorKind::InsertMany(failure) = &*err.kind else {
             let unsent = never_sent(&err);
@@ -88,15 +97,19 @@ impl Mongo {
         rid: &ReservationId,
         buyer: &str,
     ) -> Result<Option<OrderDoc>, StoreError> {
-        Ok(self
-            .orders
-            .find_one(doc! {"_id": rid.as_str(), "user_id": buyer})
-            .await?)
+        self.bounded(async {
+            Ok(self
+                .orders
+                .find_one(doc! {"_id": rid.as_str(), "user_id": buyer})
+                .await?)
+        })
+        .await
     }
 
     /// The order of a reservation, whoever made it.
     pub async fn order(&self, rid: &str) -> Result<Option<OrderDoc>, StoreError> {
-        Ok(self.orders.find_one(doc! {"_id": rid}).await?)
+        self.bounded(async { Ok(self.orders.find_one(doc! {"_id": rid}).await?) })
+            .await
     }
 
     /// A buyer's orders, newest first.
@@ -105,14 +118,17 @@ impl Mongo {
         buyer: &str,
         limit: i64,
     ) -> Result<Vec<OrderDoc>, StoreError> {
-        Ok(self
-            .orders
-            .find(doc! {"user_id": buyer})
-            .sort(doc! {"created_at": -1})
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?)
+        self.bounded(async {
+            Ok(self
+                .orders
+                .find(doc! {"user_id": buyer})
+                .sort(doc! {"created_at": -1})
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
     }
 
     /// A page of a sale's orders by id, after `cursor`.
@@ -122,75 +138,90 @@ impl Mongo {
         limit: i64,
         cursor: Option<&str>,
     ) -> Result<Vec<OrderDoc>, StoreError> {
-        let mut filter = doc! {"sale_id": sale.as_str()};
-        if let Some(cursor) = cursor {
-            filter.insert("_id", doc! {"$gt": cursor});
-        }
-        Ok(self
-            .orders
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?)
+        self.bounded(async {
+            let mut filter = doc! {"sale_id": sale.as_str()};
+            if let Some(cursor) = cursor {
+                filter.insert("_id", doc! {"$gt": cursor});
+            }
+            Ok(self
+                .orders
+                .find(filter)
+                .sort(doc! {"_id": 1})
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
     }
 
     /// Every order of a sale.
     pub async fn orders_of_sale(&self, sale: &SaleId) -> Result<Vec<OrderDoc>, StoreError> {
-        Ok(self
-            .orders
-            .find(doc! {"sale_id": sale.as_str()})
-            .await?
-            .try_collect()
-            .await?)
+        self.bounded(async {
+            Ok(self
+                .orders
+                .find(doc! {"sale_id": sale.as_str()})
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
     }
 
     /// Which of `units` MongoDB has sold in other orders.
     pub async fn sold_among(&self, sale: &SaleId, units: &[i64]) -> Result<Vec<i64>, StoreError> {
-        let taken: Vec<OrderDoc> = self
-            .orders
-            .find(doc! {"sale_id": sale.as_str(), "units": {"$in": units}})
-            .await?
-            .try_collect()
-            .await?;
-        Ok(taken
-            .iter()
-            .flat_map(|o| o.units.iter())
-            .filter(|u| units.contains(u))
-            .copied()
-            .collect())
+        self.bounded(async {
+            let taken: Vec<OrderDoc> = self
+                .orders
+                .find(doc! {"sale_id": sale.as_str(), "units": {"$in": units}})
+                .await?
+                .try_collect()
+                .await?;
+            Ok(taken
+                .iter()
+                .flat_map(|o| o.units.iter())
+                .filter(|u| units.contains(u))
+                .copied()
+                .collect())
+        })
+        .await
     }
 
     /// Units a buyer has bought of a sale.
     pub async fn bought_by(&self, sale: &SaleId, buyer: &str) -> Result<i64, StoreError> {
-        let orders: Vec<OrderDoc> = self
-            .orders
-            .find(doc! {"sale_id": sale.as_str(), "user_id": buyer})
-            .await?
-            .try_collect()
-            .await?;
-        Ok(orders.iter().map(|o| o.quantity).sum())
+        self.bounded(async {
+            let orders: Vec<OrderDoc> = self
+                .orders
+                .find(doc! {"sale_id": sale.as_str(), "user_id": buyer})
+                .await?
+                .try_collect()
+                .await?;
+            Ok(orders.iter().map(|o| o.quantity).sum())
+        })
+        .await
     }
 
     /// Everything a sale has sold, for a rebuild of its live state.
     pub async fn sold_units(&self, sale: &SaleId) -> Result<SoldUnits, StoreError> {
-        let mut sold = SoldUnits::default();
-        let mut orders = self
-            .orders
-            .clone_with_type::<bson::Document>()
-            .find(doc! {"sale_id": sale.as_str()})
-            .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
-            .await?;
-        while let Some(order) = orders.try_next().await? {
-            let units = order.get_array("units").map_err(anyhow::Error::from)?;
-            sold.serials
-                .extend(units.iter().filter_map(bson::Bson::as_i64));
-            let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
-            *sold.bought.entry(user.to_owned()).or_default() +=
-                order.get_i64("quantity").map_err(anyhow::Error::from)?;
-        }
-        sold.serials.sort_unstable();
-        Ok(sold)
+        self.bounded_long(async {
+            let mut sold = SoldUnits::default();
+            let mut orders = self
+                .orders
+                .clone_with_type::<bson::Document>()
+                .find(doc! {"sale_id": sale.as_str()})
+                .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
+                .await?;
+            while let Some(order) = orders.try_next().await? {
+                let units = order.get_array("units").map_err(anyhow::Error::from)?;
+                sold.serials
+                    .extend(units.iter().filter_map(bson::Bson::as_i64));
+                let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
+                *sold.bought.entry(user.to_owned()).or_default() +=
+                    order.get_i64("quantity").map_err(anyhow::Error::from)?;
+            }
+            sold.serials.sort_unstable();
+            Ok(sold)
+        })
+        .await
     }
 }

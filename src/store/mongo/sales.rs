@@ -8,39 +8,52 @@ use crate::{ids::SaleId, store::StoreError};
 
 impl Mongo {
     pub async fn find_sale(&self, sale: &SaleId) -> Result<Option<SaleDoc>, StoreError> {
-        Ok(self.sales.find_one(doc! {"_id": sale.as_str()}).await?)
+        self.bounded(async { Ok(self.sales.find_one(doc! {"_id": sale.as_str()}).await?) })
+            .await
     }
 
     /// Sales whose window ends after `horizon`.
     pub async fn sales_ending_after(&self, horizon: DateTime) -> Result<Vec<SaleDoc>, StoreError> {
-        Ok(self
-            .sales
-            .find(doc! {"ends_at": {"$gt": horizon}})
-            .await?
-            .try_collect()
-            .await?)
+        self.bounded(async {
+            Ok(self
+                .sales
+                .find(doc! {"ends_at": {"$gt": horizon}})
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
     }
 
     /// Sales, latest start first.
     pub async fn list_sales(&self, limit: i64) -> Result<Vec<SaleDoc>, StoreError> {
-        Ok(self
-            .sales
-            .find(doc! {})
-            .sort(doc! {"starts_at": -1, "_id": -1})
-            .limit(limit)
-            .await?
-            .try_collect()
-            .await?)
+        self.bounded(async {
+            Ok(self
+                .sales
+                .find(doc! {})
+                .sort(doc! {"starts_at": -1, "_id": -1})
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
     }
 
     pub async fn insert_sale(&self, sale: &SaleDoc) -> Result<(), StoreError> {
-        self.sales.insert_one(sale).await?;
-        Ok(())
+        self.bounded(async {
+            self.sales.insert_one(sale).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn replace_sale(&self, sale: &SaleDoc) -> Result<(), StoreError> {
-        self.sales.replace_one(doc! {"_id": &sale.id}, sale).await?;
-        Ok(())
+        self.bounded(async {
+            self.sales.replace_one(doc! {"_id": &sale.id}, sale).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn close_sale(
@@ -49,12 +62,15 @@ impl Mongo {
         closed_at: DateTime,
         ends_at: DateTime,
     ) -> Result<(), StoreError> {
-        self.sales
-            .update_one(
-                doc! {"_id": sale.as_str()},
-                doc! {"$set": {"closed_at": closed_at, "ends_at": ends_at}},
-            )
-            .await?;
-        Ok(())
+        self.bounded(async {
+            self.sales
+                .update_one(
+                    doc! {"_id": sale.as_str()},
+                    doc! {"$set": {"closed_at": closed_at, "ends_at": ends_at}},
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 }
