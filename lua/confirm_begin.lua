@@ -4,7 +4,7 @@
 -- KEYS: sale holds deadlines
 -- ARGV[1] rid  ARGV[2] buyer  ARGV[3] lease (ms)
 -- Replies (r):
---   confirming {qty, units, slots, price, currency, expires}
+--   confirming {qty, units, slots, price, currency, expires, lease}
 --   missing (no such hold in Redis) | not_found (another buyer's hold)
 --   confirmed | cancelled | expired
 return fd_with_sale(function(s, now)
@@ -19,5 +19,5 @@ return fd_with_sale(function(s, now)
   fd_put_hold(rid, h)
   redis.call('ZADD', K.deadlines, h.lease, rid)
   return {r = 'confirming', qty = h.qty, units = h.units, slots = h.slots,
-    price = s.price, currency = s.currency, expires = h.expires}
+    price = s.price, currency = s.currency, expires = h.expires, lease = h.lease}
 end)

@@ -7,8 +7,8 @@
 -- ARGV[1] publish command and channel  ARGV[2..] reservation ids
 -- Replies (r): missing (the sale is not in Redis) | done {holds: one per
 -- rid, in order: confirmed | already (confirmed before) | missing (no such
--- hold) | stale (its units were already returned: the caller repairs Redis
--- from MongoDB)}
+-- hold) | stale (its units were already returned)}; for missing and stale
+-- the caller applies the order with apply_order.
 return fd_with_sale(function(s, now)
   local outcomes = {}
   for i = 2, #ARGV do
@@ -22,11 +22,7 @@ return fd_with_sale(function(s, now)
     elseif not fd_is_live(h) then
       outcome = 'stale'
     else
-      fd_update(s, {held = s.held - h.qty, sold = s.sold + h.qty})
-      redis.call('HINCRBY', K.sale, 'holds_confirmed', 1)
-      redis.call('HINCRBY', K.bought, h.user, h.qty)
-      fd_end_hold(rid, h, 'confirmed', now)
-      fd_emit(s, 'confirmed', now, {rid = rid, user = h.user, qty = h.qty})
+      fd_confirm_hold(s, rid, h, now)
       outcome = 'confirmed'
     end
     outcomes[#outcomes + 1] = outcome

@@ -194,6 +194,15 @@ local function fd_end_hold(rid, h, state, now)
   end
 end
 
+-- A live hold's order is durable: the hold ends confirmed, its units sold.
+local function fd_confirm_hold(s, rid, h, now)
+  fd_update(s, {held = s.held - h.qty, sold = s.sold + h.qty})
+  redis.call('HINCRBY', K.sale, 'holds_confirmed', 1)
+  redis.call('HINCRBY', K.bought, h.user, h.qty)
+  fd_end_hold(rid, h, 'confirmed', now)
+  fd_emit(s, 'confirmed', now, {rid = rid, user = h.user, qty = h.qty})
+end
+
 -- A reservation id for a promoted buyer, of the same form as the API's
 -- (`<sale id>-<24 hex>`): seconds, a marker no ObjectId counter part uses
 -- here, and a per-sale sequence.

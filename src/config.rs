@@ -99,6 +99,11 @@ pub struct Settings {
     /// as a crash there would. Never set from the environment.
     #[doc(hidden)]
     pub fault_after_order_write: bool,
+    /// Test-only fault point: hold the first order write this long before
+    /// it is sent, as a stalled driver or network would. Never set from the
+    /// environment.
+    #[doc(hidden)]
+    pub fault_delay_order_write: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,9 @@ impl ConfigError {
         }
     }
 }
+
+/// How long a confirm may hold its lease before the reaper settles it.
+pub const CONFIRM_LEASE: Duration = Duration::from_secs(10);
 
 pub const DEFAULT_RATE_LIMIT_BUYER: &str = "10/s,burst=20";
 pub const DEFAULT_RATE_LIMIT_IP: &str = "100/s,burst=200";
@@ -210,6 +218,13 @@ impl Settings {
                     format!("{mongodb_timeout:?} is not a duration such as `2s` or `500ms`"),
                 )
             })?;
+        // A confirm must be over before the reaper takes it over.
+        if mongodb_timeout * 2 > CONFIRM_LEASE {
+            return Err(ConfigError::new(
+                "FLASHDROP_MONGODB_TIMEOUT",
+                format!("must be at most half the confirm lease of {CONFIRM_LEASE:?}"),
+            ));
+        }
         let count = |var: &'static str, default: &str| -> Result<Option<usize>, ConfigError> {
             let value = get(var, default);
             if value.eq_ignore_ascii_case("off") {
@@ -251,11 +266,12 @@ impl Settings {
             mongodb_timeout,
             ws_max_connections,
             ws_max_per_ip,
-            confirm_lease: Duration::from_secs(10),
+            confirm_lease: CONFIRM_LEASE,
             live_ping: Duration::from_secs(15),
             live_send_timeout: Duration::from_secs(10),
             ended_hold_retention: Duration::from_secs(24 * 3600),
             fault_after_order_write: false,
+            fault_delay_order_write: None,
         })
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! The hold moves to `confirming` with a lease, the order is written (its
 //! `_id` is the reservation id, so at most one order per hold), then Redis
-//! marks the hold confirmed. If the process dies in between, the reaper
-//! settles the hold when the lease ends: confirmed when the order is there,
-//! otherwise back to held (or expired past its deadline).
+//! marks the hold confirmed. A write whose outcome is unknown leaves the
+//! hold confirming. When the lease ends, the reaper settles the hold: it
+//! first fences the order off (claims its `_id`), so a write still on its
+//! way can never land after the units went back; if the order had landed
+//! the hold is confirmed, otherwise it expires. A write known to have
+//! failed puts the hold back to held until its deadline.
 
 use bson::DateTime as BsonDateTime;
 
@@ -18,15 +21,16 @@ use crate::{
     ids::ReservationId,
     store::{
         StoreError,
-        mongo::{OrderDoc, OrderWrite},
-        scripts::{AbortReply, BeginReply, FinishReply, HoldFinish, RepairReply},
+        mongo::{Fence, OrderDoc, OrderLookup},
+        scripts::{AbortCause, AbortReply, BeginReply, FinishReply, HoldFinish, RepairReply},
     },
 };
 
-/// Where a confirm that reached MongoDB ended up.
-enum Written {
-    New(OrderDoc),
-    Earlier(OrderDoc),
+fn given_up() -> ApiError {
+    ApiError::new(
+        ErrorCode::ReservationExpired,
+        "the confirm was given up after MongoDB did not answer in time; the hold has expired",
+    )
 }
 
 impl Holds {
@@ -42,19 +46,21 @@ impl Holds {
             .redis
             .confirm_begin(rid, buyer, self.confirm_lease)
             .await?;
-        let (qty, units, slots, price, currency) = match begin {
+        let (qty, units, slots, price, currency, lease) = match begin {
             BeginReply::Confirming {
                 qty,
                 units,
                 slots,
                 price,
                 currency,
+                lease,
                 ..
-            } => (qty, units, slots, price, currency),
+            } => (qty, units, slots, price, currency, lease),
             BeginReply::Confirmed | BeginReply::Missing => {
                 return match self.store.mongo.order_of(rid, buyer).await? {
-                    Some(order) => Ok((order.into(), Outcome::Existing)),
-                    None => Err(ApiError::not_found("reservation")),
+                    OrderLookup::Order(order) => Ok((order.into(), Outcome::Existing)),
+                    OrderLookup::Voided => Err(given_up()),
+                    OrderLookup::Absent => Err(ApiError::not_found("reservation")),
                 };
             }
             BeginReply::NotFound => return Err(ApiError::not_found("reservation")),
@@ -92,82 +98,89 @@ impl Holds {
                 "MongoDB did not answer in time; the order may still be written",
             ));
         };
-        let written = match committed {
+        match committed {
+            Committed::Inserted(Finished::Skipped) => {
+                Err(ApiError::unavailable("fault point: after order write"))
+            }
             Committed::Inserted(finished) => {
-                match finished {
-                    Finished::Hold(HoldFinish::Confirmed | HoldFinish::Already)
-                    | Finished::Rebuilt => {}
-                    Finished::Hold(outcome @ (HoldFinish::Missing | HoldFinish::Stale)) => {
-                        tracing::error!(%rid, ?outcome, "order written for a hold Redis no longer had live; MongoDB's unique indexes guard against a second sale");
-                    }
+                if let Finished::Failed(err) = finished {
                     // The order is durable: the buyer hears so, and the
                     // reaper marks the hold when its confirm lease ends.
-                    Finished::Failed(err) => {
-                        tracing::warn!(%rid, error = %err, "order durable, Redis not told yet; the reaper settles the hold");
-                    }
-                    Finished::Skipped => {
-                        return Err(ApiError::unavailable("fault point: after order write"));
-                    }
+                    tracing::warn!(%rid, error = %err, "order durable, Redis not told yet; the reaper settles the hold");
                 }
-                return Ok((order.into(), Outcome::Created));
+                Ok((order.into(), Outcome::Created))
             }
-            Committed::NotInserted(OrderWrite::Inserted) => Written::New(order),
-            Committed::NotInserted(OrderWrite::Refused) => {
-                match self.store.mongo.order_of(rid, buyer).await? {
-                    Some(earlier) => Written::Earlier(earlier),
-                    None => return Err(self.repair_conflict(rid, &order).await),
+            // A unique index refused it: written before, fenced off, or
+            // units or slots MongoDB has sold and Redis forgot.
+            Committed::Refused => match self.store.mongo.order_of(rid, buyer).await? {
+                OrderLookup::Order(earlier) => {
+                    self.finish_confirm(rid, &earlier).await?;
+                    Ok((earlier.into(), Outcome::Existing))
                 }
+                OrderLookup::Voided => Err(given_up()),
+                OrderLookup::Absent => Err(self.repair_conflict(rid, &order).await),
+            },
+            Committed::NotSent(err) => {
+                self.abort_confirm(rid, AbortCause::Unwritten { lease })
+                    .await;
+                Err(err.into())
             }
-            Committed::NotInserted(OrderWrite::NotSent(err)) => {
-                self.abort_confirm(rid).await;
-                return Err(err.into());
-            }
-            Committed::NotInserted(OrderWrite::Unknown(err)) => {
-                match self.store.mongo.order_of(rid, buyer).await {
-                    Ok(Some(earlier)) => Written::Earlier(earlier),
-                    Ok(None) => {
-                        self.abort_confirm(rid).await;
-                        return Err(err.into());
-                    }
-                    // Cannot tell whether the order landed: leave the hold
-                    // confirming; the reaper settles it when the lease ends.
-                    Err(check) => {
-                        tracing::warn!(%rid, error = %check, "confirm outcome unknown; reaper will settle it");
-                        return Err(err.into());
-                    }
+            // It may land yet: only a fence may undo this confirm.
+            Committed::Unknown(err) => match self.store.mongo.order_of(rid, buyer).await {
+                Ok(OrderLookup::Order(earlier)) => {
+                    self.finish_confirm(rid, &earlier).await?;
+                    Ok((earlier.into(), Outcome::Existing))
                 }
-            }
-        };
-        let (order, outcome) = match written {
-            Written::New(order) => (order, Outcome::Created),
-            Written::Earlier(order) => (order, Outcome::Existing),
-        };
-        self.finish_confirm(rid).await?;
-        Ok((order.into(), outcome))
+                Ok(OrderLookup::Voided) => Err(given_up()),
+                Ok(OrderLookup::Absent) | Err(_) => {
+                    tracing::warn!(%rid, error = %err, "confirm outcome unknown; the reaper settles it when the lease ends");
+                    Err(err.into())
+                }
+            },
+        }
     }
 
-    /// Marks a hold whose order is in MongoDB as confirmed in Redis.
-    pub(crate) async fn finish_confirm(&self, rid: &ReservationId) -> Result<(), StoreError> {
+    /// Marks a hold whose order is in MongoDB as confirmed in Redis; when
+    /// Redis no longer holds the hold live, counts the order anyway.
+    pub(crate) async fn finish_confirm(
+        &self,
+        rid: &ReservationId,
+        order: &OrderDoc,
+    ) -> Result<(), StoreError> {
         match self.store.redis.confirm_finish(rid.sale(), &[rid]).await? {
-            FinishReply::Done { holds } => {
-                if let Some(outcome @ (HoldFinish::Missing | HoldFinish::Stale)) = holds.first() {
-                    tracing::error!(%rid, ?outcome, "order written for a hold Redis no longer had live; MongoDB's unique indexes guard against a second sale");
-                }
-            }
+            FinishReply::Done { holds } => match holds.first() {
+                Some(HoldFinish::Missing | HoldFinish::Stale) => self.apply_order(rid, order).await,
+                _ => Ok(()),
+            },
             // Redis lost the sale; a rebuild counts the order from MongoDB.
             FinishReply::Missing => {
                 if let Ok(sale) = self.recovery.sale_doc(rid.sale()).await {
                     self.recovery.restore(&sale).await?;
                 }
+                Ok(())
             }
         }
+    }
+
+    /// Counts a durable order Redis had not counted (its hold was lost).
+    pub(crate) async fn apply_order(
+        &self,
+        rid: &ReservationId,
+        order: &OrderDoc,
+    ) -> Result<(), StoreError> {
+        let reply = self
+            .store
+            .redis
+            .apply_order(rid, &order.user_id, &order.units)
+            .await?;
+        tracing::warn!(%rid, ?reply, "order landed after Redis lost its hold; counted it");
         Ok(())
     }
 
-    /// The order is known not to be in MongoDB: back to held (or expired).
-    pub(crate) async fn abort_confirm(&self, rid: &ReservationId) {
-        match self.store.redis.confirm_abort(rid).await {
-            Ok(AbortReply::Held | AbortReply::Expired) => {}
+    /// The order is known not to be in MongoDB and never to land.
+    pub(crate) async fn abort_confirm(&self, rid: &ReservationId, cause: AbortCause) {
+        match self.store.redis.confirm_abort(rid, cause).await {
+            Ok(AbortReply::Held | AbortReply::Expired | AbortReply::Reclaimed) => {}
             Ok(AbortReply::Missing | AbortReply::Unchanged { .. }) => {}
             Err(err) => {
                 tracing::warn!(%rid, error = %err, "confirm abort failed; the reaper will settle the hold");
@@ -175,16 +188,22 @@ impl Holds {
         }
     }
 
-    /// Settles a confirming hold whose lease ran out: confirmed when its
-    /// order is in MongoDB, otherwise back to held or expired.
+    /// Settles a confirming hold whose lease ran out: the order is fenced
+    /// off first, so a write still on its way cannot land after the units
+    /// go back; then the hold is confirmed if its order had landed, and
+    /// expires otherwise.
     pub(crate) async fn settle_confirming(&self, rid: &ReservationId) -> Result<(), StoreError> {
-        let Some(order) = self.store.mongo.order(rid.as_str()).await? else {
-            tracing::info!(%rid, "settled: no order, confirm undone");
-            self.abort_confirm(rid).await;
-            return Ok(());
-        };
-        tracing::info!(%rid, buyer = order.user_id, "settled: order found, hold confirmed");
-        self.finish_confirm(rid).await
+        match self.store.mongo.fence_order(rid).await? {
+            Fence::Ordered(order) => {
+                tracing::info!(%rid, "settled: order found, hold confirmed");
+                self.finish_confirm(rid, &order).await
+            }
+            Fence::Voided => {
+                tracing::info!(%rid, "settled: no order, fenced off, hold expired");
+                self.abort_confirm(rid, AbortCause::Fenced).await;
+                Ok(())
+            }
+        }
     }
 
     /// MongoDB refused the order by a unique index other than `_id`: Redis

@@ -13,6 +13,7 @@ use futures_util::future::join_all;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{
+    config::Settings,
     ids::{ReservationId, SaleId},
     recovery::Recovery,
     store::{
@@ -32,14 +33,21 @@ const WRITE_SLOTS: usize = 4;
 pub enum Committed {
     /// Durable in MongoDB; how marking its hold confirmed in Redis went.
     Inserted(Finished),
-    /// Not known to be written: the confirm settles it itself.
-    NotInserted(OrderWrite),
+    /// A unique index refused it.
+    Refused,
+    /// It certainly was not written.
+    NotSent(StoreError),
+    /// It may or may not land.
+    Unknown(StoreError),
 }
 
 /// Redis' side of a durable order.
 #[derive(Debug)]
 pub enum Finished {
-    Hold(HoldFinish),
+    /// The hold was confirmed (now or before).
+    Confirmed,
+    /// Redis no longer held the hold live; the order was counted anyway.
+    Applied,
     /// Redis had lost the sale; it was rebuilt from MongoDB, which counts
     /// the order.
     Rebuilt,
@@ -62,14 +70,15 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the batcher. `finish_in_redis: false` is a test's fault
-    /// point: orders are written, holds are left confirming.
-    pub fn start(store: Store, recovery: Recovery, finish_in_redis: bool) -> Self {
+    /// Starts the batcher. The settings' fault points (tests only) stop a
+    /// batch after its write, or hold it back before.
+    pub fn start(store: Store, recovery: Recovery, settings: &Settings) -> Self {
         let (queue, pending) = mpsc::channel(MAX_BATCH * WRITE_SLOTS * 2);
         let batcher = Batcher {
             store,
             recovery,
-            finish_in_redis,
+            finish_in_redis: !settings.fault_after_order_write,
+            delay_first_write: Arc::new(std::sync::Mutex::new(settings.fault_delay_order_write)),
         };
         tokio::spawn(batcher.run(pending));
         Self { queue }
@@ -81,9 +90,9 @@ impl GroupCommit {
     pub async fn commit(&self, rid: ReservationId, order: OrderDoc) -> (OrderDoc, Committed) {
         let (done, outcome) = oneshot::channel();
         let stopped = || {
-            Committed::NotInserted(OrderWrite::Unknown(StoreError::Unavailable(
+            Committed::NotSent(StoreError::Unavailable(
                 "the order writer has stopped".into(),
-            )))
+            ))
         };
         if let Err(mpsc::error::SendError(p)) = self.queue.send(Pending { rid, order, done }).await
         {
@@ -99,6 +108,8 @@ struct Batcher {
     store: Store,
     recovery: Recovery,
     finish_in_redis: bool,
+    /// Test fault point: the first batch waits this long before its write.
+    delay_first_write: Arc<std::sync::Mutex<Option<std::time::Duration>>>,
 }
 
 impl Batcher {
@@ -134,6 +145,10 @@ impl Batcher {
     }
 
     async fn commit(&self, batch: Vec<Pending>) {
+        let delay = self.delay_first_write.lock().expect("fault lock").take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
         let orders: Vec<&OrderDoc> = batch.iter().map(|p| &p.order).collect();
         let started = Instant::now();
         let writes = self.store.mongo.insert_orders(&orders).await;
@@ -151,8 +166,8 @@ impl Batcher {
         if self.finish_in_redis {
             let batch = &batch;
             let calls = by_sale.iter().map(|(sale, members)| async move {
-                let rids: Vec<&ReservationId> = members.iter().map(|&i| &batch[i].rid).collect();
-                (members, self.finish(sale, &rids).await)
+                let items: Vec<&Pending> = members.iter().map(|&i| &batch[i]).collect();
+                (members, self.finish(sale, &items).await)
             });
             for (members, outcomes) in join_all(calls).await {
                 finished.extend(members.iter().copied().zip(outcomes));
@@ -164,18 +179,44 @@ impl Batcher {
                 OrderWrite::Inserted => {
                     Committed::Inserted(finished.remove(&i).unwrap_or(Finished::Skipped))
                 }
-                other => Committed::NotInserted(other),
+                OrderWrite::Refused => Committed::Refused,
+                OrderWrite::NotSent(e) => Committed::NotSent(e),
+                OrderWrite::Unknown(e) => Committed::Unknown(e),
             };
             let _ = pending.done.send((pending.order, committed));
         }
     }
 
     /// Marks the holds of one sale confirmed, one outcome per hold.
-    async fn finish(&self, sale: &SaleId, rids: &[&ReservationId]) -> Vec<Finished> {
+    async fn finish(&self, sale: &SaleId, items: &[&Pending]) -> Vec<Finished> {
+        let rids: Vec<&ReservationId> = items.iter().map(|p| &p.rid).collect();
+        let rids = rids.as_slice();
         let each = |f: &dyn Fn() -> Finished| rids.iter().map(|_| f()).collect();
         match self.store.redis.confirm_finish(sale, rids).await {
             Ok(FinishReply::Done { holds }) if holds.len() == rids.len() => {
-                holds.into_iter().map(Finished::Hold).collect()
+                let mut finished = Vec::with_capacity(holds.len());
+                for (outcome, item) in holds.into_iter().zip(items) {
+                    finished.push(match outcome {
+                        HoldFinish::Confirmed | HoldFinish::Already => Finished::Confirmed,
+                        // Redis lost the hold (a rebuild read MongoDB before
+                        // this order landed): the durable order wins.
+                        HoldFinish::Missing | HoldFinish::Stale => {
+                            match self
+                                .store
+                                .redis
+                                .apply_order(&item.rid, &item.order.user_id, &item.order.units)
+                                .await
+                            {
+                                Ok(reply) => {
+                                    tracing::warn!(rid = %item.rid, ?reply, "order landed after Redis lost its hold; counted it");
+                                    Finished::Applied
+                                }
+                                Err(e) => Finished::Failed(e),
+                            }
+                        }
+                    });
+                }
+                finished
             }
             Ok(FinishReply::Done { holds }) => each(&|| {
                 Finished::Failed(StoreError::Other(anyhow::anyhow!(

@@ -24,7 +24,7 @@ use crate::{
     recovery::Recovery,
     store::{
         Store,
-        mongo::OrderDoc,
+        mongo::{OrderDoc, OrderLookup},
         redis::HoldState,
         scripts::{CancelReply, ReserveReply},
     },
@@ -143,11 +143,8 @@ impl Holds {
         coverage: Arc<Coverage>,
         settings: &Settings,
     ) -> Self {
-        let group_commit = group_commit::GroupCommit::start(
-            store.clone(),
-            recovery.clone(),
-            !settings.fault_after_order_write,
-        );
+        let group_commit =
+            group_commit::GroupCommit::start(store.clone(), recovery.clone(), settings);
         Self {
             store,
             recovery,
@@ -235,14 +232,16 @@ impl Holds {
         let Some(hold) = self.store.redis.hold(rid).await? else {
             // Pruned or lost from Redis: a confirmed hold lives on as its order.
             return match self.store.mongo.order_of(rid, buyer).await? {
-                Some(order) => Ok(ReservationView {
+                OrderLookup::Order(order) => Ok(ReservationView {
                     reservation_id: rid.to_string(),
                     sale_id: order.sale_id,
                     quantity: order.quantity,
                     status: HoldStatus::Confirmed,
                     expires_at: order.created_at.to_chrono(),
                 }),
-                None => Err(ApiError::not_found("reservation")),
+                OrderLookup::Voided | OrderLookup::Absent => {
+                    Err(ApiError::not_found("reservation"))
+                }
             };
         };
         if hold.user != buyer {
@@ -276,8 +275,10 @@ impl Holds {
             )),
             CancelReply::Confirmed => Err(confirmed()),
             CancelReply::Missing => match self.store.mongo.order_of(rid, buyer).await? {
-                Some(_) => Err(confirmed()),
-                None => Err(ApiError::not_found("reservation")),
+                OrderLookup::Order(_) => Err(confirmed()),
+                OrderLookup::Voided | OrderLookup::Absent => {
+                    Err(ApiError::not_found("reservation"))
+                }
             },
             CancelReply::NotFound => Err(ApiError::not_found("reservation")),
         }

@@ -86,3 +86,129 @@ async fn a_paused_mongodb_stops_only_what_needs_it() {
     assert!(quiet.is_some());
     app.check_invariants(&sale).await;
 }
+
+/// An order write that lands only after its hold's confirm lease ran out
+/// must not sell units Redis has already given back: the settle fences the
+/// write first, so the late write is refused and the units' new holder can
+/// buy them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_write_landing_after_its_lease_never_sells_returned_units() {
+    let app = spawn_app_with(|s| {
+        s.confirm_lease = Duration::from_millis(300);
+        s.mongodb_timeout = Duration::from_secs(5);
+        s.fault_delay_order_write = Some(Duration::from_secs(3));
+    })
+    .await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1, "hold_seconds": 2}))
+        .await;
+    let first = hold(&app, &sale, "first", 1).await;
+    // Later holds last long: the second buyer's hold outlives the late write.
+    let patched = app
+        .http
+        .patch(app.api(&format!("/admin/sales/{sale}")))
+        .bearer_auth(crate::helpers::admin_token())
+        .json(&json!({"hold_seconds": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let app = std::sync::Arc::new(app);
+    let late = {
+        let (app, first) = (app.clone(), first.clone());
+        tokio::spawn(async move { app.confirm(&first, "first").await.status().as_u16() })
+    };
+    // The unit comes back while the first write is still on its way, and a
+    // second buyer takes it.
+    let second = eventually(Duration::from_secs(3), || async {
+        let resp = app.reserve(&sale, "second", 1).await;
+        match resp.status().as_u16() {
+            201 => Some(crate::helpers::rid_of(resp).await),
+            _ => None,
+        }
+    })
+    .await
+    .expect("the unit came back");
+    // The first write lands only now; the second buyer confirms after it.
+    assert_ne!(
+        late.await.unwrap(),
+        201,
+        "the late write must not sell the unit"
+    );
+    assert_eq!(app.confirm(&second, "second").await.status(), 201);
+    let orders = app.orders(&sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].user_id, "second");
+    assert_eq!(app.check_invariants(&sale).await, (0, 0, 1));
+}
+
+/// A rebuild that read MongoDB before an in-flight order landed still
+/// counts that order once it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_counts_an_order_that_lands_after_it() {
+    let redis = crate::helpers::RedisServer::start();
+    let url = redis.url.clone();
+    let app = spawn_app_with(|s| {
+        s.redis_url = url;
+        s.mongodb_timeout = Duration::from_secs(5);
+        s.fault_delay_order_write = Some(Duration::from_millis(1500));
+    })
+    .await;
+    let sale = app
+        .create_sale(json!({"total": 3, "per_user_limit": 2}))
+        .await;
+    let rid = hold(&app, &sale, "inflight", 2).await;
+    let app = std::sync::Arc::new(app);
+    let confirm = {
+        let (app, rid) = (app.clone(), rid.clone());
+        tokio::spawn(async move { app.confirm(&rid, "inflight").await.status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    // The next read rebuilds the sale from MongoDB, which has no order yet.
+    assert_eq!(app.get_sale(&sale).await["sold"], 0);
+    assert_eq!(confirm.await.unwrap(), 201);
+    assert_eq!(app.check_invariants(&sale).await, (1, 0, 2));
+    drop(redis);
+}
+
+/// The late order's units may meanwhile be held by another buyer (Redis
+/// believed them free after the rebuild): the durable order wins them, and
+/// the other hold keeps what is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_order_wins_its_units_back_from_a_newer_hold() {
+    let redis = crate::helpers::RedisServer::start();
+    let url = redis.url.clone();
+    let app = spawn_app_with(|s| {
+        s.redis_url = url;
+        s.mongodb_timeout = Duration::from_secs(5);
+        s.fault_delay_order_write = Some(Duration::from_millis(1500));
+    })
+    .await;
+    let sale = app
+        .create_sale(json!({"total": 4, "per_user_limit": 3}))
+        .await;
+    let rid = hold(&app, &sale, "inflight", 2).await;
+    let app = std::sync::Arc::new(app);
+    let confirm = {
+        let (app, rid) = (app.clone(), rid.clone());
+        tokio::spawn(async move { app.confirm(&rid, "inflight").await.status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    // After the rebuild every unit looks free: a newcomer holds three,
+    // including both of the in-flight order's.
+    let grabber = hold(&app, &sale, "grabber", 3).await;
+    assert_eq!(confirm.await.unwrap(), 201);
+    assert_eq!(app.check_invariants(&sale).await, (1, 1, 2));
+    assert_eq!(app.reservation(&grabber, "grabber").await["quantity"], 1);
+    assert_eq!(app.confirm(&grabber, "grabber").await.status(), 201);
+    assert_eq!(app.check_invariants(&sale).await, (1, 0, 3));
+    drop(redis);
+}

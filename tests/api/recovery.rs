@@ -115,13 +115,15 @@ async fn mongodb_unreachable_during_confirm_is_503_and_loses_nothing() {
         "mongodb://127.0.0.1:{}/?directConnection=true&serverSelectionTimeoutMS=1000",
         proxy.port
     );
+    // The lease outlasts the failing confirm (1 s of server selection), as
+    // the real one (10 s) outlasts FLASHDROP_MONGODB_TIMEOUT.
     let app = spawn_app_with(|s| {
         s.mongodb_uri = flashdrop::config::Secret::new(uri);
-        s.confirm_lease = Duration::from_millis(500);
+        s.confirm_lease = Duration::from_secs(3);
     })
     .await;
     let sale = app
-        .create_sale(json!({"total": 3, "hold_seconds": 3}))
+        .create_sale(json!({"total": 3, "hold_seconds": 5}))
         .await;
     let rid = hold(&app, &sale, "ivy", 2).await;
 

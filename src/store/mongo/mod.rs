@@ -9,7 +9,7 @@ mod orders;
 mod sales;
 
 pub use events::SummaryFigures;
-pub use orders::OrderWrite;
+pub use orders::{Fence, OrderLookup, OrderWrite};
 
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use bson::{DateTime, doc};
 use mongodb::{
     Client, Collection, Database, IndexModel,
     error::{Error, ErrorKind, WriteFailure},
-    options::{Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern},
+    options::{
+        Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadConcern, WriteConcern,
+    },
 };
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +93,10 @@ pub struct Mongo {
     /// Writes wait for a majority and the journal: an order is durable
     /// before the API says 201.
     orders: Collection<OrderDoc>,
+    /// The same collection as plain documents, for fences (same write
+    /// concern), and for reads whose answer must not roll back.
+    orders_raw: Collection<bson::Document>,
+    orders_read: Collection<bson::Document>,
     stock_events: Collection<StockEventDoc>,
     /// How long one operation may take before its caller gives up.
     timeout: Duration,
@@ -124,9 +130,14 @@ impl Mongo {
                     .build(),
             )
             .build();
+        let majority_reads = CollectionOptions::builder()
+            .read_concern(ReadConcern::majority())
+            .build();
         Ok(Self {
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
+            orders_raw: db.collection_with_options("orders", durable.clone()),
+            orders_read: db.collection_with_options("orders", majority_reads),
             stock_events: db.collection_with_options("stock_events", durable),
             db,
             timeout: Duration::from_secs(2),

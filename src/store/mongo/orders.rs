@@ -9,6 +9,9 @@ use futures_util::TryStreamExt;
 use mongodb::error::ErrorKind;
 
 use super::{DUPLICATE_KEY, Mongo, OrderDoc, never_sent};
+
+/// The field that marks a fence document in `orders`.
+const VOID: &str = "void";
 use crate::{
     ids::{ReservationId, SaleId},
     store::StoreError,
@@ -26,6 +29,25 @@ pub enum OrderWrite {
     NotSent(StoreError),
     /// It may or may not have landed.
     Unknown(StoreError),
+}
+
+/// What `orders` holds under a reservation id.
+#[derive(Debug)]
+pub enum OrderLookup {
+    Order(OrderDoc),
+    /// A fence: the reservation's confirm was given up, and no order can
+    /// be written for it any more.
+    Voided,
+    Absent,
+}
+
+/// How fencing a reservation's order went.
+#[derive(Debug)]
+pub enum Fence {
+    /// No order can land for it from now on.
+    Voided,
+    /// The order had landed: the confirm went through.
+    Ordered(OrderDoc),
 }
 
 /// What MongoDB has sold of a sale: every sold serial (ascending) and each
@@ -91,25 +113,69 @@ impl Mongo {
             .collect()
     }
 
-    /// A buyer's order of a reservation.
+    /// A buyer's order of a reservation (another buyer's reads as absent).
     pub async fn order_of(
         &self,
         rid: &ReservationId,
         buyer: &str,
-    ) -> Result<Option<OrderDoc>, StoreError> {
-        self.bounded(async {
-            Ok(self
-                .orders
-                .find_one(doc! {"_id": rid.as_str(), "user_id": buyer})
-                .await?)
+    ) -> Result<OrderLookup, StoreError> {
+        Ok(match self.lookup(rid.as_str()).await? {
+            OrderLookup::Order(o) if o.user_id != buyer => OrderLookup::Absent,
+            found => found,
         })
-        .await
     }
 
     /// The order of a reservation, whoever made it.
     pub async fn order(&self, rid: &str) -> Result<Option<OrderDoc>, StoreError> {
-        self.bounded(async { Ok(self.orders.find_one(doc! {"_id": rid}).await?) })
-            .await
+        Ok(match self.lookup(rid).await? {
+            OrderLookup::Order(o) => Some(o),
+            OrderLookup::Voided | OrderLookup::Absent => None,
+        })
+    }
+
+    /// What `orders` holds under `_id`, read with majority read concern so
+    /// what it saw cannot roll back.
+    async fn lookup(&self, id: &str) -> Result<OrderLookup, StoreError> {
+        self.bounded(async {
+            let found = self.orders_read.find_one(doc! {"_id": id}).await?;
+            Ok(match found {
+                None => OrderLookup::Absent,
+                Some(d) if d.get_bool(VOID).unwrap_or(false) => OrderLookup::Voided,
+                Some(d) => OrderLookup::Order(
+                    bson::from_document(d).map_err(|e| anyhow::anyhow!("bad order: {e}"))?,
+                ),
+            })
+        })
+        .await
+    }
+
+    /// Makes sure no order can land for a reservation from now on, unless
+    /// one already has: claims its `_id` with a fence document (its own
+    /// `sale_id`, so it meets no other order in the unique indexes).
+    pub async fn fence_order(&self, rid: &ReservationId) -> Result<Fence, StoreError> {
+        let fence = doc! {
+            "_id": rid.as_str(), VOID: true, "sale_id": format!("void:{rid}"),
+            "user_id": "", "voided_at": bson::DateTime::now(),
+        };
+        let inserted = self
+            .bounded(async {
+                match self.orders_raw.insert_one(fence).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if super::is_duplicate_key(&e) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        if inserted {
+            return Ok(Fence::Voided);
+        }
+        match self.lookup(rid.as_str()).await? {
+            OrderLookup::Order(order) => Ok(Fence::Ordered(order)),
+            OrderLookup::Voided => Ok(Fence::Voided),
+            OrderLookup::Absent => Err(StoreError::Other(anyhow::anyhow!(
+                "{rid}: refused as a duplicate, then not found"
+            ))),
+        }
     }
 
     /// A buyer's orders, newest first.

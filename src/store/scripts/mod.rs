@@ -63,6 +63,7 @@ scripts! {
     confirm_begin: "confirm_begin.lua" [Sale Holds Deadlines];
     confirm_finish: "confirm_finish.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
     confirm_abort: "confirm_abort.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    apply_order: "apply_order.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
     cancel: "cancel.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
     reap: "reap.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
     repair_hold: "repair_hold.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
@@ -156,6 +157,17 @@ impl From<&SaleDoc> for LiveSettings {
     }
 }
 
+/// Why a confirm is undone, which decides whether the hold lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortCause {
+    /// The order write of the confirm with this lease certainly failed:
+    /// the hold goes back to held until its deadline, unless the reaper
+    /// has claimed it since.
+    Unwritten { lease: i64 },
+    /// The confirm was given up and its order fenced off: the hold ends.
+    Fenced,
+}
+
 /// How a sale is opened: new, or rebuilt from MongoDB with what is sold.
 #[derive(Debug, Clone, Copy)]
 pub enum Opening {
@@ -234,10 +246,35 @@ impl Redis {
         self.run(&call).await
     }
 
-    pub async fn confirm_abort(&self, rid: &ReservationId) -> Result<AbortReply, StoreError> {
+    pub async fn confirm_abort(
+        &self,
+        rid: &ReservationId,
+        cause: AbortCause,
+    ) -> Result<AbortReply, StoreError> {
         let keys = SaleKeys::new(rid.sale());
         let mut call = self.scripts.confirm_abort.on(&keys);
         call.arg(self.announce(&keys)).arg(rid.as_str());
+        match cause {
+            AbortCause::Unwritten { lease } => call.arg("unwritten").arg(lease),
+            AbortCause::Fenced => call.arg("fenced").arg(0),
+        };
+        self.run(&call).await
+    }
+
+    /// Counts a durable order whose hold Redis does not hold live.
+    pub async fn apply_order(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        units: &[i64],
+    ) -> Result<ApplyReply, StoreError> {
+        let keys = SaleKeys::new(rid.sale());
+        let units: Vec<String> = units.iter().map(i64::to_string).collect();
+        let mut call = self.scripts.apply_order.on(&keys);
+        call.arg(self.announce(&keys))
+            .arg(rid.as_str())
+            .arg(buyer)
+            .arg(units.join(","));
         self.run(&call).await
     }
 

@@ -71,6 +71,9 @@ pub enum BeginReply {
         price: i64,
         currency: String,
         expires: i64,
+        /// The confirm's lease: proof that the hold is still this
+        /// confirm's when it is undone.
+        lease: i64,
     },
     Missing,
     NotFound,
@@ -108,7 +111,23 @@ pub enum AbortReply {
     Held,
     Expired,
     Missing,
-    Unchanged { state: String },
+    Unchanged {
+        state: String,
+    },
+    /// The reaper claimed the hold since: it settles it.
+    Reclaimed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ApplyReply {
+    /// Counted; `from_holds` units were taken back from other holds.
+    Applied {
+        from_holds: i64,
+    },
+    /// Counted before.
+    Already,
+    Missing,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,6 +283,7 @@ sale_reply!(
     BeginReply,
     FinishReply,
     AbortReply,
+    ApplyReply,
     CancelReply,
     ReapReply,
     RepairReply,
