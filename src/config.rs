@@ -99,6 +99,14 @@ pub struct Settings {
     /// as a crash there would. Never set from the environment.
     #[doc(hidden)]
     pub fault_after_order_write: bool,
+    /// How long a sale's rebuild may hold its lock (it is renewed while the
+    /// rebuild stages its data).
+    #[doc(hidden)]
+    pub rebuild_lock_ttl: Duration,
+    /// Test-only fault point: a rebuild waits this long after reading
+    /// MongoDB, before it writes Redis. Never set from the environment.
+    #[doc(hidden)]
+    pub fault_rebuild_pause: Option<Duration>,
     /// Test-only fault point: hold the first order write this long before
     /// it is sent, as a stalled driver or network would. Never set from the
     /// environment.
@@ -272,6 +280,8 @@ impl Settings {
             ended_hold_retention: Duration::from_secs(24 * 3600),
             fault_after_order_write: false,
             fault_delay_order_write: None,
+            rebuild_lock_ttl: Duration::from_secs(30),
+            fault_rebuild_pause: None,
         })
     }
 }

@@ -1,33 +1,54 @@
-//! Recovery: when Redis has lost a running sale (a restart, a flush), the
-//! next request or the reaper rebuilds its live state from MongoDB. Units
-//! in orders stay sold, every other unit is free, buyers' bought counts
-//! come back; holds and the waiting list Redis lost are gone (their units
-//! are free again, waiters read `not_listed` and may join again). One
-//! caller rebuilds under a lock while the others wait for it.
+//! Recovery: when Redis has lost a running sale (a restart, a flush), or
+//! has come back older than MongoDB knows it to be, the sale's live state is
+//! rebuilt from MongoDB. Units in orders stay sold, every other unit is
+//! free, buyers' bought counts come back, and the waiting list is replayed
+//! from the stock event log in its order; holds Redis lost are gone (their
+//! units are free again). One caller rebuilds under a lock while the others
+//! wait for it, and the rebuild's last step is fenced: it changes nothing
+//! unless it still owns the lock and the sale is as it found it.
 
-use std::{future::Future, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    time::Duration,
+};
 
 use crate::{
+    config::Settings,
     error::ApiError,
     ids::SaleId,
     store::{
         Store, StoreError,
-        mongo::SaleDoc,
-        scripts::{LiveSettings, Opening, SaleReply},
+        mongo::{SaleDoc, StockEventDoc},
+        redis::Waiter,
+        scripts::{LiveSettings, RestoreReply, Restored, SaleReply},
     },
 };
-
-/// How long one rebuild may hold the lock.
-const LOCK_TTL: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Recovery {
     store: Store,
+    lock_ttl: Duration,
+    /// Test fault point: wait between reading MongoDB and writing Redis.
+    pause: Option<Duration>,
+}
+
+/// What a rebuild replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// Redis has no sale at all.
+    Everything,
+    /// Redis has the sale, older than MongoDB knows it (at this seq).
+    StaleAt(i64),
 }
 
 impl Recovery {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, settings: &Settings) -> Self {
+        Self {
+            store,
+            lock_ttl: settings.rebuild_lock_ttl,
+            pause: settings.fault_rebuild_pause,
+        }
     }
 
     /// The sale as an admin scheduled it; 404 when there is none.
@@ -56,35 +77,69 @@ impl Recovery {
         Ok(run().await?)
     }
 
-    /// Rebuilds a sale's Redis state from MongoDB unless Redis has it.
+    /// Rebuilds a sale Redis does not have.
     pub async fn restore(&self, doc: &SaleDoc) -> Result<(), StoreError> {
+        self.rebuild(doc, Lost::Everything).await
+    }
+
+    /// Rebuilds a sale from MongoDB, under the sale's lock. When another
+    /// caller holds the lock, waits for the sale to appear instead.
+    pub async fn rebuild(&self, doc: &SaleDoc, lost: Lost) -> Result<(), StoreError> {
         let sale = SaleId::parse(&doc.id)
             .map_err(|_| anyhow::anyhow!("sale document with a malformed id {:?}", doc.id))?;
         let redis = &self.store.redis;
         let token = SaleId::new().to_string();
-        if !redis.lock_rebuild(&sale, &token, LOCK_TTL).await? {
+        if !redis.lock_rebuild(&sale, &token, self.lock_ttl).await? {
             // Another request or instance is rebuilding; wait for it.
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                if redis.sale_exists(&sale).await? {
+                if lost == Lost::Everything && redis.sale_exists(&sale).await? {
                     return Ok(());
+                }
+                if redis.lock_rebuild(&sale, &token, self.lock_ttl).await? {
+                    return self.rebuild_locked(&sale, doc, lost, &token).await;
                 }
             }
             return Err(StoreError::Unavailable(
                 "sale state is being rebuilt; retry".into(),
             ));
         }
-        let result = self.rebuild(&sale, doc).await;
-        redis.unlock_rebuild(&sale, &token).await?;
+        self.rebuild_locked(&sale, doc, lost, &token).await
+    }
+
+    async fn rebuild_locked(
+        &self,
+        sale: &SaleId,
+        doc: &SaleDoc,
+        lost: Lost,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let result = self.stage_and_swap(sale, doc, lost, token).await;
+        // Released only while still ours: a lapsed lock is someone else's.
+        let _ = self.store.redis.rebuild_lock(sale, token, None).await;
         result
     }
 
-    async fn rebuild(&self, sale: &SaleId, doc: &SaleDoc) -> Result<(), StoreError> {
-        let redis = &self.store.redis;
-        if redis.sale_exists(sale).await? {
+    async fn stage_and_swap(
+        &self,
+        sale: &SaleId,
+        doc: &SaleDoc,
+        lost: Lost,
+        token: &str,
+    ) -> Result<(), StoreError> {
+        let (redis, mongo) = (&self.store.redis, &self.store.mongo);
+        if lost == Lost::Everything && redis.sale_exists(sale).await? {
             return Ok(());
         }
-        let sold = self.store.mongo.sold_units(sale).await?;
+        // Read MongoDB first; what lands after this is counted when it
+        // lands (see apply_order).
+        let sold = mongo.sold_units(sale).await?;
+        let events = mongo.waitlist_events(sale).await?;
+        let seq = mongo.last_event_seq(sale).await?;
+        if let Some(pause) = self.pause {
+            tokio::time::sleep(pause).await;
+        }
+        let line = replay_line(&events);
         let next = sold.serials.last().copied().unwrap_or(0) + 1;
         let units_sold = sold.serials.len() as i64;
         // Units below `next` that no order holds are free again.
@@ -97,24 +152,138 @@ impl Recovery {
                 true
             }
         });
-        redis.replace_live_state(sale, free, sold.bought).await?;
-        // Carry on from the last change recorded in MongoDB, so seq keeps
-        // rising for the live feed and the event log.
-        let seq = self.store.mongo.last_event_seq(sale).await?;
-        let opening = Opening::Restored {
+        let staged = redis
+            .stage_rebuild(sale, token, free, sold.bought, &line.waiters, self.lock_ttl)
+            .await?;
+        if !staged {
+            return Err(StoreError::Unavailable(
+                "the rebuild lost its lock; another caller rebuilds".into(),
+            ));
+        }
+        let settings = LiveSettings::from(doc);
+        let restored = Restored {
+            settings: &settings,
+            closed: doc.closed_at.is_some(),
             sold: units_sold,
             next,
             seq,
+            last_ticket: line.last_ticket,
+            line_closed: line.closed || doc.closed_at.is_some(),
         };
-        redis
-            .open_sale(
-                sale,
-                &LiveSettings::from(doc),
-                doc.closed_at.is_some(),
-                opening,
-            )
-            .await?;
-        tracing::warn!(sale_id = %sale, sold = units_sold, "sale state rebuilt from MongoDB");
-        Ok(())
+        let expect = match lost {
+            Lost::Everything => None,
+            Lost::StaleAt(seq) => Some(seq),
+        };
+        match redis.restore_sale(sale, token, expect, &restored).await? {
+            RestoreReply::Restored => {
+                tracing::warn!(sale_id = %sale, sold = units_sold, waiting = line.waiters.len(), ?lost, "sale state rebuilt from MongoDB");
+                Ok(())
+            }
+            RestoreReply::Exists | RestoreReply::Changed => Ok(()),
+            RestoreReply::Lost => Err(StoreError::Unavailable(
+                "the rebuild lost its lock; another caller rebuilds".into(),
+            )),
+        }
+    }
+}
+
+/// A waiting list replayed from the stock event log.
+#[derive(Debug, Default, PartialEq)]
+struct Line {
+    waiters: Vec<Waiter>,
+    last_ticket: i64,
+    closed: bool,
+}
+
+/// Replays joins, leaves and promotions in seq order. A buyer promoted to
+/// a hold that was still live when Redis lost it goes back to their place.
+fn replay_line(events: &[StockEventDoc]) -> Line {
+    let mut line: HashMap<String, Waiter> = HashMap::new();
+    let mut promoted: HashMap<String, Waiter> = HashMap::new();
+    let mut last_ticket = 0;
+    let mut closed = false;
+    for e in events {
+        let buyer = e.buyer.clone().unwrap_or_default();
+        match e.kind.as_str() {
+            "waitlist_joined" => {
+                let ticket = e.ticket.unwrap_or(e.seq);
+                last_ticket = last_ticket.max(ticket);
+                line.insert(
+                    buyer.clone(),
+                    Waiter {
+                        buyer,
+                        ticket,
+                        quantity: e.quantity.unwrap_or(1),
+                    },
+                );
+            }
+            "waitlist_left" => {
+                line.remove(&buyer);
+            }
+            "promoted" => {
+                if let (Some(waiter), Some(rid)) = (line.remove(&buyer), e.reservation_id.clone()) {
+                    promoted.insert(rid, waiter);
+                }
+            }
+            "confirmed" | "cancelled" | "expired" => {
+                if let Some(rid) = &e.reservation_id {
+                    promoted.remove(rid);
+                }
+            }
+            "sale_closed" => closed = true,
+            _ => {}
+        }
+    }
+    let mut waiters: BTreeMap<i64, Waiter> = line
+        .into_values()
+        .chain(promoted.into_values())
+        .map(|w| (w.ticket, w))
+        .collect();
+    Line {
+        waiters: std::mem::take(&mut waiters).into_values().collect(),
+        last_ticket,
+        closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, kind: &str, buyer: &str, rid: Option<&str>) -> StockEventDoc {
+        StockEventDoc {
+            sale_id: "s".into(),
+            seq,
+            kind: kind.into(),
+            quantity: Some(1),
+            buyer: Some(buyer.into()),
+            reservation_id: rid.map(str::to_owned),
+            ticket: (kind == "waitlist_joined").then_some(seq * 10),
+            available: 0,
+            held: 0,
+            sold: 0,
+            at: bson::DateTime::now(),
+            second: 0,
+        }
+    }
+
+    #[test]
+    fn the_line_comes_back_in_order_with_live_promotions_at_their_place() {
+        let events = [
+            event(1, "waitlist_joined", "a", None),
+            event(2, "waitlist_joined", "b", None),
+            event(3, "waitlist_joined", "c", None),
+            event(4, "promoted", "a", Some("r-a")),
+            event(5, "waitlist_left", "c", None),
+            event(6, "waitlist_joined", "d", None),
+            event(7, "promoted", "b", Some("r-b")),
+            event(8, "confirmed", "b", Some("r-b")),
+        ];
+        let line = replay_line(&events);
+        let order: Vec<&str> = line.waiters.iter().map(|w| w.buyer.as_str()).collect();
+        // a's promotion was live when Redis was lost: back at the head.
+        assert_eq!(order, ["a", "d"]);
+        assert_eq!(line.last_ticket, 60);
+        assert!(!line.closed);
     }
 }

@@ -83,7 +83,7 @@ impl Application {
             .and_then(|a| a.as_socket_addr().map(|a| a.port()))
             .unwrap_or(settings.listen.port());
         let store = Store { redis, mongo };
-        let recovery = Recovery::new(store.clone());
+        let recovery = Recovery::new(store.clone(), &settings);
         let coverage = Arc::new(Coverage::default());
         let sales = Sales::new(store.clone(), recovery.clone());
         let waitlist = Waitlist::new(store.clone(), recovery.clone());

@@ -14,7 +14,7 @@ use crate::{
     store::{
         Store, StoreError,
         mongo::SaleDoc,
-        scripts::{CloseReply, LiveSettings, Opening, ReadSaleReply, UpdateReply},
+        scripts::{CloseReply, LiveSettings, ReadSaleReply, UpdateReply},
     },
 };
 
@@ -48,7 +48,7 @@ impl Sales {
         // from MongoDB.
         self.store
             .redis
-            .open_sale(&id, &LiveSettings::from(&doc), false, Opening::New)
+            .open_sale(&id, &LiveSettings::from(&doc))
             .await?;
         tracing::info!(sale_id = %id, total = doc.total, "sale created");
         self.view(&id).await

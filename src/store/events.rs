@@ -132,6 +132,7 @@ fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
         quantity: field_i64(e, "qty"),
         buyer: field_str(e, "user"),
         reservation_id: field_str(e, "rid"),
+        ticket: field_i64(e, "ticket"),
         available: field_i64(e, "available").unwrap_or(0),
         held: field_i64(e, "held").unwrap_or(0),
         sold: field_i64(e, "sold").unwrap_or(0),

@@ -20,6 +20,7 @@
 //! | `promoted`  | hash   | buyer -> reservation id made for them from the line    |
 //! | `idem:…`    | string | `idem:<buyer len>:<buyer>:<key>` -> reservation id an Idempotency-Key made (24 h) |
 //! | `restore`   | string | owner token of the rebuild lock                        |
+//! | `stagefree:<token>`, `stagebought:<token>`, `stagewait:<token>`, `stagewaitq:<token>` | as `free`, `bought`, `wait`, `waitq` | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
 //!
 //! Channel (not a key): `fd:{<sale id>}:live`, the sale's live feed.
 
@@ -41,6 +42,10 @@ pub enum Role {
     Promoted,
     Idem,
     Restore,
+    Stagefree,
+    Stagebought,
+    Stagewait,
+    Stagewaitq,
 }
 
 impl Role {
@@ -59,7 +64,20 @@ impl Role {
             Role::Promoted => "promoted",
             Role::Idem => "idem",
             Role::Restore => "restore",
+            Role::Stagefree => "stagefree",
+            Role::Stagebought => "stagebought",
+            Role::Stagewait => "stagewait",
+            Role::Stagewaitq => "stagewaitq",
         }
+    }
+
+    /// Keys of this role carry a further name (a buyer's idempotency key,
+    /// a rebuild's token), so the caller supplies them.
+    pub const fn is_named(self) -> bool {
+        matches!(
+            self,
+            Role::Idem | Role::Stagefree | Role::Stagebought | Role::Stagewait | Role::Stagewaitq
+        )
     }
 }
 
@@ -78,11 +96,14 @@ impl SaleKeys {
 
     /// The key of a role that takes no further name.
     pub fn of(&self, role: Role) -> String {
-        debug_assert!(
-            role != Role::Idem,
-            "idempotency keys name a buyer and a key"
-        );
+        debug_assert!(!role.is_named(), "{role:?} keys carry a further name");
         format!("{}{}", self.prefix, role.name())
+    }
+
+    /// A rebuild's staging key of `role`, named by its lock token.
+    pub fn staging(&self, role: Role, token: &str) -> String {
+        debug_assert!(role.is_named() && role != Role::Idem);
+        format!("{}{}:{token}", self.prefix, role.name())
     }
 
     pub fn sale(&self) -> String {

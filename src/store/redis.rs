@@ -8,7 +8,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use redis::{AsyncCommands, aio::ConnectionManager};
 use serde::Deserialize;
 
-use super::{StoreError, keys::SaleKeys, scripts::Scripts};
+use super::{
+    StoreError,
+    keys::{Role, SaleKeys},
+    scripts::{LockReply, Scripts},
+};
 use crate::ids::{ReservationId, SaleId};
 
 #[derive(Clone)]
@@ -144,39 +148,82 @@ impl Redis {
         Ok(taken.is_some())
     }
 
-    /// Replaces a lost sale's live state, but for the sale hash itself,
-    /// with what MongoDB knows: `free` serials and each buyer's `bought`
-    /// count. Holds and the waiting list start empty. `open_sale` then
-    /// writes the sale hash.
-    pub async fn replace_live_state(
+    /// Stages what a rebuild will swap in (see `lua/restore_sale.lua`):
+    /// free serials, bought counts and the waiting list, under keys named by
+    /// the rebuild's lock token, which expire on their own if the rebuild
+    /// dies. The lock is renewed as the staging goes; `false` when it was
+    /// lost.
+    pub async fn stage_rebuild(
         &self,
         sale: &SaleId,
+        token: &str,
         free: impl IntoIterator<Item = i64>,
         bought: HashMap<String, i64>,
-    ) -> Result<(), StoreError> {
+        line: &[Waiter],
+        lock_ttl: Duration,
+    ) -> Result<bool, StoreError> {
         const CHUNK: usize = 10_000;
+        const CHUNKS_PER_CALL: usize = 10;
         let keys = SaleKeys::new(sale);
+        let staged: Vec<String> = [
+            Role::Stagefree,
+            Role::Stagebought,
+            Role::Stagewait,
+            Role::Stagewaitq,
+        ]
+        .into_iter()
+        .map(|r| keys.staging(r, token))
+        .collect();
+        let [free_key, bought_key, wait_key, waitq_key] =
+            <[String; 4]>::try_from(staged.clone()).expect("four staging keys");
         let mut pipe = redis::pipe();
-        let stale: Vec<String> = keys
-            .live_state()
-            .into_iter()
-            .filter(|k| *k != keys.sale())
-            .collect();
-        pipe.atomic().del(stale).ignore();
+        pipe.del(&staged).ignore();
+        let mut chunks = 0;
+        let flush = async |pipe: &mut redis::Pipeline| -> Result<bool, StoreError> {
+            pipe.query_async::<()>(&mut self.conn()).await?;
+            *pipe = redis::pipe();
+            let renewed = self.rebuild_lock(sale, token, Some(lock_ttl)).await?;
+            Ok(matches!(renewed, LockReply::Held))
+        };
         let mut batch = Vec::with_capacity(CHUNK);
         for serial in free {
             batch.push(serial);
             if batch.len() == CHUNK {
-                pipe.sadd(keys.free(), std::mem::take(&mut batch)).ignore();
+                pipe.sadd(&free_key, std::mem::take(&mut batch)).ignore();
+                chunks += 1;
+                if chunks % CHUNKS_PER_CALL == 0 && !flush(&mut pipe).await? {
+                    return Ok(false);
+                }
             }
         }
         if !batch.is_empty() {
-            pipe.sadd(keys.free(), batch).ignore();
+            pipe.sadd(&free_key, batch).ignore();
         }
         for chunk in bought.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
-            pipe.hset_multiple(keys.bought(), chunk).ignore();
+            pipe.hset_multiple(&bought_key, chunk).ignore();
         }
-        pipe.query_async::<()>(&mut self.conn()).await?;
-        Ok(())
+        for chunk in line.chunks(CHUNK) {
+            let tickets: Vec<(i64, &str)> =
+                chunk.iter().map(|w| (w.ticket, w.buyer.as_str())).collect();
+            let wants: Vec<(&str, i64)> = chunk
+                .iter()
+                .map(|w| (w.buyer.as_str(), w.quantity))
+                .collect();
+            pipe.zadd_multiple(&wait_key, &tickets).ignore();
+            pipe.hset_multiple(&waitq_key, &wants).ignore();
+        }
+        for key in &staged {
+            pipe.pexpire(key, (lock_ttl.as_millis() as i64) * 2)
+                .ignore();
+        }
+        flush(&mut pipe).await
     }
+}
+
+/// A buyer in a waiting list as a rebuild restores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiter {
+    pub buyer: String,
+    pub ticket: i64,
+    pub quantity: i64,
 }

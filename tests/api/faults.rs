@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{MongoServer, eventually, hold, join, json, spawn_app_with};
+use crate::helpers::{
+    MongoServer, eventually, hold, join, json, leave, spawn_app_with, waitlist_me,
+};
 
 /// MongoDB frozen (SIGSTOP): everything that needs only Redis goes on,
 /// and confirm answers 503 within the configured timeout.
@@ -210,5 +212,95 @@ async fn a_late_order_wins_its_units_back_from_a_newer_hold() {
     assert_eq!(app.reservation(&grabber, "grabber").await["quantity"], 1);
     assert_eq!(app.confirm(&grabber, "grabber").await.status(), 201);
     assert_eq!(app.check_invariants(&sale).await, (1, 0, 3));
+    drop(redis);
+}
+
+/// A rebuild that outlives its lock must not touch the sale once another
+/// rebuild has opened it and buyers hold units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_outlived_its_lock_changes_nothing() {
+    let redis = crate::helpers::RedisServer::start();
+    let s = crate::helpers::servers();
+    let mut slow = crate::helpers::test_settings(&redis.url, &s.mongo_uri);
+    let db = slow.mongodb_db.clone();
+    slow.rebuild_lock_ttl = Duration::from_millis(400);
+    slow.fault_rebuild_pause = Some(Duration::from_secs(2));
+    let slow = crate::helpers::spawn_app_from(slow).await;
+    let fast = spawn_app_with(|s| {
+        s.redis_url = redis.url.clone();
+        s.mongodb_db = db;
+    })
+    .await;
+    let sale = fast
+        .create_sale(json!({"total": 10, "per_user_limit": 2}))
+        .await;
+    let sold = hold(&fast, &sale, "early", 2).await;
+    assert_eq!(fast.confirm(&sold, "early").await.status(), 201);
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut fast.redis())
+        .await
+        .unwrap();
+
+    // The slow instance starts rebuilding and stalls past its lock.
+    let slow = std::sync::Arc::new(slow);
+    let stalled = {
+        let (slow, sale) = (slow.clone(), sale.clone());
+        tokio::spawn(async move {
+            slow.http
+                .get(slow.api(&format!("/sales/{sale}")))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Meanwhile the other instance rebuilds and buyers hold units.
+    assert_eq!(fast.get_sale(&sale).await["sold"], 2);
+    for i in 0..3 {
+        hold(&fast, &sale, &format!("later-{i}"), 2).await;
+    }
+    let _ = stalled.await.unwrap();
+    assert_eq!(fast.check_invariants(&sale).await, (2, 6, 2));
+    drop(redis);
+}
+
+/// The waiting list survives Redis losing everything: it is replayed from
+/// the event log in its order, and promotions go on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waiting_list_survives_a_flushed_redis_in_its_order() {
+    let redis = crate::helpers::RedisServer::start();
+    let url = redis.url.clone();
+    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let sale = app
+        .create_sale(json!({"total": 2, "per_user_limit": 1}))
+        .await;
+    let sold = hold(&app, &sale, "buyer", 1).await;
+    assert_eq!(app.confirm(&sold, "buyer").await.status(), 201);
+    hold(&app, &sale, "holder", 1).await;
+    for i in 0..5 {
+        assert_eq!(join(&app, &sale, &format!("w{i}"), 1).await.status(), 201);
+    }
+    assert_eq!(leave(&app, &sale, "w2").await.status(), 204);
+    app.stock_events(&sale).await; // the log has every join and the leave
+
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    // The holder's hold is lost with Redis: its unit goes to the head.
+    assert_eq!(app.get_sale(&sale).await["sold"], 1);
+    assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
+    for (buyer, position) in [("w1", 1), ("w3", 2), ("w4", 3)] {
+        assert_eq!(
+            waitlist_me(&app, &sale, buyer).await["position"],
+            position,
+            "{buyer}"
+        );
+    }
+    assert_eq!(waitlist_me(&app, &sale, "w2").await["status"], "not_listed");
+    assert_eq!(app.get_sale(&sale).await["waitlist_length"], 3);
+    // A newcomer joins behind them.
+    assert_eq!(join(&app, &sale, "late", 1).await.status(), 201);
+    assert_eq!(waitlist_me(&app, &sale, "late").await["position"], 4);
+    app.check_invariants(&sale).await;
     drop(redis);
 }

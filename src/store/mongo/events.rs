@@ -83,6 +83,30 @@ impl Mongo {
         .await
     }
 
+    /// What a sale's waiting list went through, in seq order: joins,
+    /// leaves, promotions and how they ended, closure.
+    pub async fn waitlist_events(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
+        self.bounded_long(async {
+            let kinds = [
+                "waitlist_joined",
+                "waitlist_left",
+                "promoted",
+                "confirmed",
+                "cancelled",
+                "expired",
+                "sale_closed",
+            ];
+            Ok(self
+                .stock_events
+                .find(doc! {"sale_id": sale.as_str(), "kind": {"$in": kinds.as_slice()}})
+                .sort(doc! {"seq": 1})
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
+    }
+
     pub async fn summary_figures(
         &self,
         sale: &SaleId,

@@ -78,6 +78,9 @@ pub struct StockEventDoc {
     pub buyer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reservation_id: Option<String>,
+    /// A waiting-list join's ticket (its place in line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<i64>,
     pub available: i64,
     pub held: i64,
     pub sold: i64,

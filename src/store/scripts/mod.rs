@@ -74,7 +74,8 @@ scripts! {
     waitlist_leave: "waitlist_leave.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Waitq Promoted];
     read_sale: "read_sale.lua" [Sale Wait];
     waitlist_place: "waitlist_place.lua" [Sale Holds Wait Promoted];
-    unlock: "unlock.lua" [Restore];
+    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted Restore Stagefree Stagebought Stagewait Stagewaitq];
+    rebuild_lock: "rebuild_lock.lua" [Restore];
 }
 
 impl Lua {
@@ -90,7 +91,7 @@ impl Lua {
     /// key names a buyer, so the caller adds it).
     fn on(&self, keys: &SaleKeys) -> redis::ScriptInvocation<'_> {
         let mut call = self.script.prepare_invoke();
-        for role in self.roles.iter().filter(|r| **r != Role::Idem) {
+        for role in self.roles.iter().filter(|r| !r.is_named()) {
             call.key(keys.of(*role));
         }
         call
@@ -122,7 +123,7 @@ pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (&'static str
     let declared: Vec<String> = lua
         .roles
         .iter()
-        .filter(|r| **r != Role::Idem)
+        .filter(|r| !r.is_named())
         .map(|r| keys.of(*r))
         .collect();
     let mut argv = vec![
@@ -157,6 +158,21 @@ impl From<&SaleDoc> for LiveSettings {
     }
 }
 
+/// The sale hash of a rebuilt sale; the rest is staged.
+#[derive(Debug)]
+pub struct Restored<'a> {
+    pub settings: &'a LiveSettings,
+    pub closed: bool,
+    pub sold: i64,
+    /// The next never-issued serial.
+    pub next: i64,
+    /// The last change recorded in MongoDB: seq carries on from it.
+    pub seq: i64,
+    /// The last join ticket handed out, so new joiners queue behind.
+    pub last_ticket: i64,
+    pub line_closed: bool,
+}
+
 /// Why a confirm is undone, which decides whether the hold lives on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbortCause {
@@ -166,19 +182,6 @@ pub enum AbortCause {
     Unwritten { lease: i64 },
     /// The confirm was given up and its order fenced off: the hold ends.
     Fenced,
-}
-
-/// How a sale is opened: new, or rebuilt from MongoDB with what is sold.
-#[derive(Debug, Clone, Copy)]
-pub enum Opening {
-    New,
-    Restored {
-        sold: i64,
-        /// The next never-issued serial.
-        next: i64,
-        /// The last change recorded in MongoDB: seq carries on from it.
-        seq: i64,
-    },
 }
 
 impl Redis {
@@ -322,18 +325,13 @@ impl Redis {
         self.run(&call).await
     }
 
+    /// Opens a new sale.
     pub async fn open_sale(
         &self,
         sale: &SaleId,
         settings: &LiveSettings,
-        closed: bool,
-        opening: Opening,
     ) -> Result<OpenReply, StoreError> {
         let keys = SaleKeys::new(sale);
-        let (kind, sold, next, seq) = match opening {
-            Opening::New => ("opened", 0, 1, 0),
-            Opening::Restored { sold, next, seq } => ("restored", sold, next, seq),
-        };
         let mut call = self.scripts.open_sale.on(&keys);
         call.arg(self.announce(&keys))
             .arg(settings.total)
@@ -341,14 +339,9 @@ impl Redis {
             .arg(settings.starts_ms)
             .arg(settings.ends_ms)
             .arg(settings.hold_ms)
-            .arg(i64::from(closed))
-            .arg(sold)
-            .arg(next)
             .arg(settings.price_cents)
             .arg(&settings.currency)
-            .arg(kind)
             .arg(i64::from(settings.waitlist))
-            .arg(seq)
             .arg(&settings.name);
         self.run(&call).await
     }
@@ -421,13 +414,61 @@ impl Redis {
         self.run(&call).await
     }
 
-    pub async fn unlock_rebuild(
+    /// Renews (for `Some(lifetime)`) or releases the rebuild lock, while
+    /// `token` owns it.
+    pub async fn rebuild_lock(
         &self,
         sale: &SaleId,
         token: &str,
-    ) -> Result<UnlockReply, StoreError> {
-        let mut call = self.scripts.unlock.on(&SaleKeys::new(sale));
+        renew: Option<Duration>,
+    ) -> Result<LockReply, StoreError> {
+        let mut call = self.scripts.rebuild_lock.on(&SaleKeys::new(sale));
         call.arg(token);
+        match renew {
+            Some(lifetime) => call.arg("renew").arg(lifetime.as_millis() as u64),
+            None => call.arg("release").arg(0),
+        };
+        self.run(&call).await
+    }
+
+    /// Swaps in what a rebuild staged, if `token` still owns the lock and
+    /// the sale is as expected (absent, or stale at `expect_seq`).
+    pub async fn restore_sale(
+        &self,
+        sale: &SaleId,
+        token: &str,
+        expect_seq: Option<i64>,
+        restored: &Restored<'_>,
+    ) -> Result<RestoreReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.restore_sale.on(&keys);
+        for role in [
+            Role::Stagefree,
+            Role::Stagebought,
+            Role::Stagewait,
+            Role::Stagewaitq,
+        ] {
+            call.key(keys.staging(role, token));
+        }
+        let settings = restored.settings;
+        call.arg(self.announce(&keys))
+            .arg(token)
+            .arg(expect_seq.map_or("absent".to_owned(), |s| s.to_string()))
+            .arg(settings.total)
+            .arg(settings.per_user_limit)
+            .arg(settings.starts_ms)
+            .arg(settings.ends_ms)
+            .arg(settings.hold_ms)
+            .arg(i64::from(restored.closed))
+            .arg(restored.sold)
+            .arg(restored.next)
+            .arg(settings.price_cents)
+            .arg(&settings.currency)
+            .arg(i64::from(settings.waitlist))
+            .arg(restored.seq)
+            .arg(&settings.name)
+            .arg(restored.last_ticket)
+            .arg(i64::from(restored.line_closed));
         self.run(&call).await
     }
 }

@@ -273,9 +273,22 @@ pub enum PlaceReply {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
-pub enum UnlockReply {
+pub enum LockReply {
+    Held,
     Released,
     Lost,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum RestoreReply {
+    Restored,
+    /// The rebuild lock lapsed and someone else owns it now.
+    Lost,
+    /// The sale is in Redis already (another rebuild was first).
+    Exists,
+    /// The stale sale changed since it was found.
+    Changed,
 }
 
 sale_reply!(
