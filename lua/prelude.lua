@@ -35,21 +35,23 @@ local function fd_reply(t)
   return cjson.encode(t)
 end
 
--- The sale's live fields, or nil when Redis does not have the sale. A
+-- The sale's live fields, or nil when Redis does not have the sale. The
+-- epoch names this Redis copy of the sale: every rebuild makes a new one,
+-- so a watcher can tell it must start over. A
 -- script loads them once and changes them through fd_update, which keeps
 -- this table and Redis alike. Money stays a string: cjson would print
 -- large numbers in exponent form.
 local function fd_sale()
   local v = redis.call('HMGET', K.sale, 'total', 'limit', 'starts', 'ends',
     'hold_ms', 'closed', 'next', 'available', 'held', 'sold', 'waitlist',
-    'wl_closed', 'price', 'currency')
+    'wl_closed', 'price', 'currency', 'epoch')
   if not v[1] then return nil end
   return {
     total = fd_num(v[1]), limit = fd_num(v[2]), starts = fd_num(v[3]),
     ends = fd_num(v[4]), hold_ms = fd_num(v[5]), closed = fd_num(v[6]),
     next = fd_num(v[7]), available = fd_num(v[8]), held = fd_num(v[9]),
     sold = fd_num(v[10]), waitlist = fd_num(v[11]), wl_closed = fd_num(v[12]),
-    price = v[13] or '0', currency = v[14] or '',
+    price = v[13] or '0', currency = v[14] or '', epoch = v[15] or '',
   }
 end
 
@@ -138,7 +140,7 @@ local function fd_emit(s, kind, now, extra)
   local ev = {
     seq = seq, kind = kind, ts = now, available = s.available, held = s.held,
     sold = s.sold, total = s.total, status = fd_status(s, now),
-    waitlist_length = waiting,
+    waitlist_length = waiting, epoch = s.epoch,
   }
   local fields = {'seq', seq, 'kind', kind, 'ts', now, 'available', s.available,
     'held', s.held, 'sold', s.sold, 'waitlist_length', waiting}

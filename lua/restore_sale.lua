@@ -1,7 +1,7 @@
 -- restore_sale: the last step of a rebuild from MongoDB, fenced: it runs
 -- only while the caller still owns the rebuild lock, and only on the state
--- it was meant for (no sale at all, or the stale sale it found, named by
--- its seq). It wipes what Redis has of the sale, puts in what the caller
+-- it was meant for (no sale at all, or a stale sale: one whose seq is still
+-- below what MongoDB has recorded). It wipes what Redis has of the sale, puts in what the caller
 -- staged (free serials, bought counts, the waiting list, keyed by its lock
 -- token), writes the sale hash, announces `restored` and lets the line
 -- take free units. A rebuild that lost its lock or whose sale changed
@@ -9,19 +9,20 @@
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
 --   promoted restore stagefree stagebought stagewait stagewaitq
 -- ARGV[1] publish command and channel  ARGV[2] lock token
--- ARGV[3] `absent`, or the seq of the stale sale being replaced
+-- ARGV[3] `absent`, or the seq MongoDB has recorded: the sale is replaced
+-- only while its own seq is below it
 -- ARGV[4] total  ARGV[5] per-buyer limit  ARGV[6] starts (ms)  ARGV[7] ends
 -- (ms)  ARGV[8] hold (ms)  ARGV[9] closed (0|1)  ARGV[10] units sold
 -- ARGV[11] next never-issued serial  ARGV[12] price  ARGV[13] currency
 -- ARGV[14] waiting list enabled (0|1)  ARGV[15] seq of the last change
 -- recorded  ARGV[16] name  ARGV[17] last join ticket  ARGV[18] line closed
--- (0|1)
+-- (0|1)  ARGV[19] epoch (new for every rebuild)
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
 if ARGV[3] == 'absent' then
   if exists then return fd_reply({r = 'exists'}) end
-elseif not exists or redis.call('HGET', K.sale, 'seq') ~= ARGV[3] then
+elseif not exists or fd_num(redis.call('HGET', K.sale, 'seq')) >= tonumber(ARGV[3]) then
   return fd_reply({r = 'changed'})
 end
 redis.call('DEL', K.sale, K.holds, K.deadlines, K.ended, K.free, K.bought,
@@ -39,7 +40,8 @@ redis.call('HSET', K.sale, 'total', total, 'limit', ARGV[5], 'starts', ARGV[6],
   'ends', ARGV[7], 'hold_ms', ARGV[8], 'closed', ARGV[9], 'next', ARGV[11],
   'available', total - sold, 'held', 0, 'sold', sold, 'seq', ARGV[15],
   'price', ARGV[12], 'currency', ARGV[13], 'waitlist', ARGV[14],
-  'wl_closed', ARGV[18], 'name', ARGV[16], 'wait_ticket', ARGV[17])
+  'wl_closed', ARGV[18], 'name', ARGV[16], 'wait_ticket', ARGV[17],
+  'epoch', ARGV[19])
 local now = fd_now()
 local s = fd_sale()
 fd_emit(s, 'restored', now)

@@ -2,15 +2,25 @@
 //! into MongoDB `stock_events`. A consumer group lets several instances share
 //! the work; an entry is acknowledged and deleted from Redis only once it is
 //! durable, and entries a dead instance had claimed are taken over.
+//!
+//! It is also where a Redis that came back older than it was is noticed:
+//! its seq is behind what the log has recorded, and the changes it makes
+//! reuse recorded seqs. Such a change is kept under a fresh seq (nothing is
+//! lost), and the sale is rebuilt from MongoDB.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     holds::Coverage,
     ids::SaleId,
-    store::{Store, StoreError, events::StreamEntry},
+    recovery::{Lost, Recovery},
+    store::{Store, StoreError, events::StreamEntry, mongo::StockEventDoc},
 };
 
 const BATCH: usize = 500;
@@ -18,38 +28,48 @@ const BATCH: usize = 500;
 /// belongs to a dead instance.
 const CLAIM_IDLE_MS: u64 = 30_000;
 const PASS_EVERY: Duration = Duration::from_millis(250);
+/// How many passes between two reads of the log's last seq from MongoDB
+/// (other instances record changes too).
+const RECHECK_LOG_EVERY: u32 = 8;
 
 pub struct Persister {
     pub store: Store,
+    pub recovery: Recovery,
     /// The sales whose changes may still come (kept by the reaper).
-    pub coverage: std::sync::Arc<Coverage>,
+    pub coverage: Arc<Coverage>,
+}
+
+/// What this instance knows of one sale's log.
+#[derive(Default)]
+struct Log {
+    /// The last seq recorded in MongoDB, as far as this instance knows.
+    last_seq: i64,
+    passes: u32,
 }
 
 impl Persister {
     pub async fn run(self, shutdown: CancellationToken) {
         let consumer = format!("{}-{}", std::process::id(), SaleId::new());
         let mut groups: HashSet<SaleId> = HashSet::new();
+        let mut logs: HashMap<SaleId, Log> = HashMap::new();
         let mut backoff = Duration::from_millis(100);
         loop {
-            let pass = async {
-                let mut failed = None;
-                for sale in self.coverage.sales() {
-                    // One sale's trouble does not hold up the others.
-                    if let Err(err) = self.persist_sale(&sale, &consumer, &mut groups).await {
-                        tracing::warn!(sale_id = %sale, error = %err, "copying a sale's changes failed");
-                        failed = Some(err);
-                    }
+            let mut failed = None;
+            for sale in self.coverage.sales() {
+                // One sale's trouble does not hold up the others.
+                let log = logs.entry(sale.clone()).or_default();
+                if let Err(err) = self.pass(&sale, &consumer, &mut groups, log).await {
+                    tracing::warn!(sale_id = %sale, error = %err, "copying a sale's changes failed");
+                    groups.remove(&sale);
+                    failed = Some(err);
                 }
-                failed.map_or(Ok(()), Err)
-            };
-            let wait = match pass.await as Result<(), StoreError> {
-                Ok(()) => {
+            }
+            let wait = match failed {
+                None => {
                     backoff = Duration::from_millis(100);
                     PASS_EVERY
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, "event persister pass failed");
-                    groups.clear();
+                Some(_) => {
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     backoff
                 }
@@ -61,13 +81,43 @@ impl Persister {
         }
     }
 
-    /// Copies the sale's pending changes; returns how many it wrote.
+    /// Copies the sale's pending changes, then checks Redis is not behind.
+    async fn pass(
+        &self,
+        sale: &SaleId,
+        consumer: &str,
+        groups: &mut HashSet<SaleId>,
+        log: &mut Log,
+    ) -> Result<(), StoreError> {
+        if log.passes.is_multiple_of(RECHECK_LOG_EVERY) {
+            log.last_seq = log
+                .last_seq
+                .max(self.store.mongo.last_event_seq(sale).await?);
+        }
+        log.passes += 1;
+        let reused = self.persist_sale(sale, consumer, groups, log).await?;
+        let redis_seq = self.store.redis.sale_seq(sale).await?;
+        let behind = redis_seq.is_some_and(|seq| seq < log.last_seq);
+        if reused || behind {
+            tracing::error!(sale_id = %sale, ?redis_seq, recorded = log.last_seq, "Redis is older than the event log; rebuilding the sale");
+            if let Some(doc) = self.store.mongo.find_sale(sale).await? {
+                self.recovery
+                    .rebuild(&doc, Lost::StaleBelow(log.last_seq))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the sale's pending changes; true when Redis handed out a seq
+    /// the log had recorded for another change.
     async fn persist_sale(
         &self,
         sale: &SaleId,
         consumer: &str,
         groups: &mut HashSet<SaleId>,
-    ) -> Result<usize, StoreError> {
+        log: &mut Log,
+    ) -> Result<bool, StoreError> {
         let redis = &self.store.redis;
         if !groups.contains(sale) {
             redis.ensure_event_group(sale).await?;
@@ -77,36 +127,120 @@ impl Persister {
         let claimed = redis
             .claim_stale_events(sale, consumer, CLAIM_IDLE_MS, BATCH)
             .await?;
-        let mut written = self.store_entries(sale, claimed).await?;
+        let mut reused = self.store_entries(sale, claimed, log).await?;
         loop {
             let entries = redis.read_new_events(sale, consumer, BATCH).await?;
             let n = entries.len();
-            written += self.store_entries(sale, entries).await?;
+            reused |= self.store_entries(sale, entries, log).await?;
             if n < BATCH {
-                return Ok(written);
+                return Ok(reused);
             }
         }
     }
 
-    /// Writes entries to MongoDB, then acknowledges and deletes them in Redis.
+    /// Writes entries to MongoDB, then acknowledges and deletes them in
+    /// Redis; true when some reused a recorded seq.
     async fn store_entries(
         &self,
         sale: &SaleId,
         entries: Vec<StreamEntry>,
-    ) -> Result<usize, StoreError> {
+        log: &mut Log,
+    ) -> Result<bool, StoreError> {
         if entries.is_empty() {
-            return Ok(0);
+            return Ok(false);
         }
-        let docs: Vec<_> = entries.iter().filter_map(|e| e.event.clone()).collect();
+        let docs: Vec<StockEventDoc> = entries.iter().filter_map(|e| e.event.clone()).collect();
+        let refused = self.store.mongo.insert_events(&docs).await?;
+        let reused = self.keep_reused(sale, &docs, &refused, log).await?;
         for doc in &docs {
             metrics::counter!("flashdrop_stock_events_total", "kind" => doc.kind.clone())
                 .increment(1);
             if doc.kind == "promoted" {
                 metrics::counter!("flashdrop_promotions_total").increment(1);
             }
+            log.last_seq = log.last_seq.max(doc.seq);
         }
-        self.store.mongo.insert_events(&docs).await?;
         self.store.redis.ack_events(sale, &entries).await?;
-        Ok(entries.len())
+        Ok(reused)
     }
+
+    /// Of the changes the log refused as recorded before: the same change
+    /// copied twice is fine; another change under a recorded seq is kept
+    /// under a fresh seq. True when there was any.
+    async fn keep_reused(
+        &self,
+        sale: &SaleId,
+        docs: &[StockEventDoc],
+        refused: &[usize],
+        log: &mut Log,
+    ) -> Result<bool, StoreError> {
+        if refused.is_empty() {
+            return Ok(false);
+        }
+        let seqs: Vec<i64> = refused.iter().map(|&i| docs[i].seq).collect();
+        let recorded: HashMap<i64, StockEventDoc> = self
+            .store
+            .mongo
+            .events_at(sale, &seqs)
+            .await?
+            .into_iter()
+            .map(|e| (e.seq, e))
+            .collect();
+        let mut reused: Vec<StockEventDoc> = refused
+            .iter()
+            .map(|&i| &docs[i])
+            .filter(|doc| !recorded.get(&doc.seq).is_some_and(|r| same_change(r, doc)))
+            .cloned()
+            .collect();
+        if reused.is_empty() {
+            return Ok(false);
+        }
+        // Fresh seqs after the last recorded; another instance may take
+        // them first, so try again above what it took.
+        for _ in 0..10 {
+            let mut next = self
+                .store
+                .mongo
+                .last_event_seq(sale)
+                .await?
+                .max(log.last_seq)
+                + 1;
+            for doc in &mut reused {
+                doc.restamped_from.get_or_insert(doc.seq);
+                doc.seq = next;
+                next += 1;
+            }
+            let again = self.store.mongo.insert_events(&reused).await?;
+            log.last_seq = log.last_seq.max(next - 1);
+            tracing::warn!(sale_id = %sale, changes = reused.len(), "kept changes Redis made under recorded seqs");
+            if again.is_empty() {
+                return Ok(true);
+            }
+            reused = again.into_iter().map(|i| reused[i].clone()).collect();
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "could not find free seqs for changes of sale {sale}"
+        )))
+    }
+}
+
+/// Whether two records describe the same change (a copy made twice).
+fn same_change(a: &StockEventDoc, b: &StockEventDoc) -> bool {
+    (
+        a.kind.as_str(),
+        &a.reservation_id,
+        &a.buyer,
+        a.at,
+        a.available,
+        a.held,
+        a.sold,
+    ) == (
+        b.kind.as_str(),
+        &b.reservation_id,
+        &b.buyer,
+        b.at,
+        b.available,
+        b.held,
+        b.sold,
+    )
 }

@@ -38,8 +38,9 @@ pub struct Recovery {
 pub enum Lost {
     /// Redis has no sale at all.
     Everything,
-    /// Redis has the sale, older than MongoDB knows it (at this seq).
-    StaleAt(i64),
+    /// Redis has the sale, older than MongoDB knows it: its seq is below
+    /// this one, the last MongoDB has recorded.
+    StaleBelow(i64),
 }
 
 impl Recovery {
@@ -172,7 +173,7 @@ impl Recovery {
         };
         let expect = match lost {
             Lost::Everything => None,
-            Lost::StaleAt(seq) => Some(seq),
+            Lost::StaleBelow(seq) => Some(seq),
         };
         match redis.restore_sale(sale, token, expect, &restored).await? {
             RestoreReply::Restored => {
@@ -259,6 +260,7 @@ mod tests {
             buyer: Some(buyer.into()),
             reservation_id: rid.map(str::to_owned),
             ticket: (kind == "waitlist_joined").then_some(seq * 10),
+            restamped_from: None,
             available: 0,
             held: 0,
             sold: 0,

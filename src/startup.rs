@@ -155,6 +155,7 @@ impl Application {
         };
         let persister = Persister {
             store: state.store.clone(),
+            recovery: state.recovery.clone(),
             coverage: reaper.coverage.clone(),
         };
         let reaper = tokio::spawn(reaper.run(shutdown.clone()));

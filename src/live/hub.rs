@@ -40,6 +40,9 @@ pub struct Change {
     pub expires: Option<i64>,
     pub ticket: Option<i64>,
     pub position: Option<i64>,
+    /// The Redis copy of the sale it happened on; a rebuild makes a new one.
+    #[serde(default)]
+    pub epoch: String,
 }
 
 #[derive(Serialize)]

@@ -71,7 +71,7 @@ async fn socket_loop(
         return Err("no subscription to the sale's changes");
     }
     sub.stock.borrow_and_update();
-    let mut last_seq = send_snapshot(ctx, sale, &mut out).await?;
+    let (mut last_seq, mut epoch) = send_snapshot(ctx, sale, &mut out).await?;
     let mut place = LinePlace::default();
     if let Some(buyer) = buyer {
         place = ctx.waitlist.line_place(sale, buyer).await;
@@ -94,12 +94,17 @@ async fn socket_loop(
                 changed.map_err(|_| "feed closed")?;
                 let update = sub.stock.borrow_and_update().clone();
                 match update.as_deref() {
+                    // The sale was rebuilt: what this socket has is void.
+                    Some(Update::Change { change, .. }) if change.epoch != epoch => {
+                        out.json(json!({"type": "restored", "seq": change.seq})).await?;
+                        (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
+                    }
                     Some(Update::Change { change, stock_frame }) if change.seq > last_seq => {
                         last_seq = change.seq;
                         out.text(stock_frame.clone()).await?;
                     }
                     Some(Update::Resync) => {
-                        last_seq = send_snapshot(ctx, sale, &mut out).await?;
+                        (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
                     }
                     _ => {}
                 }
@@ -224,11 +229,12 @@ impl Out {
     }
 }
 
+/// Sends a fresh snapshot; returns its seq and epoch.
 async fn send_snapshot(
     ctx: &LiveContext,
     sale: &SaleId,
     out: &mut Out,
-) -> Result<i64, &'static str> {
+) -> Result<(i64, String), &'static str> {
     // Right after Redis comes back the command connection may still be
     // reconnecting: retry for a few seconds before giving up on the socket.
     let mut snapshot = ctx.sales.snapshot(sale).await;
@@ -239,13 +245,13 @@ async fn send_snapshot(
         tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
         snapshot = ctx.sales.snapshot(sale).await;
     }
-    let Ok((view, seq)) = snapshot else {
+    let Ok((view, seq, epoch)) = snapshot else {
         out.close_unavailable().await;
         return Err("sale unreadable");
     };
     out.json(json!({"type": "snapshot", "seq": seq, "sale": view.to_json()}))
         .await?;
-    Ok(seq)
+    Ok((seq, epoch))
 }
 
 #[cfg(test)]

@@ -68,17 +68,18 @@ impl Sales {
         Ok(self.snapshot(sale).await?.0)
     }
 
-    /// The sale's view and the `seq` of the last change it includes, read in
-    /// one step so a live client can apply later changes on top.
-    pub async fn snapshot(&self, sale: &SaleId) -> Result<(SaleView, i64), ApiError> {
+    /// The sale's view with the `seq` of the last change it includes and
+    /// the epoch of the Redis copy it was read from, read in one step so a
+    /// live client can apply later changes on top.
+    pub async fn snapshot(&self, sale: &SaleId) -> Result<(SaleView, i64, String), ApiError> {
         let read = self
             .recovery
             .with_sale(sale, || self.store.redis.read_sale(sale))
             .await?;
         match read {
             ReadSaleReply::Sale(live) => {
-                let seq = live.seq;
-                Ok((SaleView::from_live(sale, live), seq))
+                let (seq, epoch) = (live.seq, live.epoch.clone());
+                Ok((SaleView::from_live(sale, live), seq, epoch))
             }
             ReadSaleReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
         }

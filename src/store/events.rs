@@ -133,6 +133,7 @@ fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
         buyer: field_str(e, "user"),
         reservation_id: field_str(e, "rid"),
         ticket: field_i64(e, "ticket"),
+        restamped_from: None,
         available: field_i64(e, "available").unwrap_or(0),
         held: field_i64(e, "held").unwrap_or(0),
         sold: field_i64(e, "sold").unwrap_or(0),

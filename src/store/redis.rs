@@ -126,6 +126,11 @@ impl Redis {
         })
     }
 
+    /// The seq of the sale's last change in Redis, if Redis has the sale.
+    pub async fn sale_seq(&self, sale: &SaleId) -> Result<Option<i64>, StoreError> {
+        Ok(self.conn().hget(SaleKeys::new(sale).sale(), "seq").await?)
+    }
+
     pub async fn sale_exists(&self, sale: &SaleId) -> Result<bool, StoreError> {
         Ok(self.conn().exists(SaleKeys::new(sale).sale()).await?)
     }

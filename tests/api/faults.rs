@@ -304,3 +304,102 @@ async fn the_waiting_list_survives_a_flushed_redis_in_its_order() {
     app.check_invariants(&sale).await;
     drop(redis);
 }
+
+/// Redis comes back older than it was (an AOF that lost its last second, a
+/// lagging replica): the sale's seq is behind what MongoDB has recorded.
+/// The staleness is found, the sale rebuilt, sockets told, and the event
+/// log keeps every change, including those made before the rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
+    use futures::StreamExt;
+    use redis::AsyncCommands;
+    let server = crate::helpers::RedisServer::start();
+    let url = server.url.clone();
+    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let sale = app
+        .create_sale(json!({"total": 20, "per_user_limit": 1}))
+        .await;
+    let mut rids = Vec::new();
+    for i in 0..3 {
+        rids.push(hold(&app, &sale, &format!("before-{i}"), 1).await);
+    }
+    app.stock_events(&sale).await;
+    // What Redis will come back with.
+    let keys = crate::helpers::keys(&sale);
+    let mut conn = app.redis();
+    let mut saved = Vec::new();
+    for key in keys.live_state().into_iter().chain([keys.events()]) {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        saved.push((key, dump));
+    }
+    for i in 0..3 {
+        rids.push(hold(&app, &sale, &format!("lost-{i}"), 1).await);
+    }
+    app.stock_events(&sale).await;
+    let ws = app.address.replace("http://", "ws://");
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("{ws}/api/v1/sales/{sale}/live"))
+            .await
+            .unwrap();
+
+    // Redis rolls back.
+    for (key, dump) in &saved {
+        match dump {
+            Some(bytes) => {
+                let _: () = redis::cmd("RESTORE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(bytes.as_slice())
+                    .arg("REPLACE")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+            None => {
+                let _: () = conn.del(key).await.unwrap();
+            }
+        }
+    }
+    // Changes made on the stale state reuse seq values the log has.
+    for i in 0..3 {
+        let resp = app.reserve(&sale, &format!("after-{i}"), 1).await;
+        if resp.status() == 201 {
+            rids.push(crate::helpers::rid_of(resp).await);
+        }
+    }
+    // Found, rebuilt, and every watcher told.
+    let restored = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = socket.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = msg
+                && text.contains("\"restored\"")
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(restored.is_ok(), "sockets heard of the rebuild");
+    let logged = eventually(Duration::from_secs(10), || async {
+        let log = app
+            .mongo
+            .event_log(&flashdrop::ids::SaleId::parse(&sale).unwrap())
+            .await
+            .unwrap();
+        let reserved: std::collections::HashSet<String> = log
+            .iter()
+            .filter(|e| e.kind == "reserved")
+            .filter_map(|e| e.reservation_id.clone())
+            .collect();
+        rids.iter().all(|r| reserved.contains(r)).then_some(log)
+    })
+    .await
+    .expect("every reserve is in the event log");
+    let seqs: std::collections::HashSet<i64> = logged.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.len(), logged.len(), "one change per seq");
+    app.check_invariants(&sale).await;
+    drop(server);
+}

@@ -3,7 +3,7 @@
 
 use bson::{Document, doc};
 use futures_util::TryStreamExt;
-use mongodb::Collection;
+use mongodb::{Collection, error::ErrorKind};
 
 use super::{Mongo, StockEventDoc, is_duplicate_key};
 use crate::{ids::SaleId, store::StoreError};
@@ -40,18 +40,43 @@ async fn aggregate<T: Send + Sync>(
 }
 
 impl Mongo {
-    /// Writes changes copied from Redis. A change written before (the
-    /// unique `(sale_id, seq)` index refuses it) is not an error.
-    pub async fn insert_events(&self, events: &[StockEventDoc]) -> Result<(), StoreError> {
+    /// Writes changes copied from Redis; returns the indices of those the
+    /// unique `(sale_id, seq)` index refused: a seq recorded before.
+    pub async fn insert_events(&self, events: &[StockEventDoc]) -> Result<Vec<usize>, StoreError> {
         self.bounded(async {
             if events.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
             match self.stock_events.insert_many(events).ordered(false).await {
-                Ok(_) => Ok(()),
-                Err(e) if is_duplicate_key(&e) => Ok(()),
+                Ok(_) => Ok(Vec::new()),
+                Err(e) if is_duplicate_key(&e) => match &*e.kind {
+                    ErrorKind::InsertMany(failure) => Ok(failure
+                        .write_errors
+                        .iter()
+                        .flatten()
+                        .map(|w| w.index)
+                        .collect()),
+                    _ => Ok((0..events.len()).collect()),
+                },
                 Err(e) => Err(e.into()),
             }
+        })
+        .await
+    }
+
+    /// The recorded changes of a sale at these seqs.
+    pub async fn events_at(
+        &self,
+        sale: &SaleId,
+        seqs: &[i64],
+    ) -> Result<Vec<StockEventDoc>, StoreError> {
+        self.bounded(async {
+            Ok(self
+                .stock_events
+                .find(doc! {"sale_id": sale.as_str(), "seq": {"$in": seqs}})
+                .await?
+                .try_collect()
+                .await?)
         })
         .await
     }

@@ -81,6 +81,10 @@ pub struct StockEventDoc {
     /// A waiting-list join's ticket (its place in line).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<i64>,
+    /// Set when Redis had come back older and handed out this change's seq
+    /// again: the seq it came with (it is recorded under a fresh one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restamped_from: Option<i64>,
     pub available: i64,
     pub held: i64,
     pub sold: i64,

@@ -112,7 +112,7 @@ fn replies_decode_into_their_enums() {
         serde_json::from_str(r#"{"r":"sold_out","available":1,"waiting":3}"#).unwrap();
     assert!(matches!(r, ReserveReply::SoldOut { waiting: 3, .. }));
     let b: BeginReply = serde_json::from_str(
-        r#"{"r":"confirming","qty":2,"units":"4,9","slots":"1,2","price":"100000000000000","currency":"EUR","expires":1}"#,
+        r#"{"r":"confirming","qty":2,"units":"4,9","slots":"1,2","price":"100000000000000","currency":"EUR","expires":1,"lease":2}"#,
     )
     .unwrap();
     assert!(

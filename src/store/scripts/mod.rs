@@ -342,7 +342,8 @@ impl Redis {
             .arg(settings.price_cents)
             .arg(&settings.currency)
             .arg(i64::from(settings.waitlist))
-            .arg(&settings.name);
+            .arg(&settings.name)
+            .arg(SaleId::new().as_str());
         self.run(&call).await
     }
 
@@ -432,12 +433,13 @@ impl Redis {
     }
 
     /// Swaps in what a rebuild staged, if `token` still owns the lock and
-    /// the sale is as expected (absent, or stale at `expect_seq`).
+    /// the sale is as expected: absent, or (`stale_below`) with a seq below
+    /// what MongoDB has recorded.
     pub async fn restore_sale(
         &self,
         sale: &SaleId,
         token: &str,
-        expect_seq: Option<i64>,
+        stale_below: Option<i64>,
         restored: &Restored<'_>,
     ) -> Result<RestoreReply, StoreError> {
         let keys = SaleKeys::new(sale);
@@ -453,7 +455,7 @@ impl Redis {
         let settings = restored.settings;
         call.arg(self.announce(&keys))
             .arg(token)
-            .arg(expect_seq.map_or("absent".to_owned(), |s| s.to_string()))
+            .arg(stale_below.map_or("absent".to_owned(), |s| s.to_string()))
             .arg(settings.total)
             .arg(settings.per_user_limit)
             .arg(settings.starts_ms)
@@ -468,7 +470,8 @@ impl Redis {
             .arg(restored.seq)
             .arg(&settings.name)
             .arg(restored.last_ticket)
-            .arg(i64::from(restored.line_closed));
+            .arg(i64::from(restored.line_closed))
+            .arg(SaleId::new().as_str());
         self.run(&call).await
     }
 }

@@ -250,6 +250,8 @@ pub struct LiveSale {
     pub ends: i64,
     /// The last change this view includes.
     pub seq: i64,
+    /// Names this Redis copy of the sale; a rebuild makes a new one.
+    pub epoch: String,
     /// Redis' clock when it was read (ms).
     pub now: i64,
 }
@@ -287,7 +289,7 @@ pub enum RestoreReply {
     Lost,
     /// The sale is in Redis already (another rebuild was first).
     Exists,
-    /// The stale sale changed since it was found.
+    /// The sale is no longer stale (or no longer there).
     Changed,
 }
 
