@@ -1,12 +1,14 @@
--- close_sale: end a sale now. No new holds; live holds may still be
--- confirmed until their own deadline. The waiting list closes.
+-- close_sale: end a sale now, after MongoDB has recorded it (at `version`).
+-- No new holds; live holds may still be confirmed until their own
+-- deadline. The waiting list closes.
 -- KEYS: sale events wait
--- ARGV[1] publish command and channel
--- Replies (r): ok {ends} | missing | ended {ends} (closed before)
+-- ARGV[1] publish command and channel  ARGV[2] the end MongoDB recorded (ms)
+-- ARGV[3] the sale's version in MongoDB
+-- Replies (r): ok | missing | ended (closed before)
 return fd_with_sale(function(s, now)
-  if s.closed == 1 then return {r = 'ended', ends = s.ends} end
-  local ends = math.min(s.ends, now)
-  fd_update(s, {closed = 1, ends = ends, wl_closed = 1})
+  if s.closed == 1 then return {r = 'ended'} end
+  fd_update(s, {closed = 1, ends = tonumber(ARGV[2]), wl_closed = 1,
+    version = tonumber(ARGV[3])})
   fd_emit(s, 'sale_closed', now)
-  return {r = 'ok', ends = ends}
+  return {r = 'ok'}
 end)

@@ -16,7 +16,8 @@
 -- ARGV[11] next never-issued serial  ARGV[12] price  ARGV[13] currency
 -- ARGV[14] waiting list enabled (0|1)  ARGV[15] seq of the last change
 -- recorded  ARGV[16] name  ARGV[17] last join ticket  ARGV[18] line closed
--- (0|1)  ARGV[19] epoch (new for every rebuild)
+-- (0|1)  ARGV[19] epoch (new for every rebuild)  ARGV[20] the sale's
+-- version in MongoDB
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
@@ -41,7 +42,7 @@ redis.call('HSET', K.sale, 'total', total, 'limit', ARGV[5], 'starts', ARGV[6],
   'available', total - sold, 'held', 0, 'sold', sold, 'seq', ARGV[15],
   'price', ARGV[12], 'currency', ARGV[13], 'waitlist', ARGV[14],
   'wl_closed', ARGV[18], 'name', ARGV[16], 'wait_ticket', ARGV[17],
-  'epoch', ARGV[19])
+  'epoch', ARGV[19], 'version', ARGV[20])
 local now = fd_now()
 local s = fd_sale()
 fd_emit(s, 'restored', now)

@@ -1,13 +1,20 @@
--- update_sale: apply an admin change to a sale's live state. Changes other
--- than the name, the end of the window and the hold time are refused once
--- the sale has started, because holds and orders already rely on them.
+-- update_sale: apply an admin change MongoDB has recorded (at `version`) to
+-- the sale's live state. Changes other than the name, the end of the window
+-- and the hold time are refused once the sale has started, because holds
+-- and orders already rely on them; the caller then takes the change back
+-- in MongoDB. A change older than what Redis has is ignored.
 -- KEYS: sale events wait
 -- ARGV[1] publish command and channel  ARGV[2] starts  ARGV[3] ends
 -- ARGV[4] hold (ms)  ARGV[5] total  ARGV[6] limit  ARGV[7] price
 -- ARGV[8] currency  ARGV[9] 1 when a change needs the sale not to have
 -- started  ARGV[10] waiting list enabled (0|1)  ARGV[11] name
--- Replies (r): ok | missing | started | ended | total_lowered
+-- ARGV[12] the sale's version in MongoDB
+-- Replies (r): ok | missing | started | ended | total_lowered | older
 return fd_with_sale(function(s, now)
+  local version = tonumber(ARGV[12])
+  if fd_num(redis.call('HGET', K.sale, 'version')) >= version then
+    return {r = 'older'}
+  end
   if fd_outside_window(s, now) == 'ended' then return {r = 'ended'} end
   if ARGV[9] == '1' and now >= s.starts then return {r = 'started'} end
   local total = tonumber(ARGV[5])
@@ -16,7 +23,8 @@ return fd_with_sale(function(s, now)
   fd_update(s, {starts = tonumber(ARGV[2]), ends = tonumber(ARGV[3]),
     hold_ms = tonumber(ARGV[4]), total = total, limit = tonumber(ARGV[6]),
     price = ARGV[7], currency = ARGV[8], waitlist = tonumber(ARGV[10]),
-    name = ARGV[11], available = s.available + total - s.total})
+    name = ARGV[11], available = s.available + total - s.total,
+    version = version})
   fd_emit(s, 'updated', now)
   return {r = 'ok'}
 end)

@@ -103,6 +103,11 @@ pub struct Settings {
     /// rebuild stages its data).
     #[doc(hidden)]
     pub rebuild_lock_ttl: Duration,
+    /// Test-only fault point: writing a sale's change to MongoDB fails, as
+    /// an unreachable MongoDB would after the sale was read. Never set from
+    /// the environment.
+    #[doc(hidden)]
+    pub fault_fail_sale_write: bool,
     /// Test-only fault point: a rebuild waits this long after reading
     /// MongoDB, before it writes Redis. Never set from the environment.
     #[doc(hidden)]
@@ -281,6 +286,7 @@ impl Settings {
             fault_after_order_write: false,
             fault_delay_order_write: None,
             rebuild_lock_ttl: Duration::from_secs(30),
+            fault_fail_sale_write: false,
             fault_rebuild_pause: None,
         })
     }

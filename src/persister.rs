@@ -3,7 +3,9 @@
 //! the work; an entry is acknowledged and deleted from Redis only once it is
 //! durable, and entries a dead instance had claimed are taken over.
 //!
-//! It is also where a Redis that came back older than it was is noticed:
+//! Every few passes it also brings Redis up to admin changes MongoDB
+//! recorded but Redis missed. And it is where a Redis that came back older
+//! than it was is noticed:
 //! its seq is behind what the log has recorded, and the changes it makes
 //! reuse recorded seqs. Such a change is kept under a fresh seq (nothing is
 //! lost), and the sale is rebuilt from MongoDB.
@@ -28,8 +30,8 @@ const BATCH: usize = 500;
 /// belongs to a dead instance.
 const CLAIM_IDLE_MS: u64 = 30_000;
 const PASS_EVERY: Duration = Duration::from_millis(250);
-/// How many passes between two reads of the log's last seq from MongoDB
-/// (other instances record changes too).
+/// How many passes between two reads of the log's last seq and the sale's
+/// settings from MongoDB (other instances record changes too).
 const RECHECK_LOG_EVERY: u32 = 8;
 
 pub struct Persister {

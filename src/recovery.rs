@@ -78,6 +78,30 @@ impl Recovery {
         Ok(run().await?)
     }
 
+    /// Brings Redis up to a sale document it missed a change of (an admin
+    /// change MongoDB recorded whose Redis step failed).
+    pub async fn reconcile(&self, doc: &SaleDoc) -> Result<(), StoreError> {
+        let sale = SaleId::parse(&doc.id)
+            .map_err(|_| anyhow::anyhow!("sale document with a malformed id {:?}", doc.id))?;
+        let redis = &self.store.redis;
+        let Some(version) = redis.sale_version(&sale).await? else {
+            return Ok(()); // not in Redis: the next read rebuilds it
+        };
+        if version >= doc.version {
+            return Ok(());
+        }
+        tracing::warn!(sale_id = %sale, redis = version, mongodb = doc.version, "Redis missed a change of the sale; applying it");
+        redis
+            .update_sale(&sale, &LiveSettings::from(doc), false)
+            .await?;
+        if doc.closed_at.is_some() {
+            redis
+                .close_sale(&sale, doc.ends_at.timestamp_millis(), doc.version)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Rebuilds a sale Redis does not have.
     pub async fn restore(&self, doc: &SaleDoc) -> Result<(), StoreError> {
         self.rebuild(doc, Lost::Everything).await

@@ -85,7 +85,7 @@ impl Application {
         let store = Store { redis, mongo };
         let recovery = Recovery::new(store.clone(), &settings);
         let coverage = Arc::new(Coverage::default());
-        let sales = Sales::new(store.clone(), recovery.clone());
+        let sales = Sales::new(store.clone(), recovery.clone(), &settings);
         let waitlist = Waitlist::new(store.clone(), recovery.clone());
         let (hub, interest) = live::Hub::new();
         let hub = Arc::new(hub);

@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use self::rules::{CreateSale, MAX_HOLD_SECONDS, PatchSale, SaleView, validate};
 use crate::{
+    config::Settings,
     error::{ApiError, ErrorCode},
     ids::SaleId,
     recovery::Recovery,
@@ -22,11 +23,24 @@ use crate::{
 pub struct Sales {
     store: Store,
     recovery: Recovery,
+    /// Test fault point: a sale's change fails to reach MongoDB.
+    fail_writes: bool,
 }
 
 impl Sales {
-    pub fn new(store: Store, recovery: Recovery) -> Self {
-        Self { store, recovery }
+    pub fn new(store: Store, recovery: Recovery, settings: &Settings) -> Self {
+        Self {
+            store,
+            recovery,
+            fail_writes: settings.fault_fail_sale_write,
+        }
+    }
+
+    fn fault(&self) -> Result<(), ApiError> {
+        match self.fail_writes {
+            true => Err(ApiError::unavailable("fault point: sale write failed")),
+            false => Ok(()),
+        }
     }
 
     /// Sales that may still change: their window has not ended longer ago
@@ -85,6 +99,10 @@ impl Sales {
         }
     }
 
+    /// Changes a sale: MongoDB first, only if the sale is still at the
+    /// version the change was made from, then Redis, whose script is the
+    /// atomic gate against the sale starting meanwhile (MongoDB then takes
+    /// the change back).
     pub async fn patch(&self, sale: &SaleId, patch: PatchSale) -> Result<SaleView, ApiError> {
         let before = self.recovery.sale_doc(sale).await?;
         let now = Utc::now();
@@ -106,52 +124,86 @@ impl Sales {
                 "stock can only be raised",
             ));
         }
-        let after = after.into_doc(sale, before.created_at.to_chrono());
-        // Redis first: its script is the atomic gate against the sale
-        // starting between our check and the write.
-        let reply = self
+        let mut after = after.into_doc(sale, before.created_at.to_chrono());
+        after.version = before.version + 1;
+        self.fault()?;
+        if !self
+            .store
+            .mongo
+            .replace_sale_if(&after, before.version)
+            .await?
+        {
+            return Err(changed_meanwhile());
+        }
+        let refused = match self
             .store
             .redis
             .update_sale(sale, &LiveSettings::from(&after), needs_upcoming)
-            .await?;
-        match reply {
-            // Not in Redis: MongoDB alone is the truth; the next read opens
-            // the sale from the updated document.
-            UpdateReply::Ok | UpdateReply::Missing => {}
-            UpdateReply::Started => {
-                return Err(ApiError::new(
-                    ErrorCode::SaleStarted,
-                    "the sale has started",
-                ));
-            }
-            UpdateReply::Ended => {
-                return Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended"));
-            }
-            UpdateReply::TotalLowered => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidChange,
-                    "stock can only be raised",
-                ));
-            }
+            .await?
+        {
+            // Not in Redis: the next read opens the sale from MongoDB.
+            UpdateReply::Ok | UpdateReply::Missing | UpdateReply::Older => None,
+            UpdateReply::Started => Some(ApiError::new(
+                ErrorCode::SaleStarted,
+                "the sale has started",
+            )),
+            UpdateReply::Ended => Some(ApiError::new(ErrorCode::SaleEnded, "the sale has ended")),
+            UpdateReply::TotalLowered => Some(ApiError::new(
+                ErrorCode::InvalidChange,
+                "stock can only be raised",
+            )),
+        };
+        if let Some(refused) = refused {
+            let mut back = before;
+            back.version = after.version + 1;
+            self.store
+                .mongo
+                .replace_sale_if(&back, after.version)
+                .await?;
+            return Err(refused);
         }
-        self.store.mongo.replace_sale(&after).await?;
         self.view(sale).await
     }
 
+    /// Ends a sale now: MongoDB records it first (so no rebuild can undo
+    /// it), then Redis stops taking holds.
     pub async fn close(&self, sale: &SaleId) -> Result<SaleView, ApiError> {
         let doc = self.recovery.sale_doc(sale).await?;
-        let reply = self
-            .recovery
-            .with_sale(sale, || self.store.redis.close_sale(sale))
-            .await?;
-        let ends = match reply {
-            CloseReply::Ok { ends } | CloseReply::Ended { ends } => BsonDateTime::from_millis(ends),
-            CloseReply::Missing => {
-                return Err(ApiError::unavailable("sale state is being rebuilt"));
+        let (version, ends) = match doc.closed_at {
+            Some(_) => (doc.version, doc.ends_at),
+            None => {
+                let now = BsonDateTime::now();
+                let ends = now.min(doc.ends_at);
+                self.fault()?;
+                if !self
+                    .store
+                    .mongo
+                    .close_sale_if(sale, doc.version, now, ends)
+                    .await?
+                {
+                    return Err(changed_meanwhile());
+                }
+                (doc.version + 1, ends)
             }
         };
-        let closed_at = doc.closed_at.unwrap_or_else(BsonDateTime::now);
-        self.store.mongo.close_sale(sale, closed_at, ends).await?;
-        self.view(sale).await
+        let reply = self
+            .recovery
+            .with_sale(sale, || {
+                self.store
+                    .redis
+                    .close_sale(sale, ends.timestamp_millis(), version)
+            })
+            .await?;
+        match reply {
+            CloseReply::Ok | CloseReply::Ended => self.view(sale).await,
+            CloseReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+        }
     }
+}
+
+fn changed_meanwhile() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidChange,
+        "the sale changed meanwhile; read it again and retry",
+    )
 }

@@ -178,6 +178,7 @@ impl CreateSale {
             waitlist_enabled: self.waitlist_enabled,
             created_at: BsonDateTime::from_chrono(created),
             closed_at: None,
+            version: 0,
         }
     }
 

@@ -131,6 +131,16 @@ impl Redis {
         Ok(self.conn().hget(SaleKeys::new(sale).sale(), "seq").await?)
     }
 
+    /// The version of the sale's settings Redis has, if it has the sale.
+    pub async fn sale_version(&self, sale: &SaleId) -> Result<Option<i64>, StoreError> {
+        let (exists, version): (bool, Option<i64>) = redis::pipe()
+            .exists(SaleKeys::new(sale).sale())
+            .hget(SaleKeys::new(sale).sale(), "version")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(exists.then_some(version.unwrap_or(0)))
+    }
+
     pub async fn sale_exists(&self, sale: &SaleId) -> Result<bool, StoreError> {
         Ok(self.conn().exists(SaleKeys::new(sale).sale()).await?)
     }

@@ -170,3 +170,62 @@ async fn closing_a_sale_ends_it_for_new_holds() {
     let again = patch(&app, &sale, json!({"name": "x"})).await;
     assert_eq!(again.status(), 409);
 }
+
+/// Concurrent changes of one sale leave both stores agreeing: MongoDB
+/// takes one change at a time (a version check), and Redis follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_patches_leave_both_stores_agreeing() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    let sale = app
+        .create_sale(json!({"starts_at": start.to_rfc3339(), "ends_at": (start + chrono::Duration::hours(1)).to_rfc3339()}))
+        .await;
+    let patches: Vec<_> = (0..20)
+        .map(|i| {
+            let (app, sale) = (app.clone(), sale.clone());
+            tokio::spawn(async move {
+                let total = 20 + i;
+                let resp =
+                    patch(&app, &sale, json!({"total": total, "price_cents": 100 + i})).await;
+                resp.status().as_u16()
+            })
+        })
+        .collect();
+    for p in patches {
+        let status = p.await.unwrap();
+        assert!([200, 409].contains(&status), "{status}");
+    }
+    let stored = app.mongo.find_sale(&sale_id(&sale)).await.unwrap().unwrap();
+    let redis = app.redis_sale(&sale).await;
+    assert_eq!(redis["total"], stored.total.to_string());
+    assert_eq!(redis["price"], stored.price_cents.to_string());
+    assert_eq!(app.get_sale(&sale).await["total"], stored.total);
+}
+
+/// A change MongoDB did not take is not in Redis either.
+#[tokio::test]
+async fn a_patch_or_close_that_mongodb_refuses_changes_nothing() {
+    let app = crate::helpers::spawn_app_with(|s| s.fault_fail_sale_write = true).await;
+    let start = chrono::Utc::now() + chrono::Duration::hours(1);
+    let sale = app
+        .create_sale(json!({"total": 10, "starts_at": start.to_rfc3339(), "ends_at": (start + chrono::Duration::hours(1)).to_rfc3339()}))
+        .await;
+    let resp = patch(&app, &sale, json!({"total": 30})).await;
+    assert_eq!(resp.status(), 503);
+    let resp = app
+        .http
+        .post(app.api(&format!("/admin/sales/{sale}/close")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let redis = app.redis_sale(&sale).await;
+    assert_eq!(
+        (redis["total"].as_str(), redis["closed"].as_str()),
+        ("10", "0")
+    );
+    let stored = app.mongo.find_sale(&sale_id(&sale)).await.unwrap().unwrap();
+    assert_eq!((stored.total, stored.closed_at.is_none()), (10, true));
+    assert_eq!(app.get_sale(&sale).await["status"], "upcoming");
+}

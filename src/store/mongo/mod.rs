@@ -44,6 +44,10 @@ pub struct SaleDoc {
     pub created_at: DateTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_at: Option<DateTime>,
+    /// Rises by one with every change: a change applies only to the
+    /// version it was made from, and Redis follows the newest.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// A confirmed purchase. `_id` is the reservation id, so a hold can become

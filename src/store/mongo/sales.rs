@@ -48,29 +48,46 @@ impl Mongo {
         .await
     }
 
-    pub async fn replace_sale(&self, sale: &SaleDoc) -> Result<(), StoreError> {
+    /// Replaces a sale if it is still at `version`; false when it changed
+    /// meanwhile.
+    pub async fn replace_sale_if(&self, sale: &SaleDoc, version: i64) -> Result<bool, StoreError> {
         self.bounded(async {
-            self.sales.replace_one(doc! {"_id": &sale.id}, sale).await?;
-            Ok(())
+            let replaced = self
+                .sales
+                .replace_one(doc! {"_id": &sale.id, "version": at_version(version)}, sale)
+                .await?;
+            Ok(replaced.matched_count == 1)
         })
         .await
     }
 
-    pub async fn close_sale(
+    /// Records a sale closed if it is still at `version` (which rises by
+    /// one); false when it changed meanwhile.
+    pub async fn close_sale_if(
         &self,
         sale: &SaleId,
+        version: i64,
         closed_at: DateTime,
         ends_at: DateTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.bounded(async {
-            self.sales
+            let updated = self
+                .sales
                 .update_one(
-                    doc! {"_id": sale.as_str()},
-                    doc! {"$set": {"closed_at": closed_at, "ends_at": ends_at}},
+                    doc! {"_id": sale.as_str(), "version": at_version(version)},
+                    doc! {"$set": {"closed_at": closed_at, "ends_at": ends_at, "version": version + 1}},
                 )
                 .await?;
-            Ok(())
+            Ok(updated.matched_count == 1)
         })
         .await
+    }
+}
+
+/// Matches a version; sales stored before versions existed count as 0.
+fn at_version(version: i64) -> bson::Bson {
+    match version {
+        0 => doc! {"$in": [0_i64, bson::Bson::Null]}.into(),
+        v => v.into(),
     }
 }

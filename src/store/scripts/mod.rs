@@ -111,6 +111,8 @@ pub struct LiveSettings {
     pub price_cents: i64,
     pub currency: String,
     pub waitlist: bool,
+    /// The sale's version in MongoDB these settings come from.
+    pub version: i64,
 }
 
 /// The reserve script's source, and the arguments of `EVALSHA` for one
@@ -154,6 +156,7 @@ impl From<&SaleDoc> for LiveSettings {
             price_cents: d.price_cents,
             currency: d.currency.clone(),
             waitlist: d.waitlist_enabled,
+            version: d.version,
         }
     }
 }
@@ -343,7 +346,8 @@ impl Redis {
             .arg(&settings.currency)
             .arg(i64::from(settings.waitlist))
             .arg(&settings.name)
-            .arg(SaleId::new().as_str());
+            .arg(SaleId::new().as_str())
+            .arg(settings.version);
         self.run(&call).await
     }
 
@@ -366,14 +370,21 @@ impl Redis {
             .arg(&settings.currency)
             .arg(i64::from(needs_upcoming))
             .arg(i64::from(settings.waitlist))
-            .arg(&settings.name);
+            .arg(&settings.name)
+            .arg(settings.version);
         self.run(&call).await
     }
 
-    pub async fn close_sale(&self, sale: &SaleId) -> Result<CloseReply, StoreError> {
+    /// Closes a sale MongoDB has recorded closed at `version`, with `ends_ms`.
+    pub async fn close_sale(
+        &self,
+        sale: &SaleId,
+        ends_ms: i64,
+        version: i64,
+    ) -> Result<CloseReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.close_sale.on(&keys);
-        call.arg(self.announce(&keys));
+        call.arg(self.announce(&keys)).arg(ends_ms).arg(version);
         self.run(&call).await
     }
 
@@ -471,7 +482,8 @@ impl Redis {
             .arg(&settings.name)
             .arg(restored.last_ticket)
             .arg(i64::from(restored.line_closed))
-            .arg(SaleId::new().as_str());
+            .arg(SaleId::new().as_str())
+            .arg(settings.version);
         self.run(&call).await
     }
 }

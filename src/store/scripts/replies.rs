@@ -181,19 +181,17 @@ pub enum UpdateReply {
     Started,
     Ended,
     TotalLowered,
+    /// Redis has this version or a newer one already.
+    Older,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum CloseReply {
-    Ok {
-        ends: i64,
-    },
+    Ok,
     Missing,
     /// Closed before.
-    Ended {
-        ends: i64,
-    },
+    Ended,
 }
 
 #[derive(Debug, Deserialize)]
