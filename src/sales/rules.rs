@@ -17,6 +17,9 @@ use crate::{
 pub const MAX_TOTAL: i64 = 10_000_000;
 pub const MAX_HOLD_SECONDS: i64 = 86_400;
 pub const MAX_NAME_CHARS: usize = 200;
+/// Highest unit price in minor units: a hold of 1000 units stays well
+/// inside an i64.
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
@@ -93,7 +96,7 @@ impl SaleView {
 pub struct CreateSale {
     /// 1..=200 characters.
     pub name: String,
-    /// Price of one unit in minor units, >= 0.
+    /// Price of one unit in minor units, 0..=10^15.
     pub price_cents: i64,
     /// Three upper-case letters (ISO 4217).
     pub currency: String,
@@ -137,8 +140,10 @@ pub fn validate(s: &CreateSale, now: DateTime<Utc>) -> Result<(), ApiError> {
     if chars == 0 || s.name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::invalid("name must be 1..=200 characters"));
     }
-    if s.price_cents < 0 {
-        return Err(ApiError::invalid("price_cents must be >= 0"));
+    if !(0..=MAX_PRICE_CENTS).contains(&s.price_cents) {
+        return Err(ApiError::invalid(
+            "price_cents must be 0..=1000000000000000",
+        ));
     }
     if !(s.currency.len() == 3 && s.currency.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(ApiError::invalid(
@@ -265,6 +270,10 @@ mod tests {
             ("name", Box::new(|s| s.name = " ".into())),
             ("name", Box::new(|s| s.name = "x".repeat(201))),
             ("price_cents", Box::new(|s| s.price_cents = -1)),
+            (
+                "price_cents",
+                Box::new(|s| s.price_cents = MAX_PRICE_CENTS + 1),
+            ),
             ("currency", Box::new(|s| s.currency = "eur".into())),
             ("total", Box::new(|s| s.total = 0)),
             ("total", Box::new(|s| s.total = MAX_TOTAL + 1)),

@@ -233,3 +233,19 @@ async fn ended_holds_are_pruned_from_redis_after_their_retention() {
     assert_eq!(gone.status(), 404);
     assert_eq!(app.check_invariants(&sale).await, (3, 0, 1));
 }
+
+#[tokio::test]
+async fn large_prices_are_confirmed_to_the_cent() {
+    let app = spawn_app().await;
+    for price in [100_000_000_000_000_i64, 999_999_999_999_999] {
+        let sale = app
+            .create_sale(json!({"total": 5, "per_user_limit": 2, "price_cents": price}))
+            .await;
+        let rid = hold(&app, &sale, "rich", 2).await;
+        let resp = app.confirm(&rid, "rich").await;
+        assert_eq!(resp.status(), 201);
+        let order = json(resp).await;
+        assert_eq!(order["unit_price_cents"], price);
+        assert_eq!(order["total_cents"], 2 * price);
+    }
+}
