@@ -9,6 +9,7 @@ mod concurrency;
 mod faults;
 mod health;
 mod live;
+mod mongo;
 mod openapi;
 mod operations;
 mod recovery;

@@ -119,9 +119,20 @@ const LONG_OPERATIONS: u32 = 15;
 impl Mongo {
     /// Connects with the default operation timeout (see [`Mongo::with_timeout`]).
     pub async fn connect(uri: &str, db: &str) -> Result<Self, StoreError> {
+        Self::connect_with(uri, db, |_| {}).await
+    }
+
+    /// Connects, letting `configure` adjust the driver's options (command
+    /// monitoring, say) after the URI's.
+    pub async fn connect_with(
+        uri: &str,
+        db: &str,
+        configure: impl FnOnce(&mut ClientOptions),
+    ) -> Result<Self, StoreError> {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_MONGODB_URI: {e}")))?;
+        configure(&mut options);
         options.app_name.get_or_insert_with(|| "flashdrop".into());
         // Fail fast instead of holding a buyer's request for the driver's
         // default 30 s when MongoDB is down.
@@ -153,6 +164,10 @@ impl Mongo {
             db,
             timeout: Duration::from_secs(2),
         })
+    }
+
+    pub fn database_name(&self) -> String {
+        self.db.name().to_owned()
     }
 
     /// The same database, with operations bounded by `timeout`.
