@@ -254,6 +254,8 @@ pub async fn into_json_response(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
+    // Keep the matched route for the metrics middleware outside.
+    let pattern = err.data::<poem::PathPattern>().cloned();
     let code = match err.status() {
         StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
         StatusCode::FORBIDDEN => ErrorCode::Forbidden,
@@ -270,7 +272,11 @@ pub async fn into_json_response(err: poem::Error) -> Response {
     } else {
         err.to_string()
     };
-    error_response(code, message)
+    let mut resp = error_response(code, message);
+    if let Some(pattern) = pattern {
+        resp.set_data(pattern);
+    }
+    resp
 }
 
 #[cfg(test)]

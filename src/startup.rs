@@ -166,6 +166,7 @@ impl Application {
             shutdown.clone(),
         ));
         let pruner = tokio::spawn(prune_limits(self.limits.clone(), shutdown.clone()));
+        let upkeep = tokio::spawn(telemetry::metrics_upkeep(shutdown.clone()));
         let persister = tokio::spawn(persister.run(shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
         let routes = routes(self.state, self.jwt, self.limits);
@@ -176,6 +177,7 @@ impl Application {
         let _ = reaper.await;
         let _ = subscriber.await;
         let _ = pruner.await;
+        let _ = upkeep.await;
         let _ = persister.await;
         tracing::info!("flashdrop stopped");
         result

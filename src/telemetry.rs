@@ -7,7 +7,7 @@ use std::{sync::OnceLock, time::Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use poem::{Endpoint, IntoResponse, Request, Response, Result};
+use poem::{Endpoint, IntoResponse, PathPattern, Request, Response, Result};
 use tracing::Instrument;
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -39,17 +39,31 @@ pub fn metrics() -> &'static PrometheusHandle {
     })
 }
 
-/// The route of a path for metric labels: ids become `{id}`, so labels stay
-/// few however many sales and holds there are.
-fn route_of(path: &str) -> String {
-    path.split('/')
-        .map(|seg| {
-            let id_like =
-                seg.len() >= 16 && seg.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-            if id_like { "{id}" } else { seg }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+/// The route a response answered, for metric labels: the template the
+/// router matched, never the raw path, so labels stay few however many
+/// sales, holds and made-up paths there are. Every path parameter of the
+/// API is an id (the router names them `:param0`, ...): `{id}`.
+fn route_of(pattern: Option<&PathPattern>) -> String {
+    match pattern {
+        Some(PathPattern(template)) => template
+            .split('/')
+            .map(|seg| if seg.starts_with(':') { "{id}" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/"),
+        None => "unmatched".to_owned(),
+    }
+}
+
+/// Keeps the Prometheus recorder's memory bounded when nobody scrapes
+/// `/metrics`: histogram samples are folded in on a timer, not only when
+/// rendered.
+pub async fn metrics_upkeep(shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => metrics().run_upkeep(),
+        }
+    }
 }
 
 /// Wraps every request in a span and logs its outcome.
@@ -62,19 +76,18 @@ pub async fn trace_request<E: Endpoint>(next: E, req: Request) -> Result<Respons
         latency_ms = tracing::field::Empty,
     );
     let started = Instant::now();
-    let path = req.uri().path().to_owned();
     async move {
         let resp = next.call(req).await.map(IntoResponse::into_response);
-        let status = match &resp {
-            Ok(resp) => resp.status(),
-            Err(err) => err.status(),
+        let (status, pattern) = match &resp {
+            Ok(resp) => (resp.status(), resp.data::<PathPattern>()),
+            Err(err) => (err.status(), err.data::<PathPattern>()),
         };
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         let span = tracing::Span::current();
         span.record("status", status.as_u16());
         span.record("latency_ms", latency_ms);
         let labels = [
-            ("route", route_of(&path)),
+            ("route", route_of(pattern)),
             ("status", status.as_u16().to_string()),
         ];
         metrics::counter!("flashdrop_http_requests_total", &labels).increment(1);
@@ -93,18 +106,12 @@ pub async fn trace_request<E: Endpoint>(next: E, req: Request) -> Result<Respons
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn ids_in_paths_become_one_label() {
-        assert_eq!(
-            super::route_of("/api/v1/sales/6b01f6ecff622e6df2c3d14e/reservations"),
-            "/api/v1/sales/{id}/reservations"
-        );
-        assert_eq!(
-            super::route_of(
-                "/api/v1/reservations/6b01f6ecff622e6df2c3d14e-6b01f6fbff622e6df2c3d150/confirm"
-            ),
-            "/api/v1/reservations/{id}/confirm"
-        );
-        assert_eq!(super::route_of("/healthz"), "/healthz");
+    fn templates_become_labels_and_the_rest_is_one_label() {
+        let pattern = PathPattern("/api/v1/sales/:param0/reservations".into());
+        assert_eq!(route_of(Some(&pattern)), "/api/v1/sales/{id}/reservations");
+        assert_eq!(route_of(None), "unmatched");
     }
 }

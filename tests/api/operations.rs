@@ -265,3 +265,37 @@ async fn metrics_are_served_in_prometheus_text() {
         "ids are folded into {{id}}"
     );
 }
+
+/// Paths no route knows, however many, add no metric series: routes are
+/// labelled by their template.
+#[tokio::test]
+async fn metrics_label_routes_by_template_not_by_path() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        app.http
+            .get(app.api(&format!("/sales/zz{i}")))
+            .send()
+            .await
+            .unwrap();
+        app.http
+            .get(app.url(&format!("/no-such-page-{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("zz"), "raw ids became labels");
+    assert!(!text.contains("no-such-page"), "raw paths became labels");
+    assert!(
+        text.contains("route=\"/api/v1/sales/{id}\""),
+        "templates are labels"
+    );
+}
