@@ -5,7 +5,8 @@
 --   joined {position} | waiting {position} (already in line, unchanged)
 --   promoted {rid}        the buyer holds units from the line already
 --   has_hold {rid}        the buyer holds units: confirm or cancel them first
---   stock_available       units are free and nobody waits: reserve instead
+--   stock_available       the units wanted are free and nobody waits:
+--                         reserve instead
 --   sold_out              every unit is sold for good (the line is closed)
 --   limit_exceeded {bought, limit}   the buyer could never be served
 --   disabled | upcoming | ended | missing
@@ -31,7 +32,9 @@ return fd_with_sale(function(s, now)
   if bought + qty > s.limit then
     return {r = 'limit_exceeded', bought = bought, limit = s.limit}
   end
-  if s.available > 0 and fd_waiting(s) == 0 then return {r = 'stock_available'} end
+  -- Fewer free than wanted is no reason to turn a buyer away: reserve
+  -- would say sold_out.
+  if s.available >= qty and fd_waiting(s) == 0 then return {r = 'stock_available'} end
   local ticket = redis.call('HINCRBY', K.sale, 'wait_ticket', 1)
   redis.call('ZADD', K.wait, ticket, buyer)
   redis.call('HSET', K.waitq, buyer, qty)

@@ -1,14 +1,17 @@
--- waitlist_place: where a buyer stands in a sale's line. Reads only.
+-- waitlist_place: where a buyer stands in a sale's line. Reads only. A
+-- promotion counts while the hold made for it is live.
 -- KEYS: sale holds wait promoted
 -- ARGV[1] buyer
--- Replies (r): promoted {rid, expires} | waiting {position} | closed
+-- Replies (r): promoted {rid, expires, qty} | waiting {position} | closed
 -- | not_listed | missing
 return fd_with_sale(function(s, now)
   local buyer = ARGV[1]
   local rid = redis.call('HGET', K.promoted, buyer)
   if rid then
     local h = fd_hold(rid)
-    return {r = 'promoted', rid = rid, expires = h and h.expires or cjson.null}
+    if fd_is_live(h) then
+      return {r = 'promoted', rid = rid, expires = h.expires, qty = h.qty}
+    end
   end
   local rank = redis.call('ZRANK', K.wait, buyer)
   if not rank then return {r = 'not_listed'} end

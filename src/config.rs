@@ -93,6 +93,10 @@ pub struct Settings {
     /// How long a hold that ended (confirmed, cancelled, expired) stays
     /// readable in Redis; a confirmed one reads from its order afterwards.
     pub ended_hold_retention: Duration,
+    /// Personal events buffered per sale before a slow socket falls
+    /// behind (and catches up from Redis).
+    #[doc(hidden)]
+    pub live_personal_buffer: usize,
     /// A live frame a client has not taken in this long drops the socket.
     pub live_send_timeout: Duration,
     /// Test-only fault point: stop a confirm right after the order is written,
@@ -282,6 +286,7 @@ impl Settings {
             confirm_lease: CONFIRM_LEASE,
             live_ping: Duration::from_secs(15),
             live_send_timeout: Duration::from_secs(10),
+            live_personal_buffer: 64,
             ended_hold_retention: Duration::from_secs(24 * 3600),
             fault_after_order_write: false,
             fault_delay_order_write: None,

@@ -83,7 +83,7 @@ impl RateLimits {
 
     /// The client's address: the peer, or with a trusted proxy in front the
     /// last address it appended to `X-Forwarded-For`.
-    fn client_ip(&self, req: &Request) -> Option<IpAddr> {
+    pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
         if self.trust_forwarded_for
             && let Some(ip) = req
                 .headers()

@@ -87,7 +87,9 @@ impl Application {
         let coverage = Arc::new(Coverage::default());
         let sales = Sales::new(store.clone(), recovery.clone(), &settings);
         let waitlist = Waitlist::new(store.clone(), recovery.clone());
-        let (hub, interest) = live::Hub::new();
+        let admission =
+            live::admission::Admission::new(settings.ws_max_connections, settings.ws_max_per_ip);
+        let (hub, interest) = live::Hub::new(settings.live_personal_buffer, admission);
         let hub = Arc::new(hub);
         let state = AppState::new(Services {
             holds: Holds::new(store.clone(), recovery.clone(), coverage.clone(), &settings),

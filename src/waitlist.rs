@@ -63,6 +63,14 @@ impl WaitView {
     }
 }
 
+/// A hold made for a buyer from the line.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    pub reservation_id: String,
+    pub quantity: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
 /// Whether a join put the buyer in line now (201) or found them there (200).
 pub enum Joined {
     New(WaitView),
@@ -130,11 +138,11 @@ impl Waitlist {
     /// The buyer's place in line, or the hold made for them.
     pub async fn place(&self, sale: &SaleId, buyer: &str) -> Result<WaitView, ApiError> {
         Ok(match self.store.redis.waitlist_place(sale, buyer).await? {
-            PlaceReply::Promoted { rid, expires } => WaitView {
+            PlaceReply::Promoted { rid, expires, .. } => WaitView {
                 status: WaitStatus::Promoted,
                 position: None,
                 reservation_id: Some(rid),
-                expires_at: expires.map(|ms| BsonDateTime::from_millis(ms).to_chrono()),
+                expires_at: Some(BsonDateTime::from_millis(expires).to_chrono()),
             },
             PlaceReply::Waiting { position } => WaitView::waiting(position),
             PlaceReply::Closed => WaitView::bare(WaitStatus::Closed),
@@ -158,6 +166,22 @@ impl Waitlist {
                 Ok(false)
             }
         }
+    }
+
+    /// The buyer's promotion, while its hold is live.
+    pub async fn live_promotion(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+    ) -> Result<Option<Promotion>, ApiError> {
+        Ok(match self.store.redis.waitlist_place(sale, buyer).await? {
+            PlaceReply::Promoted { rid, expires, qty } => Some(Promotion {
+                reservation_id: rid,
+                quantity: qty,
+                expires_at: BsonDateTime::from_millis(expires).to_chrono(),
+            }),
+            _ => None,
+        })
     }
 
     /// The buyer's ticket and position, as the live feed tracks them.

@@ -15,6 +15,7 @@ use crate::{
     auth::JwtKeys,
     error::{ApiError, ErrorCode, ErrorResponse},
     ids::SaleId,
+    limits::RateLimits,
     live::socket,
     state::AppState,
 };
@@ -34,7 +35,7 @@ impl LiveApi {
     async fn live(
         &self,
         state: Data<&AppState>,
-        jwt: Data<&Arc<JwtKeys>>,
+        limits: Data<&Arc<RateLimits>>,
         id: Path<String>,
         /// A buyer token, for browsers that cannot set headers.
         access_token: Query<Option<String>>,
@@ -46,21 +47,29 @@ impl LiveApi {
             .get(poem::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let buyer = match access_token.0.as_deref().or(header_token) {
-            Some(token) => Some(
-                jwt.verify(token)
-                    .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?
-                    .sub,
-            ),
+        let watcher = match access_token.0.as_deref().or(header_token) {
+            Some(token) => {
+                let jwt = req
+                    .data::<Arc<JwtKeys>>()
+                    .expect("the JWT keys are attached to every route");
+                let claims = jwt
+                    .verify(token)
+                    .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?;
+                Some(socket::Watcher {
+                    buyer: claims.sub,
+                    token_expires: claims.exp,
+                })
+            }
             None => None,
         };
         let sale = SaleId::parse(&id)?;
-        // Unknown sales are refused before the upgrade.
+        // Refused before the upgrade: over the caps, or an unknown sale.
+        let permit = state.live.admission.admit(limits.client_ip(req))?;
         state.sales.view(&sale).await?;
         let ctx = state.live_context.clone();
         Ok(ws
             .config(socket::socket_config())
-            .on_upgrade(move |stream| socket::serve(ctx, sale, buyer, stream))
+            .on_upgrade(move |stream| socket::serve(ctx, sale, watcher, permit, stream))
             .boxed())
     }
 }

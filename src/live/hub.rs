@@ -7,20 +7,14 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicI64, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
+use super::admission::Admission;
 use crate::ids::SaleId;
-
-/// Personal events buffered per sale before a slow socket lags (and then
-/// re-reads its state).
-pub const PERSONAL_BUFFER: usize = 64;
 
 /// A change as `fd_emit` in `lua/prelude.lua` publishes it.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,7 +78,11 @@ pub enum Interest {
 pub struct Hub {
     sales: Mutex<HashMap<SaleId, Arc<SaleFeed>>>,
     interest: mpsc::UnboundedSender<Interest>,
-    sockets: AtomicI64,
+    /// Personal events buffered per sale before a slow socket falls behind
+    /// (and then catches up from Redis).
+    personal_buffer: usize,
+    /// Who may open a socket.
+    pub admission: Arc<Admission>,
 }
 
 pub struct Subscription {
@@ -103,12 +101,16 @@ impl Subscription {
 
 impl Hub {
     /// A hub and the stream of subscriptions it needs.
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<Interest>) {
+    pub fn new(
+        personal_buffer: usize,
+        admission: Admission,
+    ) -> (Self, mpsc::UnboundedReceiver<Interest>) {
         let (interest, wanted) = mpsc::unbounded_channel();
         let hub = Hub {
             sales: Mutex::default(),
             interest,
-            sockets: AtomicI64::new(0),
+            personal_buffer: personal_buffer.max(1),
+            admission: Arc::new(admission),
         };
         (hub, wanted)
     }
@@ -121,7 +123,7 @@ impl Hub {
                 let _ = self.interest.send(Interest::Watch(sale.clone()));
                 Arc::new(SaleFeed {
                     stock: watch::channel(None).0,
-                    personal: broadcast::channel(PERSONAL_BUFFER).0,
+                    personal: broadcast::channel(self.personal_buffer).0,
                     subscribed: watch::channel(false).0,
                 })
             })
@@ -211,18 +213,9 @@ impl Hub {
         feed.stock.send_replace(Some(update));
     }
 
-    pub(super) fn socket_opened(&self) {
-        self.sockets.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn socket_closed(&self, sale: &SaleId) {
-        self.sockets.fetch_sub(1, Ordering::Relaxed);
-        self.release(sale);
-    }
-
     /// Open WebSockets in this process.
-    pub fn sockets(&self) -> i64 {
-        self.sockets.load(Ordering::Relaxed)
+    pub fn sockets(&self) -> usize {
+        self.admission.open()
     }
 
     #[cfg(test)]
@@ -246,7 +239,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_socket_that_does_not_read_keeps_only_the_newest_stock_and_bounded_events() {
-        let (hub, _interest) = Hub::new();
+        let (hub, _interest) = Hub::new(64, Admission::new(10, None));
         let sale = SaleId::new();
         let mut sub = hub.subscribe(&sale);
         for seq in 1..=1000 {
@@ -261,13 +254,13 @@ pub(super) mod tests {
         // Personal events are bounded: the reader learns it lagged.
         assert!(matches!(
             sub.personal.try_recv(),
-            Err(broadcast::error::TryRecvError::Lagged(n)) if n == 1000 - PERSONAL_BUFFER as u64
+            Err(broadcast::error::TryRecvError::Lagged(n)) if n == 1000 - 64
         ));
     }
 
     #[test]
     fn the_first_socket_asks_for_a_sale_and_the_last_one_leaves_it() {
-        let (hub, mut interest) = Hub::new();
+        let (hub, mut interest) = Hub::new(64, Admission::new(10, None));
         let (a, b) = (SaleId::new(), SaleId::new());
         let sub_a = hub.subscribe(&a);
         let again_a = hub.subscribe(&a);

@@ -4,6 +4,7 @@
 //! grows memory; personal events go through a small buffer per sale,
 //! filtered by buyer.
 
+pub mod admission;
 pub mod hub;
 pub mod socket;
 pub mod subscriber;

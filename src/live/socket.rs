@@ -11,7 +11,10 @@ use poem_openapi::types::ToJSON;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::hub::{Change, Hub, Update};
+use super::{
+    admission::Permit,
+    hub::{Change, Hub, Update},
+};
 use crate::{ids::SaleId, sales::Sales, store::redis::LinePlace, waitlist::Waitlist};
 
 /// Small buffers: a watcher sends almost nothing, so an idle connection
@@ -42,22 +45,42 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
 /// How long a new sale's first socket waits for the Redis subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves one socket until the client leaves, stops answering, or the
-/// server shuts down.
-pub async fn serve(ctx: LiveContext, sale: SaleId, buyer: Option<String>, socket: WebSocketStream) {
-    ctx.hub.socket_opened();
-    if let Err(reason) = socket_loop(&ctx, &sale, buyer.as_deref(), socket).await {
+/// The buyer behind a socket opened with a token.
+pub struct Watcher {
+    pub buyer: String,
+    /// When the token expires (Unix seconds): the socket ends then.
+    pub token_expires: u64,
+}
+
+/// Serves one socket until the client leaves, stops answering, its token
+/// expires, or the server shuts down. The permit holds its place.
+pub async fn serve(
+    ctx: LiveContext,
+    sale: SaleId,
+    watcher: Option<Watcher>,
+    permit: Permit,
+    socket: WebSocketStream,
+) {
+    if let Err(reason) = socket_loop(&ctx, &sale, watcher.as_ref(), socket).await {
         tracing::debug!(sale_id = %sale, reason, "live socket closed");
     }
-    ctx.hub.socket_closed(&sale);
+    drop(permit);
+    ctx.hub.release(&sale);
 }
 
 async fn socket_loop(
     ctx: &LiveContext,
     sale: &SaleId,
-    buyer: Option<&str>,
+    watcher: Option<&Watcher>,
     socket: WebSocketStream,
 ) -> Result<(), &'static str> {
+    let buyer = watcher.map(|w| w.buyer.as_str());
+    let token_left = watcher.map(|w| {
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        Duration::from_secs(w.token_expires.saturating_sub(now))
+    });
+    let token_expiry = tokio::time::sleep(token_left.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(token_expiry);
     let (sink, mut stream) = socket.split();
     let mut out = Out {
         sink,
@@ -118,11 +141,24 @@ async fn socket_loop(
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Missed personal events: re-read the buyer's place.
-                    place = ctx.waitlist.line_place(sale, buyer.unwrap_or_default()).await;
+                    // Missed personal events: catch up from Redis.
+                    let buyer = buyer.unwrap_or_default();
+                    place = ctx.waitlist.line_place(sale, buyer).await;
+                    for frame in catch_up(ctx, sale, buyer, &place).await {
+                        out.json(frame).await?;
+                    }
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err("feed closed"),
             },
+            _ = &mut token_expiry, if token_left.is_some() => {
+                let _ = out
+                    .send(Message::Close(Some((
+                        poem::web::websocket::CloseCode::Policy,
+                        "token expired".into(),
+                    ))))
+                    .await;
+                return Ok(());
+            }
             _ = ping.tick() => {
                 silent_pings += 1;
                 if silent_pings > 3 {
@@ -132,6 +168,29 @@ async fn socket_loop(
             }
         }
     }
+}
+
+/// What a buyer whose personal events overflowed must not miss: a live
+/// promotion, and their place in line.
+async fn catch_up(
+    ctx: &LiveContext,
+    sale: &SaleId,
+    buyer: &str,
+    place: &LinePlace,
+) -> Vec<serde_json::Value> {
+    let mut frames = Vec::new();
+    if let Ok(Some(promotion)) = ctx.waitlist.live_promotion(sale, buyer).await {
+        frames.push(json!({
+            "type": "promoted",
+            "reservation_id": promotion.reservation_id,
+            "quantity": promotion.quantity,
+            "expires_at": promotion.expires_at,
+        }));
+    }
+    if let Some(position) = place.position {
+        frames.push(json!({"type": "waitlist", "status": "waiting", "position": position}));
+    }
+    frames
 }
 
 /// The frames a buyer's own change (or a change ahead of them in line)

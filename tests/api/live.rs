@@ -329,3 +329,101 @@ async fn after_redis_restarts_the_feed_resumes_with_a_fresh_snapshot() {
     let frame = next_of(&mut socket, "stock").await;
     assert_eq!(frame["held"], 1);
 }
+
+#[tokio::test]
+async fn sockets_past_the_caps_are_refused_before_the_upgrade() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let app = spawn_app_with(|s| {
+        s.ws_max_connections = 3;
+        s.ws_max_per_ip = Some(2);
+        s.trust_forwarded_for = true;
+    })
+    .await;
+    let sale = app.create_sale(json!({})).await;
+    let from = |ip: &str| {
+        let mut req = ws_url(&app, &sale, None).into_client_request().unwrap();
+        req.headers_mut()
+            .insert("x-forwarded-for", ip.parse().unwrap());
+        connect_async(req)
+    };
+    let refusal = |err: tokio_tungstenite::tungstenite::Error| match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            let body: Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap_or_default()).unwrap();
+            (
+                resp.status().as_u16(),
+                body["code"].as_str().unwrap().to_owned(),
+            )
+        }
+        other => panic!("{other}"),
+    };
+    let mut open = vec![
+        from("203.0.113.1").await.unwrap().0,
+        from("203.0.113.1").await.unwrap().0,
+    ];
+    // A third socket from the same address is over the per-address cap.
+    let err = from("203.0.113.1").await.unwrap_err();
+    assert_eq!(refusal(err), (429, "rate_limited".to_owned()));
+    // From another address it passes, and then the total is full.
+    open.push(from("203.0.113.2").await.unwrap().0);
+    let err = from("203.0.113.3").await.unwrap_err();
+    assert_eq!(refusal(err), (503, "unavailable".to_owned()));
+    // A socket that closes frees its place.
+    drop(open.pop());
+    let back = eventually(Duration::from_secs(5), || async {
+        from("203.0.113.4").await.ok()
+    })
+    .await;
+    assert!(back.is_some());
+}
+
+#[tokio::test]
+async fn a_socket_ends_when_its_token_expires() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    let short =
+        flashdrop::auth::JwtKeys::new(&flashdrop::config::Secret::new(crate::helpers::JWT_SECRET))
+            .mint(
+                "brief",
+                flashdrop::auth::Role::Buyer,
+                Duration::from_secs(1),
+            )
+            .unwrap();
+    let mut socket = connect(&app, &sale, Some(&short)).await;
+    next_of(&mut socket, "snapshot").await;
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the socket outlived its token");
+}
+
+/// A buyer whose socket fell behind (its personal events overflowed) still
+/// hears of their promotion.
+#[tokio::test]
+async fn a_lagging_socket_still_hears_of_its_promotion() {
+    // Room for one personal event: the burst below overflows it.
+    let app = spawn_app_with(|s| s.live_personal_buffer = 1).await;
+    let sale = app
+        .create_sale(json!({"total": 5, "per_user_limit": 5}))
+        .await;
+    let rid = hold(&app, &sale, "holder", 5).await;
+    for buyer in ["waiter", "o1", "o2", "o3", "o4"] {
+        assert_eq!(
+            crate::helpers::join(&app, &sale, buyer, 1).await.status(),
+            201
+        );
+    }
+    let mut waiter = connect(&app, &sale, Some(&buyer_token("waiter"))).await;
+    next_of(&mut waiter, "snapshot").await;
+    // One cancel promotes all five in one step: five personal events at
+    // once, the waiter's first.
+    assert_eq!(app.cancel(&rid, "holder").await.status(), 204);
+    let promoted = next_of(&mut waiter, "promoted").await;
+    assert!(promoted["reservation_id"].as_str().is_some());
+}

@@ -334,3 +334,45 @@ async fn randomized_traffic_keeps_units_whole_and_promotions_in_line_order() {
     eprintln!("promotions: {promotions}, sold: {sold}, seed {seed}");
     assert!(promotions > 0, "the run exercised the line (seed {seed})");
 }
+
+/// One unit free, nobody waiting, a buyer who wants two: reserve says
+/// sold_out, so the line must take them (it said stock_available).
+#[tokio::test]
+async fn a_buyer_who_wants_more_than_is_free_can_wait() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 3, "per_user_limit": 2}))
+        .await;
+    let rid = hold(&app, &sale, "first", 2).await;
+    let refused = app.reserve(&sale, "big", 2).await;
+    assert_eq!(refused.status(), 409);
+    assert_eq!(json(refused).await["code"], "sold_out");
+    assert_eq!(join(&app, &sale, "big", 2).await.status(), 201);
+    // Someone who wants what is free still reserves it... but the line
+    // comes first now.
+    assert_eq!(app.reserve(&sale, "small", 1).await.status(), 409);
+    assert_eq!(app.cancel(&rid, "first").await.status(), 204);
+    let me = me(&app, &sale, "big").await;
+    assert_eq!(me["status"], "promoted");
+    let promoted = me["reservation_id"].as_str().unwrap();
+    assert_eq!(app.reservation(promoted, "big").await["quantity"], 2);
+    app.check_invariants(&sale).await;
+}
+
+/// Once a promoted hold has ended, the buyer is no longer shown promoted.
+#[tokio::test]
+async fn a_promotion_that_ended_is_not_reported() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 2, "per_user_limit": 1}))
+        .await;
+    let rid = hold(&app, &sale, "holder", 1).await;
+    hold(&app, &sale, "other", 1).await;
+    assert_eq!(join(&app, &sale, "waiter", 1).await.status(), 201);
+    assert_eq!(app.cancel(&rid, "holder").await.status(), 204);
+    let promoted = me(&app, &sale, "waiter").await;
+    assert_eq!(promoted["status"], "promoted");
+    let promoted = promoted["reservation_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.cancel(&promoted, "waiter").await.status(), 204);
+    assert_eq!(me(&app, &sale, "waiter").await["status"], "not_listed");
+}

@@ -264,8 +264,15 @@ pub enum ReadSaleReply {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum PlaceReply {
-    Promoted { rid: String, expires: Option<i64> },
-    Waiting { position: i64 },
+    /// A live hold was made for the buyer from the line.
+    Promoted {
+        rid: String,
+        expires: i64,
+        qty: i64,
+    },
+    Waiting {
+        position: i64,
+    },
     Closed,
     NotListed,
     Missing,
