@@ -403,3 +403,30 @@ async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
     app.check_invariants(&sale).await;
     drop(server);
 }
+
+/// One sale the reaper cannot reap (its Redis state is corrupt) holds up
+/// no other sale's expiry.
+#[tokio::test]
+async fn a_sale_the_reaper_cannot_reap_holds_up_no_other() {
+    use redis::AsyncCommands;
+    let app = spawn_app_with(|_| {}).await;
+    let broken = app
+        .create_sale(json!({"total": 2, "hold_seconds": 1}))
+        .await;
+    let fine = app
+        .create_sale(json!({"total": 2, "hold_seconds": 1}))
+        .await;
+    hold(&app, &broken, "a", 1).await;
+    let keys = crate::helpers::keys(&broken);
+    let mut conn = app.redis();
+    let bad = format!("{broken}-0123456789abcdef01234567");
+    let _: () = conn.hset(keys.holds(), &bad, "not json").await.unwrap();
+    let _: () = conn.zadd(keys.deadlines(), &bad, 0).await.unwrap();
+    let rid = hold(&app, &fine, "b", 1).await;
+    let expired = eventually(Duration::from_secs(5), || async {
+        (app.reservation(&rid, "b").await["status"] == "expired").then_some(())
+    })
+    .await;
+    assert!(expired.is_some(), "the other sale's hold expired");
+    assert_eq!(app.check_invariants(&fine).await, (2, 0, 0));
+}
