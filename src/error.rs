@@ -198,7 +198,7 @@ impl From<ApiError> for ErrorResponse {
                 );
             }
             ApiError::Internal(cause) => {
-                tracing::error!(error = ?cause, "internal error");
+                tracing::error!(error = %format!("{cause:#}"), "internal error");
                 "internal error".to_owned()
             }
         };

@@ -2,6 +2,7 @@
 //! the Lua scripts in `lua/`; confirmed orders are durable in MongoDB.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -5,11 +5,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flashdrop::{
+    audit,
     auth::{JwtKeys, Role},
     config::{Secret, Settings},
     ids::SaleId,
     startup::Application,
-    store::scripts::reserve_benchmark,
+    store::{Mongo, Redis, Store, scripts::reserve_benchmark},
     telemetry,
 };
 
@@ -49,6 +50,17 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Check one sale's invariants across Redis and MongoDB (configuration
+    /// from FLASHDROP_* variables); one line per invariant, exit status 1
+    /// when one fails.
+    Audit {
+        /// The sale to audit.
+        sale: String,
+        /// A file of reservation ids that were answered 201 (one per line):
+        /// each must be an order.
+        #[arg(long)]
+        confirmed: Option<std::path::PathBuf>,
+    },
     /// Print the reserve script's source (`--source`), or the `EVALSHA`
     /// arguments of one reserve with redis-benchmark's `__rand_int__`
     /// placeholders, one per line (used by scripts/bench).
@@ -93,6 +105,31 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
         Command::Openapi => println!("{}", flashdrop::api::spec_json()),
+        Command::Audit { sale, confirmed } => {
+            let settings = Settings::from_env()?;
+            let sale = SaleId::parse(&sale)?;
+            let confirmed = match confirmed {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .map(str::to_owned)
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let store = Store {
+                redis: Redis::connect(&settings.redis_url).await?,
+                mongo: Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?,
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let checks = audit::audit(&store, &sale, &confirmed, now).await?;
+            for check in &checks {
+                println!("{check}");
+            }
+            if checks.iter().any(|c| !c.ok) {
+                std::process::exit(1);
+            }
+        }
         Command::BenchReserve { sale, source } => {
             let sale = SaleId::parse(sale.as_deref().unwrap_or("000000000000000000000000"))?;
             let rid = format!("{sale}-__rand_int____rand_int__");

@@ -214,15 +214,15 @@ impl Recovery {
 
 /// A waiting list replayed from the stock event log.
 #[derive(Debug, Default, PartialEq)]
-struct Line {
-    waiters: Vec<Waiter>,
-    last_ticket: i64,
-    closed: bool,
+pub struct Line {
+    pub waiters: Vec<Waiter>,
+    pub last_ticket: i64,
+    pub closed: bool,
 }
 
 /// Replays joins, leaves and promotions in seq order. A buyer promoted to
 /// a hold that was still live when Redis lost it goes back to their place.
-fn replay_line(events: &[StockEventDoc]) -> Line {
+pub fn replay_line(events: &[StockEventDoc]) -> Line {
     let mut line: HashMap<String, Waiter> = HashMap::new();
     let mut promoted: HashMap<String, Waiter> = HashMap::new();
     let mut last_ticket = 0;

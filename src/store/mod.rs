@@ -32,7 +32,20 @@ pub enum StoreError {
 impl From<::redis::RedisError> for StoreError {
     fn from(err: ::redis::RedisError) -> Self {
         metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
-        if err.is_io_error()
+        // Redis loading its data after a restart, a failover in progress,
+        // a replica that is read-only for now: retry later, not a bug.
+        let transient = matches!(
+            err.kind(),
+            ::redis::ErrorKind::Server(
+                ::redis::ServerErrorKind::BusyLoading
+                    | ::redis::ServerErrorKind::TryAgain
+                    | ::redis::ServerErrorKind::ClusterDown
+                    | ::redis::ServerErrorKind::MasterDown
+                    | ::redis::ServerErrorKind::ReadOnly
+            )
+        );
+        if transient
+            || err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()
             || err.is_connection_refusal()
@@ -59,5 +72,31 @@ impl From<&mongodb::error::Error> for StoreError {
 impl From<mongodb::error::Error> for StoreError {
     fn from(err: mongodb::error::Error) -> Self {
         StoreError::from(&err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    use super::StoreError;
+
+    #[test]
+    fn a_redis_that_is_loading_or_failing_over_is_unavailable_not_broken() {
+        for kind in [
+            ServerErrorKind::BusyLoading,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::ReadOnly,
+        ] {
+            let err = RedisError::from((ErrorKind::Server(kind), "transient"));
+            assert!(
+                matches!(StoreError::from(err), StoreError::Unavailable(_)),
+                "{kind:?}"
+            );
+        }
+        let bug = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "bug"));
+        assert!(matches!(StoreError::from(bug), StoreError::Other(_)));
     }
 }

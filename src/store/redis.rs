@@ -126,6 +126,40 @@ impl Redis {
         })
     }
 
+    /// Everything Redis keeps of a sale, in one atomic read.
+    pub async fn dump_sale(&self, sale: &SaleId) -> Result<SaleDump, StoreError> {
+        type Raw = (
+            HashMap<String, String>,
+            Vec<i64>,
+            HashMap<String, String>,
+            HashMap<String, i64>,
+            Vec<(String, f64)>,
+            HashMap<String, i64>,
+            usize,
+        );
+        let keys = SaleKeys::new(sale);
+        let (sale, free, holds, bought, wait, waitq, unpersisted): Raw = redis::pipe()
+            .atomic()
+            .hgetall(keys.sale())
+            .smembers(keys.free())
+            .hgetall(keys.holds())
+            .hgetall(keys.bought())
+            .zrange_withscores(keys.wait(), 0, -1)
+            .hgetall(keys.waitq())
+            .xlen(keys.events())
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(SaleDump {
+            sale,
+            free,
+            holds,
+            bought,
+            wait: wait.into_iter().map(|(b, t)| (b, t as i64)).collect(),
+            waitq,
+            unpersisted,
+        })
+    }
+
     /// The seq of the sale's last change in Redis, if Redis has the sale.
     pub async fn sale_seq(&self, sale: &SaleId) -> Result<Option<i64>, StoreError> {
         Ok(self.conn().hget(SaleKeys::new(sale).sale(), "seq").await?)
@@ -233,6 +267,21 @@ impl Redis {
         }
         flush(&mut pipe).await
     }
+}
+
+/// Everything Redis keeps of a sale, read at once, for an audit.
+#[derive(Debug, Default)]
+pub struct SaleDump {
+    pub sale: HashMap<String, String>,
+    pub free: Vec<i64>,
+    /// Reservation id -> the hold's JSON record.
+    pub holds: HashMap<String, String>,
+    pub bought: HashMap<String, i64>,
+    /// Waiting buyers, head first, with their join tickets.
+    pub wait: Vec<(String, i64)>,
+    pub waitq: HashMap<String, i64>,
+    /// Changes not yet copied to MongoDB.
+    pub unpersisted: usize,
 }
 
 /// A buyer in a waiting list as a rebuild restores it.

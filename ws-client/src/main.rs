@@ -5,6 +5,7 @@
 mod buy;
 mod ceiling;
 mod load;
+mod mix;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -68,6 +69,9 @@ enum Command {
     /// Write order documents with bare `insert_many` calls: the MongoDB
     /// ceiling the server's orders per second are measured against.
     InsertCeiling(ceiling::CeilingArgs),
+    /// Buyers who reserve, confirm, cancel, walk away and wait in line,
+    /// spread over several servers; writes the confirmed reservation ids.
+    Mix(mix::MixArgs),
 }
 
 #[tokio::main]
@@ -82,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Buy(args) => buy::buy(args).await,
         Command::Status(args) => buy::status(args).await,
         Command::InsertCeiling(args) => ceiling::run(args).await,
+        Command::Mix(args) => mix::run(args).await,
     }
 }
 

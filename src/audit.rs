@@ -1,0 +1,326 @@
+//! An audit of one sale across both stores, for operators and for
+//! `scripts/chaos`: one line per invariant of the design, each checked
+//! against what Redis and MongoDB hold right now (`flashdrop audit`).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use serde::Deserialize;
+
+use crate::{
+    ids::SaleId,
+    recovery::replay_line,
+    store::{Store, StoreError, mongo::StockEventDoc, redis::SaleDump},
+};
+
+/// One invariant and whether it holds.
+#[derive(Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = if self.ok { "ok  " } else { "FAIL" };
+        write!(f, "{word} {:<28} {}", self.name, self.detail)
+    }
+}
+
+fn check(name: &'static str, problems: Vec<String>, fine: String) -> Check {
+    Check {
+        name,
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            fine
+        } else {
+            let more = problems.len().saturating_sub(3);
+            let mut shown = problems.into_iter().take(3).collect::<Vec<_>>().join("; ");
+            if more > 0 {
+                shown.push_str(&format!("; and {more} more"));
+            }
+            shown
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct Hold {
+    user: String,
+    qty: i64,
+    units: String,
+    state: String,
+    expires: i64,
+    #[serde(default)]
+    lease: Option<i64>,
+}
+
+/// Audits a sale. `confirmed` lists reservations some buyer heard 201 for:
+/// each must be an order. `now_ms` is the Redis clock's idea of now.
+pub async fn audit(
+    store: &Store,
+    sale: &SaleId,
+    confirmed: &[String],
+    now_ms: i64,
+) -> Result<Vec<Check>, StoreError> {
+    let redis = store.redis.dump_sale(sale).await?;
+    let orders = store.mongo.orders_of_sale(sale).await?;
+    let log = store.mongo.event_log(sale).await?;
+    let doc = store.mongo.find_sale(sale).await?;
+    let n = |k: &str| {
+        redis
+            .sale
+            .get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let (total, limit) = (
+        doc.as_ref().map_or(n("total"), |d| d.total),
+        doc.as_ref().map_or(n("limit"), |d| d.per_user_limit),
+    );
+    let holds: Vec<(String, Hold)> = redis
+        .holds
+        .iter()
+        .filter_map(|(rid, raw)| Some((rid.clone(), serde_json::from_str(raw).ok()?)))
+        .collect();
+    let live: Vec<&(String, Hold)> = holds
+        .iter()
+        .filter(|(_, h)| h.state == "held" || h.state == "confirming")
+        .collect();
+    let sold: i64 = orders.iter().map(|o| o.quantity).sum();
+    let held: i64 = live.iter().map(|(_, h)| h.qty).sum();
+    let mut checks = Vec::new();
+
+    // 1. Never oversell.
+    let mut problems = Vec::new();
+    if sold > total {
+        problems.push(format!("MongoDB sold {sold} of {total}"));
+    }
+    if n("sold") + n("held") > total {
+        problems.push(format!(
+            "Redis sold {} + held {} > {total}",
+            n("sold"),
+            n("held")
+        ));
+    }
+    checks.push(check(
+        "not oversold",
+        problems,
+        format!("{sold} sold, {held} held of {total}"),
+    ));
+
+    // 2. Every unit is exactly one of free, held by one hold, sold.
+    let mut owner: BTreeMap<i64, String> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut claim = |unit: i64, who: String, problems: &mut Vec<String>| {
+        if !(1..=total).contains(&unit) {
+            problems.push(format!("unit {unit} out of range ({who})"));
+        } else if let Some(before) = owner.insert(unit, who.clone()) {
+            problems.push(format!("unit {unit} is both {before} and {who}"));
+        }
+    };
+    if !redis.sale.is_empty() {
+        for u in &redis.free {
+            claim(*u, "free".into(), &mut problems);
+        }
+        for u in n("next")..=total {
+            claim(u, "free".into(), &mut problems);
+        }
+        for (rid, h) in &live {
+            for u in h.units.split(',').filter_map(|u| u.parse().ok()) {
+                claim(u, format!("held by {rid}"), &mut problems);
+            }
+        }
+    }
+    for o in &orders {
+        for u in &o.units {
+            claim(*u, format!("sold in {}", o.id), &mut problems);
+        }
+    }
+    if !redis.sale.is_empty() && owner.len() as i64 != total {
+        problems.push(format!("{} units are nowhere", total - owner.len() as i64));
+    }
+    checks.push(check(
+        "every unit accounted for",
+        problems,
+        format!("{} units: free, held once or sold once", owner.len()),
+    ));
+
+    // Counters agree with what they count.
+    let mut problems = Vec::new();
+    if !redis.sale.is_empty() {
+        if n("held") != held {
+            problems.push(format!("held counter {} vs holds {held}", n("held")));
+        }
+        if n("sold") != sold {
+            problems.push(format!("sold counter {} vs orders {sold}", n("sold")));
+        }
+        let free = redis.free.len() as i64 + (total - n("next") + 1);
+        if n("available") != free {
+            problems.push(format!(
+                "available counter {} vs free {free}",
+                n("available")
+            ));
+        }
+    }
+    checks.push(check(
+        "counters agree",
+        problems,
+        "available, held, sold".into(),
+    ));
+
+    // 2. Never exceed the per-buyer limit.
+    let mut bought: HashMap<&str, i64> = HashMap::new();
+    for o in &orders {
+        *bought.entry(o.user_id.as_str()).or_default() += o.quantity;
+    }
+    let mut problems: Vec<String> = bought
+        .iter()
+        .filter(|(_, n)| **n > limit)
+        .map(|(b, n)| format!("{b} bought {n} > {limit}"))
+        .collect();
+    if !redis.sale.is_empty() {
+        for (buyer, n) in &bought {
+            if redis.bought.get(*buyer).copied().unwrap_or(0) != *n {
+                problems.push(format!(
+                    "{buyer}: Redis says bought {:?}, MongoDB {n}",
+                    redis.bought.get(*buyer)
+                ));
+            }
+        }
+    }
+    checks.push(check(
+        "no buyer over the limit",
+        problems,
+        format!("{} buyers, at most {limit} each", bought.len()),
+    ));
+
+    // 3. Every 201 is a durable order.
+    let ordered: HashSet<&str> = orders.iter().map(|o| o.id.as_str()).collect();
+    let problems: Vec<String> = confirmed
+        .iter()
+        .filter(|rid| !ordered.contains(rid.as_str()))
+        .map(|rid| format!("{rid} was confirmed but has no order"))
+        .collect();
+    checks.push(check(
+        "no confirmed order lost",
+        problems,
+        format!("{} confirmations, all in MongoDB", confirmed.len()),
+    ));
+
+    // 4. Nothing stranded.
+    checks.push(stranded(&redis, &live, now_ms, limit, &bought));
+
+    // Every change recorded once.
+    let mut problems = Vec::new();
+    let seqs: HashSet<i64> = log.iter().map(|e| e.seq).collect();
+    if seqs.len() != log.len() {
+        problems.push(format!("{} changes share seqs", log.len() - seqs.len()));
+    }
+    let last = log.iter().map(|e| e.seq).max().unwrap_or(0);
+    if !redis.sale.is_empty() && redis.unpersisted == 0 && n("seq") != last {
+        problems.push(format!("Redis is at seq {}, the log at {last}", n("seq")));
+    }
+    checks.push(check(
+        "every change recorded",
+        problems,
+        format!("{} changes, last seq {last}", log.len()),
+    ));
+
+    // 6. The line is first come, first served.
+    checks.push(line_order(&log));
+    Ok(checks)
+}
+
+/// No hold outlives its deadline, no confirm its lease, and no free unit
+/// waits behind a head of the line that could take it.
+fn stranded(
+    redis: &SaleDump,
+    live: &[&(String, Hold)],
+    now_ms: i64,
+    limit: i64,
+    bought: &HashMap<&str, i64>,
+) -> Check {
+    const GRACE_MS: i64 = 3_000;
+    let mut problems = Vec::new();
+    for (rid, h) in live {
+        let due = match h.state.as_str() {
+            "confirming" => h.lease.unwrap_or(h.expires),
+            _ => h.expires,
+        };
+        if due + GRACE_MS < now_ms {
+            problems.push(format!("{rid} ({}) {} ms past due", h.user, now_ms - due));
+        }
+    }
+    let n = |k: &str| {
+        redis
+            .sale
+            .get(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    if let Some((head, _)) = redis.wait.first()
+        && n("wl_closed") != 1
+    {
+        let want = redis.waitq.get(head).copied().unwrap_or(1);
+        let room = limit - bought.get(head.as_str()).copied().unwrap_or(0);
+        let (available, held) = (n("available"), n("held"));
+        if available >= want.min(room) && available > 0 {
+            problems.push(format!("{available} free while {head} waits for {want}"));
+        }
+        if held == 0 && available > 0 {
+            problems.push(format!("{available} free units stranded behind the line"));
+        }
+    }
+    check(
+        "nothing stranded",
+        problems,
+        format!("{} live holds, {} waiting", live.len(), redis.wait.len()),
+    )
+}
+
+/// Replays the log: each promotion goes to the head of the line as the
+/// log has it; a rebuild starts over from the line the log gives.
+fn line_order(log: &[StockEventDoc]) -> Check {
+    let mut line: VecDeque<String> = VecDeque::new();
+    let mut problems = Vec::new();
+    let mut promotions = 0;
+    for (i, e) in log.iter().enumerate() {
+        if e.restamped_from.is_some() {
+            continue; // made on a stale Redis, replaced by the rebuild
+        }
+        let buyer = e.buyer.clone().unwrap_or_default();
+        match e.kind.as_str() {
+            "restored" => {
+                line = replay_line(&log[..i])
+                    .waiters
+                    .into_iter()
+                    .map(|w| w.buyer)
+                    .collect();
+            }
+            "waitlist_joined" => line.push_back(buyer),
+            "waitlist_left" => line.retain(|b| *b != buyer),
+            "promoted" => {
+                promotions += 1;
+                match line.front() {
+                    Some(head) if *head == buyer => {
+                        line.pop_front();
+                    }
+                    head => {
+                        problems.push(format!(
+                            "seq {}: {buyer} promoted while {head:?} was first",
+                            e.seq
+                        ));
+                        line.retain(|b| *b != buyer);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    check(
+        "line in order",
+        problems,
+        format!("{promotions} promotions, each to the head"),
+    )
+}
