@@ -68,7 +68,9 @@ impl std::str::FromStr for RateLimit {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// One URL, or with `redis_cluster` comma-separated seed nodes.
     pub redis_url: String,
+    pub redis_cluster: bool,
     pub mongodb_uri: Secret,
     pub mongodb_db: String,
     pub jwt_secret: Secret,
@@ -146,6 +148,14 @@ pub const DEFAULT_RATE_LIMIT_BUYER: &str = "10/s,burst=20";
 pub const DEFAULT_RATE_LIMIT_IP: &str = "100/s,burst=200";
 
 impl Settings {
+    /// The Redis seed nodes of a cluster (or the single node).
+    pub fn redis_nodes(&self) -> Vec<String> {
+        self.redis_url
+            .split(',')
+            .map(|url| url.trim().to_owned())
+            .collect()
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -171,14 +181,32 @@ impl Settings {
             )
         })?;
 
+        let redis_cluster = match get("FLASHDROP_REDIS_CLUSTER", "false").as_str() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => {
+                return Err(ConfigError::new(
+                    "FLASHDROP_REDIS_CLUSTER",
+                    format!("{other:?} is neither `true` nor `false`"),
+                ));
+            }
+        };
         let redis_url = get("FLASHDROP_REDIS_URL", "redis://127.0.0.1:6379");
-        if !(redis_url.starts_with("redis://")
-            || redis_url.starts_with("rediss://")
-            || redis_url.starts_with("unix://"))
-        {
+        let nodes: Vec<&str> = redis_url.split(',').map(str::trim).collect();
+        if nodes.iter().any(|url| {
+            !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+        }) {
             return Err(ConfigError::new(
                 "FLASHDROP_REDIS_URL",
-                "must start with redis://, rediss:// or unix://",
+                "must start with redis://, rediss:// or unix:// (a comma-separated list of seed nodes with FLASHDROP_REDIS_CLUSTER=true)",
+            ));
+        }
+        if nodes.len() > 1 && !redis_cluster {
+            return Err(ConfigError::new(
+                "FLASHDROP_REDIS_URL",
+                "lists several nodes: set FLASHDROP_REDIS_CLUSTER=true for a cluster",
             ));
         }
 
@@ -263,6 +291,7 @@ impl Settings {
         Ok(Settings {
             listen,
             redis_url,
+            redis_cluster,
             mongodb_uri: Secret::new(mongodb_uri),
             mongodb_db,
             jwt_secret: Secret::new(jwt_secret),
@@ -334,6 +363,8 @@ mod tests {
             ("FLASHDROP_RATE_LIMIT_IP", "5/s,burst=x"),
             ("FLASHDROP_TRUST_FORWARDED_FOR", "maybe"),
             ("FLASHDROP_MONGODB_TIMEOUT", "soon"),
+            ("FLASHDROP_REDIS_CLUSTER", "yes"),
+            ("FLASHDROP_REDIS_URL", "redis://a:1,redis://b:2"),
             ("FLASHDROP_WS_MAX_CONNECTIONS", "0"),
             ("FLASHDROP_WS_MAX_PER_IP", "many"),
         ];

@@ -1,5 +1,6 @@
-//! Request limits: per-buyer and per-IP rate limits (governor, per instance)
-//! and the cap on body size.
+//! Request limits: the per-buyer write quota, one budget in Redis shared by
+//! every instance; the per-IP limit on every route (governor, each
+//! instance's cheap shield); and the cap on body size.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -11,14 +12,22 @@ use poem::{
 use crate::{
     config::RateLimit,
     error::{ApiError, rate_limited_response},
+    store::{Redis, scripts::QuotaReply},
 };
 
-/// Keyed limiters; `None` where a limit is `off`. Limits are per instance:
-/// N instances behind a balancer allow up to N times the quota.
+/// The limits; `None` where a limit is `off`.
 pub struct RateLimits {
-    buyer: Option<DefaultKeyedRateLimiter<String>>,
+    buyer: Option<BuyerQuota>,
     ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trust_forwarded_for: bool,
+}
+
+/// A buyer's write budget in Redis: so many requests at once, refilled at
+/// a sustained rate.
+struct BuyerQuota {
+    redis: Redis,
+    per_request: Duration,
+    burst: u32,
 }
 
 fn limiter<K: std::hash::Hash + Eq + Clone>(
@@ -38,24 +47,39 @@ fn retry_after(wait: Duration) -> u64 {
 }
 
 impl RateLimits {
-    pub fn new(buyer: RateLimit, ip: RateLimit, trust_forwarded_for: bool) -> Self {
+    pub fn new(buyer: RateLimit, ip: RateLimit, trust_forwarded_for: bool, redis: Redis) -> Self {
         Self {
-            buyer: limiter(buyer),
+            buyer: match buyer {
+                RateLimit::Off => None,
+                RateLimit::PerSecond { rate, burst } => Some(BuyerQuota {
+                    redis,
+                    per_request: Duration::from_secs(1) / rate.get(),
+                    burst: burst.get(),
+                }),
+            },
             ip: limiter(ip),
             trust_forwarded_for,
         }
     }
 
-    /// Counts one write by `buyer`; `RateLimited` when over the quota.
-    pub fn check_buyer(&self, buyer: &str) -> Result<(), ApiError> {
-        let Some(limiter) = &self.buyer else {
+    /// Spends one write of `buyer`'s budget; `RateLimited` when over it.
+    pub async fn check_buyer(&self, buyer: &str) -> Result<(), ApiError> {
+        let Some(quota) = &self.buyer else {
             return Ok(());
         };
-        limiter.check_key(&buyer.to_owned()).map_err(|not_until| {
-            metrics::counter!("flashdrop_rate_limited_total", "key" => "buyer").increment(1);
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            ApiError::RateLimited(retry_after(wait))
-        })
+        match quota
+            .redis
+            .spend_quota(buyer, quota.per_request, quota.burst)
+            .await?
+        {
+            QuotaReply::Ok => Ok(()),
+            QuotaReply::Limited { retry_ms } => {
+                metrics::counter!("flashdrop_rate_limited_total", "key" => "buyer").increment(1);
+                Err(ApiError::RateLimited(retry_after(Duration::from_secs_f64(
+                    retry_ms.max(0.0) / 1000.0,
+                ))))
+            }
+        }
     }
 
     fn check_ip(&self, ip: IpAddr) -> Result<(), u64> {
@@ -68,13 +92,9 @@ impl RateLimits {
         })
     }
 
-    /// Forgets keys whose quota is full again, so memory stays bounded under
-    /// millions of distinct buyers.
+    /// Forgets addresses whose quota is full again, so memory stays bounded
+    /// under many clients. (Buyers' budgets expire in Redis on their own.)
     pub fn prune(&self) {
-        if let Some(l) = &self.buyer {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
         if let Some(l) = &self.ip {
             l.retain_recent();
             l.shrink_to_fit();
@@ -149,29 +169,11 @@ fn too_large(max: usize) -> poem::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
 
     #[test]
-    fn a_buyer_over_the_quota_is_told_when_to_retry_and_others_are_not() {
-        let one = NonZeroU32::new(1).unwrap();
-        let limits = RateLimits::new(
-            RateLimit::PerSecond {
-                rate: one,
-                burst: NonZeroU32::new(2).unwrap(),
-            },
-            RateLimit::Off,
-            false,
-        );
-        assert!(limits.check_buyer("a").is_ok());
-        assert!(limits.check_buyer("a").is_ok());
-        match limits.check_buyer("a") {
-            Err(ApiError::RateLimited(secs)) => assert_eq!(secs, 1),
-            other => panic!("{other:?}"),
-        }
-        assert!(limits.check_buyer("b").is_ok());
-        assert!(
-            limits.check_ip("127.0.0.1".parse().unwrap()).is_ok(),
-            "ip limit off"
-        );
+    fn waits_are_whole_seconds_and_at_least_one() {
+        assert_eq!(retry_after(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after(Duration::from_secs(3)), 3);
     }
 }

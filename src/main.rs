@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
                 None => Vec::new(),
             };
             let store = Store {
-                redis: Redis::connect(&settings.redis_url).await?,
+                redis: Redis::for_settings(&settings).await?,
                 mongo: Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?,
             };
             let now = chrono::Utc::now().timestamp_millis();

@@ -61,7 +61,7 @@ impl Application {
         // always a graceful stop.
         let signals = StopSignals::register()?;
         telemetry::metrics();
-        let redis = Redis::connect(&settings.redis_url)
+        let redis = Redis::for_settings(&settings)
             .await
             .map_err(|e| anyhow::anyhow!("cannot reach Redis at FLASHDROP_REDIS_URL: {e}"))?;
         let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db)
@@ -107,16 +107,18 @@ impl Application {
             live: hub,
             store,
         });
+        let limits = Arc::new(RateLimits::new(
+            settings.rate_limit_buyer,
+            settings.rate_limit_ip,
+            settings.trust_forwarded_for,
+            state.store.redis.clone(),
+        ));
         Ok(Self {
             acceptor,
             port,
             state,
             jwt: Arc::new(JwtKeys::new(&settings.jwt_secret)),
-            limits: Arc::new(RateLimits::new(
-                settings.rate_limit_buyer,
-                settings.rate_limit_ip,
-                settings.trust_forwarded_for,
-            )),
+            limits,
             background: Background {
                 interest,
                 coverage,

@@ -76,7 +76,7 @@ impl ReservationsApi {
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<ReserveRequest>,
     ) -> Result<ReserveResponse, ErrorResponse> {
-        limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id()).await?;
         let sale = SaleId::parse(&id)?;
         let result = state
             .holds
@@ -133,7 +133,7 @@ impl ReservationsApi {
         rid: Path<String>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
     ) -> Result<ConfirmResponse, ErrorResponse> {
-        limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id()).await?;
         let rid = ReservationId::parse(&rid)?;
         let repeat = match idempotency_key.as_deref() {
             Some(key) => {
@@ -166,7 +166,7 @@ impl ReservationsApi {
         caller: Caller,
         rid: Path<String>,
     ) -> Result<CancelResponse, ErrorResponse> {
-        limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id()).await?;
         let rid = ReservationId::parse(&rid)?;
         state.holds.cancel(&rid, caller.buyer_id()).await?;
         Ok(CancelResponse::Cancelled)

@@ -58,7 +58,7 @@ impl WaitlistApi {
         id: Path<String>,
         body: Json<JoinRequest>,
     ) -> Result<JoinResponse, ErrorResponse> {
-        limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id()).await?;
         let sale = SaleId::parse(&id)?;
         Ok(
             match state
@@ -101,7 +101,7 @@ impl WaitlistApi {
         caller: Caller,
         id: Path<String>,
     ) -> Result<LeaveResponse, ErrorResponse> {
-        limits.check_buyer(caller.buyer_id())?;
+        limits.check_buyer(caller.buyer_id()).await?;
         let sale = SaleId::parse(&id)?;
         state.waitlist.leave(&sale, caller.buyer_id()).await?;
         Ok(LeaveResponse::Left)

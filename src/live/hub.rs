@@ -173,6 +173,15 @@ impl Hub {
         }
     }
 
+    /// The sale's changes may have been lost: its sockets send a fresh
+    /// snapshot.
+    pub fn resync_sale(&self, sale: &SaleId) {
+        let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
+        if let Some(feed) = feed {
+            feed.stock.send_replace(Some(Arc::new(Update::Resync)));
+        }
+    }
+
     /// Forgets a sale's feed once its last socket is gone.
     pub fn release(&self, sale: &SaleId) {
         let mut sales = self.sales.lock().expect("hub lock");

@@ -3,16 +3,21 @@
 //! interest (first socket in, last socket out), reconnects with backoff
 //! after Redis goes away, subscribes again to everything watched, and then
 //! makes every socket resync, because what was published meanwhile is lost.
+//! On a cluster, a subscription the client makes again on its own (after a
+//! failover, or when a sale's slot moves) resyncs that sale's sockets.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Change, Hub, Interest};
-use crate::store::{
-    Redis, StoreError,
-    feed::{FeedEvent, LiveFeed},
+use crate::{
+    ids::SaleId,
+    store::{
+        Redis, StoreError,
+        feed::{FeedEvent, LiveFeed},
+    },
 };
 
 pub async fn run(
@@ -29,7 +34,7 @@ pub async fn run(
             opened = open(&redis, &hub) => opened,
         };
         match opened {
-            Ok((mut feed, mut events)) => {
+            Ok((mut feed, mut events, mut asked)) => {
                 backoff = Duration::from_millis(100);
                 if connected_before {
                     tracing::info!("live feed resubscribed; sockets resync");
@@ -41,7 +46,7 @@ pub async fn run(
                         _ = shutdown.cancelled() => return,
                         wanted = interest.recv() => {
                             let Some(wanted) = wanted else { return };
-                            if let Err(e) = follow(&mut feed, &hub, wanted).await {
+                            if let Err(e) = follow(&mut feed, &hub, wanted, &mut asked).await {
                                 break e.to_string();
                             }
                         }
@@ -52,6 +57,15 @@ pub async fn run(
                                     Err(e) => tracing::warn!(error = %e, "unreadable live message"),
                                 }
                             }
+                            // Made again without being asked: what was
+                            // published in between is lost.
+                            Some(FeedEvent::Subscribed(sale)) => {
+                                if !asked.remove(&sale) && hub.is_watched(&sale) {
+                                    tracing::info!(sale_id = %sale, "live feed resubscribed a sale; its sockets resync");
+                                    hub.resync_sale(&sale);
+                                }
+                            }
+                            Some(FeedEvent::Unsubscribed(_)) => {}
                             Some(FeedEvent::Lost) | None => break "connection lost".to_owned(),
                         },
                     }
@@ -73,24 +87,40 @@ pub async fn run(
     }
 }
 
-/// A new connection, subscribed to every sale sockets watch now.
+/// A new connection, subscribed to every sale sockets watch now, with the
+/// subscriptions asked for and not yet confirmed.
 async fn open(
     redis: &Redis,
     hub: &Hub,
-) -> Result<(LiveFeed, mpsc::UnboundedReceiver<FeedEvent>), StoreError> {
+) -> Result<
+    (
+        LiveFeed,
+        mpsc::UnboundedReceiver<FeedEvent>,
+        HashSet<SaleId>,
+    ),
+    StoreError,
+> {
     let (mut feed, events) = redis.live_feed().await?;
+    let mut asked = HashSet::new();
     for sale in hub.watched() {
+        asked.insert(sale.clone());
         feed.watch(&sale).await?;
         hub.mark_subscribed(&sale, true);
     }
-    Ok((feed, events))
+    Ok((feed, events, asked))
 }
 
 /// Brings one sale's subscription in line with the hub: the hub's present
 /// state decides, so a leave overtaken by a new watcher leaves nothing.
-async fn follow(feed: &mut LiveFeed, hub: &Hub, wanted: Interest) -> Result<(), StoreError> {
+async fn follow(
+    feed: &mut LiveFeed,
+    hub: &Hub,
+    wanted: Interest,
+    asked: &mut HashSet<SaleId>,
+) -> Result<(), StoreError> {
     match wanted {
         Interest::Watch(sale) if hub.is_watched(&sale) => {
+            asked.insert(sale.clone());
             feed.watch(&sale).await?;
             hub.mark_subscribed(&sale, true);
         }

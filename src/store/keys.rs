@@ -23,6 +23,10 @@
 //! | `stagefree:<token>`, `stagebought:<token>`, `stagewait:<token>`, `stagewaitq:<token>` | as `free`, `bought`, `wait`, `waitq` | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
 //!
 //! Channel (not a key): `fd:{<sale id>}:live`, the sale's live feed.
+//!
+//! One key is a buyer's, not a sale's: `fd:{q:<sha-256 of the buyer id,
+//! 32 hex>}:quota`, the buyer's write budget (a GCRA timestamp), in a slot
+//! of the buyer's own.
 
 use crate::ids::SaleId;
 
@@ -46,6 +50,7 @@ pub enum Role {
     Stagebought,
     Stagewait,
     Stagewaitq,
+    Quota,
 }
 
 impl Role {
@@ -68,6 +73,7 @@ impl Role {
             Role::Stagebought => "stagebought",
             Role::Stagewait => "stagewait",
             Role::Stagewaitq => "stagewaitq",
+            Role::Quota => "quota",
         }
     }
 
@@ -76,7 +82,12 @@ impl Role {
     pub const fn is_named(self) -> bool {
         matches!(
             self,
-            Role::Idem | Role::Stagefree | Role::Stagebought | Role::Stagewait | Role::Stagewaitq
+            Role::Idem
+                | Role::Stagefree
+                | Role::Stagebought
+                | Role::Stagewait
+                | Role::Stagewaitq
+                | Role::Quota
         )
     }
 }
@@ -172,6 +183,13 @@ impl SaleKeys {
         .map(|r| self.of(r))
         .collect()
     }
+}
+
+/// The key of a buyer's write budget.
+pub fn quota_key(buyer: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(buyer.as_bytes());
+    format!("fd:{{q:{}}}:quota", &hex::encode(digest)[..32])
 }
 
 /// The sale of a live-feed channel, `fd:{<sale id>}:live`.

@@ -3,6 +3,7 @@
 //! scripts in `lua/` through the typed calls in [`scripts`]; MongoDB holds
 //! sales, orders and the stock event log, the durable truth.
 
+mod conn;
 pub mod events;
 pub mod feed;
 pub mod keys;

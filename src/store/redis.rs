@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::{
     StoreError,
+    conn::Conn,
     keys::{Role, SaleKeys},
     scripts::{LockReply, Scripts},
 };
@@ -17,9 +18,10 @@ use crate::ids::{ReservationId, SaleId};
 
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
+    conn: Conn,
     pub(super) scripts: Arc<Scripts>,
-    pub(super) url: Arc<str>,
+    /// The single node's URL, or the cluster's seed nodes.
+    pub(super) nodes: Arc<[String]>,
     /// PUBLISH on a single node, SPUBLISH (shard channels) on a cluster.
     pub(super) publish: &'static str,
 }
@@ -52,6 +54,15 @@ pub struct LinePlace {
 }
 
 impl Redis {
+    /// Connects as the settings say: a single node, or a cluster.
+    pub async fn for_settings(settings: &crate::config::Settings) -> Result<Self, StoreError> {
+        match settings.redis_cluster {
+            true => Self::connect_cluster(&settings.redis_nodes()).await,
+            false => Self::connect(&settings.redis_url).await,
+        }
+    }
+
+    /// Connects to a single Redis.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_REDIS_URL: {e}")))?;
@@ -60,14 +71,35 @@ impl Redis {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
         Ok(Self {
-            conn: ConnectionManager::new_with_config(client, config).await?,
+            conn: Conn::Single(ConnectionManager::new_with_config(client, config).await?),
             scripts: Arc::new(Scripts::load()),
-            url: url.into(),
+            nodes: vec![url.to_owned()].into(),
             publish: "PUBLISH",
         })
     }
 
-    pub(super) fn conn(&self) -> ConnectionManager {
+    /// Connects to a Redis Cluster through its seed nodes. Changes go out on
+    /// each sale's shard channel.
+    pub async fn connect_cluster(seeds: &[String]) -> Result<Self, StoreError> {
+        let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(5))
+            .retries(4)
+            .build()
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_REDIS_URL: {e}")))?;
+        Ok(Self {
+            conn: Conn::Cluster(client.get_async_connection().await?),
+            scripts: Arc::new(Scripts::load()),
+            nodes: seeds.into(),
+            publish: "SPUBLISH",
+        })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    pub(super) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 

@@ -299,3 +299,34 @@ async fn metrics_label_routes_by_template_not_by_path() {
         "templates are labels"
     );
 }
+
+/// The per-buyer quota is one budget in Redis: two instances together
+/// grant a buyer no more than one would.
+#[tokio::test]
+async fn the_buyer_quota_is_shared_by_every_instance() {
+    let s = servers();
+    let mut settings = test_settings(&s.redis_url, &s.mongo_uri);
+    settings.rate_limit_buyer = "1/s,burst=3".parse().unwrap();
+    let a = spawn_app_from(settings.clone()).await;
+    let b = spawn_app_from(settings).await;
+    let sale = a
+        .create_sale(json!({"total": 50, "per_user_limit": 10}))
+        .await;
+    let mut granted = 0;
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let resp = app.reserve(&sale, "both-ways", 1).await;
+        match resp.status().as_u16() {
+            200 | 201 => granted += 1,
+            429 => assert!(resp.headers().contains_key("retry-after")),
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!(granted, 3, "one budget of 3 across both instances");
+    let other = b.reserve(&sale, "someone-else", 1).await;
+    assert_eq!(
+        other.status(),
+        201,
+        "another buyer has a budget of their own"
+    );
+}

@@ -76,6 +76,7 @@ scripts! {
     waitlist_place: "waitlist_place.lua" [Sale Holds Wait Promoted];
     restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted Restore Stagefree Stagebought Stagewait Stagewaitq];
     rebuild_lock: "rebuild_lock.lua" [Restore];
+    quota: "quota.lua" [Quota];
 }
 
 impl Lua {
@@ -423,6 +424,21 @@ impl Redis {
     ) -> Result<PlaceReply, StoreError> {
         let mut call = self.scripts.waitlist_place.on(&SaleKeys::new(sale));
         call.arg(buyer);
+        self.run(&call).await
+    }
+
+    /// Spends one request of a buyer's write budget: `per_request` is the
+    /// interval at the sustained rate, `burst` how many may come at once.
+    pub async fn spend_quota(
+        &self,
+        buyer: &str,
+        per_request: Duration,
+        burst: u32,
+    ) -> Result<QuotaReply, StoreError> {
+        let mut call = self.scripts.quota.script.prepare_invoke();
+        call.key(super::keys::quota_key(buyer))
+            .arg(per_request.as_secs_f64() * 1000.0)
+            .arg(burst);
         self.run(&call).await
     }
 

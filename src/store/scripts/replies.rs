@@ -280,6 +280,16 @@ pub enum PlaceReply {
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
+pub enum QuotaReply {
+    Ok,
+    /// Over the budget: the next request fits in this many milliseconds.
+    Limited {
+        retry_ms: f64,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
 pub enum LockReply {
     Held,
     Released,
