@@ -90,6 +90,9 @@ pub struct Settings {
     /// How long a confirm may take before the reaper checks MongoDB for the
     /// order and settles the hold.
     pub confirm_lease: Duration,
+    /// How long a change a dead instance read from a sale's stream, and
+    /// never stored, waits before another instance stores it.
+    pub event_claim_idle: Duration,
     /// How often live sockets are pinged; three unanswered pings drop one.
     pub live_ping: Duration,
     /// How long a hold that ended (confirmed, cancelled, expired) stays
@@ -143,6 +146,11 @@ impl ConfigError {
 
 /// How long a confirm may hold its lease before the reaper settles it.
 pub const CONFIRM_LEASE: Duration = Duration::from_secs(10);
+/// How long changes a dead instance had read wait for another instance to
+/// store them. Far above what a live instance takes to store a batch (a
+/// few MongoDB timeouts), so a slow instance is not mistaken for a dead one
+/// (a change stored twice would be refused as recorded anyway).
+pub const EVENT_CLAIM_IDLE: Duration = Duration::from_secs(30);
 
 pub const DEFAULT_RATE_LIMIT_BUYER: &str = "10/s,burst=20";
 pub const DEFAULT_RATE_LIMIT_IP: &str = "100/s,burst=200";
@@ -313,6 +321,7 @@ impl Settings {
             ws_max_connections,
             ws_max_per_ip,
             confirm_lease: CONFIRM_LEASE,
+            event_claim_idle: EVENT_CLAIM_IDLE,
             live_ping: Duration::from_secs(15),
             live_send_timeout: Duration::from_secs(10),
             live_personal_buffer: 64,

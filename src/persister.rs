@@ -26,9 +26,6 @@ use crate::{
 };
 
 const BATCH: usize = 500;
-/// An entry claimed this long ago by a consumer that never acknowledged it
-/// belongs to a dead instance.
-const CLAIM_IDLE_MS: u64 = 30_000;
 const PASS_EVERY: Duration = Duration::from_millis(250);
 /// How many passes between two reads of the log's last seq and the sale's
 /// settings from MongoDB (other instances record changes too).
@@ -39,6 +36,9 @@ pub struct Persister {
     pub recovery: Recovery,
     /// The sales whose changes may still come (kept by the reaper).
     pub coverage: Arc<Coverage>,
+    /// An entry claimed this long ago by a consumer that never acknowledged
+    /// it belongs to a dead instance: another takes it over.
+    pub claim_idle: Duration,
 }
 
 /// What this instance knows of one sale's log.
@@ -127,7 +127,7 @@ impl Persister {
         }
         // First what a dead instance left claimed, then what nobody has read.
         let claimed = redis
-            .claim_stale_events(sale, consumer, CLAIM_IDLE_MS, BATCH)
+            .claim_stale_events(sale, consumer, self.claim_idle.as_millis() as u64, BATCH)
             .await?;
         let mut reused = self.store_entries(sale, claimed, log).await?;
         loop {

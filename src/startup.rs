@@ -51,6 +51,7 @@ struct Background {
     coverage: Arc<Coverage>,
     confirm_lease: Duration,
     ended_hold_retention: Duration,
+    event_claim_idle: Duration,
 }
 
 impl Application {
@@ -124,6 +125,7 @@ impl Application {
                 coverage,
                 confirm_lease: settings.confirm_lease,
                 ended_hold_retention: settings.ended_hold_retention,
+                event_claim_idle: settings.event_claim_idle,
             },
             signals,
         })
@@ -161,6 +163,7 @@ impl Application {
             store: state.store.clone(),
             recovery: state.recovery.clone(),
             coverage: reaper.coverage.clone(),
+            claim_idle: self.background.event_claim_idle,
         };
         let reaper = tokio::spawn(reaper.run(shutdown.clone()));
         let subscriber = tokio::spawn(live::subscriber::run(

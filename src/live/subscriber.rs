@@ -4,7 +4,9 @@
 //! after Redis goes away, subscribes again to everything watched, and then
 //! makes every socket resync, because what was published meanwhile is lost.
 //! On a cluster, a subscription the client makes again on its own (after a
-//! failover, or when a sale's slot moves) resyncs that sale's sockets.
+//! failover) resyncs that sale's sockets; a subscription the server ends
+//! on its own (the sale's slot moved to another master) is made again on
+//! the new master, and the sale's sockets resync too.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -35,6 +37,7 @@ pub async fn run(
         };
         match opened {
             Ok((mut feed, mut events, mut asked)) => {
+                let mut leaving = HashSet::new();
                 backoff = Duration::from_millis(100);
                 if connected_before {
                     tracing::info!("live feed resubscribed; sockets resync");
@@ -46,7 +49,7 @@ pub async fn run(
                         _ = shutdown.cancelled() => return,
                         wanted = interest.recv() => {
                             let Some(wanted) = wanted else { return };
-                            if let Err(e) = follow(&mut feed, &hub, wanted, &mut asked).await {
+                            if let Err(e) = follow(&mut feed, &hub, wanted, &mut asked, &mut leaving).await {
                                 break e.to_string();
                             }
                         }
@@ -65,7 +68,17 @@ pub async fn run(
                                     hub.resync_sale(&sale);
                                 }
                             }
-                            Some(FeedEvent::Unsubscribed(_)) => {}
+                            // Ended by the server: the slot moved.
+                            Some(FeedEvent::Unsubscribed(sale)) => {
+                                if !leaving.remove(&sale) && hub.is_watched(&sale) {
+                                    tracing::info!(sale_id = %sale, "live feed lost a sale's subscription (slot moved?); subscribing again");
+                                    asked.insert(sale.clone());
+                                    if let Err(e) = feed.watch(&sale).await {
+                                        break e.to_string();
+                                    }
+                                    hub.resync_sale(&sale);
+                                }
+                            }
                             Some(FeedEvent::Lost) | None => break "connection lost".to_owned(),
                         },
                     }
@@ -117,6 +130,7 @@ async fn follow(
     hub: &Hub,
     wanted: Interest,
     asked: &mut HashSet<SaleId>,
+    leaving: &mut HashSet<SaleId>,
 ) -> Result<(), StoreError> {
     match wanted {
         Interest::Watch(sale) if hub.is_watched(&sale) => {
@@ -124,7 +138,10 @@ async fn follow(
             feed.watch(&sale).await?;
             hub.mark_subscribed(&sale, true);
         }
-        Interest::Leave(sale) if !hub.is_watched(&sale) => feed.unwatch(&sale).await?,
+        Interest::Leave(sale) if !hub.is_watched(&sale) => {
+            leaving.insert(sale.clone());
+            feed.unwatch(&sale).await?
+        }
         Interest::Watch(_) | Interest::Leave(_) => {}
     }
     Ok(())

@@ -15,6 +15,24 @@ pub enum Conn {
     Cluster(ClusterConnection),
 }
 
+impl Conn {
+    /// A connection of its own, for tools and tests that read Redis
+    /// directly: to the single node `nodes[0]`, or to the cluster that
+    /// `nodes` are seeds of.
+    pub async fn open(nodes: &[String], cluster: bool) -> Result<Self, super::StoreError> {
+        Ok(match cluster {
+            true => Conn::Cluster(
+                redis::cluster::ClusterClient::new(nodes.to_vec())?
+                    .get_async_connection()
+                    .await?,
+            ),
+            false => {
+                Conn::Single(ConnectionManager::new(redis::Client::open(nodes[0].as_str())?).await?)
+            }
+        })
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -45,10 +45,9 @@ impl Redis {
     ) -> Result<(LiveFeed, mpsc::UnboundedReceiver<FeedEvent>), StoreError> {
         let (pushes, pushed) = mpsc::unbounded_channel::<PushInfo>();
         let feed = if self.is_cluster() {
-            let client = redis::cluster::ClusterClientBuilder::new(self.nodes.to_vec())
+            let client = super::redis::cluster_client(&self.nodes)
                 .use_protocol(ProtocolVersion::RESP3)
                 .push_sender(pushes)
-                .connection_timeout(Duration::from_secs(2))
                 .build()?;
             LiveFeed::Cluster(client.get_async_connection().await?)
         } else {

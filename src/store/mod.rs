@@ -3,7 +3,7 @@
 //! scripts in `lua/` through the typed calls in [`scripts`]; MongoDB holds
 //! sales, orders and the stock event log, the durable truth.
 
-mod conn;
+pub mod conn;
 pub mod events;
 pub mod feed;
 pub mod keys;
@@ -11,7 +11,7 @@ pub mod mongo;
 pub mod redis;
 pub mod scripts;
 
-pub use self::{mongo::Mongo, redis::Redis};
+pub use self::{conn::Conn, mongo::Mongo, redis::Redis};
 
 /// Both stores, as every service holds them.
 #[derive(Clone)]

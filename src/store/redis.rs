@@ -53,6 +53,21 @@ pub struct LinePlace {
     pub position: Option<i64>,
 }
 
+/// The cluster client's settings: a request the cluster answers with
+/// TRYAGAIN (its sale's slot is moving), CLUSTERDOWN or MASTERDOWN (a
+/// failover) is tried again 8 times, after a random wait of 40 ms up to
+/// 80, 160 ... 1000 ms (about 2 s in all, never less than 0.3 s), before
+/// the caller hears of it and answers 503. The driver's default waits at
+/// least 1.3 s before each of 16 tries.
+pub(super) fn cluster_client(seeds: &[String]) -> redis::cluster::ClusterClientBuilder {
+    redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .connection_timeout(Duration::from_secs(2))
+        .retries(8)
+        .min_retry_wait(40)
+        .max_retry_wait(1000)
+        .retry_wait_formula(40, 2)
+}
+
 impl Redis {
     /// Connects as the settings say: a single node, or a cluster.
     pub async fn for_settings(settings: &crate::config::Settings) -> Result<Self, StoreError> {
@@ -81,10 +96,8 @@ impl Redis {
     /// Connects to a Redis Cluster through its seed nodes. Changes go out on
     /// each sale's shard channel.
     pub async fn connect_cluster(seeds: &[String]) -> Result<Self, StoreError> {
-        let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
-            .connection_timeout(Duration::from_secs(2))
+        let client = cluster_client(seeds)
             .response_timeout(Duration::from_secs(5))
-            .retries(4)
             .build()
             .map_err(|e| StoreError::Other(anyhow::anyhow!("FLASHDROP_REDIS_URL: {e}")))?;
         Ok(Self {
@@ -95,6 +108,7 @@ impl Redis {
         })
     }
 
+    /// Whether this is a cluster connection.
     pub fn is_cluster(&self) -> bool {
         matches!(self.conn, Conn::Cluster(_))
     }
