@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::helpers::{
-    MongoServer, eventually, hold, join, json, leave, spawn_app_with, waitlist_me,
+    MongoServer, eventually, hold, join, json, leave, on_redis, spawn_app_with, waitlist_me,
 };
 
 /// MongoDB frozen (SIGSTOP): everything that needs only Redis goes on,
@@ -151,7 +151,7 @@ async fn a_rebuild_counts_an_order_that_lands_after_it() {
     let redis = crate::helpers::RedisServer::start();
     let url = redis.url.clone();
     let app = spawn_app_with(|s| {
-        s.redis_url = url;
+        on_redis(s, &url);
         s.mongodb_timeout = Duration::from_secs(5);
         s.fault_delay_order_write = Some(Duration::from_millis(1500));
     })
@@ -185,7 +185,7 @@ async fn a_late_order_wins_its_units_back_from_a_newer_hold() {
     let redis = crate::helpers::RedisServer::start();
     let url = redis.url.clone();
     let app = spawn_app_with(|s| {
-        s.redis_url = url;
+        on_redis(s, &url);
         s.mongodb_timeout = Duration::from_secs(5);
         s.fault_delay_order_write = Some(Duration::from_millis(1500));
     })
@@ -227,7 +227,7 @@ async fn a_rebuild_that_outlived_its_lock_changes_nothing() {
     slow.fault_rebuild_pause = Some(Duration::from_secs(2));
     let slow = crate::helpers::spawn_app_from(slow).await;
     let fast = spawn_app_with(|s| {
-        s.redis_url = redis.url.clone();
+        on_redis(s, &redis.url);
         s.mongodb_db = db;
     })
     .await;
@@ -269,7 +269,7 @@ async fn a_rebuild_that_outlived_its_lock_changes_nothing() {
 async fn the_waiting_list_survives_a_flushed_redis_in_its_order() {
     let redis = crate::helpers::RedisServer::start();
     let url = redis.url.clone();
-    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let app = spawn_app_with(|s| on_redis(s, &url)).await;
     let sale = app
         .create_sale(json!({"total": 2, "per_user_limit": 1}))
         .await;
@@ -315,7 +315,7 @@ async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
     use redis::AsyncCommands;
     let server = crate::helpers::RedisServer::start();
     let url = server.url.clone();
-    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let app = spawn_app_with(|s| on_redis(s, &url)).await;
     let sale = app
         .create_sale(json!({"total": 20, "per_user_limit": 1}))
         .await;

@@ -1,4 +1,4 @@
-use crate::helpers::{RedisServer, servers, spawn_app, spawn_app_with};
+use crate::helpers::{RedisServer, on_redis, servers, spawn_app, spawn_app_with};
 use serde_json::Value;
 
 #[tokio::test]
@@ -22,7 +22,7 @@ async fn readyz_is_ok_when_both_stores_answer() {
 async fn readyz_turns_503_naming_redis_when_redis_stops() {
     let mut redis = RedisServer::start();
     let url = redis.url.clone();
-    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let app = spawn_app_with(|s| on_redis(s, &url)).await;
     assert_eq!(
         app.http
             .get(app.url("/readyz"))

@@ -2,12 +2,20 @@
 //! test binary on free ports (or taken from FLASHDROP_TEST_REDIS_URL and
 //! FLASHDROP_TEST_MONGODB_URI), an app per test on port 0 with its own
 //! database, and helpers to read Redis and MongoDB state directly.
+//!
+//! With FLASHDROP_TEST_REDIS_CLUSTER=1 the shared Redis is a three-master
+//! Redis Cluster (FLASHDROP_TEST_REDIS_URL, if set, lists its seeds), and
+//! each app is two flashdrop instances: requests take turns between them.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::TcpStream,
     process::{Child, Command, Stdio},
-    sync::{OnceLock, mpsc},
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
@@ -18,52 +26,77 @@ use flashdrop::{
     startup::Application,
     state::AppState,
     store::{
-        Mongo,
+        Conn, Mongo,
         keys::SaleKeys,
         mongo::{OrderDoc, StockEventDoc},
     },
 };
-use redis::{AsyncCommands, aio::MultiplexedConnection};
+use redis::AsyncCommands;
+
+pub use super::redis_cluster::RedisCluster;
 use serde_json::{Value, json};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 
 pub struct Servers {
+    /// One URL, or a cluster's comma-separated seeds.
     pub redis_url: String,
     pub mongo_uri: String,
+}
+
+/// Whether this run's shared Redis is a cluster.
+pub fn cluster_run() -> bool {
+    std::env::var("FLASHDROP_TEST_REDIS_CLUSTER").is_ok_and(|v| v == "1" || v == "true")
+}
+
+fn from_env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
 /// The shared servers of this test binary.
 pub fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Servers> = OnceLock::new();
     SERVERS.get_or_init(|| {
-        if let (Ok(redis_url), Ok(mongo_uri)) = (
-            std::env::var("FLASHDROP_TEST_REDIS_URL"),
-            std::env::var("FLASHDROP_TEST_MONGODB_URI"),
-        ) {
-            return Servers {
-                redis_url,
-                mongo_uri,
-            };
+        let (redis_url, mongo_uri) = (
+            from_env("FLASHDROP_TEST_REDIS_URL"),
+            from_env("FLASHDROP_TEST_MONGODB_URI"),
+        );
+        let redis_url = match cluster_run() {
+            true => shared_cluster().seeds(),
+            false => redis_url.unwrap_or_else(|| lasting(RedisServer::start).url.clone()),
+        };
+        let mongo_uri = mongo_uri.unwrap_or_else(|| lasting(MongoServer::start).uri.clone());
+        Servers {
+            redis_url,
+            mongo_uri,
         }
-        // The servers are children of a thread that lives as long as the
-        // process, so PR_SET_PDEATHSIG ends them when the tests end.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let redis = RedisServer::start();
-            let mongo = MongoServer::start();
-            tx.send(Servers {
-                redis_url: redis.url.clone(),
-                mongo_uri: mongo.uri.clone(),
-            })
-            .unwrap();
-            let _keep = (redis, mongo);
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv().expect("test servers started")
     })
+}
+
+/// The Redis Cluster tests share: this run's Redis when it is a cluster,
+/// else one started for the cluster tests.
+pub fn shared_cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<&'static RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(
+        || match (cluster_run(), from_env("FLASHDROP_TEST_REDIS_URL")) {
+            (true, Some(seeds)) => Box::leak(Box::new(RedisCluster::attach(&seeds))),
+            _ => lasting(|| RedisCluster::start(3)),
+        },
+    )
+}
+
+/// Starts servers that last as long as the test binary: they are children
+/// of a thread that never ends, so PR_SET_PDEATHSIG ends them with the
+/// process and not before.
+fn lasting<T: Send + Sync + 'static>(start: impl FnOnce() -> T + Send + 'static) -> &'static T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(Box::leak(Box::new(start())) as &'static T).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().expect("test servers started")
 }
 
 fn free_port() -> u16 {
@@ -74,7 +107,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn die_with_parent(cmd: &mut Command) -> &mut Command {
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.
     unsafe {
@@ -85,7 +118,7 @@ fn die_with_parent(cmd: &mut Command) -> &mut Command {
     }
 }
 
-fn wait_for_port(port: u16, what: &str) {
+pub fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start on {port}");
@@ -211,6 +244,10 @@ pub fn test_settings(redis_url: &str, mongo_uri: &str) -> Settings {
     let vars: HashMap<&str, String> = HashMap::from([
         ("FLASHDROP_LISTEN", "127.0.0.1:0".to_owned()),
         ("FLASHDROP_REDIS_URL", redis_url.to_owned()),
+        (
+            "FLASHDROP_REDIS_CLUSTER",
+            redis_url.contains(',').to_string(),
+        ),
         ("FLASHDROP_MONGODB_URI", mongo_uri.to_owned()),
         ("FLASHDROP_MONGODB_DB", db),
         ("FLASHDROP_JWT_SECRET", JWT_SECRET.to_owned()),
@@ -220,15 +257,33 @@ pub fn test_settings(redis_url: &str, mongo_uri: &str) -> Settings {
     Settings::from_lookup(|k| vars.get(k).cloned()).unwrap()
 }
 
+/// Points the settings at a single Redis of the test's own.
+pub fn on_redis(settings: &mut Settings, url: &str) {
+    settings.redis_url = url.to_owned();
+    settings.redis_cluster = false;
+}
+
+/// One flashdrop of a [`TestApp`].
+pub struct Instance {
+    pub address: String,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// The app under test: one flashdrop, or on a cluster two sharing the
+/// stores, with requests taking turns between them.
 pub struct TestApp {
+    /// The first instance's address (sockets connect here).
     pub address: String,
     pub http: reqwest::Client,
+    /// The first instance's state.
     pub state: AppState,
     /// The app's MongoDB database, for reading what it stored.
     pub mongo: Mongo,
-    redis: MultiplexedConnection,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub instances: Vec<Instance>,
+    turn: AtomicUsize,
+    redis: Conn,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -242,18 +297,41 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     spawn_app_from(settings).await
 }
 
+/// Two instances on a cluster, one on a single Redis.
 pub async fn spawn_app_from(settings: Settings) -> TestApp {
+    let instances = if settings.redis_cluster { 2 } else { 1 };
+    spawn_instances(settings, instances).await
+}
+
+pub async fn spawn_instances(settings: Settings, n: usize) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         flashdrop::telemetry::init("info,flashdrop=debug", settings.log_format);
     }
     let mongo = Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db)
         .await
         .unwrap();
-    let redis = redis::Client::open(settings.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
+    let redis = Conn::open(&settings.redis_nodes(), settings.redis_cluster)
         .await
         .unwrap();
+    let mut instances = Vec::new();
+    for _ in 0..n {
+        instances.push(start_instance(settings.clone()).await);
+    }
+    TestApp {
+        address: instances[0].address.clone(),
+        state: instances[0].state.clone(),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap(),
+        mongo,
+        instances,
+        turn: AtomicUsize::new(0),
+        redis,
+    }
+}
+
+async fn start_instance(settings: Settings) -> Instance {
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
@@ -261,15 +339,9 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    TestApp {
+    Instance {
         address,
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap(),
         state,
-        mongo,
-        redis,
         stop: Some(stop),
         server: Some(server),
     }
@@ -311,21 +383,29 @@ pub fn sale_body(overrides: Value) -> Value {
 }
 
 impl TestApp {
+    /// The instance whose turn it is to take a request.
+    fn next_address(&self) -> &str {
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        &self.instances[turn % self.instances.len()].address
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.address)
+        format!("{}{path}", self.next_address())
     }
 
     pub fn api(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.address)
+        format!("{}/api/v1{path}", self.next_address())
     }
 
-    /// Stops the server and waits until it has shut down.
+    /// Stops every instance and waits until they have shut down.
     pub async fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
+        for instance in &mut self.instances {
+            if let Some(stop) = instance.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(server) = instance.server.take() {
+                server.await.unwrap().unwrap();
+            }
         }
     }
 
@@ -397,7 +477,7 @@ impl TestApp {
     }
 
     /// A connection of the test's own to the app's Redis.
-    pub fn redis(&self) -> MultiplexedConnection {
+    pub fn redis(&self) -> Conn {
         self.redis.clone()
     }
 

@@ -13,12 +13,12 @@ use flashdrop::{
 };
 
 use crate::helpers::{
-    RedisServer, TestApp, buyer_token, eventually, hold, spawn_app, spawn_app_with,
+    RedisServer, TestApp, buyer_token, eventually, hold, on_redis, spawn_app, spawn_app_with,
 };
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn ws_url(app: &TestApp, sale: &str, token: Option<&str>) -> String {
+pub fn ws_url(app: &TestApp, sale: &str, token: Option<&str>) -> String {
     let base = app.address.replace("http://", "ws://");
     match token {
         Some(t) => format!("{base}/api/v1/sales/{sale}/live?access_token={t}"),
@@ -26,12 +26,12 @@ fn ws_url(app: &TestApp, sale: &str, token: Option<&str>) -> String {
     }
 }
 
-async fn connect(app: &TestApp, sale: &str, token: Option<&str>) -> Socket {
+pub async fn connect(app: &TestApp, sale: &str, token: Option<&str>) -> Socket {
     connect_async(ws_url(app, sale, token)).await.unwrap().0
 }
 
 /// The next JSON text frame, skipping pings.
-async fn next_frame(socket: &mut Socket) -> Value {
+pub async fn next_frame(socket: &mut Socket) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), socket.next())
             .await
@@ -309,7 +309,7 @@ async fn unknown_sales_and_bad_tokens_are_refused_before_the_upgrade() {
 async fn after_redis_restarts_the_feed_resumes_with_a_fresh_snapshot() {
     let mut redis = RedisServer::start();
     let url = redis.url.clone();
-    let app = spawn_app_with(|s| s.redis_url = url).await;
+    let app = spawn_app_with(|s| on_redis(s, &url)).await;
     let sale = app.create_sale(json!({"total": 8})).await;
     app.reserve(&sale, "before", 2).await;
     let mut socket = connect(&app, &sale, None).await;

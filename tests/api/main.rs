@@ -2,9 +2,11 @@
 
 mod helpers;
 mod proxy;
+mod redis_cluster;
 
 mod auth_and_errors;
 mod cli;
+mod cluster;
 mod concurrency;
 mod faults;
 mod health;

@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    helpers::{RedisServer, eventually, hold, json, keys, servers, spawn_app_with},
+    helpers::{
+        RedisServer, TestApp, eventually, hold, json, keys, on_redis, servers, spawn_app_with,
+    },
     proxy::TcpProxy,
 };
 use redis::AsyncCommands;
@@ -43,7 +45,15 @@ async fn a_confirm_cut_off_after_the_order_write_ends_confirmed() {
 async fn flushall_mid_sale_rebuilds_from_mongodb_without_overselling() {
     let redis = RedisServer::start();
     let url = redis.url.clone();
-    let app = Arc::new(spawn_app_with(|s| s.redis_url = url).await);
+    let app = Arc::new(spawn_app_with(|s| on_redis(s, &url)).await);
+    flush_mid_sale(app).await;
+    drop(redis);
+}
+
+/// Sells part of a sale, flushes the app's Redis (every master of a
+/// cluster), and lets a crowd arrive: the sale is rebuilt from MongoDB and
+/// sells exactly what is left.
+pub async fn flush_mid_sale(app: Arc<TestApp>) {
     let total = 30;
     let sale = app
         .create_sale(json!({"total": total, "per_user_limit": 2}))
@@ -98,7 +108,6 @@ async fn flushall_mid_sale_rebuilds_from_mongodb_without_overselling() {
     assert_eq!(early_hold_buyer_orders, 1);
     let bought_before: i64 = conn.hget(keys(&sale).bought(), "early-0").await.unwrap();
     assert_eq!(bought_before, 2, "bought counts restored");
-    drop(redis);
 }
 
 #[tokio::test]
