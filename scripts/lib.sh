@@ -18,12 +18,13 @@ apt_install() {
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 ensure_tools() {
   command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
   command -v redis-server >/dev/null || apt_install redis-server
+  command -v redis-cli >/dev/null || apt_install redis-tools
   if ! secantusd-rs --version 2>/dev/null | grep -q "$SECANTUS_VERSION"; then
     command -v cmake >/dev/null || apt_install cmake
     log "installing secantusd-rs $SECANTUS_VERSION (MongoDB-wire test server; takes a few minutes once)"
