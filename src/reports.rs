@@ -6,6 +6,7 @@ use poem_openapi::Object;
 use crate::{error::ApiError, holds::OrderView, ids::SaleId, recovery::Recovery, store::Store};
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct OrdersPage {
     pub orders: Vec<OrderView>,
     /// Pass as `cursor` for the next page; absent on the last page.
@@ -30,7 +31,9 @@ pub struct SaleSummary {
     pub waitlist_joins: i64,
     /// holds_confirmed / holds_created (0 when no hold was made).
     pub conversion: f64,
-    /// Seconds from `starts_at` to the change that sold the last unit.
+    /// Seconds from `starts_at` to the change that sold the last unit;
+    /// absent while units are left.
+    #[oai(skip_serializing_if_is_none)]
     pub sold_out_after_seconds: Option<f64>,
     /// Most holds made within one second.
     pub peak_reservations_per_second: i64,
@@ -53,9 +56,6 @@ impl Reports {
         limit: i64,
         cursor: Option<&str>,
     ) -> Result<OrdersPage, ApiError> {
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::invalid("limit must be 1..=500"));
-        }
         self.recovery.sale_doc(sale).await?;
         let orders = self.store.mongo.orders_page(sale, limit, cursor).await?;
         let next_cursor = (orders.len() as i64 == limit)

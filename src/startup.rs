@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
-    EndpointExt, Route, Server,
+    EndpointExt, IntoEndpoint, Route, Server,
     endpoint::make_sync,
     get,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
@@ -196,7 +196,10 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
     let docs = api.swagger_ui();
     let spec = api::spec_json();
     Route::new()
-        .nest("/api/v1", api)
+        .nest(
+            "/api/v1",
+            api.into_endpoint().around(api::explain::plain_parse_errors),
+        )
         .nest("/docs", docs)
         .at(
             "/openapi.json",
@@ -212,6 +215,7 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
         .around(|ep, req| limits::cap_body(ep, req, MAX_BODY_BYTES))
         .around(limits::limit_ip)
         .catch_all_error(error::into_json_response)
+        .around(api::explain::allow_on_405)
         .around(telemetry::trace_request)
         .data(state)
         .data(jwt)

@@ -32,7 +32,9 @@ pub enum WaitStatus {
     NotListed,
 }
 
+/// Fields that do not apply to the status are absent.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct WaitView {
     pub status: WaitStatus,
     /// 1-based place in line, while waiting.

@@ -6,7 +6,7 @@ use poem_openapi::{ApiResponse, OpenApi, param::Path, param::Query, payload::Jso
 use super::Tag;
 use crate::{
     auth::Caller,
-    error::{ApiError, ErrorResponse},
+    error::ErrorResponse,
     ids::SaleId,
     reports::{OrdersPage, SaleSummary},
     sales::rules::{CreateSale, PatchSale, SaleView},
@@ -47,13 +47,13 @@ impl AdminApi {
         state: Data<&AppState>,
         caller: Caller,
         /// At most this many sales (1..=200).
-        #[oai(default = "default_limit")]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         limit: Query<i64>,
     ) -> Result<Json<Vec<SaleView>>, ErrorResponse> {
         caller.require_admin()?;
-        if !(1..=200).contains(&limit.0) {
-            return Err(ApiError::invalid("limit must be 1..=200").into());
-        }
         Ok(Json(state.sales.list(limit.0).await?))
     }
 
@@ -89,7 +89,10 @@ impl AdminApi {
         caller: Caller,
         id: Path<String>,
         /// Orders per page (1..=500).
-        #[oai(default = "default_limit")]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "500"))
+        )]
         limit: Query<i64>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<OrdersPage>, ErrorResponse> {

@@ -4,6 +4,7 @@
 use poem_openapi::{OpenApiService, Tags};
 
 pub mod admin;
+pub mod explain;
 pub mod health;
 pub mod live;
 pub mod reservations;

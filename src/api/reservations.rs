@@ -11,7 +11,7 @@ use poem_openapi::{
 use super::Tag;
 use crate::{
     auth::Caller,
-    error::{ApiError, ErrorResponse},
+    error::ErrorResponse,
     holds::{OrderView, Outcome, ReservationView},
     ids::{ReservationId, SaleId},
     limits::RateLimits,
@@ -23,6 +23,7 @@ pub struct ReservationsApi;
 #[derive(Debug, Object)]
 pub struct ReserveRequest {
     /// Units to hold, 1..=1000 and within the sale's per-buyer limit.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub quantity: i64,
 }
 
@@ -73,7 +74,13 @@ impl ReservationsApi {
         limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         id: Path<String>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Makes a retry safe: a repeat with the same key gets the first
+        /// answer. 1..=128 visible ASCII characters.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(max_length = 128, pattern = "^[!-~]{1,128}$")
+        )]
+        idempotency_key: Header<Option<String>>,
         body: Json<ReserveRequest>,
     ) -> Result<ReserveResponse, ErrorResponse> {
         limits.check_buyer(caller.buyer_id()).await?;
@@ -131,7 +138,13 @@ impl ReservationsApi {
         limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         rid: Path<String>,
-        #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
+        /// Makes a retry safe: a repeat with the same key gets the first
+        /// answer. 1..=128 visible ASCII characters.
+        #[oai(
+            name = "Idempotency-Key",
+            validator(max_length = 128, pattern = "^[!-~]{1,128}$")
+        )]
+        idempotency_key: Header<Option<String>>,
     ) -> Result<ConfirmResponse, ErrorResponse> {
         limits.check_buyer(caller.buyer_id()).await?;
         let rid = ReservationId::parse(&rid)?;
@@ -179,12 +192,12 @@ impl ReservationsApi {
         state: Data<&AppState>,
         caller: Caller,
         /// At most this many orders (1..=500).
-        #[oai(default = "default_limit")]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "500"))
+        )]
         limit: Query<i64>,
     ) -> Result<Json<Vec<OrderView>>, ErrorResponse> {
-        if !(1..=500).contains(&limit.0) {
-            return Err(ApiError::invalid("limit must be 1..=500").into());
-        }
         Ok(Json(
             state.holds.orders_of(caller.buyer_id(), limit.0).await?,
         ))

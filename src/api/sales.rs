@@ -4,12 +4,7 @@ use poem::web::Data;
 use poem_openapi::{OpenApi, param::Path, param::Query, payload::Json};
 
 use super::Tag;
-use crate::{
-    error::{ApiError, ErrorResponse},
-    ids::SaleId,
-    sales::rules::SaleView,
-    state::AppState,
-};
+use crate::{error::ErrorResponse, ids::SaleId, sales::rules::SaleView, state::AppState};
 
 pub struct SalesApi;
 
@@ -25,12 +20,12 @@ impl SalesApi {
         &self,
         state: Data<&AppState>,
         /// At most this many sales (1..=200).
-        #[oai(default = "default_limit")]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "200"))
+        )]
         limit: Query<i64>,
     ) -> Result<Json<Vec<SaleView>>, ErrorResponse> {
-        if !(1..=200).contains(&limit.0) {
-            return Err(ApiError::invalid("limit must be 1..=200").into());
-        }
         Ok(Json(state.sales.list(limit.0).await?))
     }
 

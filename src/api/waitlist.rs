@@ -20,6 +20,7 @@ pub struct WaitlistApi;
 #[derive(Debug, Object)]
 pub struct JoinRequest {
     /// Units wanted when stock comes back, 1..=1000 and within the limit.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub quantity: i64,
 }
 

@@ -94,20 +94,27 @@ impl SaleView {
 
 #[derive(Debug, Clone, Object)]
 pub struct CreateSale {
-    /// 1..=200 characters.
+    /// 1..=200 characters, not only blanks.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = "\\S"))]
     pub name: String,
     /// Price of one unit in minor units, 0..=10^15.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
     pub price_cents: i64,
     /// Three upper-case letters (ISO 4217).
+    #[oai(validator(pattern = "^[A-Z]{3}$"))]
     pub currency: String,
     /// Units on sale, 1..=10,000,000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub total: i64,
     /// Most units one buyer may hold and buy, 1..=total.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub per_user_limit: i64,
+    /// Before `ends_at`.
     pub starts_at: DateTime<Utc>,
     /// After `starts_at` and in the future.
     pub ends_at: DateTime<Utc>,
     /// How long a hold lasts before it expires, 1..=86,400.
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
     pub hold_seconds: i64,
     /// Whether buyers may join a waiting list when stock runs out.
     #[oai(default = "default_true")]
@@ -123,14 +130,28 @@ fn default_true() -> bool {
 /// may only be raised.
 #[derive(Debug, Clone, Default, Object)]
 pub struct PatchSale {
+    /// 1..=200 characters, not only blanks.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = "\\S"))]
     pub name: Option<String>,
+    /// 0..=10^15; before the start only.
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
     pub price_cents: Option<i64>,
+    /// Three upper-case letters; before the start only.
+    #[oai(validator(pattern = "^[A-Z]{3}$"))]
     pub currency: Option<String>,
+    /// 1..=10,000,000, never lower than before.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub total: Option<i64>,
+    /// 1..=total; before the start only.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub per_user_limit: Option<i64>,
+    /// Before the start only.
     pub starts_at: Option<DateTime<Utc>>,
     pub ends_at: Option<DateTime<Utc>>,
+    /// 1..=86,400.
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
     pub hold_seconds: Option<i64>,
+    /// Before the start only.
     pub waitlist_enabled: Option<bool>,
 }
 

@@ -190,3 +190,123 @@ async fn oversized_bodies_are_413() {
         .unwrap();
     assert_error(resp, 413, "payload_too_large").await;
 }
+
+#[tokio::test]
+async fn parse_errors_name_the_field_and_the_rule_in_plain_words() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    let reserve = |body: &'static str| {
+        app.http
+            .post(app.api(&format!("/sales/{sale}/reservations")))
+            .bearer_auth(buyer_token("words"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases = [
+        (
+            r#"{"quantity": "x"}"#,
+            "field `quantity` must be an integer",
+        ),
+        (r#"{"quantity": 0}"#, "field `quantity` must be at least 1"),
+        (
+            r#"{"quantity": 1001}"#,
+            "field `quantity` must be at most 1000",
+        ),
+        (r#"{"qty": 1}"#, "field `quantity` is required"),
+        (r#"{"quantity": 1"#, "the body is not valid JSON"),
+        (r#"[1]"#, "the body must be a JSON object"),
+    ];
+    for (body, expected) in cases {
+        let err = assert_error(reserve(body).await.unwrap(), 400, "invalid_request").await;
+        let message = err["message"].as_str().unwrap();
+        assert!(message.starts_with(expected), "{body}: {message}");
+        // No names of the implementation's types reach the buyer.
+        for internal in ["integer_int64", "ReserveRequest", "occurred while"] {
+            assert!(!message.contains(internal), "{body}: {message}");
+        }
+    }
+    let resp = app
+        .http
+        .get(app.api("/sales?limit=x"))
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(err["message"], "parameter `limit` must be a whole number");
+    let resp = app
+        .http
+        .get(app.api("/sales?limit=201"))
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(resp, 400, "invalid_request").await;
+    assert_eq!(err["message"], "parameter `limit` must be at most 200");
+    let resp = app
+        .http
+        .post(app.api("/admin/sales"))
+        .bearer_auth(admin_token())
+        .json(&sale_body(json!({"starts_at": "tomorrow"})))
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(resp, 400, "invalid_request").await;
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("field `starts_at` must be a date-time"),
+        "{message}"
+    );
+    let resp = app
+        .http
+        .post(app.api(&format!("/sales/{sale}/reservations")))
+        .bearer_auth(buyer_token("words"))
+        .header("Idempotency-Key", "has space")
+        .json(&json!({"quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(resp, 400, "invalid_request").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("parameter `Idempotency-Key`")
+    );
+    // Nothing was held by any of these.
+    assert_eq!(app.redis_sale(&sale).await["held"], "0");
+}
+
+#[tokio::test]
+async fn method_not_allowed_is_405_with_allow() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            "/api/v1/sales/0123456789abcdef01234567/reservations",
+            "PUT",
+            vec!["POST"],
+        ),
+        (
+            "/api/v1/reservations/abc",
+            "POST",
+            vec!["DELETE", "GET", "HEAD"],
+        ),
+        ("/api/v1/sales", "TRACE", vec!["GET", "HEAD"]),
+    ];
+    for (path, method, allowed) in cases {
+        let resp = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        let allow = resp
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let allow = allow.unwrap_or_else(|| panic!("{method} {path}: no Allow"));
+        let mut methods: Vec<&str> = allow.split(", ").collect();
+        methods.sort_unstable();
+        assert_eq!(methods, allowed, "{method} {path}");
+        assert_error(resp, 405, "method_not_allowed").await;
+    }
+}
