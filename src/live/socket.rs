@@ -97,10 +97,11 @@ async fn socket_loop(
     let (mut last_seq, mut epoch) = send_snapshot(ctx, sale, &mut out).await?;
     let mut place = LinePlace::default();
     if let Some(buyer) = buyer {
+        // A buyer promoted while away hears of it first thing, as one whose
+        // personal events overflowed does.
         place = ctx.waitlist.line_place(sale, buyer).await;
-        if let Some(position) = place.position {
-            out.json(json!({"type": "waitlist", "status": "waiting", "position": position}))
-                .await?;
+        for frame in catch_up(ctx, sale, buyer, &place).await {
+            out.json(frame).await?;
         }
     }
     // A socket silent for three ping intervals is dead.
@@ -170,8 +171,8 @@ async fn socket_loop(
     }
 }
 
-/// What a buyer whose personal events overflowed must not miss: a live
-/// promotion, and their place in line.
+/// What a buyer who connects, or whose personal events overflowed, must not
+/// miss: a live promotion, and their place in line.
 async fn catch_up(
     ctx: &LiveContext,
     sale: &SaleId,

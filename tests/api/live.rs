@@ -13,7 +13,8 @@ use flashdrop::{
 };
 
 use crate::helpers::{
-    RedisServer, TestApp, buyer_token, eventually, hold, on_redis, spawn_app, spawn_app_with,
+    RedisServer, TestApp, buyer_token, eventually, hold, join, on_redis, spawn_app, spawn_app_with,
+    waitlist_me,
 };
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -426,4 +427,29 @@ async fn a_lagging_socket_still_hears_of_its_promotion() {
     assert_eq!(app.cancel(&rid, "holder").await.status(), 204);
     let promoted = next_of(&mut waiter, "promoted").await;
     assert!(promoted["reservation_id"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn a_buyer_who_connects_after_the_promotion_still_hears_of_it() {
+    // A phone that lost its connection while its owner was promoted: the
+    // promotion must be the first thing it hears when it comes back.
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    let rid = hold(&app, &sale, "holder", 1).await;
+    assert_eq!(join(&app, &sale, "away", 1).await.status(), 201);
+    assert_eq!(app.cancel(&rid, "holder").await.status(), 204);
+    let me = waitlist_me(&app, &sale, "away").await;
+    assert_eq!(me["status"], "promoted");
+
+    let mut socket = connect(&app, &sale, Some(&buyer_token("away"))).await;
+    next_of(&mut socket, "snapshot").await;
+    let promoted = next_of(&mut socket, "promoted").await;
+    assert_eq!(promoted["reservation_id"], me["reservation_id"]);
+    assert_eq!(
+        app.reservation(promoted["reservation_id"].as_str().unwrap(), "away")
+            .await["status"],
+        "held"
+    );
 }
