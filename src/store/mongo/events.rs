@@ -70,13 +70,22 @@ impl Mongo {
         sale: &SaleId,
         seqs: &[i64],
     ) -> Result<Vec<StockEventDoc>, StoreError> {
+        let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        // A range on the unique (sale_id, seq) index, which every server
+        // walks as a range; `$in` is not planned as well everywhere.
         self.bounded(async {
-            Ok(self
+            let found: Vec<StockEventDoc> = self
                 .stock_events
-                .find(doc! {"sale_id": sale.as_str(), "seq": {"$in": seqs}})
+                .find(doc! {"sale_id": sale.as_str(), "seq": {"$gte": low, "$lte": high}})
                 .await?
                 .try_collect()
-                .await?)
+                .await?;
+            Ok(found
+                .into_iter()
+                .filter(|e| seqs.contains(&e.seq))
+                .collect())
         })
         .await
     }
