@@ -92,8 +92,10 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
         }
         Command::Token { sub, role, ttl } => {
-            let secret = std::env::var("FLASHDROP_JWT_SECRET")
-                .context("FLASHDROP_JWT_SECRET: is required")?;
+            let secret = std::env::var("FLASHDROP_JWT_SECRET").context(
+                "FLASHDROP_JWT_SECRET: is required (the secret the server signs with; \
+                     for the demo of scripts/run, `scripts/token <name> [admin]` reads it)",
+            )?;
             if secret.len() < 32 {
                 anyhow::bail!("FLASHDROP_JWT_SECRET: must be at least 32 bytes");
             }

@@ -209,6 +209,7 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
                     .body(spec.clone())
             })),
         )
+        .nest("/", api::pages::routes())
         .at("/healthz", get(api::health::healthz))
         .at("/readyz", get(api::health::readyz))
         .at("/metrics", get(api::health::metrics))

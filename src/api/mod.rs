@@ -7,6 +7,7 @@ pub mod admin;
 pub mod explain;
 pub mod health;
 pub mod live;
+pub mod pages;
 pub mod reservations;
 pub mod sales;
 pub mod waitlist;

@@ -88,7 +88,7 @@ pub fn shared_cluster() -> &'static RedisCluster {
 /// Starts servers that last as long as the test binary: they are children
 /// of a thread that never ends, so PR_SET_PDEATHSIG ends them with the
 /// process and not before.
-fn lasting<T: Send + Sync + 'static>(start: impl FnOnce() -> T + Send + 'static) -> &'static T {
+pub fn lasting<T: Send + Sync + 'static>(start: impl FnOnce() -> T + Send + 'static) -> &'static T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         tx.send(Box::leak(Box::new(start())) as &'static T).unwrap();
@@ -99,7 +99,7 @@ fn lasting<T: Send + Sync + 'static>(start: impl FnOnce() -> T + Send + 'static)
     rx.recv().expect("test servers started")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

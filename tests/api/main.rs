@@ -5,9 +5,11 @@ mod proxy;
 mod redis_cluster;
 
 mod auth_and_errors;
+mod browser;
 mod cli;
 mod cluster;
 mod concurrency;
+mod deploy;
 mod faults;
 mod health;
 mod live;

@@ -1,0 +1,310 @@
+//! The buyer and operator pages in a real browser: Debian's chromium driven
+//! through chromium-driver (WebDriver). Each test saves screenshots under
+//! `target/screenshots/`.
+
+use std::{
+    process::{Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, admin_token, buyer_token, die_with_parent, free_port, hold, lasting, spawn_app,
+    wait_for_port,
+};
+
+/// One chromedriver for the whole run (a child of a thread that lasts as
+/// long as the test binary); every test opens its own session.
+fn driver_url() -> &'static str {
+    static DRIVER: OnceLock<&'static String> = OnceLock::new();
+    DRIVER.get_or_init(|| {
+        lasting(|| {
+            let port = free_port();
+            let child = die_with_parent(
+                Command::new("chromedriver")
+                    .arg(format!("--port={port}"))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .spawn()
+            .expect("chromedriver is installed (scripts/test installs chromium-driver)");
+            std::mem::forget(child);
+            wait_for_port(port, "chromedriver");
+            format!("http://127.0.0.1:{port}")
+        })
+    })
+}
+
+async fn browser(width: u32, height: u32) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": [
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            format!("--window-size={width},{height}"),
+        ]}),
+    );
+    // chromedriver speaks plain HTTP on loopback: no TLS needed.
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver_url())
+        .await
+        .expect("a chromium session")
+}
+
+/// Saves what the browser shows now as `target/screenshots/<name>.png`.
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// Waits until the element's text is `want`; panics with what it showed.
+async fn text_becomes(client: &Client, css: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        if let Ok(el) = client.find(Locator::Css(css)).await {
+            seen = el.text().await.unwrap_or_default();
+            if seen.trim() == want {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} shows {seen:?}, never {want:?}");
+}
+
+/// Waits until the element is displayed.
+async fn shown(client: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(el) = client.find(Locator::Css(css)).await
+            && el.is_displayed().await.unwrap_or(false)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css} never shown");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn fill(client: &Client, css: &str, value: &str) {
+    let el = client.find(Locator::Css(css)).await.unwrap();
+    el.clear().await.unwrap();
+    el.send_keys(value).await.unwrap();
+}
+
+async fn open(client: &Client, app: &TestApp, path: &str, token: Option<&str>) {
+    let fragment = token.map(|t| format!("#token={t}")).unwrap_or_default();
+    client
+        .goto(&format!("{}{fragment}", app.url(path)))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_buyer_reserves_and_confirms_through_the_page() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"name": "Trail runners", "total": 10, "per_user_limit": 2}))
+        .await;
+    let client = browser(1280, 900).await;
+    open(&client, &app, "/", None).await;
+    text_becomes(
+        &client,
+        &format!("#sales a[href='/sales/{sale}']"),
+        "Trail runners",
+    )
+    .await;
+    screenshot(&client, "buyer-list").await;
+
+    open(
+        &client,
+        &app,
+        &format!("/sales/{sale}"),
+        Some(&buyer_token("page-buyer")),
+    )
+    .await;
+    text_becomes(&client, "#available", "10").await;
+    // The token left the address bar; the page keeps it for the tab.
+    assert!(
+        !client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("token=")
+    );
+    fill(&client, "#quantity", "2").await;
+    click(&client, "#reserve-btn").await;
+    shown(&client, "#hold-card").await;
+    text_becomes(&client, "#held", "2").await;
+    let countdown = client.find(Locator::Css("#hold-countdown")).await.unwrap();
+    assert!(countdown.text().await.unwrap().ends_with("left"));
+    screenshot(&client, "buyer-hold").await;
+
+    click(&client, "#confirm-btn").await;
+    shown(&client, "#order-card").await;
+    text_becomes(&client, "#sold", "2").await;
+    screenshot(&client, "buyer-order").await;
+    // What the page showed is what the stores hold.
+    let orders = app.orders(&sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].user_id, "page-buyer");
+    assert_eq!(orders[0].quantity, 2);
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (8, 0, 2));
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_counts_on_the_page_move_when_another_buyer_reserves() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 10, "per_user_limit": 3}))
+        .await;
+    let client = browser(390, 844).await;
+    open(&client, &app, &format!("/sales/{sale}"), None).await;
+    text_becomes(&client, "#available", "10").await;
+    // Not signed in: the page says so rather than failing on click.
+    let reserve = client.find(Locator::Css("#reserve-btn")).await.unwrap();
+    assert!(!reserve.is_enabled().await.unwrap());
+
+    let rid = hold(&app, &sale, "elsewhere", 3).await;
+    text_becomes(&client, "#available", "7").await;
+    text_becomes(&client, "#held", "3").await;
+    screenshot(&client, "buyer-phone").await;
+    assert_eq!(app.confirm(&rid, "elsewhere").await.status(), 201);
+    text_becomes(&client, "#sold", "3").await;
+    text_becomes(&client, "#held", "0").await;
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_waiting_buyer_sees_the_promotion_and_confirms_it() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    let first = hold(&app, &sale, "first", 1).await;
+    let client = browser(1280, 900).await;
+    open(
+        &client,
+        &app,
+        &format!("/sales/{sale}"),
+        Some(&buyer_token("patient")),
+    )
+    .await;
+    text_becomes(&client, "#sale-status", "sold out").await;
+    shown(&client, "#join-btn").await;
+    click(&client, "#join-btn").await;
+    shown(&client, "#wait-card").await;
+    text_becomes(&client, "#wait-position", "1").await;
+    text_becomes(&client, "#waitlist-length", "1").await;
+    screenshot(&client, "buyer-waiting").await;
+
+    // The first buyer lets go: the unit goes to the head of the line.
+    assert_eq!(app.cancel(&first, "first").await.status(), 204);
+    shown(&client, "#hold-card").await;
+    screenshot(&client, "buyer-promoted").await;
+    click(&client, "#confirm-btn").await;
+    shown(&client, "#order-card").await;
+    let orders = app.orders(&sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].user_id, "patient");
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (0, 0, 1));
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
+    let app = spawn_app().await;
+    let client = browser(1400, 1000).await;
+    open(&client, &app, "/operator", Some(&admin_token())).await;
+    shown(&client, "#create-form").await;
+    fill(&client, "#c-name", "Operator drop").await;
+    fill(&client, "#c-total", "50").await;
+    fill(&client, "#c-limit", "5").await;
+    // Opens at once: a start a minute back (the field has minutes only).
+    let start = chrono::Local::now() - chrono::Duration::minutes(1);
+    client
+        .execute(
+            "document.querySelector('#c-starts').value = arguments[0]",
+            vec![Value::from(start.format("%Y-%m-%dT%H:%M").to_string())],
+        )
+        .await
+        .unwrap();
+    click(&client, "#create-btn").await;
+    shown(&client, "#detail").await;
+    text_becomes(&client, "#d-name", "Operator drop").await;
+    let sale = client
+        .find(Locator::Css("#d-id"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // The sale the page made is the sale the server holds.
+    let view = app.get_sale(&sale).await;
+    assert_eq!(view["name"], "Operator drop");
+    assert_eq!(view["total"], 50);
+    text_becomes(&client, "#available", "50").await;
+    let points_before = chart_points(&client).await;
+
+    for i in 0..4 {
+        let rid = hold(&app, &sale, &format!("chart-{i}"), 2).await;
+        if i % 2 == 0 {
+            assert_eq!(app.confirm(&rid, &format!("chart-{i}")).await.status(), 201);
+        }
+    }
+    text_becomes(&client, "#available", "42").await;
+    text_becomes(&client, "#sold", "4").await;
+    assert!(chart_points(&client).await > points_before);
+    // The summary and the orders come from the server too.
+    text_becomes(&client, "[data-figure=units_sold] b", "4").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client
+        .find_all(Locator::Css("#orders tr"))
+        .await
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the orders table never filled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    screenshot(&client, "operator").await;
+
+    // Close it from the page.
+    click(&client, "#close-btn").await;
+    client.accept_alert().await.unwrap();
+    text_becomes(&client, "#d-status", "ended").await;
+    assert_eq!(app.get_sale(&sale).await["status"], "ended");
+    client.close().await.unwrap();
+}
+
+async fn chart_points(client: &Client) -> usize {
+    let canvas = client.find(Locator::Css("#chart")).await.unwrap();
+    canvas
+        .attr("data-points")
+        .await
+        .unwrap()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
