@@ -3,8 +3,14 @@
 
 pub mod rules;
 
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
 use bson::DateTime as BsonDateTime;
 use chrono::Utc;
+use futures_util::future::try_join_all;
 
 use self::rules::{CreateSale, MAX_HOLD_SECONDS, PatchSale, SaleView, validate};
 use crate::{
@@ -19,10 +25,27 @@ use crate::{
     },
 };
 
+/// How long the list of newest sales is taken as current (per instance).
+const LISTING_FRESH: Duration = Duration::from_secs(1);
+/// The most sales a list may ask for.
+const LISTING_MAX: i64 = 200;
+
+/// The ids of the newest sales, read from MongoDB at most once a second per
+/// instance (and after this instance changes a sale); the counts come from
+/// Redis on every read. One reader refreshes while the others wait for it.
+#[derive(Clone, Default)]
+struct Listing(Arc<tokio::sync::Mutex<Option<ListingRead>>>);
+
+struct ListingRead {
+    at: Instant,
+    ids: Vec<SaleId>,
+}
+
 #[derive(Clone)]
 pub struct Sales {
     store: Store,
     recovery: Recovery,
+    listing: Listing,
     /// Test fault point: a sale's change fails to reach MongoDB.
     fail_writes: bool,
 }
@@ -32,6 +55,7 @@ impl Sales {
         Self {
             store,
             recovery,
+            listing: Listing::default(),
             fail_writes: settings.fault_fail_sale_write,
         }
     }
@@ -65,17 +89,53 @@ impl Sales {
             .open_sale(&id, &LiveSettings::from(&doc))
             .await?;
         tracing::info!(sale_id = %id, total = doc.total, "sale created");
+        self.forget_listing().await;
         self.view(&id).await
     }
 
+    /// The newest sales first, with live counts: no MongoDB read per
+    /// request.
     pub async fn list(&self, limit: i64) -> Result<Vec<SaleView>, ApiError> {
-        let docs = self.store.mongo.list_sales(limit).await?;
-        let mut views = Vec::with_capacity(docs.len());
-        for doc in &docs {
-            let id = SaleId::parse(&doc.id)?;
-            views.push(self.view(&id).await?);
+        let ids = self.newest_ids().await?;
+        let limit = usize::try_from(limit).unwrap_or(0);
+        try_join_all(ids.iter().take(limit).map(|id| self.view(id))).await
+    }
+
+    async fn newest_ids(&self) -> Result<Vec<SaleId>, ApiError> {
+        let mut cached = self.listing.0.lock().await;
+        if let Some(read) = &*cached
+            && read.at.elapsed() < LISTING_FRESH
+        {
+            return Ok(read.ids.clone());
         }
-        Ok(views)
+        match self.store.mongo.list_sales(LISTING_MAX).await {
+            Ok(docs) => {
+                let ids: Vec<SaleId> = docs
+                    .iter()
+                    .filter_map(|d| SaleId::parse(&d.id).ok())
+                    .collect();
+                *cached = Some(ListingRead {
+                    at: Instant::now(),
+                    ids: ids.clone(),
+                });
+                Ok(ids)
+            }
+            // MongoDB is away: the sales known a moment ago, with live
+            // counts, beat a 503; try MongoDB again in a second.
+            Err(err) => match cached.as_mut() {
+                Some(read) => {
+                    tracing::warn!(error = %err, "listing sales known before");
+                    read.at = Instant::now();
+                    Ok(read.ids.clone())
+                }
+                None => Err(err.into()),
+            },
+        }
+    }
+
+    /// After this instance changes a sale, its next list reads afresh.
+    async fn forget_listing(&self) {
+        *self.listing.0.lock().await = None;
     }
 
     pub async fn view(&self, sale: &SaleId) -> Result<SaleView, ApiError> {
@@ -162,6 +222,7 @@ impl Sales {
                 .await?;
             return Err(refused);
         }
+        self.forget_listing().await;
         self.view(sale).await
     }
 
