@@ -39,17 +39,10 @@
       const rows = $("#sales");
       rows.replaceChildren();
       for (const s of sales) {
-        const tr = document.createElement("tr");
         const link = document.createElement("a");
         link.href = `/sales/${s.id}`; link.textContent = s.name;
-        const cells = [link, badge(s.status), F.money(s.price_cents, s.currency), `${s.available} / ${s.total}`, F.when(s.starts_at)];
-        cells.forEach((c, i) => {
-          const td = document.createElement("td");
-          if (i >= 2 && i <= 3) td.className = "num";
-          if (c instanceof Node) td.append(c); else td.textContent = c;
-          tr.append(td);
-        });
-        rows.append(tr);
+        rows.append(F.row([link, badge(s.status), F.money(s.price_cents, s.currency),
+          `${s.available} / ${s.total}`, F.when(s.starts_at)], [2, 3]));
       }
       $("#no-sales").classList.toggle("hidden", sales.length > 0);
     } catch (err) { showError(err); }
@@ -174,13 +167,7 @@
       const rows = $("#orders");
       rows.replaceChildren();
       for (const o of mine) {
-        const tr = document.createElement("tr");
-        [o.order_id.slice(-8), o.quantity, F.money(o.total_cents, o.currency), F.when(o.created_at)].forEach((v, i) => {
-          const td = document.createElement("td");
-          if (i === 1 || i === 2) td.className = "num";
-          td.textContent = v; tr.append(td);
-        });
-        rows.append(tr);
+        rows.append(F.row([o.order_id.slice(-8), o.quantity, F.money(o.total_cents, o.currency), F.when(o.created_at)], [1, 2]));
       }
     } catch (_) { /* orders are a convenience */ }
   }

@@ -118,6 +118,17 @@ const Flashdrop = (() => {
   function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
   function text(el, value) { el.textContent = value === undefined || value === null ? "—" : String(value); }
   function $(sel) { return document.querySelector(sel); }
+  // A table row: cells are text or nodes; the columns in `numeric` align right.
+  function row(cells, numeric) {
+    const tr = document.createElement("tr");
+    cells.forEach((c, i) => {
+      const td = document.createElement("td");
+      if (numeric && numeric.includes(i)) td.className = "num";
+      if (c instanceof Node) td.append(c); else td.textContent = c;
+      tr.append(td);
+    });
+    return tr;
+  }
   function say(el, message, kind) { el.textContent = message || ""; el.className = `message ${kind || ""}`; }
   function duration(ms) {
     if (ms <= 0) return "0:00";
@@ -125,5 +136,5 @@ const Flashdrop = (() => {
     return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
   }
 
-  return { takeToken, setToken, claims, api, ApiError, live, money, when, text, $, say, duration };
+  return { takeToken, setToken, claims, api, ApiError, live, money, when, text, $, row, say, duration };
 })();

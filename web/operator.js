@@ -200,14 +200,8 @@
       const rows = $("#orders");
       rows.replaceChildren();
       for (const o of body.orders) {
-        const tr = document.createElement("tr");
-        [o.order_id.slice(-8), o.units.join(", "), o.quantity, F.money(o.total_cents, o.currency), F.when(o.created_at)]
-          .forEach((v, i) => {
-            const td = document.createElement("td");
-            if (i === 2 || i === 3) td.className = "num";
-            td.textContent = v; tr.append(td);
-          });
-        rows.append(tr);
+        rows.append(F.row([o.order_id.slice(-8), o.units.join(", "), o.quantity,
+          F.money(o.total_cents, o.currency), F.when(o.created_at)], [2, 3]));
       }
       $("#orders-next").disabled = !body.next_cursor;
       $("#orders-first").disabled = page === 0;
