@@ -16,6 +16,10 @@ use crate::{
 
 pub const MAX_TOTAL: i64 = 10_000_000;
 pub const MAX_HOLD_SECONDS: i64 = 86_400;
+/// How far ahead a sale may end. Times cross the Lua boundary as
+/// milliseconds, which Redis's JSON prints exactly below 10^14 (the year
+/// 5138); a decade is far inside that.
+pub const MAX_YEARS_AHEAD: i64 = 10;
 pub const MAX_NAME_CHARS: usize = 200;
 /// Highest unit price in minor units: a hold of 1000 units stays well
 /// inside an i64.
@@ -111,7 +115,7 @@ pub struct CreateSale {
     pub per_user_limit: i64,
     /// Before `ends_at`.
     pub starts_at: DateTime<Utc>,
-    /// After `starts_at` and in the future.
+    /// After `starts_at`, in the future, and within 10 years.
     pub ends_at: DateTime<Utc>,
     /// How long a hold lasts before it expires, 1..=86,400.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
@@ -182,6 +186,11 @@ pub fn validate(s: &CreateSale, now: DateTime<Utc>) -> Result<(), ApiError> {
     }
     if s.ends_at <= now {
         return Err(ApiError::invalid("ends_at must be in the future"));
+    }
+    if s.ends_at > now + chrono::Duration::days(MAX_YEARS_AHEAD * 366) {
+        return Err(ApiError::invalid(format!(
+            "ends_at must be within {MAX_YEARS_AHEAD} years from now"
+        )));
     }
     if !(1..=MAX_HOLD_SECONDS).contains(&s.hold_seconds) {
         return Err(ApiError::invalid("hold_seconds must be 1..=86400"));

@@ -1,0 +1,64 @@
+//! The typed arguments the scripts take beyond ids: a sale's settings as
+//! Redis keeps them, a rebuilt sale's hash, why a confirm is undone.
+
+use crate::store::mongo::SaleDoc;
+
+/// What Redis keeps of a sale's settings: `open_sale` writes all of them,
+/// `update_sale` the ones an admin may change.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub name: String,
+    pub total: i64,
+    pub per_user_limit: i64,
+    pub starts_ms: i64,
+    pub ends_ms: i64,
+    pub hold_ms: i64,
+    pub price_cents: i64,
+    pub currency: String,
+    pub waitlist: bool,
+    /// The sale's version in MongoDB these settings come from.
+    pub version: i64,
+}
+
+impl From<&SaleDoc> for LiveSettings {
+    fn from(d: &SaleDoc) -> Self {
+        LiveSettings {
+            name: d.name.clone(),
+            total: d.total,
+            per_user_limit: d.per_user_limit,
+            starts_ms: d.starts_at.timestamp_millis(),
+            ends_ms: d.ends_at.timestamp_millis(),
+            hold_ms: d.hold_seconds * 1000,
+            price_cents: d.price_cents,
+            currency: d.currency.clone(),
+            waitlist: d.waitlist_enabled,
+            version: d.version,
+        }
+    }
+}
+
+/// The sale hash of a rebuilt sale; the rest is staged.
+#[derive(Debug)]
+pub struct Restored<'a> {
+    pub settings: &'a LiveSettings,
+    pub closed: bool,
+    pub sold: i64,
+    /// The next never-issued serial.
+    pub next: i64,
+    /// The last change recorded in MongoDB: seq carries on from it.
+    pub seq: i64,
+    /// The last join ticket handed out, so new joiners queue behind.
+    pub last_ticket: i64,
+    pub line_closed: bool,
+}
+
+/// Why a confirm is undone, which decides whether the hold lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortCause {
+    /// The order write of the confirm with this lease certainly failed:
+    /// the hold goes back to held until its deadline, unless the reaper
+    /// has claimed it since.
+    Unwritten { lease: i64 },
+    /// The confirm was given up and its order fenced off: the hold ends.
+    Fenced,
+}
