@@ -27,8 +27,9 @@ impl LiveApi {
     /// Live feed (WebSocket, JSON text frames). First frame
     /// `{"type":"snapshot","seq","sale"}`, then one
     /// `{"type":"stock","seq","available","held","sold","status","waitlist_length","ts"}`
-    /// per change; `seq` rises by one per change, so a gap means missed
-    /// changes (a slow client skips to the newest state). With a token
+    /// per change; `seq` rises by one per change. Stock frames carry whole
+    /// counts and a slow client gets only the newest, so a gap loses
+    /// nothing. With a token
     /// (`?access_token=` or a bearer header) also `promoted`, `reservation`,
     /// `waitlist` and `sale_closed`. The server pings every 15 s.
     #[oai(path = "/sales/:id/live", method = "get", operation_id = "liveFeed")]
