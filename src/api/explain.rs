@@ -230,7 +230,7 @@ pub async fn allow_on_405<E: Endpoint>(next: E, req: Request) -> Result<Response
     {
         return Ok(resp);
     }
-    let allow = allowed_methods(&path).unwrap_or_else(|| "GET".to_owned());
+    let allow = allowed_methods(&path).unwrap_or_else(|| "GET, HEAD".to_owned());
     Ok(resp.with_header(header::ALLOW, allow).into_response())
 }
 

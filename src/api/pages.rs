@@ -6,7 +6,7 @@
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Response, Route,
     endpoint::{EmbeddedFileEndpoint, EmbeddedFilesEndpoint},
-    http::StatusCode,
+    http::{Method, StatusCode},
 };
 
 #[derive(rust_embed::Embed)]
@@ -34,8 +34,13 @@ fn page(file: &str) -> impl Endpoint<Output = Response> {
     EmbeddedFileEndpoint::<Web>::new(file).around(secured)
 }
 
-async fn secured<E: Endpoint>(next: E, req: poem::Request) -> poem::Result<Response> {
-    let resp = match next.call(req).await {
+async fn secured<E: Endpoint>(next: E, mut req: poem::Request) -> poem::Result<Response> {
+    // HEAD is GET without the body (the file endpoints answer GET only).
+    let head = req.method() == Method::HEAD;
+    if head {
+        req.set_method(Method::GET);
+    }
+    let mut resp = match next.call(req).await {
         Ok(resp) => resp.into_response(),
         // The file's ETag matched: not an error, an empty 304.
         Err(err) if err.status() == StatusCode::NOT_MODIFIED => {
@@ -43,6 +48,9 @@ async fn secured<E: Endpoint>(next: E, req: poem::Request) -> poem::Result<Respo
         }
         Err(err) => return Err(err),
     };
+    if head {
+        resp.set_body(());
+    }
     Ok(resp
         .with_header("Content-Security-Policy", CSP)
         .with_header("X-Content-Type-Options", "nosniff")

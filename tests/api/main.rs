@@ -16,6 +16,7 @@ mod live;
 mod mongo;
 mod openapi;
 mod operations;
+mod pages;
 mod recovery;
 mod reservations;
 mod sales;
