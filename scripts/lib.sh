@@ -68,6 +68,12 @@ start_mongo() {
   MONGODB_URI="mongodb://127.0.0.1:$port/?directConnection=true"
 }
 
+# post_json URL TOKEN BODY FIELD -> prints FIELD of the JSON answer
+post_json() {
+  curl -fsS -X POST "$1" -H "Authorization: Bearer $2" -H 'content-type: application/json' -d "$3" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$4"
+}
+
 PIDS=()
 # Stops what was started, newest first (flashdrop before its stores).
 stop_started() {

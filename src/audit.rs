@@ -67,13 +67,7 @@ pub async fn audit(
     let orders = store.mongo.orders_of_sale(sale).await?;
     let log = store.mongo.event_log(sale).await?;
     let doc = store.mongo.find_sale(sale).await?;
-    let n = |k: &str| {
-        redis
-            .sale
-            .get(k)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let n = |k: &str| redis.number(k);
     let (total, limit) = (
         doc.as_ref().map_or(n("total"), |d| d.total),
         doc.as_ref().map_or(n("limit"), |d| d.per_user_limit),
@@ -252,13 +246,7 @@ fn stranded(
             problems.push(format!("{rid} ({}) {} ms past due", h.user, now_ms - due));
         }
     }
-    let n = |k: &str| {
-        redis
-            .sale
-            .get(k)
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let n = |k: &str| redis.number(k);
     if let Some((head, _)) = redis.wait.first()
         && n("wl_closed") != 1
     {

@@ -41,26 +41,19 @@
       for (const s of sales) {
         const link = document.createElement("a");
         link.href = `/sales/${s.id}`; link.textContent = s.name;
-        rows.append(F.row([link, badge(s.status), F.money(s.price_cents, s.currency),
+        rows.append(F.row([link, F.badge(s.status), F.money(s.price_cents, s.currency),
           `${s.available} / ${s.total}`, F.when(s.starts_at)], [2, 3]));
       }
       $("#no-sales").classList.toggle("hidden", sales.length > 0);
     } catch (err) { showError(err); }
   }
-  function badge(status) {
-    const b = document.createElement("span");
-    b.className = `badge ${status}`; b.textContent = status.replace("_", " ");
-    return b;
-  }
-
   // --- one sale -------------------------------------------------------------
   function renderSale(s) {
     state.sale = Object.assign(state.sale || {}, s);
     const sale = state.sale;
     document.title = `${sale.name} · Flashdrop`;
     F.text($("#sale-name"), sale.name);
-    const b = $("#sale-status");
-    b.className = `badge ${sale.status}`; b.textContent = sale.status.replace("_", " ");
+    F.badge(sale.status, $("#sale-status"));
     F.text($("#sale-price"), F.money(sale.price_cents, sale.currency));
     F.text($("#sale-limit"), sale.per_user_limit);
     F.text($("#sale-window"), `${F.when(sale.starts_at)} – ${F.when(sale.ends_at)}`);

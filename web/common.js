@@ -118,6 +118,12 @@ const Flashdrop = (() => {
   function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
   function text(el, value) { el.textContent = value === undefined || value === null ? "—" : String(value); }
   function $(sel) { return document.querySelector(sel); }
+  // A sale's status as a badge: on `el`, or on a new span.
+  function badge(status, el) {
+    const b = el || document.createElement("span");
+    b.className = `badge ${status}`; b.textContent = status.replace("_", " ");
+    return b;
+  }
   // A table row: cells are text or nodes; the columns in `numeric` align right.
   function row(cells, numeric) {
     const tr = document.createElement("tr");
@@ -136,5 +142,5 @@ const Flashdrop = (() => {
     return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
   }
 
-  return { takeToken, setToken, claims, api, ApiError, live, money, when, text, $, row, say, duration };
+  return { takeToken, setToken, claims, api, ApiError, live, money, when, text, $, row, badge, say, duration };
 })();

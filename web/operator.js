@@ -44,20 +44,11 @@
       const rows = $("#sales");
       rows.replaceChildren();
       for (const s of sales) {
-        const tr = document.createElement("tr");
-        const name = document.createElement("td");
         const button = document.createElement("button");
         button.type = "button"; button.className = "secondary"; button.textContent = s.name;
         button.dataset.sale = s.id;
         button.addEventListener("click", () => select(s.id));
-        name.append(button);
-        const status = document.createElement("td");
-        status.innerHTML = `<span class="badge ${s.status}"></span>`;
-        status.firstChild.textContent = s.status.replace("_", " ");
-        const sold = document.createElement("td");
-        sold.className = "num"; sold.textContent = `${s.sold} / ${s.total}`;
-        tr.append(name, status, sold);
-        rows.append(tr);
+        rows.append(F.row([button, F.badge(s.status), `${s.sold} / ${s.total}`], [2]));
       }
       if (selectId) select(selectId);
     } catch (err) { showError(err); }
@@ -91,8 +82,7 @@
     state.sale = Object.assign(state.sale || {}, s);
     const sale = state.sale;
     F.text($("#d-name"), sale.name);
-    const b = $("#d-status");
-    b.className = `badge ${sale.status}`; b.textContent = sale.status.replace("_", " ");
+    F.badge(sale.status, $("#d-status"));
     F.text($("#d-id"), sale.id);
     F.text($("#d-window"), `${F.when(sale.starts_at)} – ${F.when(sale.ends_at)}`);
     ["available", "held", "sold"].forEach((k) => F.text($(`#${k}`), sale[k]));

@@ -330,6 +330,16 @@ pub struct SaleDump {
     pub unpersisted: usize,
 }
 
+impl SaleDump {
+    /// A number of the sale hash; 0 when absent.
+    pub fn number(&self, field: &str) -> i64 {
+        self.sale
+            .get(field)
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// A buyer in a waiting list as a rebuild restores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiter {

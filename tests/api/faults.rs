@@ -158,10 +158,8 @@ async fn an_order_write_landing_after_its_lease_never_sells_returned_units() {
     assert_eq!(app.check_invariants(&sale).await, (0, 0, 1));
 }
 
-/// A rebuild that read MongoDB before an in-flight order landed still
-/// counts that order once it lands.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_counts_an_order_that_lands_after_it() {
+/// An app on a Redis of its own whose order writes take 1.5 s to land.
+async fn slow_order_writes() -> (crate::helpers::RedisServer, crate::helpers::TestApp) {
     let redis = crate::helpers::RedisServer::start();
     let url = redis.url.clone();
     let app = spawn_app_with(|s| {
@@ -170,13 +168,21 @@ async fn a_rebuild_counts_an_order_that_lands_after_it() {
         s.fault_delay_order_write = Some(Duration::from_millis(1500));
     })
     .await;
-    let sale = app
-        .create_sale(json!({"total": 3, "per_user_limit": 2}))
-        .await;
-    let rid = hold(&app, &sale, "inflight", 2).await;
+    (redis, app)
+}
+
+/// Starts `inflight`'s confirm of `rid`, then flushes Redis while its order
+/// write is on the way; the confirm's status comes from the handle.
+async fn confirm_then_flush(
+    app: crate::helpers::TestApp,
+    rid: &str,
+) -> (
+    std::sync::Arc<crate::helpers::TestApp>,
+    tokio::task::JoinHandle<u16>,
+) {
     let app = std::sync::Arc::new(app);
     let confirm = {
-        let (app, rid) = (app.clone(), rid.clone());
+        let (app, rid) = (app.clone(), rid.to_owned());
         tokio::spawn(async move { app.confirm(&rid, "inflight").await.status().as_u16() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -184,6 +190,19 @@ async fn a_rebuild_counts_an_order_that_lands_after_it() {
         .query_async(&mut app.redis())
         .await
         .unwrap();
+    (app, confirm)
+}
+
+/// A rebuild that read MongoDB before an in-flight order landed still
+/// counts that order once it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_counts_an_order_that_lands_after_it() {
+    let (redis, app) = slow_order_writes().await;
+    let sale = app
+        .create_sale(json!({"total": 3, "per_user_limit": 2}))
+        .await;
+    let rid = hold(&app, &sale, "inflight", 2).await;
+    let (app, confirm) = confirm_then_flush(app, &rid).await;
     // The next read rebuilds the sale from MongoDB, which has no order yet.
     assert_eq!(app.get_sale(&sale).await["sold"], 0);
     assert_eq!(confirm.await.unwrap(), 201);
@@ -196,28 +215,12 @@ async fn a_rebuild_counts_an_order_that_lands_after_it() {
 /// the other hold keeps what is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_order_wins_its_units_back_from_a_newer_hold() {
-    let redis = crate::helpers::RedisServer::start();
-    let url = redis.url.clone();
-    let app = spawn_app_with(|s| {
-        on_redis(s, &url);
-        s.mongodb_timeout = Duration::from_secs(5);
-        s.fault_delay_order_write = Some(Duration::from_millis(1500));
-    })
-    .await;
+    let (redis, app) = slow_order_writes().await;
     let sale = app
         .create_sale(json!({"total": 4, "per_user_limit": 3}))
         .await;
     let rid = hold(&app, &sale, "inflight", 2).await;
-    let app = std::sync::Arc::new(app);
-    let confirm = {
-        let (app, rid) = (app.clone(), rid.clone());
-        tokio::spawn(async move { app.confirm(&rid, "inflight").await.status().as_u16() })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut app.redis())
-        .await
-        .unwrap();
+    let (app, confirm) = confirm_then_flush(app, &rid).await;
     // After the rebuild every unit looks free: a newcomer holds three,
     // including both of the in-flight order's.
     let grabber = hold(&app, &sale, "grabber", 3).await;

@@ -145,17 +145,20 @@ async fn after_the_start_only_safe_changes_are_accepted() {
     app.check_invariants(&sale).await;
 }
 
-#[tokio::test]
-async fn closing_a_sale_ends_it_for_new_holds() {
-    let app = spawn_app().await;
-    let sale = app.create_sale(json!({})).await;
-    let resp = app
-        .http
+async fn close(app: &crate::helpers::TestApp, sale: &str) -> reqwest::Response {
+    app.http
         .post(app.api(&format!("/admin/sales/{sale}/close")))
         .bearer_auth(admin_token())
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn closing_a_sale_ends_it_for_new_holds() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    let resp = close(&app, &sale).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ended");
     assert_eq!(app.get_sale(&sale).await["status"], "ended");
@@ -212,13 +215,7 @@ async fn a_patch_or_close_that_mongodb_refuses_changes_nothing() {
         .await;
     let resp = patch(&app, &sale, json!({"total": 30})).await;
     assert_eq!(resp.status(), 503);
-    let resp = app
-        .http
-        .post(app.api(&format!("/admin/sales/{sale}/close")))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap();
+    let resp = close(&app, &sale).await;
     assert_eq!(resp.status(), 503);
     let redis = app.redis_sale(&sale).await;
     assert_eq!(
