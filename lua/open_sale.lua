@@ -5,13 +5,15 @@
 -- ARGV[4] starts (ms)  ARGV[5] ends (ms)  ARGV[6] hold (ms)
 -- ARGV[7] price (minor units)  ARGV[8] currency
 -- ARGV[9] waiting list enabled (0|1)  ARGV[10] name  ARGV[11] epoch
--- ARGV[12] the sale's version in MongoDB
+-- ARGV[12] the sale's version in MongoDB  ARGV[13] lobby admissions per
+-- second (0: no lobby)  ARGV[14] how long an admission lasts (ms)
 -- Replies (r): opened | exists
 if redis.call('EXISTS', K.sale) == 1 then return fd_reply({r = 'exists'}) end
 redis.call('HSET', K.sale, 'total', ARGV[2], 'limit', ARGV[3], 'starts', ARGV[4],
   'ends', ARGV[5], 'hold_ms', ARGV[6], 'closed', 0, 'next', 1,
   'available', ARGV[2], 'held', 0, 'sold', 0, 'seq', 0, 'price', ARGV[7],
   'currency', ARGV[8], 'waitlist', ARGV[9], 'wl_closed', 0, 'name', ARGV[10],
-  'epoch', ARGV[11], 'version', ARGV[12])
+  'epoch', ARGV[11], 'version', ARGV[12], 'admit_rate', ARGV[13],
+  'admit_ms', ARGV[14])
 fd_emit(fd_sale(), 'opened', fd_now())
 return fd_reply({r = 'opened'})

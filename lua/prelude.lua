@@ -44,7 +44,7 @@ end
 local function fd_sale()
   local v = redis.call('HMGET', K.sale, 'total', 'limit', 'starts', 'ends',
     'hold_ms', 'closed', 'next', 'available', 'held', 'sold', 'waitlist',
-    'wl_closed', 'price', 'currency', 'epoch')
+    'wl_closed', 'price', 'currency', 'epoch', 'admit_rate', 'admit_ms')
   if not v[1] then return nil end
   return {
     total = fd_num(v[1]), limit = fd_num(v[2]), starts = fd_num(v[3]),
@@ -52,6 +52,7 @@ local function fd_sale()
     next = fd_num(v[7]), available = fd_num(v[8]), held = fd_num(v[9]),
     sold = fd_num(v[10]), waitlist = fd_num(v[11]), wl_closed = fd_num(v[12]),
     price = v[13] or '0', currency = v[14] or '', epoch = v[15] or '',
+    admit_rate = fd_num(v[16]), admit_ms = fd_num(v[17]),
   }
 end
 
@@ -98,6 +99,37 @@ end
 local function fd_waiting(s)
   if s.wl_closed == 1 then return 0 end
   return redis.call('ZCARD', K.wait)
+end
+
+-- Whether nobody still waiting in the sale's lobby can be served any more:
+-- the sale has ended, or every unit is sold for good (so the waiting list
+-- is closed too).
+local function fd_lobby_final(s, now)
+  return fd_outside_window(s, now) == 'ended' or s.sold >= s.total
+end
+
+-- A lobby sale (admit_rate > 0) lets a buyer reserve or join the waiting
+-- list only with a live admission: `admitted` has them as
+-- `<state> <deadline> <admitted at> <joined at>`, state `d` (unused) or
+-- `u` (used), before the deadline. Reads only.
+local function fd_admitted(s, buyer, now)
+  if s.admit_rate <= 0 then return true end
+  local v = redis.call('HGET', K.admitted, buyer)
+  if not v then return false end
+  local state, deadline = string.match(v, '^(%a) (%d+)')
+  return state ~= 'l' and now < tonumber(deadline)
+end
+
+-- The admission did its job (a hold or a place in line): it no longer
+-- lapses. True the first time, so the caller can record the use.
+local function fd_use_admission(s, buyer)
+  if s.admit_rate <= 0 then return false end
+  local v = redis.call('HGET', K.admitted, buyer)
+  if not v or string.sub(v, 1, 1) ~= 'd' then return false end
+  redis.call('HSET', K.admitted, buyer, 'u' .. string.sub(v, 2))
+  redis.call('ZREM', K.admitdue, buyer)
+  redis.call('HINCRBY', K.sale, 'lobby_used', 1)
+  return true
 end
 
 -- Holds live in one hash per sale, rid -> JSON {user, qty, units, slots,

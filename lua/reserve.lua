@@ -1,16 +1,21 @@
 -- reserve: take units for a buyer as one hold with a deadline. While people
 -- wait in line, nobody else may reserve: units coming back belong to them.
--- KEYS: sale holds deadlines free bought holding events wait, and idem when
---   ARGV[5] > 0
+-- On a lobby sale the buyer needs a live admission (checked here, in the
+-- same step that takes the units); the first hold uses it.
+-- KEYS: sale holds deadlines free bought holding events wait admitted
+--   admitdue, and idem when ARGV[5] > 0
 -- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] buyer
 -- ARGV[4] quantity  ARGV[5] idempotency key lifetime in seconds (0: no key)
 -- Replies (r):
---   created {expires}                a new hold
+--   created {expires, used_admission}  a new hold; used_admission: the
+--                                    first use of the buyer's admission
 --   existing {rid, repeat_key}       the buyer's live hold (or the hold an
 --                                    earlier request with the same
 --                                    idempotency key created)
 --   missing                          the sale is not in Redis
 --   upcoming | ended                 outside the window
+--   not_admitted                     a lobby sale, and the buyer has no
+--                                    live admission
 --   limit_exceeded {bought, limit}
 --   sold_out {available, waiting}    waiting > 0: people are in line
 return fd_with_sale(function(s, now)
@@ -24,6 +29,7 @@ return fd_with_sale(function(s, now)
   local rid, buyer, qty = ARGV[2], ARGV[3], tonumber(ARGV[4])
   local live = fd_live_hold(buyer)
   if live then return {r = 'existing', rid = live, repeat_key = false} end
+  if not fd_admitted(s, buyer, now) then return {r = 'not_admitted'} end
   local bought = fd_bought(buyer)
   if bought + qty > s.limit then
     return {r = 'limit_exceeded', bought = bought, limit = s.limit}
@@ -34,6 +40,7 @@ return fd_with_sale(function(s, now)
   end
   local expires = fd_take_hold(s, buyer, bought, qty, rid, now)
   if idem_ttl > 0 then redis.call('SET', K.idem, rid, 'EX', idem_ttl) end
+  local used = fd_use_admission(s, buyer)
   fd_emit(s, 'reserved', now, {rid = rid, user = buyer, qty = qty})
-  return {r = 'created', expires = expires}
+  return {r = 'created', expires = expires, used_admission = used}
 end)

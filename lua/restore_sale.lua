@@ -3,11 +3,12 @@
 -- it was meant for (no sale at all, or a stale sale: one whose seq is still
 -- below what MongoDB has recorded). It wipes what Redis has of the sale, puts in what the caller
 -- staged (free serials, bought counts, the waiting list, keyed by its lock
--- token), writes the sale hash, announces `restored` and lets the line
+-- token), the lobby and its admissions, writes the sale hash, announces `restored` and lets the line
 -- take free units. A rebuild that lost its lock or whose sale changed
 -- meanwhile changes nothing.
 -- KEYS: sale holds deadlines ended free bought holding events wait waitq
---   promoted restore stagefree stagebought stagewait stagewaitq
+--   promoted lobby lobbyin admitted admitdue restore stagefree stagebought
+--   stagewait stagewaitq stagelobby stagelobbyin stageadmitted stageadmitdue
 -- ARGV[1] publish command and channel  ARGV[2] lock token
 -- ARGV[3] `absent`, or the seq MongoDB has recorded: the sale is replaced
 -- only while its own seq is below it
@@ -17,7 +18,9 @@
 -- ARGV[14] waiting list enabled (0|1)  ARGV[15] seq of the last change
 -- recorded  ARGV[16] name  ARGV[17] last join ticket  ARGV[18] line closed
 -- (0|1)  ARGV[19] epoch (new for every rebuild)  ARGV[20] the sale's
--- version in MongoDB
+-- version in MongoDB  ARGV[21] lobby admissions per second (0: no lobby)
+-- ARGV[22] how long an admission lasts (ms)  ARGV[23..26] the lobby's
+-- joined, admitted, used and lapsed counts
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
@@ -27,9 +30,12 @@ elseif not exists or fd_num(redis.call('HGET', K.sale, 'seq')) >= tonumber(ARGV[
   return fd_reply({r = 'changed'})
 end
 redis.call('DEL', K.sale, K.holds, K.deadlines, K.ended, K.free, K.bought,
-  K.holding, K.wait, K.waitq, K.promoted)
+  K.holding, K.wait, K.waitq, K.promoted, K.lobby, K.lobbyin, K.admitted,
+  K.admitdue)
 local staged = {{K.stagefree, K.free}, {K.stagebought, K.bought},
-  {K.stagewait, K.wait}, {K.stagewaitq, K.waitq}}
+  {K.stagewait, K.wait}, {K.stagewaitq, K.waitq}, {K.stagelobby, K.lobby},
+  {K.stagelobbyin, K.lobbyin}, {K.stageadmitted, K.admitted},
+  {K.stageadmitdue, K.admitdue}}
 for _, pair in ipairs(staged) do
   if redis.call('EXISTS', pair[1]) == 1 then
     redis.call('PERSIST', pair[1])
@@ -42,7 +48,9 @@ redis.call('HSET', K.sale, 'total', total, 'limit', ARGV[5], 'starts', ARGV[6],
   'available', total - sold, 'held', 0, 'sold', sold, 'seq', ARGV[15],
   'price', ARGV[12], 'currency', ARGV[13], 'waitlist', ARGV[14],
   'wl_closed', ARGV[18], 'name', ARGV[16], 'wait_ticket', ARGV[17],
-  'epoch', ARGV[19], 'version', ARGV[20])
+  'epoch', ARGV[19], 'version', ARGV[20], 'admit_rate', ARGV[21],
+  'admit_ms', ARGV[22], 'lobby_joined', ARGV[23], 'lobby_admitted', ARGV[24],
+  'lobby_used', ARGV[25], 'lobby_lapsed', ARGV[26])
 local now = fd_now()
 local s = fd_sale()
 fd_emit(s, 'restored', now)

@@ -8,7 +8,8 @@
 -- ARGV[4] hold (ms)  ARGV[5] total  ARGV[6] limit  ARGV[7] price
 -- ARGV[8] currency  ARGV[9] 1 when a change needs the sale not to have
 -- started  ARGV[10] waiting list enabled (0|1)  ARGV[11] name
--- ARGV[12] the sale's version in MongoDB
+-- ARGV[12] the sale's version in MongoDB  ARGV[13] lobby admissions per
+-- second (0: no lobby)  ARGV[14] how long an admission lasts (ms)
 -- Replies (r): ok | missing | started | ended | total_lowered | older
 return fd_with_sale(function(s, now)
   local version = tonumber(ARGV[12])
@@ -24,7 +25,8 @@ return fd_with_sale(function(s, now)
     hold_ms = tonumber(ARGV[4]), total = total, limit = tonumber(ARGV[6]),
     price = ARGV[7], currency = ARGV[8], waitlist = tonumber(ARGV[10]),
     name = ARGV[11], available = s.available + total - s.total,
-    version = version})
+    version = version, admit_rate = tonumber(ARGV[13]),
+    admit_ms = tonumber(ARGV[14])})
   fd_emit(s, 'updated', now)
   return {r = 'ok'}
 end)

@@ -1,8 +1,12 @@
 -- waitlist_join: a buyer joins the end of the sale's waiting list.
--- KEYS: sale holds bought holding events wait waitq promoted
+-- On a lobby sale the buyer needs a live admission; joining uses it.
+-- KEYS: sale holds bought holding events wait waitq promoted admitted
+--   admitdue
 -- ARGV[1] publish command and channel  ARGV[2] buyer  ARGV[3] quantity
 -- Replies (r):
---   joined {position} | waiting {position} (already in line, unchanged)
+--   joined {position, used_admission} | waiting {position} (already in
+--                         line, unchanged)
+--   not_admitted          a lobby sale, and the buyer has no live admission
 --   promoted {rid}        the buyer holds units from the line already
 --   has_hold {rid}        the buyer holds units: confirm or cancel them first
 --   stock_available       the units wanted are free and nobody waits:
@@ -27,6 +31,7 @@ return fd_with_sale(function(s, now)
     end
     return {r = 'has_hold', rid = live}
   end
+  if not fd_admitted(s, buyer, now) then return {r = 'not_admitted'} end
   local qty = tonumber(ARGV[3])
   local bought = fd_bought(buyer)
   if bought + qty > s.limit then
@@ -41,7 +46,8 @@ return fd_with_sale(function(s, now)
   redis.call('HDEL', K.promoted, buyer)
   redis.call('HINCRBY', K.sale, 'waitlist_joins', 1)
   local position = redis.call('ZCARD', K.wait)
+  local used = fd_use_admission(s, buyer)
   fd_emit(s, 'waitlist_joined', now,
     {user = buyer, qty = qty, position = position, ticket = ticket})
-  return {r = 'joined', position = position}
+  return {r = 'joined', position = position, used_admission = used}
 end)

@@ -13,6 +13,7 @@ pub enum ErrorCode {
     InvalidRequest,
     Unauthorized,
     Forbidden,
+    NotAdmitted,
     NotFound,
     MethodNotAllowed,
     SoldOut,
@@ -39,7 +40,7 @@ impl ErrorCode {
         match self {
             InvalidRequest => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden => StatusCode::FORBIDDEN,
+            Forbidden | NotAdmitted => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SoldOut

@@ -10,6 +10,7 @@ pub mod holds;
 pub mod ids;
 pub mod limits;
 pub mod live;
+pub mod lobby;
 pub mod persister;
 pub mod reaper;
 pub mod recovery;

@@ -17,11 +17,12 @@ use crate::{
     config::Settings,
     error::ApiError,
     ids::SaleId,
+    lobby::{self, draw::Seed},
     store::{
         Store, StoreError,
-        mongo::{SaleDoc, StockEventDoc},
-        redis::Waiter,
-        scripts::{LiveSettings, RestoreReply, Restored, SaleReply},
+        mongo::{LobbyEntryDoc, SaleDoc, StockEventDoc},
+        redis::{LobbyAdmission, LobbyStage, LobbyWaiter, Waiter},
+        scripts::{LiveSettings, LobbyCounts, RestoreReply, Restored, SaleReply},
     },
 };
 
@@ -161,6 +162,13 @@ impl Recovery {
         let sold = mongo.sold_units(sale).await?;
         let events = mongo.waitlist_events(sale).await?;
         let seq = mongo.last_event_seq(sale).await?;
+        let (lobby, lobby_counts) = match &doc.lobby {
+            Some(l) => stage_lobby(
+                &Seed::from_text(l.seed.clone()),
+                &mongo.all_lobby_entries(sale).await?,
+            ),
+            None => Default::default(),
+        };
         if let Some(pause) = self.pause {
             tokio::time::sleep(pause).await;
         }
@@ -178,7 +186,15 @@ impl Recovery {
             }
         });
         let staged = redis
-            .stage_rebuild(sale, token, free, sold.bought, &line.waiters, self.lock_ttl)
+            .stage_rebuild(
+                sale,
+                token,
+                free,
+                sold.bought,
+                &line.waiters,
+                &lobby,
+                self.lock_ttl,
+            )
             .await?;
         if !staged {
             return Err(StoreError::Unavailable(
@@ -194,6 +210,7 @@ impl Recovery {
             seq,
             last_ticket: line.last_ticket,
             line_closed: line.closed || doc.closed_at.is_some(),
+            lobby: lobby_counts,
         };
         let expect = match lost {
             Lost::Everything => None,
@@ -210,6 +227,44 @@ impl Recovery {
             )),
         }
     }
+}
+
+/// A lobby as MongoDB has its entries: those not let in wait at their
+/// place again; admissions come back as they were recorded (a live unused
+/// one can still lapse and free its turn).
+pub fn stage_lobby(seed: &Seed, entries: &[LobbyEntryDoc]) -> (LobbyStage, LobbyCounts) {
+    let mut stage = LobbyStage::default();
+    let mut counts = LobbyCounts {
+        joined: entries.len() as i64,
+        ..LobbyCounts::default()
+    };
+    for e in entries {
+        let joined_ms = e.joined_at.timestamp_millis();
+        match (e.admitted_at, e.admission_expires_at) {
+            (Some(at), Some(deadline)) => {
+                let state = match (e.lapsed, e.used) {
+                    (true, _) => 'l',
+                    (false, true) => 'u',
+                    (false, false) => 'd',
+                };
+                counts.admitted += 1;
+                counts.used += i64::from(state == 'u');
+                counts.lapsed += i64::from(state == 'l');
+                let deadline = deadline.timestamp_millis();
+                stage.admitted.push(LobbyAdmission {
+                    buyer: e.buyer.clone(),
+                    value: format!("{state} {deadline} {} {joined_ms}", at.timestamp_millis()),
+                    due: (state == 'd').then_some(deadline),
+                });
+            }
+            _ => stage.waiting.push(LobbyWaiter {
+                buyer: e.buyer.clone(),
+                member: lobby::member(seed, e),
+                joined_ms,
+            }),
+        }
+    }
+    (stage, counts)
 }
 
 /// A waiting list replayed from the stock event log.

@@ -3,7 +3,13 @@
 
 use poem_openapi::Object;
 
-use crate::{error::ApiError, holds::OrderView, ids::SaleId, recovery::Recovery, store::Store};
+use crate::{
+    error::ApiError,
+    holds::OrderView,
+    ids::SaleId,
+    recovery::Recovery,
+    store::{Store, mongo::LobbyEntryDoc},
+};
 
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -37,6 +43,49 @@ pub struct SaleSummary {
     pub sold_out_after_seconds: Option<f64>,
     /// Most holds made within one second.
     pub peak_reservations_per_second: i64,
+    /// The lobby, for a sale with one.
+    #[oai(skip_serializing_if_is_none)]
+    pub lobby: Option<LobbySummary>,
+}
+
+/// A lobby's figures, from its entries in MongoDB.
+#[derive(Debug, Object)]
+pub struct LobbySummary {
+    pub joined: i64,
+    pub admitted: i64,
+    /// Admissions that made a hold or a place in the waiting list.
+    pub admissions_used: i64,
+    /// Admissions that ran out unused (their turns went to the next buyers).
+    pub admissions_lapsed: i64,
+    /// Seconds from joining (or the start, for those who joined before it)
+    /// to admission: the median and the 95th percentile of those admitted.
+    pub wait_p50_seconds: f64,
+    pub wait_p95_seconds: f64,
+}
+
+impl LobbySummary {
+    pub fn of(entries: &[LobbyEntryDoc], starts_ms: i64) -> Self {
+        let mut waits: Vec<i64> = entries
+            .iter()
+            .filter_map(|e| {
+                let admitted = e.admitted_at?.timestamp_millis();
+                Some(admitted - e.joined_at.timestamp_millis().max(starts_ms))
+            })
+            .collect();
+        waits.sort_unstable();
+        let quantile = |q: f64| match waits.len() {
+            0 => 0.0,
+            n => waits[((n - 1) as f64 * q).round() as usize].max(0) as f64 / 1000.0,
+        };
+        Self {
+            joined: entries.len() as i64,
+            admitted: waits.len() as i64,
+            admissions_used: entries.iter().filter(|e| e.used).count() as i64,
+            admissions_lapsed: entries.iter().filter(|e| e.lapsed).count() as i64,
+            wait_p50_seconds: quantile(0.5),
+            wait_p95_seconds: quantile(0.95),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -70,6 +119,13 @@ impl Reports {
     pub async fn summary(&self, sale: &SaleId) -> Result<SaleSummary, ApiError> {
         let doc = self.recovery.sale_doc(sale).await?;
         let f = self.store.mongo.summary_figures(sale, doc.total).await?;
+        let lobby = match doc.lobby {
+            Some(_) => Some(LobbySummary::of(
+                &self.store.mongo.all_lobby_entries(sale).await?,
+                doc.starts_at.timestamp_millis(),
+            )),
+            None => None,
+        };
         let count = |kind: &str| f.events.get(kind).copied().unwrap_or(0);
         let holds_created = count("reserved") + count("promoted");
         let holds_confirmed = count("confirmed");
@@ -95,6 +151,7 @@ impl Reports {
                 (at.timestamp_millis() - doc.starts_at.timestamp_millis()) as f64 / 1000.0
             }),
             peak_reservations_per_second: f.peak_holds_per_second,
+            lobby,
         })
     }
 }

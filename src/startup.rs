@@ -165,7 +165,13 @@ impl Application {
             coverage: reaper.coverage.clone(),
             claim_idle: self.background.event_claim_idle,
         };
+        let keeper = crate::lobby::keeper::Keeper {
+            store: state.store.clone(),
+            sales: state.sales.clone(),
+            recovery: state.recovery.clone(),
+        };
         let reaper = tokio::spawn(reaper.run(shutdown.clone()));
+        let keeper = tokio::spawn(keeper.run(shutdown.clone()));
         let subscriber = tokio::spawn(live::subscriber::run(
             state.store.redis.clone(),
             state.live.clone(),
@@ -182,6 +188,7 @@ impl Application {
             .await;
         shutdown.cancel();
         let _ = reaper.await;
+        let _ = keeper.await;
         let _ = subscriber.await;
         let _ = pruner.await;
         let _ = upkeep.await;

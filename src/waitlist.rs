@@ -105,7 +105,18 @@ impl Waitlist {
             .await?;
         let refused = |code, message: String| Err(ApiError::new(code, message));
         match reply {
-            JoinReply::Joined { position } => Ok(Joined::New(WaitView::waiting(position))),
+            JoinReply::Joined {
+                position,
+                used_admission,
+            } => {
+                if used_admission {
+                    crate::lobby::record_use(&self.store, sale, buyer);
+                }
+                Ok(Joined::New(WaitView::waiting(position)))
+            }
+            JoinReply::NotAdmitted => {
+                refused(ErrorCode::NotAdmitted, crate::lobby::NOT_ADMITTED.into())
+            }
             JoinReply::Waiting { position } => Ok(Joined::Existing(WaitView::waiting(position))),
             JoinReply::Promoted { .. } => Ok(Joined::Existing(self.place(sale, buyer).await?)),
             JoinReply::HasHold { rid } => refused(

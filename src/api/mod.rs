@@ -7,6 +7,7 @@ pub mod admin;
 pub mod explain;
 pub mod health;
 pub mod live;
+pub mod lobby;
 pub mod pages;
 pub mod reservations;
 pub mod sales;
@@ -20,6 +21,8 @@ pub enum Tag {
     Reservations,
     /// The FIFO waiting list for units that come back.
     Waitlist,
+    /// The lobby before a sale: a verifiable draw, admission at a rate.
+    Lobby,
     /// Scheduling and managing sales.
     Admin,
 }
@@ -29,6 +32,7 @@ pub type Apis = (
     live::LiveApi,
     reservations::ReservationsApi,
     waitlist::WaitlistApi,
+    lobby::LobbyApi,
     admin::AdminApi,
 );
 
@@ -39,6 +43,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             live::LiveApi,
             reservations::ReservationsApi,
             waitlist::WaitlistApi,
+            lobby::LobbyApi,
             admin::AdminApi,
         ),
         "Flashdrop",

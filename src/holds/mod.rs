@@ -176,8 +176,14 @@ impl Holds {
             .await?;
         let refused = |code, message: String| Err(ApiError::new(code, message));
         match reply {
-            ReserveReply::Created { expires } => {
+            ReserveReply::Created {
+                expires,
+                used_admission,
+            } => {
                 self.coverage.hold_made(sale);
+                if used_admission {
+                    crate::lobby::record_use(&self.store, sale, buyer);
+                }
                 tracing::debug!(%rid, quantity, "hold created");
                 Ok((
                     ReservationView {
@@ -207,6 +213,9 @@ impl Holds {
                 "the sale has not started yet".into(),
             ),
             ReserveReply::Ended => refused(ErrorCode::SaleNotActive, "the sale has ended".into()),
+            ReserveReply::NotAdmitted => {
+                refused(ErrorCode::NotAdmitted, crate::lobby::NOT_ADMITTED.into())
+            }
             ReserveReply::LimitExceeded { bought, limit } => refused(
                 ErrorCode::LimitExceeded,
                 format!("the limit is {limit} per buyer and you have bought {bought}"),

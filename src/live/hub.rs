@@ -39,6 +39,55 @@ pub struct Change {
     pub epoch: String,
 }
 
+/// A lobby's figures as `lua/lobby_tick.lua` publishes them (at most once
+/// a second, and at once when the lobby learns it is sold out).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct LobbyFigures {
+    /// Buyers still waiting.
+    pub lobby_length: i64,
+    /// Buyers let in so far.
+    pub admitted: i64,
+    /// Nobody waiting can be served any more.
+    pub sold_out: bool,
+    /// The sale has started: buyers are let in.
+    pub started: bool,
+    #[serde(default, skip_serializing)]
+    pub epoch: String,
+    pub ts: i64,
+}
+
+/// What a sale's channel carries: its changes, and its lobby's figures.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Published {
+    Change(Change),
+    Lobby(LobbyFigures),
+}
+
+/// Lobby figures with their frame, serialized once for every socket.
+#[derive(Debug)]
+pub struct LobbyUpdate {
+    pub figures: LobbyFigures,
+    pub frame: String,
+}
+
+impl LobbyUpdate {
+    pub fn new(figures: LobbyFigures) -> Self {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            r#type: &'static str,
+            #[serde(flatten)]
+            figures: &'a LobbyFigures,
+        }
+        let frame = serde_json::to_string(&Frame {
+            r#type: "lobby_figures",
+            figures: &figures,
+        })
+        .expect("lobby frame serializes");
+        Self { figures, frame }
+    }
+}
+
 #[derive(Serialize)]
 struct StockFrame<'a> {
     r#type: &'static str,
@@ -64,6 +113,7 @@ pub enum Update {
 struct SaleFeed {
     stock: watch::Sender<Option<Arc<Update>>>,
     personal: broadcast::Sender<Arc<Update>>,
+    lobby: watch::Sender<Option<Arc<LobbyUpdate>>>,
     /// Whether Redis sends this instance the sale's changes yet.
     subscribed: watch::Sender<bool>,
 }
@@ -88,6 +138,7 @@ pub struct Hub {
 pub struct Subscription {
     pub stock: watch::Receiver<Option<Arc<Update>>>,
     pub personal: broadcast::Receiver<Arc<Update>>,
+    pub lobby: watch::Receiver<Option<Arc<LobbyUpdate>>>,
     subscribed: watch::Receiver<bool>,
 }
 
@@ -124,6 +175,7 @@ impl Hub {
                 Arc::new(SaleFeed {
                     stock: watch::channel(None).0,
                     personal: broadcast::channel(self.personal_buffer).0,
+                    lobby: watch::channel(None).0,
                     subscribed: watch::channel(false).0,
                 })
             })
@@ -131,6 +183,7 @@ impl Hub {
         Subscription {
             stock: feed.stock.subscribe(),
             personal: feed.personal.subscribe(),
+            lobby: feed.lobby.subscribe(),
             subscribed: feed.subscribed.subscribe(),
         }
     }
@@ -220,6 +273,15 @@ impl Hub {
             let _ = feed.personal.send(update.clone());
         }
         feed.stock.send_replace(Some(update));
+    }
+
+    /// Hands a lobby's figures to the sockets of its sale.
+    pub fn publish_lobby(&self, sale: &SaleId, figures: LobbyFigures) {
+        let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
+        if let Some(feed) = feed {
+            feed.lobby
+                .send_replace(Some(Arc::new(LobbyUpdate::new(figures))));
+        }
     }
 
     /// Open WebSockets in this process.

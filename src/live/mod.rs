@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod hub;
+pub mod lobby;
 pub mod socket;
 pub mod subscriber;
 

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use super::{
     admission::Permit,
     hub::{Change, Hub, Update},
+    lobby::{LobbyTrack, Update as LobbyUpdate},
 };
 use crate::{ids::SaleId, sales::Sales, store::redis::LinePlace, waitlist::Waitlist};
 
@@ -104,6 +105,11 @@ async fn socket_loop(
             out.json(frame).await?;
         }
     }
+    // A lobby sale: its figures for everyone, the buyer's own place.
+    let mut lobby = LobbyTrack::default();
+    for frame in lobby.read(&ctx.sales, sale, buyer).await {
+        out.json(frame).await?;
+    }
     // A socket silent for three ping intervals is dead.
     let mut ping = tokio::time::interval(ctx.ping);
     ping.tick().await;
@@ -122,6 +128,11 @@ async fn socket_loop(
                     Some(Update::Change { change, .. }) if change.epoch != epoch => {
                         out.json(json!({"type": "restored", "seq": change.seq})).await?;
                         (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
+                        if lobby.active {
+                            for frame in lobby.read(&ctx.sales, sale, buyer).await {
+                                out.json(frame).await?;
+                            }
+                        }
                     }
                     Some(Update::Change { change, stock_frame }) if change.seq > last_seq => {
                         last_seq = change.seq;
@@ -129,8 +140,31 @@ async fn socket_loop(
                     }
                     Some(Update::Resync) => {
                         (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
+                        if lobby.active {
+                            for frame in lobby.read(&ctx.sales, sale, buyer).await {
+                                out.json(frame).await?;
+                            }
+                        }
                     }
                     _ => {}
+                }
+            }
+            changed = sub.lobby.changed(), if lobby.active => {
+                changed.map_err(|_| "feed closed")?;
+                let update = sub.lobby.borrow_and_update().clone();
+                // Figures of an older copy of the sale: its rebuild resyncs.
+                if let Some(update) = update.filter(|u| u.figures.epoch == epoch) {
+                    out.text(update.frame.clone()).await?;
+                    if let Some(buyer) = buyer {
+                        let frame = match lobby.figures(&update.figures) {
+                            LobbyUpdate::Frame(frame) => Some(frame),
+                            LobbyUpdate::Reread => lobby.reread(&ctx.sales, sale, buyer).await,
+                            LobbyUpdate::None => None,
+                        };
+                        if let Some(frame) = frame {
+                            out.json(frame).await?;
+                        }
+                    }
                 }
             }
             personal = sub.personal.recv(), if buyer.is_some() => match personal {

@@ -13,7 +13,7 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Change, Hub, Interest};
+use super::hub::{Hub, Interest, Published};
 use crate::{
     ids::SaleId,
     store::{
@@ -55,8 +55,9 @@ pub async fn run(
                         }
                         event = events.recv() => match event {
                             Some(FeedEvent::Change(sale, payload)) => {
-                                match serde_json::from_slice::<Change>(&payload) {
-                                    Ok(change) => hub.publish(&sale, change),
+                                match serde_json::from_slice::<Published>(&payload) {
+                                    Ok(Published::Change(change)) => hub.publish(&sale, change),
+                                    Ok(Published::Lobby(figures)) => hub.publish_lobby(&sale, figures),
                                     Err(e) => tracing::warn!(error = %e, "unreadable live message"),
                                 }
                             }

@@ -17,11 +17,14 @@ use crate::{
     config::Settings,
     error::{ApiError, ErrorCode},
     ids::SaleId,
+    lobby::{self, LobbyDraw, LobbyEntry, LobbyView, draw::Seed},
     recovery::Recovery,
     store::{
         Store, StoreError,
-        mongo::SaleDoc,
-        scripts::{CloseReply, LiveSettings, ReadSaleReply, UpdateReply},
+        mongo::{LobbyEntryDoc, SaleDoc},
+        scripts::{
+            CloseReply, LiveSettings, LobbyPlace, LobbyReadReply, ReadSaleReply, UpdateReply,
+        },
     },
 };
 
@@ -133,6 +136,121 @@ impl Sales {
         }
     }
 
+    /// A sale's lobby as anyone may see it; 404 when it has none.
+    pub async fn lobby(&self, sale: &SaleId) -> Result<LobbyView, ApiError> {
+        let doc = self.recovery.sale_doc(sale).await?;
+        let lobby = doc
+            .lobby
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("lobby"))?;
+        let figures = self.lobby_place(sale, "").await?;
+        Ok(LobbyView::at(
+            lobby,
+            doc.starts_at.to_chrono(),
+            Utc::now(),
+            &figures,
+        ))
+    }
+
+    /// A buyer takes a place in the lobby: true on the first join; a repeat
+    /// returns the same entry. MongoDB records the place before Redis
+    /// queues it, so no rebuild can lose it.
+    pub async fn join_lobby(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+    ) -> Result<(LobbyEntry, bool), ApiError> {
+        let doc = self.recovery.sale_doc(sale).await?;
+        let lobby = doc
+            .lobby
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("lobby"))?;
+        let now = Utc::now();
+        if now < lobby.opens_at.to_chrono() {
+            return Err(ApiError::new(
+                ErrorCode::SaleNotActive,
+                format!(
+                    "the lobby opens at {}",
+                    lobby.opens_at.to_chrono().to_rfc3339()
+                ),
+            ));
+        }
+        let ended = doc.closed_at.is_some() || doc.ends_at.to_chrono() <= now;
+        let entry = LobbyEntryDoc {
+            id: format!("{sale}:{buyer}"),
+            sale_id: sale.to_string(),
+            buyer: buyer.to_owned(),
+            joined_at: BsonDateTime::from_chrono(now),
+            late: doc.starts_at.to_chrono() <= now,
+            admitted_at: None,
+            admission_expires_at: None,
+            used: false,
+            lapsed: false,
+        };
+        // Most joins are first joins: insert, and read only on a repeat.
+        let (entry, first) = match !ended && self.store.mongo.join_lobby(&entry).await? {
+            true => (entry, true),
+            false => match self.store.mongo.lobby_entry(sale, buyer).await? {
+                Some(stored) => (stored, false),
+                None => return Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended")),
+            },
+        };
+        let member = lobby::member(&Seed::from_text(lobby.seed.clone()), &entry);
+        let joined_ms = entry.joined_at.timestamp_millis();
+        self.recovery
+            .with_sale(sale, || {
+                self.store.redis.lobby_join(sale, buyer, &member, joined_ms)
+            })
+            .await?;
+        Ok((LobbyEntry::of(&self.lobby_place(sale, buyer).await?), first))
+    }
+
+    /// Where a buyer stands in a sale's lobby, from Redis alone.
+    pub async fn lobby_entry(&self, sale: &SaleId, buyer: &str) -> Result<LobbyEntry, ApiError> {
+        Ok(LobbyEntry::of(&self.lobby_place(sale, buyer).await?))
+    }
+
+    /// A buyer's place and the lobby's figures; 404 when the sale has no
+    /// lobby.
+    pub async fn lobby_place(&self, sale: &SaleId, buyer: &str) -> Result<LobbyPlace, ApiError> {
+        let read = self
+            .recovery
+            .with_sale(sale, || self.store.redis.lobby_read(sale, buyer))
+            .await?;
+        match read {
+            LobbyReadReply::Place(place) if place.rate > 0 => Ok(place),
+            LobbyReadReply::Place(_) => Err(ApiError::not_found("lobby")),
+            LobbyReadReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+        }
+    }
+
+    /// The draw, from the start on.
+    pub async fn lobby_draw(&self, sale: &SaleId) -> Result<LobbyDraw, ApiError> {
+        let doc = self.recovery.sale_doc(sale).await?;
+        let lobby = doc
+            .lobby
+            .as_ref()
+            .ok_or_else(|| ApiError::not_found("lobby"))?;
+        if doc.starts_at.to_chrono() > Utc::now() {
+            return Err(ApiError::new(
+                ErrorCode::SaleNotActive,
+                "the draw is made at the start",
+            ));
+        }
+        let drawn = self.store.mongo.lobby_entries(sale, false).await?;
+        let seed = Seed::from_text(lobby.seed.clone());
+        let order = seed
+            .order(drawn.iter().map(|e| e.buyer.as_str()))
+            .into_iter()
+            .map(|(value, _)| value)
+            .collect();
+        Ok(LobbyDraw {
+            seed: lobby.seed.clone(),
+            seed_sha256: lobby.seed_sha256.clone(),
+            order,
+        })
+    }
+
     /// After this instance changes a sale, its next list reads afresh.
     async fn forget_listing(&self) {
         *self.listing.0.lock().await = None;
@@ -176,6 +294,16 @@ impl Sales {
                 "once a sale has started only name, ends_at and hold_seconds may change",
             ));
         }
+        let lobby_open = before
+            .lobby
+            .as_ref()
+            .is_some_and(|l| l.opens_at.to_chrono() <= now);
+        if patch.touches_lobby() && (lobby_open || before.starts_at.to_chrono() <= now) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidChange,
+                "the lobby's settings can change only before it opens",
+            ));
+        }
         let after = patch.apply(&before);
         validate(&after, now)?;
         if after.total < before.total {
@@ -186,6 +314,11 @@ impl Sales {
         }
         let mut after = after.into_doc(sale, before.created_at.to_chrono());
         after.version = before.version + 1;
+        // The draw's seed is committed once: a patch keeps it.
+        if let (Some(new), Some(old)) = (after.lobby.as_mut(), before.lobby.as_ref()) {
+            new.seed.clone_from(&old.seed);
+            new.seed_sha256.clone_from(&old.seed_sha256);
+        }
         self.fault()?;
         if !self
             .store

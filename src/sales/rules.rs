@@ -8,8 +8,9 @@ use poem_openapi::{Enum, Object};
 use crate::{
     error::ApiError,
     ids::SaleId,
+    lobby::draw::Seed,
     store::{
-        mongo::SaleDoc,
+        mongo::{LobbyDoc, SaleDoc},
         scripts::{LiveSale, LiveStatus},
     },
 };
@@ -123,10 +124,35 @@ pub struct CreateSale {
     /// Whether buyers may join a waiting list when stock runs out.
     #[oai(default = "default_true")]
     pub waitlist_enabled: bool,
+    /// Opens a lobby at this time, before `starts_at`: buyers who join it
+    /// are ordered by a draw at the start and admitted at
+    /// `admit_per_second`. Without it, the sale works first come, first
+    /// served.
+    pub lobby_opens_at: Option<DateTime<Utc>>,
+    /// Buyers let in per second from the start, 1..=100,000.
+    #[oai(
+        default = "default_admit_per_second",
+        validator(minimum(value = "1"), maximum(value = "100000"))
+    )]
+    pub admit_per_second: i64,
+    /// How long an admitted buyer may take to reserve, 1..=3,600 seconds.
+    #[oai(
+        default = "default_admission_seconds",
+        validator(minimum(value = "1"), maximum(value = "3600"))
+    )]
+    pub admission_seconds: i64,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn default_admit_per_second() -> i64 {
+    100
+}
+
+fn default_admission_seconds() -> i64 {
+    120
 }
 
 /// A change to a sale; absent fields stay as they are. Once the sale has
@@ -157,6 +183,14 @@ pub struct PatchSale {
     pub hold_seconds: Option<i64>,
     /// Before the start only.
     pub waitlist_enabled: Option<bool>,
+    /// Before the lobby opens only (and before the start).
+    pub lobby_opens_at: Option<DateTime<Utc>>,
+    /// 1..=100,000; before the lobby opens only.
+    #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
+    pub admit_per_second: Option<i64>,
+    /// 1..=3,600; before the lobby opens only.
+    #[oai(validator(minimum(value = "1"), maximum(value = "3600")))]
+    pub admission_seconds: Option<i64>,
 }
 
 /// The rules every sale satisfies, checked on create and after a patch.
@@ -195,6 +229,15 @@ pub fn validate(s: &CreateSale, now: DateTime<Utc>) -> Result<(), ApiError> {
     if !(1..=MAX_HOLD_SECONDS).contains(&s.hold_seconds) {
         return Err(ApiError::invalid("hold_seconds must be 1..=86400"));
     }
+    if s.lobby_opens_at.is_some_and(|opens| opens >= s.starts_at) {
+        return Err(ApiError::invalid("lobby_opens_at must be before starts_at"));
+    }
+    if !(1..=100_000).contains(&s.admit_per_second) {
+        return Err(ApiError::invalid("admit_per_second must be 1..=100000"));
+    }
+    if !(1..=3_600).contains(&s.admission_seconds) {
+        return Err(ApiError::invalid("admission_seconds must be 1..=3600"));
+    }
     Ok(())
 }
 
@@ -214,6 +257,16 @@ impl CreateSale {
             created_at: BsonDateTime::from_chrono(created),
             closed_at: None,
             version: 0,
+            lobby: self.lobby_opens_at.map(|opens| {
+                let seed = Seed::draw();
+                LobbyDoc {
+                    opens_at: BsonDateTime::from_chrono(opens),
+                    admit_per_second: self.admit_per_second,
+                    admission_seconds: self.admission_seconds,
+                    seed_sha256: seed.commitment(),
+                    seed: seed.text().to_owned(),
+                }
+            }),
         }
     }
 
@@ -228,12 +281,29 @@ impl CreateSale {
             ends_at: d.ends_at.to_chrono(),
             hold_seconds: d.hold_seconds,
             waitlist_enabled: d.waitlist_enabled,
+            lobby_opens_at: d.lobby.as_ref().map(|l| l.opens_at.to_chrono()),
+            admit_per_second: d
+                .lobby
+                .as_ref()
+                .map_or_else(default_admit_per_second, |l| l.admit_per_second),
+            admission_seconds: d
+                .lobby
+                .as_ref()
+                .map_or_else(default_admission_seconds, |l| l.admission_seconds),
         }
     }
 }
 
 impl PatchSale {
     /// Whether this change needs the sale not to have started yet.
+    /// Whether this patch changes the lobby's settings, which may change
+    /// only before the lobby opens.
+    pub fn touches_lobby(&self) -> bool {
+        self.lobby_opens_at.is_some()
+            || self.admit_per_second.is_some()
+            || self.admission_seconds.is_some()
+    }
+
     pub fn needs_upcoming(&self, before: &SaleDoc) -> bool {
         self.price_cents.is_some_and(|v| v != before.price_cents)
             || self
@@ -264,6 +334,9 @@ impl PatchSale {
             ends_at: self.ends_at.unwrap_or(base.ends_at),
             hold_seconds: self.hold_seconds.unwrap_or(base.hold_seconds),
             waitlist_enabled: self.waitlist_enabled.unwrap_or(base.waitlist_enabled),
+            lobby_opens_at: self.lobby_opens_at.or(base.lobby_opens_at),
+            admit_per_second: self.admit_per_second.unwrap_or(base.admit_per_second),
+            admission_seconds: self.admission_seconds.unwrap_or(base.admission_seconds),
         }
     }
 }
@@ -284,6 +357,9 @@ mod tests {
             ends_at: now + chrono::Duration::hours(1),
             hold_seconds: 120,
             waitlist_enabled: true,
+            lobby_opens_at: None,
+            admit_per_second: 100,
+            admission_seconds: 120,
         }
     }
 

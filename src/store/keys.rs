@@ -18,9 +18,13 @@
 //! | `wait`      | zset   | waiting buyer -> join ticket (FIFO)                    |
 //! | `waitq`     | hash   | waiting buyer -> units wanted                          |
 //! | `promoted`  | hash   | buyer -> reservation id made for them from the line    |
+//! | `lobby`     | zset   | buyers waiting in a sale's lobby, all at score 0, ordered by member: `0:<draw value>:<buyer>` for those who joined before the start (the draw: HMAC-SHA256 of the buyer id keyed by the seed, hex), `1:<joined ms, 15 digits>:<buyer>` for latecomers |
+//! | `lobbyin`   | hash   | waiting buyer -> `<joined ms> <member of lobby>`       |
+//! | `admitted`  | hash   | admitted buyer -> `<state> <deadline ms> <admitted ms> <joined ms>`; state `d` live and unused, `u` used, `l` lapsed |
+//! | `admitdue`  | zset   | admitted buyer whose admission is unused -> its deadline (ms) |
 //! | `idem:…`    | string | `idem:<buyer len>:<buyer>:<key>` -> reservation id an Idempotency-Key made (24 h) |
 //! | `restore`   | string | owner token of the rebuild lock                        |
-//! | `stagefree:<token>`, `stagebought:<token>`, `stagewait:<token>`, `stagewaitq:<token>` | as `free`, `bought`, `wait`, `waitq` | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
+//! | `stagefree:<token>`, `stagebought:<token>`, `stagewait:<token>`, `stagewaitq:<token>`, `stagelobby:<token>`, `stagelobbyin:<token>`, `stageadmitted:<token>`, `stageadmitdue:<token>` | as `free`, `bought`, `wait`, `waitq`, `lobby`, `lobbyin`, `admitted`, `admitdue` | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
 //!
 //! Channel (not a key): `fd:{<sale id>}:live`, the sale's live feed.
 //!
@@ -44,12 +48,20 @@ pub enum Role {
     Wait,
     Waitq,
     Promoted,
+    Lobby,
+    Lobbyin,
+    Admitted,
+    Admitdue,
     Idem,
     Restore,
     Stagefree,
     Stagebought,
     Stagewait,
     Stagewaitq,
+    Stagelobby,
+    Stagelobbyin,
+    Stageadmitted,
+    Stageadmitdue,
     Quota,
 }
 
@@ -67,12 +79,20 @@ impl Role {
             Role::Wait => "wait",
             Role::Waitq => "waitq",
             Role::Promoted => "promoted",
+            Role::Lobby => "lobby",
+            Role::Lobbyin => "lobbyin",
+            Role::Admitted => "admitted",
+            Role::Admitdue => "admitdue",
             Role::Idem => "idem",
             Role::Restore => "restore",
             Role::Stagefree => "stagefree",
             Role::Stagebought => "stagebought",
             Role::Stagewait => "stagewait",
             Role::Stagewaitq => "stagewaitq",
+            Role::Stagelobby => "stagelobby",
+            Role::Stagelobbyin => "stagelobbyin",
+            Role::Stageadmitted => "stageadmitted",
+            Role::Stageadmitdue => "stageadmitdue",
             Role::Quota => "quota",
         }
     }
@@ -87,6 +107,10 @@ impl Role {
                 | Role::Stagebought
                 | Role::Stagewait
                 | Role::Stagewaitq
+                | Role::Stagelobby
+                | Role::Stagelobbyin
+                | Role::Stageadmitted
+                | Role::Stageadmitdue
                 | Role::Quota
         )
     }
@@ -178,6 +202,10 @@ impl SaleKeys {
             Role::Wait,
             Role::Waitq,
             Role::Promoted,
+            Role::Lobby,
+            Role::Lobbyin,
+            Role::Admitted,
+            Role::Admitdue,
         ]
         .into_iter()
         .map(|r| self.of(r))

@@ -255,6 +255,7 @@ impl Redis {
         free: impl IntoIterator<Item = i64>,
         bought: HashMap<String, i64>,
         line: &[Waiter],
+        lobby: &LobbyStage,
         lock_ttl: Duration,
     ) -> Result<bool, StoreError> {
         const CHUNK: usize = 10_000;
@@ -265,12 +266,24 @@ impl Redis {
             Role::Stagebought,
             Role::Stagewait,
             Role::Stagewaitq,
+            Role::Stagelobby,
+            Role::Stagelobbyin,
+            Role::Stageadmitted,
+            Role::Stageadmitdue,
         ]
         .into_iter()
         .map(|r| keys.staging(r, token))
         .collect();
-        let [free_key, bought_key, wait_key, waitq_key] =
-            <[String; 4]>::try_from(staged.clone()).expect("four staging keys");
+        let [
+            free_key,
+            bought_key,
+            wait_key,
+            waitq_key,
+            lobby_key,
+            lobbyin_key,
+            admitted_key,
+            admitdue_key,
+        ] = <[String; 8]>::try_from(staged.clone()).expect("eight staging keys");
         let mut pipe = redis::pipe();
         pipe.del(&staged).ignore();
         let mut chunks = 0;
@@ -307,12 +320,58 @@ impl Redis {
             pipe.zadd_multiple(&wait_key, &tickets).ignore();
             pipe.hset_multiple(&waitq_key, &wants).ignore();
         }
+        for chunk in lobby.waiting.chunks(CHUNK) {
+            let members: Vec<(i64, &str)> = chunk.iter().map(|w| (0, w.member.as_str())).collect();
+            let places: Vec<(&str, String)> = chunk
+                .iter()
+                .map(|w| (w.buyer.as_str(), format!("{} {}", w.joined_ms, w.member)))
+                .collect();
+            pipe.zadd_multiple(&lobby_key, &members).ignore();
+            pipe.hset_multiple(&lobbyin_key, &places).ignore();
+        }
+        for chunk in lobby.admitted.chunks(CHUNK) {
+            let values: Vec<(&str, &str)> = chunk
+                .iter()
+                .map(|a| (a.buyer.as_str(), a.value.as_str()))
+                .collect();
+            let due: Vec<(i64, &str)> = chunk
+                .iter()
+                .filter_map(|a| a.due.map(|d| (d, a.buyer.as_str())))
+                .collect();
+            pipe.hset_multiple(&admitted_key, &values).ignore();
+            if !due.is_empty() {
+                pipe.zadd_multiple(&admitdue_key, &due).ignore();
+            }
+        }
         for key in &staged {
             pipe.pexpire(key, (lock_ttl.as_millis() as i64) * 2)
                 .ignore();
         }
         flush(&mut pipe).await
     }
+}
+
+/// What a rebuild stages of a sale's lobby.
+#[derive(Debug, Default)]
+pub struct LobbyStage {
+    pub waiting: Vec<LobbyWaiter>,
+    pub admitted: Vec<LobbyAdmission>,
+}
+
+/// A buyer waiting in a lobby, at their place (`member`).
+#[derive(Debug)]
+pub struct LobbyWaiter {
+    pub buyer: String,
+    pub member: String,
+    pub joined_ms: i64,
+}
+
+/// An admission as `admitted` keeps it, and its deadline while unused.
+#[derive(Debug)]
+pub struct LobbyAdmission {
+    pub buyer: String,
+    pub value: String,
+    pub due: Option<i64>,
 }
 
 /// Everything Redis keeps of a sale, read at once, for an audit.

@@ -5,6 +5,7 @@
 //! or a buyer over the limit.
 
 mod events;
+mod lobby;
 mod orders;
 mod sales;
 
@@ -48,6 +49,44 @@ pub struct SaleDoc {
     /// version it was made from, and Redis follows the newest.
     #[serde(default)]
     pub version: i64,
+    /// The lobby, when the sale has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lobby: Option<LobbyDoc>,
+}
+
+/// A buyer's place in a sale's lobby. `_id` is `<sale>:<buyer>`, so a buyer
+/// has at most one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LobbyEntryDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub sale_id: String,
+    pub buyer: String,
+    pub joined_at: DateTime,
+    /// Joined after the start: queues behind the draw, in arrival order.
+    pub late: bool,
+    /// When the buyer was let in, and until when the admission lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_expires_at: Option<DateTime>,
+    /// The admission made a hold or a place in the waiting list.
+    #[serde(default)]
+    pub used: bool,
+    /// The admission ran out unused, and its turn went to the next buyer.
+    #[serde(default)]
+    pub lapsed: bool,
+}
+
+/// A sale's lobby settings and its draw's seed: secret until the start,
+/// its SHA-256 public from the lobby's opening.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LobbyDoc {
+    pub opens_at: DateTime,
+    pub admit_per_second: i64,
+    pub admission_seconds: i64,
+    pub seed: String,
+    pub seed_sha256: String,
 }
 
 /// A confirmed purchase. `_id` is the reservation id, so a hold can become
@@ -109,6 +148,8 @@ pub struct Mongo {
     orders_raw: Collection<bson::Document>,
     orders_read: Collection<bson::Document>,
     stock_events: Collection<StockEventDoc>,
+    /// One entry per buyer and lobby, durable before the join answers.
+    lobby_entries: Collection<LobbyEntryDoc>,
     /// How long one operation may take before its caller gives up.
     timeout: Duration,
 }
@@ -156,6 +197,7 @@ impl Mongo {
             .read_concern(ReadConcern::majority())
             .build();
         Ok(Self {
+            lobby_entries: db.collection_with_options("lobby_entries", durable.clone()),
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
             orders_raw: db.collection_with_options("orders", durable.clone()),
@@ -228,6 +270,9 @@ impl Mongo {
             .await?;
         self.sales
             .create_index(IndexModel::builder().keys(doc! {"ends_at": 1}).build())
+            .await?;
+        self.lobby_entries
+            .create_index(IndexModel::builder().keys(doc! {"sale_id": 1}).build())
             .await?;
         self.stock_events
             .create_index(

@@ -18,6 +18,10 @@ pub struct LiveSettings {
     pub waitlist: bool,
     /// The sale's version in MongoDB these settings come from.
     pub version: i64,
+    /// Lobby admissions per second; 0 for a sale without a lobby.
+    pub admit_per_second: i64,
+    /// How long an admission lasts.
+    pub admission_ms: i64,
 }
 
 impl From<&SaleDoc> for LiveSettings {
@@ -33,6 +37,8 @@ impl From<&SaleDoc> for LiveSettings {
             currency: d.currency.clone(),
             waitlist: d.waitlist_enabled,
             version: d.version,
+            admit_per_second: d.lobby.as_ref().map_or(0, |l| l.admit_per_second),
+            admission_ms: d.lobby.as_ref().map_or(0, |l| l.admission_seconds * 1000),
         }
     }
 }
@@ -50,6 +56,16 @@ pub struct Restored<'a> {
     /// The last join ticket handed out, so new joiners queue behind.
     pub last_ticket: i64,
     pub line_closed: bool,
+    pub lobby: LobbyCounts,
+}
+
+/// A lobby's counts, as MongoDB has its entries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LobbyCounts {
+    pub joined: i64,
+    pub admitted: i64,
+    pub used: i64,
+    pub lapsed: i64,
 }
 
 /// Why a confirm is undone, which decides whether the hold lives on.

@@ -60,7 +60,7 @@ macro_rules! scripts {
 }
 
 scripts! {
-    reserve: "reserve.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Idem];
+    reserve: "reserve.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Admitted Admitdue Idem];
     confirm_begin: "confirm_begin.lua" [Sale Holds Deadlines];
     confirm_finish: "confirm_finish.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
     confirm_abort: "confirm_abort.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
@@ -71,13 +71,16 @@ scripts! {
     open_sale: "open_sale.lua" [Sale Events Wait];
     update_sale: "update_sale.lua" [Sale Events Wait];
     close_sale: "close_sale.lua" [Sale Events Wait];
-    waitlist_join: "waitlist_join.lua" [Sale Holds Bought Holding Events Wait Waitq Promoted];
+    waitlist_join: "waitlist_join.lua" [Sale Holds Bought Holding Events Wait Waitq Promoted Admitted Admitdue];
     waitlist_leave: "waitlist_leave.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Waitq Promoted];
     read_sale: "read_sale.lua" [Sale Wait];
     waitlist_place: "waitlist_place.lua" [Sale Holds Wait Promoted];
-    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted Restore Stagefree Stagebought Stagewait Stagewaitq];
+    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted Lobby Lobbyin Admitted Admitdue Restore Stagefree Stagebought Stagewait Stagewaitq Stagelobby Stagelobbyin Stageadmitted Stageadmitdue];
     rebuild_lock: "rebuild_lock.lua" [Restore];
     quota: "quota.lua" [Quota];
+    lobby_join: "lobby_join.lua" [Sale Lobby Lobbyin Admitted];
+    lobby_tick: "lobby_tick.lua" [Sale Lobby Lobbyin Admitted Admitdue];
+    lobby_read: "lobby_read.lua" [Sale Lobby Lobbyin Admitted];
 }
 
 impl Lua {
@@ -289,7 +292,9 @@ impl Redis {
             .arg(i64::from(settings.waitlist))
             .arg(&settings.name)
             .arg(SaleId::new().as_str())
-            .arg(settings.version);
+            .arg(settings.version)
+            .arg(settings.admit_per_second)
+            .arg(settings.admission_ms);
         self.run(&call).await
     }
 
@@ -313,7 +318,9 @@ impl Redis {
             .arg(i64::from(needs_upcoming))
             .arg(i64::from(settings.waitlist))
             .arg(&settings.name)
-            .arg(settings.version);
+            .arg(settings.version)
+            .arg(settings.admit_per_second)
+            .arg(settings.admission_ms);
         self.run(&call).await
     }
 
@@ -417,6 +424,10 @@ impl Redis {
             Role::Stagebought,
             Role::Stagewait,
             Role::Stagewaitq,
+            Role::Stagelobby,
+            Role::Stagelobbyin,
+            Role::Stageadmitted,
+            Role::Stageadmitdue,
         ] {
             call.key(keys.staging(role, token));
         }
@@ -440,7 +451,50 @@ impl Redis {
             .arg(restored.last_ticket)
             .arg(i64::from(restored.line_closed))
             .arg(SaleId::new().as_str())
-            .arg(settings.version);
+            .arg(settings.version)
+            .arg(settings.admit_per_second)
+            .arg(settings.admission_ms)
+            .arg(restored.lobby.joined)
+            .arg(restored.lobby.admitted)
+            .arg(restored.lobby.used)
+            .arg(restored.lobby.lapsed);
+        self.run(&call).await
+    }
+
+    /// Puts a buyer MongoDB has in a sale's lobby into Redis (a repeat
+    /// changes nothing). `member` places them: see `store/keys.rs`.
+    pub async fn lobby_join(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+        member: &str,
+        joined_ms: i64,
+    ) -> Result<LobbyJoinReply, StoreError> {
+        let mut call = self.scripts.lobby_join.on(&SaleKeys::new(sale));
+        call.arg(buyer).arg(member).arg(joined_ms);
+        self.run(&call).await
+    }
+
+    /// Lapses unused admissions and admits buyers at the sale's rate;
+    /// `most` bounds both per call.
+    pub async fn lobby_tick(
+        &self,
+        sale: &SaleId,
+        most: usize,
+    ) -> Result<LobbyTickReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.lobby_tick.on(&keys);
+        call.arg(self.announce(&keys)).arg(most);
+        self.run(&call).await
+    }
+
+    pub async fn lobby_read(
+        &self,
+        sale: &SaleId,
+        buyer: &str,
+    ) -> Result<LobbyReadReply, StoreError> {
+        let mut call = self.scripts.lobby_read.on(&SaleKeys::new(sale));
+        call.arg(buyer);
         self.run(&call).await
     }
 }

@@ -38,6 +38,9 @@ fn from_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
 pub enum ReserveReply {
     Created {
         expires: i64,
+        /// The first use of the buyer's lobby admission.
+        #[serde(default)]
+        used_admission: bool,
     },
     /// The buyer's live hold; `repeat_key` when an earlier request with the
     /// same idempotency key made it.
@@ -48,6 +51,8 @@ pub enum ReserveReply {
     Missing,
     Upcoming,
     Ended,
+    /// A lobby sale, and the buyer has no live admission.
+    NotAdmitted,
     LimitExceeded {
         bought: i64,
         limit: i64,
@@ -197,13 +202,28 @@ pub enum CloseReply {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum JoinReply {
-    Joined { position: i64 },
-    Waiting { position: i64 },
-    Promoted { rid: String },
-    HasHold { rid: String },
+    Joined {
+        position: i64,
+        /// The first use of the buyer's lobby admission.
+        #[serde(default)]
+        used_admission: bool,
+    },
+    Waiting {
+        position: i64,
+    },
+    NotAdmitted,
+    Promoted {
+        rid: String,
+    },
+    HasHold {
+        rid: String,
+    },
     StockAvailable,
     SoldOut,
-    LimitExceeded { bought: i64, limit: i64 },
+    LimitExceeded {
+        bought: i64,
+        limit: i64,
+    },
     Disabled,
     Upcoming,
     Ended,
@@ -309,6 +329,9 @@ pub enum RestoreReply {
 }
 
 sale_reply!(
+    LobbyJoinReply,
+    LobbyTickReply,
+    LobbyReadReply,
     ReserveReply,
     BeginReply,
     FinishReply,
@@ -324,3 +347,70 @@ sale_reply!(
     ReadSaleReply,
     PlaceReply
 );
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum LobbyJoinReply {
+    Joined,
+    /// In the lobby or admitted already.
+    Listed,
+    Missing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum LobbyTickReply {
+    Ok {
+        #[serde(default)]
+        admitted: Vec<String>,
+        #[serde(default)]
+        lapsed: Vec<String>,
+        /// The deadline of this call's admissions (Redis clock, ms).
+        deadline: i64,
+        now: i64,
+    },
+    /// The sale has no lobby.
+    None,
+    Missing,
+}
+
+/// A buyer's state in a lobby, as `lua/lobby_read.lua` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LobbyState {
+    Waiting,
+    Admitted,
+    Used,
+    Lapsed,
+    None,
+}
+
+/// Where a buyer stands in a lobby, and the lobby's figures.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LobbyPlace {
+    pub state: LobbyState,
+    /// 0-based place among those waiting.
+    pub rank: Option<i64>,
+    pub deadline: Option<i64>,
+    pub admitted_at: Option<i64>,
+    pub joined_at: Option<i64>,
+    #[serde(default)]
+    pub late: bool,
+    pub started: bool,
+    /// Nobody waiting can be served any more.
+    #[serde(rename = "final")]
+    pub sold_out: bool,
+    /// Buyers waiting.
+    pub length: i64,
+    pub admitted_count: i64,
+    pub joined: i64,
+    pub rate: i64,
+    pub now: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum LobbyReadReply {
+    Place(LobbyPlace),
+    Missing,
+}

@@ -1,0 +1,120 @@
+//! The lobby's draw: commit to a random seed before anyone joins, reveal it
+//! at the start, and order the lobby by `HMAC-SHA256(key = seed, message =
+//! buyer id)`, ascending. Anyone can check the order from the revealed seed
+//! and the hash published before the start; a buyer finds their own value
+//! without learning who the others are.
+
+use hmac::{Hmac, Mac};
+use rand::TryRngCore;
+use sha2::{Digest, Sha256};
+
+/// A lobby's secret until the start: 256 bits from the operating system,
+/// as 64 lowercase hex characters. The draw keys on this text as published.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Seed(String);
+
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seed(..)")
+    }
+}
+
+impl Seed {
+    pub fn draw() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut bytes)
+            .expect("the operating system's random source");
+        Self(hex::encode(bytes))
+    }
+
+    /// A seed as revealed (or stored).
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn text(&self) -> &str {
+        &self.0
+    }
+
+    /// What is published before the start: SHA-256 of the seed's text.
+    pub fn commitment(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+
+    /// A buyer's place value: HMAC-SHA256 keyed by the seed's text.
+    pub fn value_of(&self, buyer: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(buyer.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The lobby in draw order: `(value, buyer)` by value ascending.
+    pub fn order<'a>(&self, buyers: impl IntoIterator<Item = &'a str>) -> Vec<(String, &'a str)> {
+        let mut drawn: Vec<(String, &str)> =
+            buyers.into_iter().map(|b| (self.value_of(b), b)).collect();
+        drawn.sort_unstable();
+        drawn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_hmac_sha256_keyed_by_the_seed_text() {
+        // The well-known HMAC-SHA256 example.
+        let seed = Seed::from_text("key");
+        assert_eq!(
+            seed.value_of("The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+        assert_eq!(
+            Seed::from_text("abc").commitment(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn seeds_are_fresh_256_bit_hex() {
+        let (a, b) = (Seed::draw(), Seed::draw());
+        assert_ne!(a, b);
+        assert_eq!(a.text().len(), 64);
+        assert!(
+            a.text()
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+    }
+
+    /// Spearman's rank correlation of two permutations of 0..n.
+    fn spearman(xs: &[usize], ys: &[usize]) -> f64 {
+        let n = xs.len() as f64;
+        let d2: f64 = xs
+            .iter()
+            .zip(ys)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum();
+        1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+    }
+
+    #[test]
+    fn the_draw_owes_nothing_to_the_order_of_joining() {
+        // 5,000 buyers whose ids say when they joined: the draw position
+        // must not follow the join position.
+        let buyers: Vec<String> = (0..5000).map(|i| format!("buyer-{i:05}")).collect();
+        // Fixed seeds: the test is the same every run.
+        for i in 0..5 {
+            let seed = Seed::from_text(Seed::from_text(format!("seed-{i}")).commitment());
+            let order = seed.order(buyers.iter().map(String::as_str));
+            assert_eq!(order.len(), buyers.len());
+            assert!(order.windows(2).all(|w| w[0].0 < w[1].0));
+            let joined: Vec<usize> = order.iter().map(|(_, b)| b[6..].parse().unwrap()).collect();
+            let drawn: Vec<usize> = (0..joined.len()).collect();
+            let rho = spearman(&joined, &drawn);
+            assert!(rho.abs() < 0.05, "rho {rho}");
+        }
+    }
+}
