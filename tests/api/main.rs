@@ -4,6 +4,7 @@ mod helpers;
 mod proxy;
 mod redis_cluster;
 
+mod admission;
 mod auth_and_errors;
 mod browser;
 mod cli;
@@ -13,6 +14,7 @@ mod deploy;
 mod faults;
 mod health;
 mod live;
+mod lobby;
 mod mongo;
 mod openapi;
 mod operations;
