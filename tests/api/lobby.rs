@@ -297,19 +297,31 @@ async fn the_readme_snippet_verifies_a_real_draw() {
         .unwrap()
         .to_owned();
     for i in 0..30 {
-        assert_eq!(join_lobby(&app, &sale, &format!("py-{i}")).await.status(), 201);
+        assert_eq!(
+            join_lobby(&app, &sale, &format!("py-{i}")).await.status(),
+            201
+        );
     }
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let run = |commitment: &str| {
-        std::process::Command::new("python3")
+    // Not a blocking call: the server answering the script runs on this
+    // test's runtime.
+    let run = |commitment: String| {
+        tokio::process::Command::new("python3")
             .arg(&script)
-            .args([&app.api(""), sale.as_str(), "py-7", commitment])
+            .args([app.api(""), sale.clone(), "py-7".into(), commitment])
+            .kill_on_drop(true)
             .output()
-            .unwrap()
     };
-    let ok = run(&commitment);
+    let ok = tokio::time::timeout(Duration::from_secs(30), run(commitment.clone()))
+        .await
+        .expect("the snippet finishes")
+        .unwrap();
     let out = String::from_utf8_lossy(&ok.stdout);
-    assert!(ok.status.success(), "{out} {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     // The place it prints is the one the draw gives.
     let seed = json(lobby(&app, &sale).await).await["seed"]
         .as_str()
@@ -320,7 +332,13 @@ async fn the_readme_snippet_verifies_a_real_draw() {
     let order = seed.order(buyers.iter().map(String::as_str));
     let place = order.iter().position(|(_, b)| *b == "py-7").unwrap() + 1;
     assert_eq!(out.trim(), format!("place {place} of 30"));
-    let forged = run(&"0".repeat(64));
-    assert!(!forged.status.success(), "a seed that is not the committed one");
+    let forged = tokio::time::timeout(Duration::from_secs(30), run("0".repeat(64)))
+        .await
+        .expect("the snippet finishes")
+        .unwrap();
+    assert!(
+        !forged.status.success(),
+        "a seed that is not the committed one"
+    );
     let _ = std::fs::remove_file(script);
 }
