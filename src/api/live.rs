@@ -31,7 +31,12 @@ impl LiveApi {
     /// counts and a slow client gets only the newest, so a gap loses
     /// nothing. With a token
     /// (`?access_token=` or a bearer header) also `promoted`, `reservation`,
-    /// `waitlist` and `sale_closed`. The server pings every 15 s.
+    /// `waitlist` and `sale_closed`. On a lobby sale every watcher gets
+    /// `{"type":"lobby_figures","lobby_length","admitted","sold_out","started","ts"}`
+    /// (at most once a second), and a buyer
+    /// `{"type":"lobby","status","position","eta_seconds","admission_expires_at"}`
+    /// on connect and when their status or place changes. The server pings
+    /// every 15 s.
     #[oai(path = "/sales/:id/live", method = "get", operation_id = "liveFeed")]
     async fn live(
         &self,

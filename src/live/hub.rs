@@ -56,12 +56,20 @@ pub struct LobbyFigures {
     pub ts: i64,
 }
 
-/// What a sale's channel carries: its changes, and its lobby's figures.
+/// A buyer took a place in the lobby (`lua/lobby_join.lua`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct LobbyJoined {
+    pub lobby_joined: String,
+}
+
+/// What a sale's channel carries: its changes, its lobby's figures, and
+/// lobby joins.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Published {
     Change(Change),
     Lobby(LobbyFigures),
+    Joined(LobbyJoined),
 }
 
 /// Lobby figures with their frame, serialized once for every socket.
@@ -106,8 +114,13 @@ struct StockFrame<'a> {
 #[derive(Debug)]
 #[expect(clippy::large_enum_variant, reason = "always shared behind an Arc")]
 pub enum Update {
-    Change { change: Change, stock_frame: String },
+    Change {
+        change: Change,
+        stock_frame: String,
+    },
     Resync,
+    /// A buyer joined the lobby (personal: only their sockets act on it).
+    LobbyJoined(String),
 }
 
 struct SaleFeed {
@@ -273,6 +286,16 @@ impl Hub {
             let _ = feed.personal.send(update.clone());
         }
         feed.stock.send_replace(Some(update));
+    }
+
+    /// Tells the sockets of a sale that a buyer joined its lobby.
+    pub fn publish_joined(&self, sale: &SaleId, joined: LobbyJoined) {
+        let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
+        if let Some(feed) = feed {
+            let _ = feed
+                .personal
+                .send(Arc::new(Update::LobbyJoined(joined.lobby_joined)));
+        }
     }
 
     /// Hands a lobby's figures to the sockets of its sale.

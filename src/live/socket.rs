@@ -168,18 +168,30 @@ async fn socket_loop(
                 }
             }
             personal = sub.personal.recv(), if buyer.is_some() => match personal {
-                Ok(update) => {
-                    if let Update::Change { change, .. } = update.as_ref() {
+                Ok(update) => match update.as_ref() {
+                    Update::Change { change, .. } => {
                         for frame in personal_frames(change, buyer.unwrap_or_default(), &mut place) {
                             out.json(frame).await?;
                         }
                     }
-                }
+                    // This buyer joined the lobby after connecting.
+                    Update::LobbyJoined(who) if lobby.active && buyer == Some(who.as_str()) => {
+                        if let Some(frame) = lobby.reread(&ctx.sales, sale, who).await {
+                            out.json(frame).await?;
+                        }
+                    }
+                    _ => {}
+                },
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed personal events: catch up from Redis.
                     let buyer = buyer.unwrap_or_default();
                     place = ctx.waitlist.line_place(sale, buyer).await;
                     for frame in catch_up(ctx, sale, buyer, &place).await {
+                        out.json(frame).await?;
+                    }
+                    if lobby.active
+                        && let Some(frame) = lobby.reread(&ctx.sales, sale, buyer).await
+                    {
                         out.json(frame).await?;
                     }
                 }

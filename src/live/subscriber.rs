@@ -58,6 +58,7 @@ pub async fn run(
                                 match serde_json::from_slice::<Published>(&payload) {
                                     Ok(Published::Change(change)) => hub.publish(&sale, change),
                                     Ok(Published::Lobby(figures)) => hub.publish_lobby(&sale, figures),
+                                    Ok(Published::Joined(joined)) => hub.publish_joined(&sale, joined),
                                     Err(e) => tracing::warn!(error = %e, "unreadable live message"),
                                 }
                             }

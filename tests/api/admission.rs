@@ -29,7 +29,7 @@ fn at(secs: f64) -> String {
 
 /// A sale whose lobby is open now and which starts in a while: joiners get
 /// in first, then `start_in` moves the start close.
-async fn lobby_sale(app: &TestApp, overrides: Value) -> String {
+pub async fn lobby_sale(app: &TestApp, overrides: Value) -> String {
     let mut body = json!({"lobby_opens_at": at(0.0), "starts_at": at(600.0)});
     for (k, v) in overrides.as_object().unwrap() {
         body[k] = v.clone();
@@ -37,7 +37,7 @@ async fn lobby_sale(app: &TestApp, overrides: Value) -> String {
     app.create_sale(body).await
 }
 
-async fn start_in(app: &TestApp, sale: &str, secs: f64) {
+pub async fn start_in(app: &TestApp, sale: &str, secs: f64) {
     let resp = app
         .http
         .patch(app.api(&format!("/admin/sales/{sale}")))
@@ -49,7 +49,7 @@ async fn start_in(app: &TestApp, sale: &str, secs: f64) {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
-async fn join_lobby(app: &TestApp, sale: &str, buyer: &str) -> reqwest::Response {
+pub async fn join_lobby(app: &TestApp, sale: &str, buyer: &str) -> reqwest::Response {
     app.http
         .post(app.url(&format!("/api/v1/sales/{sale}/lobby")))
         .bearer_auth(buyer_token(buyer))
@@ -86,7 +86,7 @@ async fn get(app: &TestApp, path: &str) -> Value {
     json(app.http.get(app.api(path)).send().await.unwrap()).await
 }
 
-fn hmac_hex(seed: &str, buyer: &str) -> String {
+pub fn hmac_hex(seed: &str, buyer: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(seed.as_bytes()).unwrap();
     mac.update(buyer.as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -275,7 +275,7 @@ async fn admission_keeps_its_rate_in_draw_order_and_is_needed_to_buy() {
     assert!(place["admission_expires_at"].is_string());
     let rid = crate::helpers::hold(&app, &sale, first, 1).await;
     assert_eq!(app.confirm(&rid, first).await.status(), 201);
-    tokio::time::sleep(Duration::from_secs(10) - t0.elapsed()).await;
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed())).await;
     let a1 = sale_field(&app, &sale, "lobby_admitted").await;
     let measured = (a1 - a0) as f64 / t0.elapsed().as_secs_f64();
     let error = (measured - rate as f64) / rate as f64;
@@ -408,6 +408,43 @@ async fn a_sold_out_sale_tells_everyone_in_the_lobby_at_once() {
     let count = sale_field(&app, &sale, "lobby_admitted").await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(sale_field(&app, &sale, "lobby_admitted").await, count);
+}
+
+/// A socket opened before its buyer joins (a page opened, then the join
+/// button): the join and, later, the turn reach it without reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_watching_before_joining_hears_of_the_join_and_the_turn() {
+    let app = spawn_app().await;
+    let sale = lobby_sale(&app, json!({"admit_per_second": 2})).await;
+    let mut socket = connect(&app, &sale, Some(&buyer_token("early-watcher"))).await;
+    let first = loop {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "lobby" {
+            break frame;
+        }
+    };
+    assert_eq!(first["status"], "not_listed", "{first}");
+    assert_eq!(join_lobby(&app, &sale, "early-watcher").await.status(), 201);
+    let joined = loop {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "lobby" {
+            break frame;
+        }
+    };
+    assert_eq!(joined["status"], "lobby", "{joined}");
+    assert_eq!(me(&app, &sale, "early-watcher").await["status"], "lobby");
+
+    start_in(&app, &sale, 0.2).await;
+    let turn = loop {
+        let frame = next_frame(&mut socket).await;
+        if frame["type"] == "lobby" && frame["status"] != "queued" {
+            break frame;
+        }
+    };
+    assert_eq!(turn["status"], "admitted", "{turn}");
+    // Redis agrees: the buyer holds an admission and has left the lobby.
+    let (admitted, waiting) = redis_lobby(&app, &sale).await;
+    assert!(admitted.contains_key("early-watcher") && waiting.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
