@@ -21,7 +21,7 @@ use crate::{
     store::{
         Store, StoreError,
         mongo::{LobbyEntryDoc, SaleDoc, StockEventDoc},
-        redis::{LobbyAdmission, LobbyStage, LobbyWaiter, Waiter},
+        redis::{LobbyAdmission, LobbyStage, LobbyWaiter, Staging, Waiter},
         scripts::{LiveSettings, LobbyCounts, RestoreReply, Restored, SaleReply},
     },
 };
@@ -190,9 +190,11 @@ impl Recovery {
                 sale,
                 token,
                 free,
-                sold.bought,
-                &line.waiters,
-                &lobby,
+                Staging {
+                    bought: sold.bought,
+                    line: &line.waiters,
+                    lobby: &lobby,
+                },
                 self.lock_ttl,
             )
             .await?;

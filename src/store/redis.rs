@@ -253,11 +253,14 @@ impl Redis {
         sale: &SaleId,
         token: &str,
         free: impl IntoIterator<Item = i64>,
-        bought: HashMap<String, i64>,
-        line: &[Waiter],
-        lobby: &LobbyStage,
+        staging: Staging<'_>,
         lock_ttl: Duration,
     ) -> Result<bool, StoreError> {
+        let Staging {
+            bought,
+            line,
+            lobby,
+        } = staging;
         const CHUNK: usize = 10_000;
         const CHUNKS_PER_CALL: usize = 10;
         let keys = SaleKeys::new(sale);
@@ -349,6 +352,15 @@ impl Redis {
         }
         flush(&mut pipe).await
     }
+}
+
+/// What a rebuild stages besides the free serials: the bought counts, the
+/// waiting list and the lobby.
+#[derive(Debug)]
+pub struct Staging<'a> {
+    pub bought: HashMap<String, i64>,
+    pub line: &'a [Waiter],
+    pub lobby: &'a LobbyStage,
 }
 
 /// What a rebuild stages of a sale's lobby.
