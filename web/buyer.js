@@ -1,10 +1,11 @@
 // The buyer page: the sale list at `/`, one sale at `/sales/{id}` with live
-// stock, reserve with a countdown, confirm, cancel, and the waiting list.
+// stock, reserve with a countdown, confirm, cancel, the waiting list, and on
+// a lobby sale the lobby: join, place, admission, and a check of the draw.
 "use strict";
 
 (() => {
   const F = Flashdrop, $ = F.$;
-  const state = { sale: null, offset: 0, hold: null, wait: null, token: null };
+  const state = { sale: null, offset: 0, hold: null, wait: null, token: null, lobby: null, me: null };
   const msg = $("#message");
   const serverNow = () => Date.now() + state.offset;
   const newKey = () => (crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2));
@@ -72,15 +73,106 @@
     if (!sale) return;
     const active = sale.status === "active";
     const busy = !!state.hold || (state.wait && state.wait.status === "waiting");
-    $("#reserve-btn").disabled = !signedIn() || !active || busy;
+    // On a lobby sale, reserving and joining the line need an admission.
+    const letIn = !sale.lobby || (state.me && state.me.status === "admitted");
+    $("#reserve-btn").disabled = !signedIn() || !active || busy || !letIn;
     $("#sign-in-hint").classList.toggle("hidden", signedIn());
-    const canWait = sale.waitlist_enabled && sale.status === "sold_out" && signedIn() && !busy;
+    const canWait = sale.waitlist_enabled && sale.status === "sold_out" && signedIn() && !busy && letIn;
     $("#join-btn").classList.toggle("hidden", !canWait);
     $("#hold-card").classList.toggle("hidden", !state.hold);
     if (state.hold) F.text($("#hold-quantity"), state.hold.quantity);
     const waiting = state.wait && state.wait.status === "waiting";
     $("#wait-card").classList.toggle("hidden", !waiting);
     if (waiting) F.text($("#wait-position"), state.wait.position);
+    renderLobby();
+  }
+
+  // --- the lobby ------------------------------------------------------------
+  const LOBBY_TEXT = {
+    lobby: "You are in the lobby. At the start a draw places everyone who joined before it; then buyers are let in, in that order.",
+    queued: (me) => `Your place in line: ${me.position}. Your turn comes in about ${F.duration(me.eta_seconds * 1000)}.`,
+    admitted: () => (state.hold ? "You are in: your hold is below." : "Your turn: reserve before the time runs out."),
+    expired: "Your turn ran out before you reserved; it went to the next buyer.",
+    sold_out: "Sold out: every unit is gone, so no turn will come. Thank you for waiting.",
+  };
+  function renderLobby() {
+    const sale = state.sale, lobby = state.lobby;
+    $("#lobby-card").classList.toggle("hidden", !sale || !sale.lobby || !lobby);
+    if (!sale || !sale.lobby || !lobby) return;
+    F.text($("#lobby-length"), lobby.lobby_length);
+    F.text($("#lobby-admitted"), lobby.admitted);
+    F.text($("#lobby-rate"), lobby.admit_per_second);
+    F.text($("#lobby-commitment"), lobby.seed_sha256 || "published when the lobby opens");
+    F.text($("#lobby-seed"), lobby.seed || "revealed at the start");
+    $("#lobby-verify-btn").disabled = !lobby.seed;
+    const me = state.me, status = me ? me.status : "not_listed";
+    const open = Date.parse(lobby.opens_at) <= serverNow();
+    const over = sale.status === "ended" || sale.status === "sold_out";
+    let text;
+    if (!signedIn()) text = "Sign in to take a place in the lobby.";
+    else if (status !== "not_listed") text = typeof LOBBY_TEXT[status] === "function" ? LOBBY_TEXT[status](me) : LOBBY_TEXT[status];
+    else if (!open) text = "The lobby opens soon; everyone who joins before the start has the same chance.";
+    else if (over) text = "The sale is over.";
+    else text = "Join the lobby to get a turn.";
+    F.text($("#lobby-text"), text);
+    $("#lobby-join-btn").classList.toggle("hidden", !signedIn() || status !== "not_listed" || over);
+    $("#lobby-join-btn").disabled = !open;
+    $("#lobby-card").dataset.status = status;
+  }
+  function lobbyCountdown() {
+    const lobby = state.lobby, me = state.me;
+    if (!lobby || !state.sale || !state.sale.lobby) return "";
+    const now = serverNow(), opens = Date.parse(lobby.opens_at), starts = Date.parse(state.sale.starts_at);
+    if (me && me.status === "admitted" && me.admission_expires_at && !state.hold) {
+      const left = Date.parse(me.admission_expires_at) - now;
+      return left > 0 ? `${F.duration(left)} left to reserve` : "time is up";
+    }
+    if (now < opens) return `Opens in ${F.duration(opens - now)}`;
+    if (now < starts) return `Draw in ${F.duration(starts - now)}`;
+    return "";
+  }
+  async function loadLobby(id) {
+    try {
+      const { body: lobby } = await F.api("GET", `/sales/${id}/lobby`);
+      state.lobby = lobby;
+      // The commitment as first seen, to check the revealed seed against.
+      const noted = `flashdrop.commitment.${id}`;
+      if (lobby.seed_sha256 && !lobby.seed && !sessionStorage.getItem(noted)) sessionStorage.setItem(noted, lobby.seed_sha256);
+    } catch (err) { showError(err); }
+    if (signedIn()) {
+      try { state.me = (await F.api("GET", `/sales/${id}/lobby/me`)).body; } catch (_) { /* shown as not listed */ }
+    }
+    renderActions();
+  }
+  const toHex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+  // The check the README describes, in the browser: the seed hashes to the
+  // commitment, the order is sorted, and where the buyer's own value is.
+  async function verifyDraw(id) {
+    const out = $("#lobby-verdict");
+    if (!window.crypto || !crypto.subtle) {
+      F.say(out, "This browser allows the check only over HTTPS or on localhost; the README's snippet does it from a terminal.", "error");
+      return;
+    }
+    try {
+      const { body: draw } = await F.api("GET", `/sales/${id}/lobby/draw`);
+      const enc = new TextEncoder();
+      const commitment = sessionStorage.getItem(`flashdrop.commitment.${id}`) || state.lobby.seed_sha256;
+      const hash = toHex(await crypto.subtle.digest("SHA-256", enc.encode(draw.seed)));
+      const sorted = draw.order.every((v, i) => i === 0 || draw.order[i - 1] <= v);
+      const lines = [
+        hash === commitment ? "The seed hashes to the published SHA-256." : "The seed does NOT hash to the published SHA-256.",
+        sorted ? `The ${draw.order.length} values are in order.` : "The values are NOT in order.",
+      ];
+      const c = state.token && F.claims(state.token);
+      if (c) {
+        const key = await crypto.subtle.importKey("raw", enc.encode(draw.seed), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+        const mine = toHex(await crypto.subtle.sign("HMAC", key, enc.encode(c.sub)));
+        const at = draw.order.indexOf(mine);
+        lines.push(at >= 0 ? `Your value ${mine.slice(0, 12)}… is place ${at + 1} of ${draw.order.length}.`
+          : "Your value is not in the draw (you joined after the start, or not at all).");
+      }
+      F.say(out, lines.join(" "), hash === commitment && sorted ? "ok" : "error");
+    } catch (err) { F.say(out, err.message, "error"); }
   }
 
   function setHold(hold) {
@@ -95,12 +187,30 @@
     const sale = state.sale;
     if (!sale) return;
     const startsIn = Date.parse(sale.starts_at) - serverNow();
+    // The start came: the sale's status as the server has it now.
+    if (sale.status === "upcoming" && startsIn <= 0) refreshSale();
     $("#starts-in").classList.toggle("hidden", !(sale.status === "upcoming" && startsIn > 0));
     if (sale.status === "upcoming") F.text($("#starts-countdown"), F.duration(startsIn));
     if (state.hold) {
       const left = Date.parse(state.hold.expires_at) - serverNow();
       F.text($("#hold-countdown"), left > 0 ? `${F.duration(left)} left` : "time is up");
     }
+    const lobbyLeft = lobbyCountdown();
+    $("#lobby-countdown").classList.toggle("hidden", !lobbyLeft);
+    F.text($("#lobby-countdown"), lobbyLeft);
+    // The opening passed: the join button works now.
+    if (state.lobby && !state.lobby.seed_sha256 && Date.parse(state.lobby.opens_at) <= serverNow()) {
+      state.lobby.seed_sha256 = "…";
+      loadLobby(state.sale.id);
+    }
+  }
+
+  let refreshing = false;
+  async function refreshSale() {
+    if (refreshing) return;
+    refreshing = true;
+    try { renderSale((await F.api("GET", `/sales/${state.sale.id}`)).body); } catch (_) { /* the next tick tries again */ }
+    setTimeout(() => { refreshing = false; }, 1000);
   }
 
   function onFrame(frame) {
@@ -129,6 +239,23 @@
       case "sale_closed":
         F.say(msg, "The sale was closed.", "error");
         break;
+      case "lobby_figures":
+        if (!state.lobby) break;
+        if (frame.started && !state.lobby.seed) loadLobby(state.sale.id);
+        if (frame.started && state.sale.status === "upcoming") refreshSale();
+        Object.assign(state.lobby, { lobby_length: frame.lobby_length, admitted: frame.admitted });
+        renderLobby();
+        break;
+      case "lobby": {
+        const was = state.me && state.me.status;
+        state.me = Object.assign(state.me || {}, frame);
+        if (frame.status === "admitted" && was !== "admitted") {
+          F.say(msg, "Your turn: reserve now.", "ok");
+          $("#reserve-btn").focus();
+        }
+        renderActions();
+        break;
+      }
     }
   }
 
@@ -173,6 +300,7 @@
       state.offset = Date.parse(sale.server_time) - (before + Date.now()) / 2;
       renderSale(sale);
     } catch (err) { showError(err); return; }
+    if (state.sale.lobby) await loadLobby(id);
     F.live(id, onFrame, (s) => F.text($("#live-state"), s === "live" ? "live" : "reconnecting…"));
     if (signedIn()) restore(id);
     setInterval(tick, 250);
@@ -217,6 +345,15 @@
         F.say(msg, "Hold cancelled; the units went back.", "ok");
       } catch (err) { showError(err); if (err.code === "reservation_expired") setHold(null); }
     });
+    $("#lobby-join-btn").addEventListener("click", async () => {
+      try {
+        const { body: me } = await F.api("POST", `/sales/${id}/lobby`);
+        state.me = me;
+        F.say(msg, me.status === "lobby" ? "You are in the lobby." : `You are in line at place ${me.position}.`, "ok");
+        loadLobby(id);
+      } catch (err) { showError(err); }
+    });
+    $("#lobby-verify-btn").addEventListener("click", () => verifyDraw(id));
     $("#join-btn").addEventListener("click", async () => {
       const quantity = Number($("#quantity").value);
       try {

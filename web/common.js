@@ -42,6 +42,7 @@ const Flashdrop = (() => {
     reservation_exists: () => "You already hold units in this sale.",
     stock_available: () => "Units are free right now: reserve them instead of waiting.",
     waitlist_disabled: () => "This sale has no waiting list.",
+    not_admitted: () => "This sale lets buyers in from its lobby: join the lobby and wait for your turn.",
     reservation_expired: () => "Your hold expired before it was confirmed; the units went back.",
     payload_too_large: () => "That request is too large.",
     rate_limited: (_, retry) => `Too many requests; try again in ${retry || "a few"} s.`,

@@ -67,6 +67,9 @@ pub struct SaleView {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub server_time: DateTime<Utc>,
+    /// Whether buyers are let in from a lobby (`GET /sales/{id}/lobby`):
+    /// reserve and waiting-list join then need an admission.
+    pub lobby: bool,
 }
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -93,6 +96,7 @@ impl SaleView {
             starts_at: at(s.starts),
             ends_at: at(s.ends),
             server_time: at(s.now),
+            lobby: s.lobby,
         }
     }
 }

@@ -308,3 +308,107 @@ async fn chart_points(client: &Client) -> usize {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
 }
+
+#[tokio::test]
+async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
+    use crate::admission::{hmac_hex, join_lobby, lobby_sale, start_in};
+    let app = spawn_app().await;
+    let sale = lobby_sale(
+        &app,
+        json!({"name": "Fair drop", "total": 5, "per_user_limit": 1, "admit_per_second": 1}),
+    )
+    .await;
+    for other in ["lobby-a", "lobby-b"] {
+        assert_eq!(join_lobby(&app, &sale, other).await.status(), 201);
+    }
+    let client = browser(1280, 1100).await;
+    open(
+        &client,
+        &app,
+        &format!("/sales/{sale}"),
+        Some(&buyer_token("lobby-page")),
+    )
+    .await;
+    shown(&client, "#lobby-card").await;
+    text_becomes(&client, "#lobby-length", "2").await;
+    // Not let in yet: the page does not offer to reserve.
+    let reserve = client.find(Locator::Css("#reserve-btn")).await.unwrap();
+    assert!(!reserve.is_enabled().await.unwrap());
+    click(&client, "#lobby-join-btn").await;
+    let waiting = "You are in the lobby. At the start a draw places everyone who joined before it; then buyers are let in, in that order.";
+    text_becomes(&client, "#lobby-text", waiting).await;
+    text_becomes(&client, "#lobby-length", "3").await;
+    // The page joined for real: MongoDB has the entry, Redis the place.
+    let entries = app
+        .http
+        .get(app.api(&format!("/sales/{sale}/lobby")))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(entries["joined"], 3);
+    screenshot(&client, "buyer-lobby").await;
+
+    // The draw at the start; one buyer a second is let in.
+    start_in(&app, &sale, 1.0).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = client
+            .find(Locator::Css("#lobby-card"))
+            .await
+            .unwrap()
+            .attr("data-status")
+            .await
+            .unwrap();
+        if status.as_deref() == Some("admitted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never let in: {status:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reserve.is_enabled().await.unwrap());
+
+    // The check in the page finds the same place the server's draw gives.
+    let draw = app
+        .http
+        .get(app.api(&format!("/sales/{sale}/lobby/draw")))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let mine = hmac_hex(draw["seed"].as_str().unwrap(), "lobby-page");
+    let order: Vec<&str> = draw["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let place = order.iter().position(|v| *v == mine).unwrap() + 1;
+    click(&client, "#lobby-proof summary").await;
+    click(&client, "#lobby-verify-btn").await;
+    text_becomes(
+        &client,
+        "#lobby-verdict",
+        &format!(
+            "The seed hashes to the published SHA-256. The 3 values are in order. Your value {}… is place {place} of 3.",
+            &mine[..12]
+        ),
+    )
+    .await;
+    screenshot(&client, "buyer-admitted").await;
+
+    click(&client, "#reserve-btn").await;
+    shown(&client, "#hold-card").await;
+    click(&client, "#confirm-btn").await;
+    shown(&client, "#order-card").await;
+    let orders = app.orders(&sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].user_id, "lobby-page");
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (4, 0, 1));
+    client.close().await.unwrap();
+}

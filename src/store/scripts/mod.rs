@@ -470,8 +470,12 @@ impl Redis {
         member: &str,
         joined_ms: i64,
     ) -> Result<LobbyJoinReply, StoreError> {
-        let mut call = self.scripts.lobby_join.on(&SaleKeys::new(sale));
-        call.arg(buyer).arg(member).arg(joined_ms);
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.lobby_join.on(&keys);
+        call.arg(buyer)
+            .arg(member)
+            .arg(joined_ms)
+            .arg(self.announce(&keys));
         self.run(&call).await
     }
 

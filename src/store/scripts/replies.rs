@@ -272,6 +272,9 @@ pub struct LiveSale {
     pub epoch: String,
     /// Redis' clock when it was read (ms).
     pub now: i64,
+    /// Whether buyers are let in from a lobby.
+    #[serde(default)]
+    pub lobby: bool,
 }
 
 #[derive(Debug, Deserialize)]
