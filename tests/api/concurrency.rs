@@ -15,24 +15,28 @@ use serde_json::json;
 
 /// Reads available + held + sold in one atomic HMGET, over and over, until
 /// stopped; returns how many samples it took. Panics on any sample that
-/// breaks sold + held <= total or does not add up to total.
+/// breaks sold + held <= total or does not add up to total. It loops on a
+/// thread of its own, so the crowd's hundreds of tasks do not starve it.
 fn sample_counts(app: &TestApp, sale: &str, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
     let mut conn = app.redis();
     let key = keys(sale).sale();
-    tokio::spawn(async move {
-        let mut samples = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let (total, available, held, sold): (i64, i64, i64, i64) = redis::cmd("HMGET")
-                .arg(&key)
-                .arg(&["total", "available", "held", "sold"])
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            assert!(sold + held <= total, "oversold: sold {sold} held {held}");
-            assert_eq!(available + held + sold, total, "a unit is unaccounted for");
-            samples += 1;
-        }
-        samples
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            let mut samples = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let (total, available, held, sold): (i64, i64, i64, i64) = redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg(&["total", "available", "held", "sold"])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert!(sold + held <= total, "oversold: sold {sold} held {held}");
+                assert_eq!(available + held + sold, total, "a unit is unaccounted for");
+                samples += 1;
+            }
+            samples
+        })
     })
 }
 
