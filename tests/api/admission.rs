@@ -96,22 +96,29 @@ pub fn hmac_hex(seed: &str, buyer: &str) -> String {
 /// list is sorted and complete, and each buyer's own value is in it.
 /// Returns the buyers in draw order (a buyer knows only their own id; the
 /// test knows them all).
+/// The draw as anyone reads it: the seed, its SHA-256 and the values in
+/// order.
+pub async fn draw(app: &TestApp, sale: &str) -> (String, String, Vec<String>) {
+    let draw = get(app, &format!("/sales/{sale}/lobby/draw")).await;
+    let text = |v: &Value| v.as_str().expect("a string").to_owned();
+    let order = draw["order"].as_array().expect("an order");
+    (
+        text(&draw["seed"]),
+        text(&draw["seed_sha256"]),
+        order.iter().map(text).collect(),
+    )
+}
+
 async fn checked_draw(
     app: &TestApp,
     sale: &str,
     commitment: &str,
     buyers: &[String],
 ) -> Vec<String> {
-    let draw = get(app, &format!("/sales/{sale}/lobby/draw")).await;
-    let seed = draw["seed"].as_str().unwrap();
-    assert_eq!(draw["seed_sha256"], commitment);
+    let (seed, sha256, order) = draw(app, sale).await;
+    let seed = seed.as_str();
+    assert_eq!(sha256, commitment);
     assert_eq!(hex::encode(Sha256::digest(seed.as_bytes())), commitment);
-    let order: Vec<String> = draw["order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
     assert_eq!(order.len(), buyers.len(), "complete");
     assert!(order.windows(2).all(|w| w[0] < w[1]), "sorted");
     let by_value: HashMap<String, &String> =

@@ -311,7 +311,7 @@ async fn chart_points(client: &Client) -> usize {
 
 #[tokio::test]
 async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
-    use crate::admission::{hmac_hex, join_lobby, lobby_sale, start_in};
+    use crate::admission::{draw, hmac_hex, join_lobby, lobby_sale, start_in};
     let app = spawn_app().await;
     let sale = lobby_sale(
         &app,
@@ -371,22 +371,8 @@ async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
     assert!(reserve.is_enabled().await.unwrap());
 
     // The check in the page finds the same place the server's draw gives.
-    let draw = app
-        .http
-        .get(app.api(&format!("/sales/{sale}/lobby/draw")))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
-    let mine = hmac_hex(draw["seed"].as_str().unwrap(), "lobby-page");
-    let order: Vec<&str> = draw["order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let (seed, _, order) = draw(&app, &sale).await;
+    let mine = hmac_hex(&seed, "lobby-page");
     let place = order.iter().position(|v| *v == mine).unwrap() + 1;
     click(&client, "#lobby-proof summary").await;
     click(&client, "#lobby-verify-btn").await;

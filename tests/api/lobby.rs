@@ -15,6 +15,21 @@ async fn lobby(app: &crate::helpers::TestApp, sale: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// A sale whose lobby opens now and which starts in `secs`, one buyer let
+/// in a second; with the seed's SHA-256 as published at the opening.
+async fn open_lobby(app: &crate::helpers::TestApp, secs: i64) -> (String, String) {
+    let now = chrono::Utc::now();
+    let at = |secs: i64| (now + chrono::Duration::seconds(secs)).to_rfc3339();
+    let sale = app
+        .create_sale(json!({"lobby_opens_at": at(0), "starts_at": at(secs), "admit_per_second": 1}))
+        .await;
+    let commitment = json(lobby(app, &sale).await).await["seed_sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (sale, commitment)
+}
+
 async fn patch(app: &crate::helpers::TestApp, sale: &str, body: Value) -> reqwest::Response {
     app.http
         .patch(app.api(&format!("/admin/sales/{sale}")))
@@ -186,17 +201,8 @@ async fn buyers_join_once_from_the_opening_and_latecomers_queue() {
 
 #[tokio::test]
 async fn anyone_can_check_the_draw_and_their_own_place() {
-    use hmac::{Hmac, Mac};
     let app = spawn_app().await;
-    let now = chrono::Utc::now();
-    let at = |secs: i64| (now + chrono::Duration::seconds(secs)).to_rfc3339();
-    let sale = app
-        .create_sale(json!({"lobby_opens_at": at(0), "starts_at": at(4), "admit_per_second": 1}))
-        .await;
-    let commitment = json(lobby(&app, &sale).await).await["seed_sha256"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (sale, commitment) = open_lobby(&app, 4).await;
     let early = json(
         app.http
             .get(app.api(&format!("/sales/{sale}/lobby/draw")))
@@ -217,34 +223,19 @@ async fn anyone_can_check_the_draw_and_their_own_place() {
     tokio::time::sleep(Duration::from_millis(4200)).await;
     assert_eq!(join_lobby(&app, &sale, "latecomer").await.status(), 201);
 
-    let draw = json(
-        app.http
-            .get(app.api(&format!("/sales/{sale}/lobby/draw")))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let seed = draw["seed"].as_str().unwrap();
+    let (seed, sha256, order) = crate::admission::draw(&app, &sale).await;
+    let seed = seed.as_str();
     // The seed is the one committed to before anyone joined.
-    assert_eq!(draw["seed_sha256"], commitment.as_str());
+    assert_eq!(sha256, commitment);
     assert_eq!(hex::encode(Sha256::digest(seed.as_bytes())), commitment);
     // Complete (the latecomer is not in it) and sorted.
-    let order: Vec<&str> = draw["order"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
     assert_eq!(order.len(), buyers.len());
     assert!(order.windows(2).all(|w| w[0] < w[1]));
     // Each buyer finds their own value, and their place is where it
     // stands, less those let in since the start (one a second).
     let mut places = Vec::new();
     for buyer in ["joiner-000", "joiner-150", "joiner-299", "latecomer"] {
-        let mut mac = Hmac::<Sha256>::new_from_slice(seed.as_bytes()).unwrap();
-        mac.update(buyer.as_bytes());
-        let mine = hex::encode(mac.finalize().into_bytes());
+        let mine = crate::admission::hmac_hex(seed, buyer);
         let index = match buyer {
             "latecomer" => buyers.len(),
             _ => order.iter().position(|v| *v == mine).expect("in the draw"),
@@ -287,15 +278,7 @@ async fn the_readme_snippet_verifies_a_real_draw() {
     std::fs::write(&script, code).unwrap();
 
     let app = spawn_app().await;
-    let now = chrono::Utc::now();
-    let at = |secs: i64| (now + chrono::Duration::seconds(secs)).to_rfc3339();
-    let sale = app
-        .create_sale(json!({"lobby_opens_at": at(0), "starts_at": at(2), "admit_per_second": 1}))
-        .await;
-    let commitment = json(lobby(&app, &sale).await).await["seed_sha256"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (sale, commitment) = open_lobby(&app, 2).await;
     for i in 0..30 {
         assert_eq!(
             join_lobby(&app, &sale, &format!("py-{i}")).await.status(),
