@@ -7,7 +7,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
 };
 
 use serde::{Deserialize, Serialize};
@@ -114,19 +114,19 @@ struct StockFrame<'a> {
 #[derive(Debug)]
 #[expect(clippy::large_enum_variant, reason = "always shared behind an Arc")]
 pub enum Update {
-    Change {
-        change: Change,
-        stock_frame: String,
-    },
+    Change { change: Change, stock_frame: String },
     Resync,
-    /// A buyer joined the lobby (personal: only their sockets act on it).
-    LobbyJoined(String),
 }
+
+/// Per buyer, a signal their sockets here wait on for their lobby join.
+type Joins = Arc<Mutex<HashMap<String, Weak<watch::Sender<()>>>>>;
 
 struct SaleFeed {
     stock: watch::Sender<Option<Arc<Update>>>,
     personal: broadcast::Sender<Arc<Update>>,
     lobby: watch::Sender<Option<Arc<LobbyUpdate>>>,
+    /// A lobby join wakes only the joiner's sockets, not every buyer's.
+    joins: Joins,
     /// Whether Redis sends this instance the sale's changes yet.
     subscribed: watch::Sender<bool>,
 }
@@ -152,10 +152,48 @@ pub struct Subscription {
     pub stock: watch::Receiver<Option<Arc<Update>>>,
     pub personal: broadcast::Receiver<Arc<Update>>,
     pub lobby: watch::Receiver<Option<Arc<LobbyUpdate>>>,
+    joins: Joins,
     subscribed: watch::Receiver<bool>,
 }
 
+/// What a buyer's socket waits on to hear of the buyer's own lobby join.
+/// Dropping the last one of a buyer forgets the buyer.
+pub struct JoinWatch {
+    signal: Arc<watch::Sender<()>>,
+    pub joined: watch::Receiver<()>,
+    joins: Joins,
+    buyer: String,
+}
+
+impl Drop for JoinWatch {
+    fn drop(&mut self) {
+        let mut joins = self.joins.lock().expect("joins lock");
+        if Arc::strong_count(&self.signal) == 1 {
+            joins.remove(&self.buyer);
+        }
+    }
+}
+
 impl Subscription {
+    /// Signals when `buyer` joins the sale's lobby (on any instance).
+    pub fn watch_join(&self, buyer: &str) -> JoinWatch {
+        let mut joins = self.joins.lock().expect("joins lock");
+        let signal = match joins.get(buyer).and_then(Weak::upgrade) {
+            Some(signal) => signal,
+            None => {
+                let signal = Arc::new(watch::channel(()).0);
+                joins.insert(buyer.to_owned(), Arc::downgrade(&signal));
+                signal
+            }
+        };
+        JoinWatch {
+            joined: signal.subscribe(),
+            signal,
+            joins: self.joins.clone(),
+            buyer: buyer.to_owned(),
+        }
+    }
+
     /// Resolves once the sale's changes reach this instance, so a snapshot
     /// read after it misses none.
     pub async fn subscribed(&mut self) -> bool {
@@ -189,6 +227,7 @@ impl Hub {
                     stock: watch::channel(None).0,
                     personal: broadcast::channel(self.personal_buffer).0,
                     lobby: watch::channel(None).0,
+                    joins: Joins::default(),
                     subscribed: watch::channel(false).0,
                 })
             })
@@ -197,6 +236,7 @@ impl Hub {
             stock: feed.stock.subscribe(),
             personal: feed.personal.subscribe(),
             lobby: feed.lobby.subscribe(),
+            joins: feed.joins.clone(),
             subscribed: feed.subscribed.subscribe(),
         }
     }
@@ -288,13 +328,15 @@ impl Hub {
         feed.stock.send_replace(Some(update));
     }
 
-    /// Tells the sockets of a sale that a buyer joined its lobby.
+    /// Tells the joiner's sockets here, if any, that they joined the lobby.
     pub fn publish_joined(&self, sale: &SaleId, joined: LobbyJoined) {
         let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
-        if let Some(feed) = feed {
-            let _ = feed
-                .personal
-                .send(Arc::new(Update::LobbyJoined(joined.lobby_joined)));
+        let signal = feed.and_then(|feed| {
+            let joins = feed.joins.lock().expect("joins lock");
+            joins.get(&joined.lobby_joined).and_then(Weak::upgrade)
+        });
+        if let Some(signal) = signal {
+            signal.send_replace(());
         }
     }
 
@@ -371,5 +413,30 @@ pub(super) mod tests {
         hub.release(&a);
         assert_eq!(interest.try_recv().unwrap(), Interest::Leave(a));
         assert_eq!(hub.feeds(), 1);
+    }
+
+    #[test]
+    fn a_lobby_join_wakes_only_the_joiners_sockets_and_is_forgotten_with_them() {
+        let (hub, _interest) = Hub::new(64, Admission::new(10, None));
+        let sale = SaleId::new();
+        let sub = hub.subscribe(&sale);
+        let (mut one, two) = (sub.watch_join("ann"), sub.watch_join("ann"));
+        let other = sub.watch_join("bob");
+        let mut personal = hub.subscribe(&sale).personal;
+        let joined = |who: &str| LobbyJoined {
+            lobby_joined: who.into(),
+        };
+        hub.publish_joined(&sale, joined("ann"));
+        assert!(one.joined.has_changed().unwrap() && two.joined.has_changed().unwrap());
+        assert!(!other.joined.has_changed().unwrap());
+        assert!(personal.try_recv().is_err(), "no other socket woken");
+        one.joined.borrow_and_update();
+        drop(two);
+        assert_eq!(sub.joins.lock().unwrap().len(), 2, "ann has a socket still");
+        drop(one);
+        drop(other);
+        assert!(sub.joins.lock().unwrap().is_empty());
+        // A join of someone not watching here changes nothing.
+        hub.publish_joined(&sale, joined("cat"));
     }
 }

@@ -110,6 +110,8 @@ async fn socket_loop(
     for frame in lobby.read(&ctx.sales, sale, buyer).await {
         out.json(frame).await?;
     }
+    // A buyer who joins the lobby after connecting hears of it here.
+    let mut join = buyer.filter(|_| lobby.active).map(|b| sub.watch_join(b));
     // A socket silent for three ping intervals is dead.
     let mut ping = tokio::time::interval(ctx.ping);
     ping.tick().await;
@@ -167,21 +169,19 @@ async fn socket_loop(
                     }
                 }
             }
+            Some(Ok(())) = async { Some(join.as_mut()?.joined.changed().await) }, if join.is_some() => {
+                if let Some(frame) = lobby.reread(&ctx.sales, sale, buyer.unwrap_or_default()).await {
+                    out.json(frame).await?;
+                }
+            }
             personal = sub.personal.recv(), if buyer.is_some() => match personal {
-                Ok(update) => match update.as_ref() {
-                    Update::Change { change, .. } => {
+                Ok(update) => {
+                    if let Update::Change { change, .. } = update.as_ref() {
                         for frame in personal_frames(change, buyer.unwrap_or_default(), &mut place) {
                             out.json(frame).await?;
                         }
                     }
-                    // This buyer joined the lobby after connecting.
-                    Update::LobbyJoined(who) if lobby.active && buyer == Some(who.as_str()) => {
-                        if let Some(frame) = lobby.reread(&ctx.sales, sale, who).await {
-                            out.json(frame).await?;
-                        }
-                    }
-                    _ => {}
-                },
+                }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed personal events: catch up from Redis.
                     let buyer = buyer.unwrap_or_default();
