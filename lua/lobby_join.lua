@@ -16,7 +16,6 @@ return fd_with_sale(function(s, now)
   redis.call('ZADD', K.lobby, 0, ARGV[2])
   redis.call('HSET', K.lobbyin, buyer, ARGV[3] .. ' ' .. ARGV[2])
   redis.call('HINCRBY', K.sale, 'lobby_joined', 1)
-  local publish, channel = string.match(ARGV[4], '^(%u+) (.+)$')
-  redis.call(publish, channel, cjson.encode({lobby_joined = buyer}))
+  fd_publish(ARGV[4], {lobby_joined = buyer})
   return {r = 'joined'}
 end)

@@ -52,10 +52,9 @@ return fd_with_sale(function(s, now)
     .. ' ' .. (final and 1 or 0)
   local told_final = string.match(c[5] or '', ' 1$') ~= nil
   if figures ~= c[5] and (now - fd_num(c[6]) >= 1000 or (final and not told_final)) then
-    local publish, channel = string.match(ARGV[1], '^(%u+) (.+)$')
-    redis.call(publish, channel, cjson.encode({type = 'lobby',
-      lobby_length = length, admitted = count, sold_out = final,
-      started = now >= s.starts, epoch = s.epoch, ts = now}))
+    fd_publish(ARGV[1], {type = 'lobby', lobby_length = length,
+      admitted = count, sold_out = final, started = now >= s.starts,
+      epoch = s.epoch, ts = now})
     redis.call('HSET', K.sale, 'lobby_pub', figures, 'lobby_pub_at', now)
   end
   redis.call('HSET', K.sale, 'lobby_credit', credit, 'lobby_at', at,

@@ -161,6 +161,13 @@ local function fd_bought(buyer)
   return fd_num(redis.call('HGET', K.bought, buyer))
 end
 
+-- Publishes `message` as JSON; `target` is "<PUBLISH|SPUBLISH> <channel>",
+-- as the caller passes it (sharded on Redis Cluster).
+local function fd_publish(target, message)
+  local publish, channel = string.match(target, '^(%u+) (.+)$')
+  redis.call(publish, channel, cjson.encode(message))
+end
+
 -- Bump the sale's seq and announce the change with the counts after it
 -- (`s`, kept current by fd_update): appended to the sale's event stream
 -- (trimmed by the persister once the change is durable in MongoDB) and
@@ -184,8 +191,7 @@ local function fd_emit(s, kind, now, extra)
     end
   end
   redis.call('XADD', K.events, '*', unpack(fields))
-  local publish, channel = string.match(ARGV[1], '^(%u+) (.+)$')
-  redis.call(publish, channel, cjson.encode(ev))
+  fd_publish(ARGV[1], ev)
   return seq
 end
 

@@ -112,18 +112,26 @@ impl Keeper {
     }
 }
 
-/// Keeps the list of lobbies that are open (or open within a tick of the
-/// refresh) and not over; when MongoDB cannot answer, the last list stays.
+/// Keeps the list of lobbies that are open (or open within a refresh) and
+/// not over: ticked until the last admission given before the end can have
+/// lapsed. When MongoDB cannot answer, the last list stays.
 async fn refresh(sales: Sales, lobbies: Arc<Mutex<Vec<SaleId>>>, shutdown: CancellationToken) {
     loop {
         match sales.recent().await {
             Ok(docs) => {
-                let soon = DateTime::from_millis(
-                    DateTime::now().timestamp_millis() + REFRESH.as_millis() as i64,
-                );
+                let now = DateTime::now().timestamp_millis();
+                let refresh = REFRESH.as_millis() as i64;
                 let open: Vec<SaleId> = docs
                     .iter()
-                    .filter(|d| d.lobby.as_ref().is_some_and(|l| l.opens_at <= soon))
+                    .filter(|d| {
+                        d.lobby.as_ref().is_some_and(|l| {
+                            l.opens_at.timestamp_millis() <= now + refresh
+                                && d.ends_at.timestamp_millis()
+                                    + l.admission_seconds * 1000
+                                    + refresh
+                                    > now
+                        })
+                    })
                     .filter_map(|d| SaleId::parse(&d.id).ok())
                     .collect();
                 *lobbies.lock().expect("lobby list") = open;

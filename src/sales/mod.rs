@@ -21,7 +21,7 @@ use crate::{
     recovery::Recovery,
     store::{
         Store, StoreError,
-        mongo::{LobbyEntryDoc, SaleDoc},
+        mongo::{LobbyDoc, LobbyEntryDoc, SaleDoc},
         scripts::{
             CloseReply, LiveSettings, LobbyPlace, LobbyReadReply, ReadSaleReply, UpdateReply,
         },
@@ -136,16 +136,22 @@ impl Sales {
         }
     }
 
-    /// A sale's lobby as anyone may see it; 404 when it has none.
-    pub async fn lobby(&self, sale: &SaleId) -> Result<LobbyView, ApiError> {
-        let doc = self.recovery.sale_doc(sale).await?;
+    /// The sale's document and its lobby; 404 when it has none.
+    async fn lobby_doc(&self, sale: &SaleId) -> Result<(SaleDoc, LobbyDoc), ApiError> {
+        let mut doc = self.recovery.sale_doc(sale).await?;
         let lobby = doc
             .lobby
-            .as_ref()
+            .take()
             .ok_or_else(|| ApiError::not_found("lobby"))?;
+        Ok((doc, lobby))
+    }
+
+    /// A sale's lobby as anyone may see it; 404 when it has none.
+    pub async fn lobby(&self, sale: &SaleId) -> Result<LobbyView, ApiError> {
+        let (doc, lobby) = self.lobby_doc(sale).await?;
         let figures = self.lobby_place(sale, "").await?;
         Ok(LobbyView::at(
-            lobby,
+            &lobby,
             doc.starts_at.to_chrono(),
             Utc::now(),
             &figures,
@@ -160,11 +166,7 @@ impl Sales {
         sale: &SaleId,
         buyer: &str,
     ) -> Result<(LobbyEntry, bool), ApiError> {
-        let doc = self.recovery.sale_doc(sale).await?;
-        let lobby = doc
-            .lobby
-            .as_ref()
-            .ok_or_else(|| ApiError::not_found("lobby"))?;
+        let (doc, lobby) = self.lobby_doc(sale).await?;
         let now = Utc::now();
         if now < lobby.opens_at.to_chrono() {
             return Err(ApiError::new(
@@ -226,11 +228,7 @@ impl Sales {
 
     /// The draw, from the start on.
     pub async fn lobby_draw(&self, sale: &SaleId) -> Result<LobbyDraw, ApiError> {
-        let doc = self.recovery.sale_doc(sale).await?;
-        let lobby = doc
-            .lobby
-            .as_ref()
-            .ok_or_else(|| ApiError::not_found("lobby"))?;
+        let (doc, lobby) = self.lobby_doc(sale).await?;
         if doc.starts_at.to_chrono() > Utc::now() {
             return Err(ApiError::new(
                 ErrorCode::SaleNotActive,
