@@ -1,7 +1,8 @@
 -- cancel: the buyer gives a held hold back; its units go to the waiting
 -- list first, then to open stock. Cancelling twice is not an error.
--- KEYS: sale holds deadlines ended free bought holding events wait waitq
---   promoted
+-- Bound: O(the hold's units, at most 1000), FD_PROMOTIONS promotions.
+-- KEYS: sale holds deadlines ended free taken bought holding events wait
+--   waitq promoted
 -- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] buyer
 -- Replies (r): cancelled (now or before) | missing | not_found (another
 -- buyer's hold) | expired | confirming | confirmed

@@ -1,6 +1,7 @@
 -- close_sale: end a sale now, after MongoDB has recorded it (at `version`).
 -- No new holds; live holds may still be confirmed until their own
 -- deadline. The waiting list closes.
+-- Bound: O(1).
 -- KEYS: sale events wait
 -- ARGV[1] publish command and channel  ARGV[2] the end MongoDB recorded (ms)
 -- ARGV[3] the sale's version in MongoDB

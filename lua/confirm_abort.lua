@@ -4,8 +4,9 @@
 -- was given up and its order fenced off): expired at once, whatever live
 -- state it is in. An `unwritten` abort carries the lease its confirm got:
 -- once the reaper has claimed the hold (a new lease), the reaper decides.
--- KEYS: sale holds deadlines ended free bought holding events wait waitq
---   promoted
+-- Bound: O(the hold's units, at most 1000), FD_PROMOTIONS promotions.
+-- KEYS: sale holds deadlines ended free taken bought holding events wait
+--   waitq promoted
 -- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] unwritten | fenced
 -- ARGV[4] the lease the confirm got (unwritten)
 -- Replies (r): held | expired | missing | unchanged {state} | reclaimed

@@ -1,6 +1,7 @@
 -- confirm_begin: held -> confirming with a lease, before the order is
 -- written to MongoDB. A second confirm while confirming also proceeds: the
 -- order's _id is the reservation id, so only one order can ever be written.
+-- Bound: O(the hold's units, at most 1000).
 -- KEYS: sale holds deadlines
 -- ARGV[1] rid  ARGV[2] buyer  ARGV[3] lease (ms)
 -- Replies (r):

@@ -12,6 +12,11 @@
 -- ARGV[1] of every script that changes a sale says how to announce the
 -- change: the publish command and the sale's channel, `PUBLISH fd:{S}:live`
 -- on a single node, `SPUBLISH fd:{S}:live` (the shard channel) on a cluster.
+--
+-- Bounds. No call does work that grows with the sale's stock, holds, line
+-- or lobby: each script states its bound in its header, in terms of its
+-- arguments and of FD_PROMOTIONS below. Work larger than that is done in
+-- chunks over several calls.
 
 local K = {}
 for _, key in ipairs(KEYS) do
@@ -21,6 +26,13 @@ end
 setmetatable(K, {__index = function(_, role)
   error('flashdrop: key role ' .. tostring(role) .. ' was not declared in KEYS')
 end})
+
+-- Most buyers one call promotes from the waiting list. A call that had
+-- more to promote leaves the rest set aside for the line (nobody else may
+-- take it while people wait) and says so (`fd_more`); the reaper's next
+-- call promotes on.
+local FD_PROMOTIONS = 25
+local fd_promotions_left = FD_PROMOTIONS
 
 local function fd_now()
   local t = redis.call('TIME')
@@ -44,7 +56,8 @@ end
 local function fd_sale()
   local v = redis.call('HMGET', K.sale, 'total', 'limit', 'starts', 'ends',
     'hold_ms', 'closed', 'next', 'available', 'held', 'sold', 'waitlist',
-    'wl_closed', 'price', 'currency', 'epoch', 'admit_rate', 'admit_ms')
+    'wl_closed', 'price', 'currency', 'epoch', 'admit_rate', 'admit_ms',
+    'opens', 'drawn', 'taken_n')
   if not v[1] then return nil end
   return {
     total = fd_num(v[1]), limit = fd_num(v[2]), starts = fd_num(v[3]),
@@ -52,7 +65,8 @@ local function fd_sale()
     next = fd_num(v[7]), available = fd_num(v[8]), held = fd_num(v[9]),
     sold = fd_num(v[10]), waitlist = fd_num(v[11]), wl_closed = fd_num(v[12]),
     price = v[13] or '0', currency = v[14] or '', epoch = v[15] or '',
-    admit_rate = fd_num(v[16]), admit_ms = fd_num(v[17]),
+    admit_rate = fd_num(v[16]), admit_ms = fd_num(v[17]), opens = fd_num(v[18]),
+    drawn = fd_num(v[19]), taken_n = fd_num(v[20]),
   }
 end
 
@@ -120,8 +134,18 @@ local function fd_admitted(s, buyer, now)
   return state ~= 'l' and now < tonumber(deadline)
 end
 
+-- Appends an admission (`a`, with when and until), a lapse (`l`) or a use
+-- (`u`) to the lobby's log, which the recorder copies into MongoDB.
+local function fd_lobby_log(kind, buyer, at, deadline)
+  if at then
+    redis.call('XADD', K.lobbylog, '*', 'k', kind, 'b', buyer, 't', at, 'd', deadline)
+  else
+    redis.call('XADD', K.lobbylog, '*', 'k', kind, 'b', buyer)
+  end
+end
+
 -- The admission did its job (a hold or a place in line): it no longer
--- lapses. True the first time, so the caller can record the use.
+-- lapses, and the use is logged. True the first time.
 local function fd_use_admission(s, buyer)
   if s.admit_rate <= 0 then return false end
   local v = redis.call('HGET', K.admitted, buyer)
@@ -129,7 +153,46 @@ local function fd_use_admission(s, buyer)
   redis.call('HSET', K.admitted, buyer, 'u' .. string.sub(v, 2))
   redis.call('ZREM', K.admitdue, buyer)
   redis.call('HINCRBY', K.sale, 'lobby_used', 1)
+  fd_lobby_log('u', buyer)
   return true
+end
+
+-- Where a buyer stands in a sale's lobby, with the lobby's figures, all
+-- from Redis and its clock. state: waiting (in the lobby: with a rank once
+-- the draw is loaded) | admitted | used | lapsed | none.
+local function fd_lobby_place(s, buyer, now)
+  local c = redis.call('HMGET', K.sale, 'lobby_admitted', 'lobby_joined', 'commit')
+  local reply = {r = 'place', state = 'none', opened = now >= s.opens,
+    started = now >= s.starts, drawn = s.drawn == 1,
+    ended = fd_outside_window(s, now) == 'ended', final = fd_lobby_final(s, now),
+    length = redis.call('ZCARD', K.lobby) + redis.call('HLEN', K.early),
+    admitted_count = fd_num(c[1]), joined = fd_num(c[2]), rate = s.admit_rate,
+    admission_ms = s.admit_ms, opens = s.opens, now = now}
+  if reply.opened then reply.commit = c[3] end
+  local early = redis.call('HGET', K.early, buyer)
+  if early then
+    reply.state = 'waiting'
+    reply.joined_at = tonumber(early)
+    return reply
+  end
+  local waiting = redis.call('HGET', K.lobbyin, buyer)
+  if waiting then
+    local joined, member = string.match(waiting, '^(%d+) (.*)$')
+    reply.state = 'waiting'
+    reply.joined_at = tonumber(joined)
+    reply.late = string.sub(member, 1, 1) == '1'
+    if reply.drawn then reply.rank = redis.call('ZRANK', K.lobby, member) end
+    return reply
+  end
+  local v = redis.call('HGET', K.admitted, buyer)
+  if v then
+    local state, deadline, at, joined = string.match(v, '^(%a) (%d+) (%d+) (%d+)')
+    reply.state = ({d = 'admitted', u = 'used', l = 'lapsed'})[state]
+    reply.deadline = tonumber(deadline)
+    reply.admitted_at = tonumber(at)
+    reply.joined_at = tonumber(joined)
+  end
+  return reply
 end
 
 -- Holds live in one hash per sale, rid -> JSON {user, qty, units, slots,
@@ -203,11 +266,29 @@ end
 
 -- Take `qty` units for `buyer`, who has bought `bought`, as a new hold
 -- `rid` (the caller checked the window, the stock and the limit). Returned
--- serials first, then never-issued ones. Returns the deadline.
+-- serials first, then never-issued ones, skipping those an order took
+-- already (`taken`, empty but after a rebuild raced an order). Returns the
+-- deadline. Bound: O(qty), plus each taken serial once in the sale's life.
 local function fd_take_hold(s, buyer, bought, qty, rid, now)
   local units = redis.call('SPOP', K.free, qty)
   local fresh = qty - #units
-  for i = 0, fresh - 1 do units[#units + 1] = tostring(s.next + i) end
+  local next = s.next
+  if s.taken_n > 0 then
+    local skipped = 0
+    while fresh > 0 do
+      if redis.call('SREM', K.taken, next) == 1 then
+        skipped = skipped + 1
+      else
+        units[#units + 1] = tostring(next)
+        fresh = fresh - 1
+      end
+      next = next + 1
+    end
+    if skipped > 0 then fd_update(s, {taken_n = s.taken_n - skipped}) end
+  else
+    for i = 0, fresh - 1 do units[#units + 1] = tostring(next + i) end
+    next = next + fresh
+  end
   local slots = {}
   for i = 1, qty do slots[i] = tostring(bought + i) end
   local expires = now + s.hold_ms
@@ -216,7 +297,7 @@ local function fd_take_hold(s, buyer, bought, qty, rid, now)
     expires = expires})
   redis.call('ZADD', K.deadlines, expires, rid)
   redis.call('HSET', K.holding, buyer, rid)
-  fd_update(s, {next = s.next + fresh, available = s.available - qty,
+  fd_update(s, {next = next, available = s.available - qty,
     held = s.held + qty})
   redis.call('HINCRBY', K.sale, 'holds_created', 1)
   return expires
@@ -258,9 +339,10 @@ end
 -- other holds are out (they may return more) units the head cannot use yet
 -- stay set aside for the line. Once nothing is held, nothing more can come
 -- back, so the head is offered what is free as a smaller hold. Closes the
--- line once every unit is sold.
+-- line once every unit is sold. At most FD_PROMOTIONS a call (see above).
 local function fd_promote(s, now)
   while fd_line_open(s, now) and s.available > 0 do
+    if fd_promotions_left <= 0 then break end
     local head = redis.call('ZRANGE', K.wait, 0, 0)[1]
     if not head then break end
     local want = fd_num(redis.call('HGET', K.waitq, head))
@@ -272,6 +354,7 @@ local function fd_promote(s, now)
       want = s.available
     end
     local ticket = tonumber(redis.call('ZSCORE', K.wait, head))
+    fd_promotions_left = fd_promotions_left - 1
     redis.call('ZREM', K.wait, head)
     redis.call('HDEL', K.waitq, head)
     if want > 0 then
@@ -289,6 +372,13 @@ local function fd_promote(s, now)
     fd_update(s, {wl_closed = 1})
     fd_emit(s, 'sale_closed', now)
   end
+end
+
+-- Whether this call left promotions undone for want of budget: free units
+-- wait for the head of the line, and another call should promote on.
+local function fd_more(s, now)
+  return fd_promotions_left <= 0 and s.available > 0 and fd_line_open(s, now)
+    and redis.call('ZCARD', K.wait) > 0
 end
 
 -- End a held (or confirming) hold in `state` (cancelled | expired), give

@@ -2,6 +2,7 @@
 -- every instance (GCRA, the generic cell rate algorithm: the key holds the
 -- time the buyer's budget is next full, and a request is allowed while that
 -- is at most `burst` intervals ahead).
+-- Bound: O(1).
 -- KEYS: quota
 -- ARGV[1] interval between requests at the sustained rate (ms)
 -- ARGV[2] burst (requests)

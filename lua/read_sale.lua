@@ -1,6 +1,7 @@
 -- read_sale: a sale's live view in one atomic read, with the seq of the
 -- last change it includes, so a live client can apply later changes on top.
 -- Reads only.
+-- Bound: O(1).
 -- KEYS: sale wait
 -- Replies (r): missing | sale {name, status, price, currency, total,
 -- available, held, sold, limit, waitlist_length, waitlist, hold_ms, starts,

@@ -1,14 +1,17 @@
 -- reap: expire due holds (their units go to the waiting list first), claim
 -- confirming holds whose lease ran out, prune holds that ended more than a
--- while ago, and close the line when the sale ends. Safe when several
--- instances reap at once: each due hold is handled once because its state
--- changes in this same atomic step.
--- KEYS: sale holds deadlines ended free bought holding events wait waitq
---   promoted
+-- while ago, promote on where an earlier call ran out of promotions, and
+-- close the line when the sale ends. Safe when several instances reap at
+-- once: each due hold is handled once because its state changes in this
+-- same atomic step.
+-- Bound: ARGV[2] due holds (each O(its units, at most 1000)), ARGV[2]
+-- pruned holds, FD_PROMOTIONS promotions.
+-- KEYS: sale holds deadlines ended free taken bought holding events wait
+--   waitq promoted
 -- ARGV[1] publish command and channel  ARGV[2] most holds to handle
 -- ARGV[3] claim lease (ms)  ARGV[4] how long an ended hold stays readable (ms)
 -- Replies (r): missing | ok {expired, claimed: [rid], next (ms or -1), now,
--- more (the batch was full: call again)}
+-- more (a batch was full, or promotions are left: call again)}
 return fd_with_sale(function(s, now)
   local batch = tonumber(ARGV[2])
   local due = redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, batch)
@@ -34,6 +37,9 @@ return fd_with_sale(function(s, now)
     redis.call('HDEL', K.holds, unpack(old))
     redis.call('ZREM', K.ended, unpack(old))
   end
+  -- Units an earlier call set aside for the line when it ran out of
+  -- promotions.
+  fd_promote(s, now)
   -- The end of the window closes the waiting list, once.
   if fd_outside_window(s, now) == 'ended' and s.wl_closed ~= 1 then
     fd_update(s, {wl_closed = 1})
@@ -41,7 +47,7 @@ return fd_with_sale(function(s, now)
   end
   local first = redis.call('ZRANGE', K.deadlines, 0, 0, 'WITHSCORES')
   local out = {r = 'ok', expired = expired, next = -1, now = now,
-    more = #due == batch or #old == batch}
+    more = #due == batch or #old == batch or fd_more(s, now)}
   if first[2] then out.next = tonumber(first[2]) end
   if #claimed > 0 then out.claimed = claimed end
   return out

@@ -1,5 +1,6 @@
 -- rebuild_lock: renew or release a sale's rebuild lock, only while this
 -- caller owns it (the lock is taken with SET NX PX).
+-- Bound: O(1).
 -- KEYS: restore
 -- ARGV[1] owner token  ARGV[2] renew | release  ARGV[3] new lifetime (ms)
 -- Replies (r): held (renewed) | released | lost (another caller owns it, or

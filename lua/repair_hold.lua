@@ -3,8 +3,9 @@
 -- buyer's earlier purchases). Units MongoDB has sold are counted sold, the
 -- rest of the hold goes back to stock, the hold ends cancelled, and the
 -- buyer's bought count is set from MongoDB.
--- KEYS: sale holds deadlines ended free bought holding events wait waitq
---   promoted
+-- Bound: O(the hold's units and ARGV[3]), FD_PROMOTIONS promotions.
+-- KEYS: sale holds deadlines ended free taken bought holding events wait
+--   waitq promoted
 -- ARGV[1] publish command and channel  ARGV[2] rid
 -- ARGV[3] serials sold elsewhere (comma list)
 -- ARGV[4] the buyer's bought count in MongoDB

@@ -2,13 +2,14 @@
 -- wait in line, nobody else may reserve: units coming back belong to them.
 -- On a lobby sale the buyer needs a live admission (checked here, in the
 -- same step that takes the units); the first hold uses it.
--- KEYS: sale holds deadlines free bought holding events wait admitted
---   admitdue, and idem when ARGV[5] > 0
+-- Bound: O(quantity, at most 1000).
+-- KEYS: sale holds deadlines free taken bought holding events wait admitted
+--   admitdue lobbylog, and idem when ARGV[5] > 0
 -- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] buyer
 -- ARGV[4] quantity  ARGV[5] idempotency key lifetime in seconds (0: no key)
 -- Replies (r):
---   created {expires, used_admission}  a new hold; used_admission: the
---                                    first use of the buyer's admission
+--   created {expires}                a new hold (its first hold uses the
+--                                    buyer's lobby admission)
 --   existing {rid, repeat_key}       the buyer's live hold (or the hold an
 --                                    earlier request with the same
 --                                    idempotency key created)
@@ -40,7 +41,7 @@ return fd_with_sale(function(s, now)
   end
   local expires = fd_take_hold(s, buyer, bought, qty, rid, now)
   if idem_ttl > 0 then redis.call('SET', K.idem, rid, 'EX', idem_ttl) end
-  local used = fd_use_admission(s, buyer)
+  fd_use_admission(s, buyer)
   fd_emit(s, 'reserved', now, {rid = rid, user = buyer, qty = qty})
-  return {r = 'created', expires = expires, used_admission = used}
+  return {r = 'created', expires = expires}
 end)

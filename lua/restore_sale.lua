@@ -1,14 +1,18 @@
 -- restore_sale: the last step of a rebuild from MongoDB, fenced: it runs
 -- only while the caller still owns the rebuild lock, and only on the state
 -- it was meant for (no sale at all, or a stale sale: one whose seq is still
--- below what MongoDB has recorded). It wipes what Redis has of the sale, puts in what the caller
--- staged (free serials, bought counts, the waiting list, keyed by its lock
--- token), the lobby and its admissions, writes the sale hash, announces `restored` and lets the line
--- take free units. A rebuild that lost its lock or whose sale changed
--- meanwhile changes nothing.
--- KEYS: sale holds deadlines ended free bought holding events wait waitq
---   promoted lobby lobbyin admitted admitdue restore stagefree stagebought
---   stagewait stagewaitq stagelobby stagelobbyin stageadmitted stageadmitdue
+-- below what MongoDB has recorded). It unlinks what Redis has of the sale
+-- (freed in the background), renames into place what the caller staged
+-- under keys named by its lock token (the list is `STAGED` in
+-- src/store/keys.rs), writes the sale hash, announces `restored` and lets
+-- the line take free units. A rebuild that lost its lock or whose sale
+-- changed meanwhile changes nothing.
+-- Bound: O(keys) for the unlinks and renames (UNLINK frees large values
+-- off the main thread), FD_PROMOTIONS promotions; the reaper promotes on.
+-- KEYS: sale holds deadlines ended free taken bought holding events wait
+--   waitq promoted early lobby lobbyin admitted admitdue restore stagefree
+--   stagebought stagewait stagewaitq stageearly stagelobby stagelobbyin
+--   stageadmitted stageadmitdue
 -- ARGV[1] publish command and channel  ARGV[2] lock token
 -- ARGV[3] `absent`, or the seq MongoDB has recorded: the sale is replaced
 -- only while its own seq is below it
@@ -20,7 +24,9 @@
 -- (0|1)  ARGV[19] epoch (new for every rebuild)  ARGV[20] the sale's
 -- version in MongoDB  ARGV[21] lobby admissions per second (0: no lobby)
 -- ARGV[22] how long an admission lasts (ms)  ARGV[23..26] the lobby's
--- joined, admitted, used and lapsed counts
+-- joined, admitted, used and lapsed counts  ARGV[27] the lobby's opening
+-- (ms)  ARGV[28] the seed's SHA-256  ARGV[29] drawn (0|1)  ARGV[30] buyers
+-- in the draw
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
@@ -29,13 +35,13 @@ if ARGV[3] == 'absent' then
 elseif not exists or fd_num(redis.call('HGET', K.sale, 'seq')) >= tonumber(ARGV[3]) then
   return fd_reply({r = 'changed'})
 end
-redis.call('DEL', K.sale, K.holds, K.deadlines, K.ended, K.free, K.bought,
-  K.holding, K.wait, K.waitq, K.promoted, K.lobby, K.lobbyin, K.admitted,
-  K.admitdue)
+redis.call('UNLINK', K.sale, K.holds, K.deadlines, K.ended, K.free, K.taken,
+  K.bought, K.holding, K.wait, K.waitq, K.promoted, K.early, K.lobby,
+  K.lobbyin, K.admitted, K.admitdue)
 local staged = {{K.stagefree, K.free}, {K.stagebought, K.bought},
-  {K.stagewait, K.wait}, {K.stagewaitq, K.waitq}, {K.stagelobby, K.lobby},
-  {K.stagelobbyin, K.lobbyin}, {K.stageadmitted, K.admitted},
-  {K.stageadmitdue, K.admitdue}}
+  {K.stagewait, K.wait}, {K.stagewaitq, K.waitq}, {K.stageearly, K.early},
+  {K.stagelobby, K.lobby}, {K.stagelobbyin, K.lobbyin},
+  {K.stageadmitted, K.admitted}, {K.stageadmitdue, K.admitdue}}
 for _, pair in ipairs(staged) do
   if redis.call('EXISTS', pair[1]) == 1 then
     redis.call('PERSIST', pair[1])
@@ -50,7 +56,8 @@ redis.call('HSET', K.sale, 'total', total, 'limit', ARGV[5], 'starts', ARGV[6],
   'wl_closed', ARGV[18], 'name', ARGV[16], 'wait_ticket', ARGV[17],
   'epoch', ARGV[19], 'version', ARGV[20], 'admit_rate', ARGV[21],
   'admit_ms', ARGV[22], 'lobby_joined', ARGV[23], 'lobby_admitted', ARGV[24],
-  'lobby_used', ARGV[25], 'lobby_lapsed', ARGV[26])
+  'lobby_used', ARGV[25], 'lobby_lapsed', ARGV[26], 'opens', ARGV[27],
+  'commit', ARGV[28], 'drawn', ARGV[29], 'draw_count', ARGV[30], 'taken_n', 0)
 local now = fd_now()
 local s = fd_sale()
 fd_emit(s, 'restored', now)

@@ -1,10 +1,11 @@
 -- waitlist_join: a buyer joins the end of the sale's waiting list.
 -- On a lobby sale the buyer needs a live admission; joining uses it.
+-- Bound: O(log line).
 -- KEYS: sale holds bought holding events wait waitq promoted admitted
---   admitdue
+--   admitdue lobbylog
 -- ARGV[1] publish command and channel  ARGV[2] buyer  ARGV[3] quantity
 -- Replies (r):
---   joined {position, used_admission} | waiting {position} (already in
+--   joined {position} | waiting {position} (already in
 --                         line, unchanged)
 --   not_admitted          a lobby sale, and the buyer has no live admission
 --   promoted {rid}        the buyer holds units from the line already
@@ -46,8 +47,8 @@ return fd_with_sale(function(s, now)
   redis.call('HDEL', K.promoted, buyer)
   redis.call('HINCRBY', K.sale, 'waitlist_joins', 1)
   local position = redis.call('ZCARD', K.wait)
-  local used = fd_use_admission(s, buyer)
+  fd_use_admission(s, buyer)
   fd_emit(s, 'waitlist_joined', now,
     {user = buyer, qty = qty, position = position, ticket = ticket})
-  return {r = 'joined', position = position, used_admission = used}
+  return {r = 'joined', position = position}
 end)

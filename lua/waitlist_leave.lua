@@ -1,6 +1,8 @@
 -- waitlist_leave: a buyer leaves the line. The next in line may then fit
 -- the units set aside for the head, so promotion runs in the same step.
--- KEYS: sale holds deadlines free bought holding events wait waitq promoted
+-- Bound: O(log line), FD_PROMOTIONS promotions.
+-- KEYS: sale holds deadlines free taken bought holding events wait waitq
+--   promoted
 -- ARGV[1] publish command and channel  ARGV[2] buyer
 -- Replies (r): left | not_listed | missing
 return fd_with_sale(function(s, now)

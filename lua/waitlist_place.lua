@@ -1,5 +1,6 @@
 -- waitlist_place: where a buyer stands in a sale's line. Reads only. A
 -- promotion counts while the hold made for it is live.
+-- Bound: O(log line).
 -- KEYS: sale holds wait promoted
 -- ARGV[1] buyer
 -- Replies (r): promoted {rid, expires, qty} | waiting {position} | closed

@@ -9,7 +9,11 @@ use serde::Deserialize;
 use crate::{
     ids::SaleId,
     recovery::replay_line,
-    store::{Store, StoreError, mongo::StockEventDoc, redis::SaleDump},
+    store::{
+        Store, StoreError,
+        mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, OrderDoc, StockEventDoc},
+        redis::SaleDump,
+    },
 };
 
 /// One invariant and whether it holds.
@@ -113,11 +117,13 @@ pub async fn audit(
             problems.push(format!("unit {unit} is both {before} and {who}"));
         }
     };
+    let taken: HashSet<i64> = redis.taken.iter().copied().collect();
     if !redis.sale.is_empty() {
         for u in &redis.free {
             claim(*u, "free".into(), &mut problems);
         }
-        for u in n("next")..=total {
+        // Never issued, but those an order took anyway (claimed below).
+        for u in (n("next")..=total).filter(|u| !taken.contains(u)) {
             claim(u, "free".into(), &mut problems);
         }
         for (rid, h) in &live {
@@ -149,7 +155,8 @@ pub async fn audit(
         if n("sold") != sold {
             problems.push(format!("sold counter {} vs orders {sold}", n("sold")));
         }
-        let free = redis.free.len() as i64 + (total - n("next") + 1);
+        let ahead = taken.iter().filter(|u| **u >= n("next")).count() as i64;
+        let free = redis.free.len() as i64 + (total - n("next") + 1) - ahead;
         if n("available") != free {
             problems.push(format!(
                 "available counter {} vs free {free}",
@@ -223,7 +230,122 @@ pub async fn audit(
 
     // 6. The line is first come, first served.
     checks.push(line_order(&log));
+
+    if doc.as_ref().is_some_and(|d| d.lobby.is_some()) {
+        let entries = store.mongo.all_lobby_entries(sale).await?;
+        let draw = store.mongo.draw(sale).await?;
+        checks.extend(lobby_checks(&redis, &entries, draw.as_ref(), &orders));
+    }
     Ok(checks)
+}
+
+/// A lobby's invariants, in MongoDB's record: buyers were let in strictly
+/// in draw order (then latecomers in arrival order), the record agrees
+/// with Redis once the log is copied, and every order is an admitted
+/// buyer's.
+fn lobby_checks(
+    redis: &SaleDump,
+    entries: &[LobbyEntryDoc],
+    draw: Option<&(DrawDoc, Vec<DrawChunkDoc>)>,
+    orders: &[OrderDoc],
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let drawn: Vec<&str> = draw
+        .map(|(_, chunks)| {
+            chunks
+                .iter()
+                .flat_map(|c| c.buyers.iter().map(String::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let in_draw: HashSet<&str> = drawn.iter().copied().collect();
+    let admitted: HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.admitted_at.is_some())
+        .map(|e| e.buyer.as_str())
+        .collect();
+    let mut late: Vec<&LobbyEntryDoc> = entries
+        .iter()
+        .filter(|e| !in_draw.contains(e.buyer.as_str()))
+        .collect();
+    late.sort_by_key(|e| (e.joined_at.timestamp_millis(), e.buyer.as_str()));
+    let order: Vec<&str> = drawn
+        .iter()
+        .copied()
+        .chain(late.iter().map(|e| e.buyer.as_str()))
+        .collect();
+    let mut problems = Vec::new();
+    let head = order.iter().take_while(|b| admitted.contains(*b)).count();
+    if let Some(skipped) = order[head..].iter().find(|b| admitted.contains(*b)) {
+        problems.push(format!(
+            "{skipped} was let in while {} (place {}) was not",
+            order[head],
+            head + 1
+        ));
+    }
+    if draw.is_none() && !admitted.is_empty() {
+        problems.push(format!("{} let in with no draw stored", admitted.len()));
+    }
+    checks.push(check(
+        "lobby let in in draw order",
+        problems,
+        format!(
+            "{} let in: the head of {} drawn and {} latecomers",
+            admitted.len(),
+            drawn.len(),
+            late.len()
+        ),
+    ));
+
+    let mut problems = Vec::new();
+    if !redis.sale.is_empty() {
+        if redis.unrecorded > 0 {
+            problems.push(format!(
+                "{} admissions, lapses or uses not yet recorded",
+                redis.unrecorded
+            ));
+        }
+        let by_buyer: HashMap<&str, &LobbyEntryDoc> =
+            entries.iter().map(|e| (e.buyer.as_str(), e)).collect();
+        for (buyer, value) in &redis.admitted {
+            let state = value.chars().next().unwrap_or('?');
+            match by_buyer.get(buyer.as_str()) {
+                Some(e) if e.admitted_at.is_none() => {
+                    problems.push(format!("{buyer} let in, not recorded"))
+                }
+                Some(e) if (state == 'u') != e.used || (state == 'l') != e.lapsed => {
+                    problems.push(format!(
+                        "{buyer} is {state} in Redis, used {} lapsed {} in MongoDB",
+                        e.used, e.lapsed
+                    ))
+                }
+                Some(_) => {}
+                None => problems.push(format!("{buyer} let in with no entry")),
+            }
+        }
+    }
+    checks.push(check(
+        "lobby recorded",
+        problems,
+        format!("{} admissions in MongoDB as in Redis", admitted.len()),
+    ));
+
+    let used: HashSet<&str> = entries
+        .iter()
+        .filter(|e| e.admitted_at.is_some() && e.used)
+        .map(|e| e.buyer.as_str())
+        .collect();
+    let problems: Vec<String> = orders
+        .iter()
+        .filter(|o| !used.contains(o.user_id.as_str()))
+        .map(|o| format!("order {} of {} has no used admission", o.id, o.user_id))
+        .collect();
+    checks.push(check(
+        "every order admitted",
+        problems,
+        format!("{} orders, each an admitted buyer's", orders.len()),
+    ));
+    checks
 }
 
 /// No hold outlives its deadline, no confirm its lease, and no free unit

@@ -54,7 +54,7 @@ impl JwtKeys {
 
     pub fn mint(&self, sub: &str, role: Role, ttl: Duration) -> Result<String, TokenError> {
         check_sub(sub)?;
-        let exp = chrono::Utc::now().timestamp() as u64 + ttl.as_secs();
+        let exp = crate::clock::LocalClock::default().now().timestamp() as u64 + ttl.as_secs();
         let claims = Claims {
             sub: sub.to_owned(),
             role,

@@ -74,6 +74,9 @@ pub struct Settings {
     pub mongodb_uri: Secret,
     pub mongodb_db: String,
     pub jwt_secret: Secret,
+    /// Seals each lobby's seed until its draw (`FLASHDROP_SEED_KEY`); lobby
+    /// sales need it.
+    pub seed_key: Option<Secret>,
     pub log: String,
     pub log_format: LogFormat,
     pub rate_limit_buyer: RateLimit,
@@ -126,6 +129,11 @@ pub struct Settings {
     /// environment.
     #[doc(hidden)]
     pub fault_delay_order_write: Option<Duration>,
+    /// Test-only: this instance's own clock runs this many milliseconds
+    /// ahead (behind when negative), to show that no decision is taken on
+    /// it. Never set from the environment.
+    #[doc(hidden)]
+    pub fault_clock_skew_ms: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +251,22 @@ impl Settings {
             ));
         }
 
+        let seed_key = lookup("FLASHDROP_SEED_KEY").filter(|v| !v.trim().is_empty());
+        if let Some(key) = &seed_key {
+            if key.len() < 32 {
+                return Err(ConfigError::new(
+                    "FLASHDROP_SEED_KEY",
+                    "must be at least 32 bytes",
+                ));
+            }
+            if *key == jwt_secret {
+                return Err(ConfigError::new(
+                    "FLASHDROP_SEED_KEY",
+                    "must differ from FLASHDROP_JWT_SECRET: whoever can mint tokens must not be able to open a draw's seed",
+                ));
+            }
+        }
+
         let log = get("FLASHDROP_LOG", "info");
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(ConfigError::new(
@@ -303,6 +327,7 @@ impl Settings {
             mongodb_uri: Secret::new(mongodb_uri),
             mongodb_db,
             jwt_secret: Secret::new(jwt_secret),
+            seed_key: seed_key.map(Secret::new),
             log,
             log_format,
             rate_limit_buyer: parse_with("FLASHDROP_RATE_LIMIT_BUYER", DEFAULT_RATE_LIMIT_BUYER)?,
@@ -331,6 +356,7 @@ impl Settings {
             rebuild_lock_ttl: Duration::from_secs(30),
             fault_fail_sale_write: false,
             fault_rebuild_pause: None,
+            fault_clock_skew_ms: 0,
         })
     }
 }
@@ -376,6 +402,8 @@ mod tests {
             ("FLASHDROP_REDIS_URL", "redis://a:1,redis://b:2"),
             ("FLASHDROP_WS_MAX_CONNECTIONS", "0"),
             ("FLASHDROP_WS_MAX_PER_IP", "many"),
+            ("FLASHDROP_SEED_KEY", "short"),
+            ("FLASHDROP_SEED_KEY", SECRET.1),
         ];
         for (var, value) in cases {
             let err = settings(&[SECRET, (var, value)]).unwrap_err();

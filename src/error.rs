@@ -27,6 +27,8 @@ pub enum ErrorCode {
     ReservationExists,
     StockAvailable,
     WaitlistDisabled,
+    /// The server lacks a setting this needs (e.g. `FLASHDROP_SEED_KEY`).
+    NotConfigured,
     ReservationExpired,
     PayloadTooLarge,
     RateLimited,
@@ -53,7 +55,8 @@ impl ErrorCode {
             | ReservationConfirmed
             | ReservationExists
             | StockAvailable
-            | WaitlistDisabled => StatusCode::CONFLICT,
+            | WaitlistDisabled
+            | NotConfigured => StatusCode::CONFLICT,
             ReservationExpired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,

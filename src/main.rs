@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use flashdrop::{
     audit,
     auth::{JwtKeys, Role},
+    clock::LocalClock,
     config::{Secret, Settings},
     ids::SaleId,
     startup::Application,
@@ -122,8 +123,9 @@ async fn main() -> anyhow::Result<()> {
             let store = Store {
                 redis: Redis::for_settings(&settings).await?,
                 mongo: Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?,
+                clock: LocalClock::default(),
             };
-            let now = chrono::Utc::now().timestamp_millis();
+            let now = store.redis.now_ms().await?;
             let checks = audit::audit(&store, &sale, &confirmed, now).await?;
             for check in &checks {
                 println!("{check}");

@@ -23,8 +23,9 @@ use crate::{
 const MAX_SLEEP: Duration = Duration::from_millis(250);
 /// How often the list of sales that may have holds is read from MongoDB.
 const REFRESH_SALES: Duration = Duration::from_secs(2);
-/// Most holds one script call handles.
-const REAP_BATCH: usize = 500;
+/// Most holds one script call handles: a call stays short (see the bound
+/// in `lua/reap.lua`); the reaper calls again while there is more.
+pub const REAP_BATCH: usize = 10;
 /// Sales reaped at once.
 const SALES_AT_ONCE: usize = 16;
 

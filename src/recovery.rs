@@ -17,12 +17,12 @@ use crate::{
     config::Settings,
     error::ApiError,
     ids::SaleId,
-    lobby::{self, draw::Seed},
+    lobby,
     store::{
         Store, StoreError,
-        mongo::{LobbyEntryDoc, SaleDoc, StockEventDoc},
-        redis::{LobbyAdmission, LobbyStage, LobbyWaiter, Staging, Waiter},
-        scripts::{LiveSettings, LobbyCounts, RestoreReply, Restored, SaleReply},
+        mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, SaleDoc, StockEventDoc},
+        redis::{LobbyAdmission, LobbyStage, Staging, Waiter},
+        scripts::{LiveSettings, LobbyCounts, LobbyWaiter, RestoreReply, Restored, SaleReply},
     },
 };
 
@@ -93,7 +93,7 @@ impl Recovery {
         }
         tracing::warn!(sale_id = %sale, redis = version, mongodb = doc.version, "Redis missed a change of the sale; applying it");
         redis
-            .update_sale(&sale, &LiveSettings::from(doc), false)
+            .update_sale(&sale, &LiveSettings::from(doc), false, false)
             .await?;
         if doc.closed_at.is_some() {
             redis
@@ -163,9 +163,11 @@ impl Recovery {
         let events = mongo.waitlist_events(sale).await?;
         let seq = mongo.last_event_seq(sale).await?;
         let (lobby, lobby_counts) = match &doc.lobby {
-            Some(l) => stage_lobby(
-                &Seed::from_text(l.seed.clone()),
+            Some(_) => stage_lobby(
+                mongo.draw(sale).await?.as_ref(),
                 &mongo.all_lobby_entries(sale).await?,
+                doc.starts_at.timestamp_millis(),
+                redis.now_ms().await?,
             ),
             None => Default::default(),
         };
@@ -231,40 +233,66 @@ impl Recovery {
     }
 }
 
-/// A lobby as MongoDB has its entries: those not let in wait at their
-/// place again; admissions come back as they were recorded (a live unused
-/// one can still lapse and free its turn).
-pub fn stage_lobby(seed: &Seed, entries: &[LobbyEntryDoc]) -> (LobbyStage, LobbyCounts) {
+/// A lobby as MongoDB has it. Admissions come back as they were recorded
+/// (a live unused one can still lapse and free its turn); everyone else
+/// waits again where they stood: at their place in the stored draw, or
+/// behind it by join time. Before the draw is stored, those who joined
+/// before the start (on the Redis clock, `now_ms`) are early again and
+/// the draw is made from them.
+pub fn stage_lobby(
+    draw: Option<&(DrawDoc, Vec<DrawChunkDoc>)>,
+    entries: &[LobbyEntryDoc],
+    starts_ms: i64,
+    now_ms: i64,
+) -> (LobbyStage, LobbyCounts) {
+    let drawn: HashMap<&str, &str> = draw
+        .map(|(_, chunks)| {
+            chunks
+                .iter()
+                .flat_map(|c| c.buyers.iter().zip(&c.values))
+                .map(|(b, v)| (b.as_str(), v.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut stage = LobbyStage::default();
     let mut counts = LobbyCounts {
         joined: entries.len() as i64,
+        drawn: draw.is_some(),
+        draw_count: draw.map_or(0, |(head, _)| head.count),
         ..LobbyCounts::default()
     };
     for e in entries {
         let joined_ms = e.joined_at.timestamp_millis();
-        match (e.admitted_at, e.admission_expires_at) {
-            (Some(at), Some(deadline)) => {
-                let state = match (e.lapsed, e.used) {
-                    (true, _) => 'l',
-                    (false, true) => 'u',
-                    (false, false) => 'd',
-                };
-                counts.admitted += 1;
-                counts.used += i64::from(state == 'u');
-                counts.lapsed += i64::from(state == 'l');
-                let deadline = deadline.timestamp_millis();
-                stage.admitted.push(LobbyAdmission {
-                    buyer: e.buyer.clone(),
-                    value: format!("{state} {deadline} {} {joined_ms}", at.timestamp_millis()),
-                    due: (state == 'd').then_some(deadline),
-                });
-            }
-            _ => stage.waiting.push(LobbyWaiter {
+        if let (Some(at), Some(deadline)) = (e.admitted_at, e.admission_expires_at) {
+            let state = match (e.lapsed, e.used) {
+                (true, _) => 'l',
+                (false, true) => 'u',
+                (false, false) => 'd',
+            };
+            counts.admitted += 1;
+            counts.used += i64::from(state == 'u');
+            counts.lapsed += i64::from(state == 'l');
+            let deadline = deadline.timestamp_millis();
+            stage.admitted.push(LobbyAdmission {
                 buyer: e.buyer.clone(),
-                member: lobby::member(seed, e),
-                joined_ms,
-            }),
+                value: format!("{state} {deadline} {} {joined_ms}", at.timestamp_millis()),
+                due: (state == 'd').then_some(deadline),
+            });
+            continue;
         }
+        let member = match (draw, drawn.get(e.buyer.as_str())) {
+            (Some(_), Some(value)) => lobby::drawn_member(value, &e.buyer),
+            (None, _) if now_ms < starts_ms || joined_ms < starts_ms => {
+                stage.early.push((e.buyer.clone(), joined_ms));
+                continue;
+            }
+            _ => lobby::late_member(joined_ms, &e.buyer),
+        };
+        stage.waiting.push(LobbyWaiter {
+            buyer: e.buyer.clone(),
+            member,
+            joined_ms,
+        });
     }
     (stage, counts)
 }
@@ -345,7 +373,7 @@ mod tests {
             available: 0,
             held: 0,
             sold: 0,
-            at: bson::DateTime::now(),
+            at: bson::DateTime::from_millis(0),
             second: 0,
         }
     }

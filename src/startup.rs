@@ -15,13 +15,17 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api,
     auth::JwtKeys,
+    clock::LocalClock,
     config::Settings,
     error,
     holds::{Coverage, Holds},
+    keeper::{Keeper, Lobbies},
     limits::{self, RateLimits},
     live::{self, socket::LiveContext},
+    lobby::{Lobby, seal::SeedKey},
     persister::Persister,
     reaper::Reaper,
+    recorder::Recorder,
     recovery::Recovery,
     reports::Reports,
     sales::Sales,
@@ -83,10 +87,16 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr().map(|a| a.port()))
             .unwrap_or(settings.listen.port());
-        let store = Store { redis, mongo };
+        let store = Store {
+            redis,
+            mongo,
+            clock: LocalClock::skewed(settings.fault_clock_skew_ms),
+        };
         let recovery = Recovery::new(store.clone(), &settings);
         let coverage = Arc::new(Coverage::default());
-        let sales = Sales::new(store.clone(), recovery.clone(), &settings);
+        let seed_key = settings.seed_key.as_ref().map(SeedKey::new);
+        let sales = Sales::new(store.clone(), recovery.clone(), seed_key.clone(), &settings);
+        let lobby = Lobby::new(store.clone(), recovery.clone(), seed_key);
         let waitlist = Waitlist::new(store.clone(), recovery.clone());
         let admission =
             live::admission::Admission::new(settings.ws_max_connections, settings.ws_max_per_ip);
@@ -97,12 +107,14 @@ impl Application {
             reports: Reports::new(store.clone(), recovery.clone()),
             live_context: LiveContext {
                 sales: sales.clone(),
+                lobby: lobby.clone(),
                 waitlist: waitlist.clone(),
                 hub: hub.clone(),
                 ping: settings.live_ping,
                 send_timeout: settings.live_send_timeout,
             },
             sales,
+            lobby,
             waitlist,
             recovery,
             live: hub,
@@ -165,13 +177,22 @@ impl Application {
             coverage: reaper.coverage.clone(),
             claim_idle: self.background.event_claim_idle,
         };
-        let keeper = crate::lobby::keeper::Keeper {
+        let lobbies = Lobbies::default();
+        let keeper = Keeper {
             store: state.store.clone(),
             sales: state.sales.clone(),
+            lobby: state.lobby.clone(),
             recovery: state.recovery.clone(),
+            lobbies: lobbies.clone(),
+        };
+        let recorder = Recorder {
+            store: state.store.clone(),
+            lobbies,
+            claim_idle: self.background.event_claim_idle,
         };
         let reaper = tokio::spawn(reaper.run(shutdown.clone()));
         let keeper = tokio::spawn(keeper.run(shutdown.clone()));
+        let recorder = tokio::spawn(recorder.run(shutdown.clone()));
         let subscriber = tokio::spawn(live::subscriber::run(
             state.store.redis.clone(),
             state.live.clone(),
@@ -189,6 +210,7 @@ impl Application {
         shutdown.cancel();
         let _ = reaper.await;
         let _ = keeper.await;
+        let _ = recorder.await;
         let _ = subscriber.await;
         let _ = pruner.await;
         let _ = upkeep.await;

@@ -105,15 +105,7 @@ impl Waitlist {
             .await?;
         let refused = |code, message: String| Err(ApiError::new(code, message));
         match reply {
-            JoinReply::Joined {
-                position,
-                used_admission,
-            } => {
-                if used_admission {
-                    crate::lobby::record_use(&self.store, sale, buyer);
-                }
-                Ok(Joined::New(WaitView::waiting(position)))
-            }
+            JoinReply::Joined { position } => Ok(Joined::New(WaitView::waiting(position))),
             JoinReply::NotAdmitted => {
                 refused(ErrorCode::NotAdmitted, crate::lobby::NOT_ADMITTED.into())
             }

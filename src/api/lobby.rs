@@ -1,14 +1,25 @@
-//! The lobby before a sale: its public state, a buyer's join and place.
+//! The lobby before a sale: its public state, a buyer's join and place,
+//! and the draw.
 
-use poem::web::Data;
-use poem_openapi::{ApiResponse, OpenApi, param::Path, payload::Json};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use poem::{IntoResponse, Response, web::Data};
+use poem_openapi::{
+    ApiResponse, OpenApi,
+    param::{Header, Path},
+    payload::{Json, Payload},
+    registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry},
+    types::Type,
+};
 
 use super::Tag;
 use crate::{
     auth::Caller,
     error::ErrorResponse,
     ids::SaleId,
-    lobby::{LobbyDraw, LobbyEntry, LobbyView},
+    limits::RateLimits,
+    lobby::{LobbyDraw, LobbyEntry, LobbyView, frozen::accepts_gzip},
     state::AppState,
 };
 
@@ -24,11 +35,84 @@ enum JoinResponse {
     Existing(Json<LobbyEntry>),
 }
 
+/// How long a client or a cache may keep the draw: it never changes.
+const DRAW_CACHE: &str = "public, max-age=31536000, immutable";
+
+#[derive(ApiResponse)]
+enum DrawResponse {
+    /// The draw (gzip-encoded when the client accepts it). It never
+    /// changes: keep it, and ask again with `If-None-Match`.
+    #[oai(status = 200)]
+    Draw(
+        Encoded<LobbyDraw>,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Vary")] String,
+    ),
+    /// The draw named by `If-None-Match`: unchanged, as always.
+    #[oai(status = 304)]
+    NotModified(
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Vary")] String,
+    ),
+}
+
+/// A JSON body encoded once and sent as it is, documented as `T`.
+pub struct Encoded<T> {
+    body: Bytes,
+    gzip: bool,
+    shape: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Type> Payload for Encoded<T> {
+    const CONTENT_TYPE: &'static str = "application/json; charset=utf-8";
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Send> IntoResponse for Encoded<T> {
+    fn into_response(self) -> Response {
+        let mut resp = Response::builder().content_type("application/json; charset=utf-8");
+        if self.gzip {
+            resp = resp.header("Content-Encoding", "gzip");
+        }
+        resp.body(self.body)
+    }
+}
+
+impl<T: Type> ApiResponse for Encoded<T> {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "",
+                status: Some(200),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: Self::CONTENT_TYPE,
+                    schema: Self::schema_ref(),
+                }],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
 #[OpenApi(tag = "Tag::Lobby")]
 impl LobbyApi {
     /// A sale's lobby: its opening, admission rate, how many joined, the
     /// SHA-256 of the draw's seed (from the opening) and the seed itself
-    /// (from the start).
+    /// (once the draw is made, at the start).
     #[oai(path = "/sales/:id/lobby", method = "get", operation_id = "getLobby")]
     async fn lobby(
         &self,
@@ -36,21 +120,24 @@ impl LobbyApi {
         id: Path<String>,
     ) -> Result<Json<LobbyView>, ErrorResponse> {
         let sale = SaleId::parse(&id)?;
-        Ok(Json(state.sales.lobby(&sale).await?))
+        Ok(Json(state.lobby.view(&sale).await?))
     }
 
     /// Take a place in the lobby, from its opening on: before the start the
     /// draw places you; after it, you queue behind in arrival order. One
-    /// place per buyer: joining again returns it (200).
+    /// place per buyer: joining again returns it (200). Counts against the
+    /// buyer's write quota.
     #[oai(path = "/sales/:id/lobby", method = "post", operation_id = "joinLobby")]
     async fn join(
         &self,
         state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<JoinResponse, ErrorResponse> {
+        limits.check_buyer(caller.buyer_id()).await?;
         let sale = SaleId::parse(&id)?;
-        let (entry, first) = state.sales.join_lobby(&sale, caller.buyer_id()).await?;
+        let (entry, first) = state.lobby.join(&sale, caller.buyer_id()).await?;
         Ok(match first {
             true => JoinResponse::Joined(Json(entry)),
             false => JoinResponse::Existing(Json(entry)),
@@ -66,13 +153,14 @@ impl LobbyApi {
         id: Path<String>,
     ) -> Result<Json<LobbyEntry>, ErrorResponse> {
         let sale = SaleId::parse(&id)?;
-        Ok(Json(
-            state.sales.lobby_entry(&sale, caller.buyer_id()).await?,
-        ))
+        Ok(Json(state.lobby.entry(&sale, caller.buyer_id()).await?))
     }
 
     /// The draw, from the start on: the revealed seed, its SHA-256, and
-    /// the lobby's values in draw order (no buyer ids).
+    /// the lobby's values in draw order (no buyer ids). Made once at the
+    /// start and never changed: served with an `ETag` and as immutable;
+    /// with `If-None-Match` naming it the answer is 304. Until it is made
+    /// (a moment after the start) the answer is 503 with `Retry-After`.
     #[oai(
         path = "/sales/:id/lobby/draw",
         method = "get",
@@ -82,8 +170,36 @@ impl LobbyApi {
         &self,
         state: Data<&AppState>,
         id: Path<String>,
-    ) -> Result<Json<LobbyDraw>, ErrorResponse> {
+        /// An `ETag` of the draw read before: 304 if it is this draw.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+        /// `gzip` gets the draw gzip-encoded.
+        #[oai(name = "Accept-Encoding")]
+        accept_encoding: Header<Option<String>>,
+    ) -> Result<DrawResponse, ErrorResponse> {
         let sale = SaleId::parse(&id)?;
-        Ok(Json(state.sales.lobby_draw(&sale).await?))
+        let draw = state.lobby.draw(&sale).await?;
+        let gzip = accept_encoding.as_deref().is_some_and(accepts_gzip);
+        let vary = || "Accept-Encoding".to_owned();
+        if if_none_match
+            .as_deref()
+            .is_some_and(|tag| draw.matches(tag))
+        {
+            return Ok(DrawResponse::NotModified(
+                draw.etag(gzip),
+                DRAW_CACHE.to_owned(),
+                vary(),
+            ));
+        }
+        Ok(DrawResponse::Draw(
+            Encoded {
+                body: draw.body(gzip),
+                gzip,
+                shape: std::marker::PhantomData,
+            },
+            draw.etag(gzip),
+            DRAW_CACHE.to_owned(),
+            vary(),
+        ))
     }
 }

@@ -10,8 +10,6 @@
 //! the hold is confirmed, otherwise it expires. A write known to have
 //! failed puts the hold back to held until its deadline.
 
-use bson::DateTime as BsonDateTime;
-
 use super::{
     Holds, OrderView, Outcome,
     group_commit::{Committed, Finished},
@@ -87,7 +85,7 @@ impl Holds {
             unit_price_cents: price,
             total_cents: price * qty,
             currency,
-            created_at: BsonDateTime::now(),
+            created_at: self.store.clock.now_bson(),
         };
         // MongoDB that does not answer in time costs the buyer a 503, not a
         // hanging request; the hold stays confirming and is settled later.
@@ -193,7 +191,8 @@ impl Holds {
     /// go back; then the hold is confirmed if its order had landed, and
     /// expires otherwise.
     pub(crate) async fn settle_confirming(&self, rid: &ReservationId) -> Result<(), StoreError> {
-        match self.store.mongo.fence_order(rid).await? {
+        let now = self.store.clock.now_bson();
+        match self.store.mongo.fence_order(rid, now).await? {
             Fence::Ordered(order) => {
                 tracing::info!(%rid, "settled: order found, hold confirmed");
                 self.finish_confirm(rid, &order).await

@@ -25,6 +25,9 @@ use crate::{
 
 /// Most orders in one `insert_many`.
 const MAX_BATCH: usize = 512;
+/// Most holds one `confirm_finish` call marks: a call stays short (see
+/// its bound); a larger batch of one sale takes several calls.
+pub const FINISH_CHUNK: usize = 25;
 /// Batches written at once.
 const WRITE_SLOTS: usize = 4;
 
@@ -187,8 +190,17 @@ impl Batcher {
         }
     }
 
-    /// Marks the holds of one sale confirmed, one outcome per hold.
+    /// Marks the holds of one sale confirmed, one outcome per hold, a
+    /// chunk a call.
     async fn finish(&self, sale: &SaleId, items: &[&Pending]) -> Vec<Finished> {
+        let mut finished = Vec::with_capacity(items.len());
+        for chunk in items.chunks(FINISH_CHUNK) {
+            finished.extend(self.finish_chunk(sale, chunk).await);
+        }
+        finished
+    }
+
+    async fn finish_chunk(&self, sale: &SaleId, items: &[&Pending]) -> Vec<Finished> {
         let rids: Vec<&ReservationId> = items.iter().map(|p| &p.rid).collect();
         let rids = rids.as_slice();
         let each = |f: &dyn Fn() -> Finished| rids.iter().map(|_| f()).collect();

@@ -9,6 +9,8 @@ mod confirm;
 mod coverage;
 mod group_commit;
 
+pub use group_commit::FINISH_CHUNK;
+
 pub use coverage::Coverage;
 
 use std::{sync::Arc, time::Duration};
@@ -176,14 +178,8 @@ impl Holds {
             .await?;
         let refused = |code, message: String| Err(ApiError::new(code, message));
         match reply {
-            ReserveReply::Created {
-                expires,
-                used_admission,
-            } => {
+            ReserveReply::Created { expires } => {
                 self.coverage.hold_made(sale);
-                if used_admission {
-                    crate::lobby::record_use(&self.store, sale, buyer);
-                }
                 tracing::debug!(%rid, quantity, "hold created");
                 Ok((
                     ReservationView {

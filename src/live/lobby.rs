@@ -14,8 +14,7 @@ use serde_json::json;
 use super::hub::LobbyFigures;
 use crate::{
     ids::SaleId,
-    lobby::{LobbyEntry, LobbyStatus, eta},
-    sales::Sales,
+    lobby::{Lobby, LobbyEntry, LobbyStatus, eta},
     store::scripts::{LobbyPlace, LobbyState},
 };
 
@@ -32,6 +31,9 @@ pub struct LobbyTrack {
     position: Option<i64>,
     /// When the buyer's last frame went out.
     told_at: Option<Instant>,
+    /// A new place that came within a second of the last frame: it goes
+    /// out when the second is up (unless a newer one replaces it).
+    held: Option<LobbyEntry>,
 }
 
 /// A buyer hears of a new place at most this often (a new status at once).
@@ -42,11 +44,11 @@ impl LobbyTrack {
     /// rebuild; returns the frames to send. Not a lobby sale: nothing.
     pub async fn read(
         &mut self,
-        sales: &Sales,
+        lobby: &Lobby,
         sale: &SaleId,
         buyer: Option<&str>,
     ) -> Vec<serde_json::Value> {
-        let Ok(place) = sales.lobby_place(sale, buyer.unwrap_or("")).await else {
+        let Ok(place) = lobby.place(sale, buyer.unwrap_or("")).await else {
             return Vec::new();
         };
         self.active = true;
@@ -74,12 +76,15 @@ impl LobbyTrack {
 
     fn tell(&mut self, entry: LobbyEntry) -> Option<serde_json::Value> {
         if self.status == Some(entry.status) && self.position == entry.position {
+            self.held = None;
             return None;
         }
         let moved_only = self.status == Some(entry.status);
         if moved_only && self.told_at.is_some_and(|at| at.elapsed() < PLACE_EVERY) {
+            self.held = Some(entry);
             return None;
         }
+        self.held = None;
         self.told_at = Some(Instant::now());
         self.status = Some(entry.status);
         self.position = entry.position;
@@ -130,14 +135,28 @@ impl LobbyTrack {
         }
     }
 
+    /// When a held place may go out, if one is held.
+    pub fn held_until(&self) -> Option<tokio::time::Instant> {
+        self.held.as_ref()?;
+        let told = self.told_at?;
+        Some((told + PLACE_EVERY).into())
+    }
+
+    /// The held place, now that its second is up.
+    pub fn release(&mut self) -> Option<serde_json::Value> {
+        let entry = self.held.take()?;
+        self.told_at = None;
+        self.tell(entry)
+    }
+
     /// A fresh place after a `Reread`.
     pub async fn reread(
         &mut self,
-        sales: &Sales,
+        lobby: &Lobby,
         sale: &SaleId,
         buyer: &str,
     ) -> Option<serde_json::Value> {
-        let place = sales.lobby_place(sale, buyer).await.ok()?;
+        let place = lobby.place(sale, buyer).await.ok()?;
         self.place(&place)
     }
 }
@@ -148,4 +167,39 @@ pub enum Update {
     None,
     Frame(serde_json::Value),
     Reread,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(position: i64) -> LobbyEntry {
+        LobbyEntry {
+            status: LobbyStatus::Queued,
+            joined_at: None,
+            position: Some(position),
+            eta_seconds: Some(position),
+            admission_expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_place_within_the_second_is_held_not_lost_and_a_newer_one_replaces_it() {
+        let mut track = LobbyTrack::default();
+        assert!(track.tell(queued(10)).is_some(), "the first place goes out");
+        assert!(track.tell(queued(8)).is_none(), "too soon");
+        assert!(track.held_until().is_some(), "held, not dropped");
+        assert!(track.tell(queued(6)).is_none());
+        let frame = track.release().expect("the held place goes out");
+        assert_eq!(frame["position"], 6, "the newest place");
+        assert!(track.held_until().is_none());
+        // A new status is never held.
+        let admitted = LobbyEntry {
+            status: LobbyStatus::Admitted,
+            position: None,
+            eta_seconds: None,
+            ..queued(0)
+        };
+        assert!(track.tell(admitted).is_some());
+    }
 }

@@ -16,7 +16,7 @@ use super::{
     hub::{Change, Hub, Update},
     lobby::{LobbyTrack, Update as LobbyUpdate},
 };
-use crate::{ids::SaleId, sales::Sales, store::redis::LinePlace, waitlist::Waitlist};
+use crate::{ids::SaleId, lobby::Lobby, sales::Sales, store::redis::LinePlace, waitlist::Waitlist};
 
 /// Small buffers: a watcher sends almost nothing, so an idle connection
 /// costs a few KiB instead of tungstenite's 128 KiB defaults.
@@ -33,6 +33,7 @@ pub fn socket_config() -> WebSocketConfig {
 #[derive(Clone)]
 pub struct LiveContext {
     pub sales: Sales,
+    pub lobby: Lobby,
     pub waitlist: Waitlist,
     pub hub: Arc<Hub>,
     /// How often sockets are pinged; three unanswered pings drop one.
@@ -77,7 +78,8 @@ async fn socket_loop(
 ) -> Result<(), &'static str> {
     let buyer = watcher.map(|w| w.buyer.as_str());
     let token_left = watcher.map(|w| {
-        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        // A token's expiry is the instance's to judge, as the JWT check is.
+        let now = crate::clock::LocalClock::default().now().timestamp().max(0) as u64;
         Duration::from_secs(w.token_expires.saturating_sub(now))
     });
     let token_expiry = tokio::time::sleep(token_left.unwrap_or(Duration::MAX / 4));
@@ -107,7 +109,7 @@ async fn socket_loop(
     }
     // A lobby sale: its figures for everyone, the buyer's own place.
     let mut lobby = LobbyTrack::default();
-    for frame in lobby.read(&ctx.sales, sale, buyer).await {
+    for frame in lobby.read(&ctx.lobby, sale, buyer).await {
         out.json(frame).await?;
     }
     // A buyer who joins the lobby after connecting hears of it here.
@@ -131,7 +133,7 @@ async fn socket_loop(
                         out.json(json!({"type": "restored", "seq": change.seq})).await?;
                         (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
                         if lobby.active {
-                            for frame in lobby.read(&ctx.sales, sale, buyer).await {
+                            for frame in lobby.read(&ctx.lobby, sale, buyer).await {
                                 out.json(frame).await?;
                             }
                         }
@@ -143,7 +145,7 @@ async fn socket_loop(
                     Some(Update::Resync) => {
                         (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
                         if lobby.active {
-                            for frame in lobby.read(&ctx.sales, sale, buyer).await {
+                            for frame in lobby.read(&ctx.lobby, sale, buyer).await {
                                 out.json(frame).await?;
                             }
                         }
@@ -160,7 +162,7 @@ async fn socket_loop(
                     if let Some(buyer) = buyer {
                         let frame = match lobby.figures(&update.figures) {
                             LobbyUpdate::Frame(frame) => Some(frame),
-                            LobbyUpdate::Reread => lobby.reread(&ctx.sales, sale, buyer).await,
+                            LobbyUpdate::Reread => lobby.reread(&ctx.lobby, sale, buyer).await,
                             LobbyUpdate::None => None,
                         };
                         if let Some(frame) = frame {
@@ -169,8 +171,13 @@ async fn socket_loop(
                     }
                 }
             }
+            _ = tokio::time::sleep_until(lobby.held_until().unwrap_or_else(tokio::time::Instant::now)), if lobby.held_until().is_some() => {
+                if let Some(frame) = lobby.release() {
+                    out.json(frame).await?;
+                }
+            }
             Some(Ok(())) = async { Some(join.as_mut()?.joined.changed().await) }, if join.is_some() => {
-                if let Some(frame) = lobby.reread(&ctx.sales, sale, buyer.unwrap_or_default()).await {
+                if let Some(frame) = lobby.reread(&ctx.lobby, sale, buyer.unwrap_or_default()).await {
                     out.json(frame).await?;
                 }
             }
@@ -190,7 +197,7 @@ async fn socket_loop(
                         out.json(frame).await?;
                     }
                     if lobby.active
-                        && let Some(frame) = lobby.reread(&ctx.sales, sale, buyer).await
+                        && let Some(frame) = lobby.reread(&ctx.lobby, sale, buyer).await
                     {
                         out.json(frame).await?;
                     }

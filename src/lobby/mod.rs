@@ -1,73 +1,90 @@
 //! The lobby before a sale opens: everyone who arrives before the start is
 //! ordered by a draw anyone can verify, latecomers queue behind, and buyers
-//! are admitted at a set rate.
+//! are admitted at a set rate. Every decision (open, started, early or
+//! late, lapsed) is taken on the Redis clock, inside the scripts.
 //!
 //! How it is kept (keys under the sale's hash tag, declared in
 //! `store/keys.rs`; one script per transition):
 //!
-//! - The seed is drawn when the sale is created with `lobby_opens_at` and
-//!   stored in MongoDB; only `seed_sha256` is shown until the start.
-//! - A join is recorded in MongoDB first, then put into the sale's `lobby`,
-//!   a sorted set ordered by member: a joiner before the start at their
-//!   draw value (`0:<HMAC>:<buyer>`), a latecomer behind everyone drawn at
-//!   their join time (`1:<ms>:<buyer>`). The order is a function of durable
-//!   data (the seed and the entries), so a rebuild after a Redis loss puts
-//!   everyone back at the same place, and no step at the start has to sort.
+//! - The seed is drawn when the sale is created and stored in MongoDB
+//!   sealed with `FLASHDROP_SEED_KEY` ([`seal`]); only its SHA-256 is
+//!   shown, from the opening.
+//! - A join is recorded in MongoDB first (with the Redis clock's time),
+//!   then `lobby_join` decides: before the start the buyer joins the
+//!   sale's `early` set, which says nothing of where they will stand;
+//!   from the start on they queue behind the draw by join time.
+//! - At the start `lobby_tick` hands one instance a lease to make the
+//!   draw: it opens the seed, orders the early set by
+//!   `HMAC-SHA256(key = seed, message = buyer id)`, stores the draw in
+//!   MongoDB (once: the first stored draw is the draw) and loads it into
+//!   the sale's `lobby`, a chunk a call ([`frozen`] serves it).
 //! - Admission: every instance's keeper calls `lobby_tick` about ten times
-//!   a second; the script admits buyers from the head (`ZPOPMIN`) at the
-//!   sale's rate, each with a deadline, and lapses unused admissions, which
-//!   frees their turns. Reserve and waitlist join check the admission
-//!   inside their own scripts. The keeper records admissions and lapses in
-//!   MongoDB; the first use is recorded by the request that made it.
+//!   a second; once the draw is loaded it admits buyers from the head
+//!   (`ZPOPMIN`) at the sale's rate, each with a deadline, and lapses
+//!   unused admissions, which frees their turns. Reserve and waitlist join
+//!   check the admission inside their own scripts. Every admission, lapse
+//!   and use goes to the lobby's log in the same script, and the recorder
+//!   copies the log into MongoDB.
 
 pub mod draw;
-pub mod keeper;
+pub mod frozen;
+pub mod seal;
 
+use std::sync::Arc;
+
+use bson::DateTime as BsonDateTime;
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 
-use crate::store::{
-    mongo::{LobbyDoc, LobbyEntryDoc},
-    scripts::{LobbyPlace, LobbyState},
+use self::{
+    draw::Seed,
+    frozen::{Draws, FrozenDraw},
+    seal::SeedKey,
 };
-use crate::{ids::SaleId, store::Store};
+use crate::{
+    error::{ApiError, ErrorCode},
+    ids::SaleId,
+    recovery::Recovery,
+    store::{
+        Store, StoreError,
+        mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc},
+        scripts::{
+            DrawStep, LobbyDrawReply, LobbyJoinReply, LobbyPlace, LobbyReadReply, LobbyState,
+            LobbyWaiter,
+        },
+    },
+};
 
 /// Why a lobby sale refuses a buyer without a live admission.
 pub const NOT_ADMITTED: &str = "this sale lets buyers in from its lobby: join it (POST /api/v1/sales/{id}/lobby) and wait for your turn; an admission that ran out cannot be used";
 
-/// Records in MongoDB that a buyer used their admission, off the request's
-/// path: Redis has it already; MongoDB's copy serves rebuilds and reports.
-pub fn record_use(store: &Store, sale: &SaleId, buyer: &str) {
-    let (store, sale, buyer) = (store.clone(), sale.clone(), buyer.to_owned());
-    tokio::spawn(async move {
-        if let Err(err) = store.mongo.record_admission_used(&sale, &buyer).await {
-            tracing::warn!(sale_id = %sale, error = %err, "could not record a used admission");
-        }
-    });
+/// Buyers in one stored chunk of a draw.
+const DRAW_CHUNK: usize = 5_000;
+/// Buyers one `lobby_draw` call places.
+pub const LOAD_CHUNK: usize = 250;
+
+/// A drawn buyer's member of the sale's `lobby` (see `store/keys.rs`).
+pub fn drawn_member(value: &str, buyer: &str) -> String {
+    format!("0:{value}:{buyer}")
 }
 
-/// Where a buyer goes in the lobby's order in Redis: see the module docs.
-pub fn member(seed: &draw::Seed, entry: &LobbyEntryDoc) -> String {
-    match entry.late {
-        true => format!(
-            "1:{:015}:{}",
-            entry.joined_at.timestamp_millis().max(0),
-            entry.buyer
-        ),
-        false => format!("0:{}:{}", seed.value_of(&entry.buyer), entry.buyer),
-    }
+/// A latecomer's member of the sale's `lobby`: `lua/lobby_join.lua` builds
+/// the same from the same join time.
+pub fn late_member(joined_ms: i64, buyer: &str) -> String {
+    format!("1:{:015}:{buyer}", joined_ms.max(0))
 }
 
 /// A lobby as anyone may see it. The seed's SHA-256 is public from the
-/// opening, the seed itself from the start: check that the one hashes to
-/// the other, then recompute the draw (`GET .../lobby/draw`).
+/// opening, the seed itself once the draw is made at the start: check
+/// that the one hashes to the other, then recompute the draw
+/// (`GET .../lobby/draw`).
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct LobbyView {
     pub opens_at: DateTime<Utc>,
     /// SHA-256 (lowercase hex) of the seed's text; from the opening on.
     pub seed_sha256: Option<String>,
-    /// The seed, revealed at the start.
+    /// The seed, revealed with the draw at the start.
     pub seed: Option<String>,
     pub admit_per_second: i64,
     pub admission_seconds: i64,
@@ -83,10 +100,11 @@ pub struct LobbyView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum LobbyStatus {
-    /// Joined before the start: placed by the draw at the start.
+    /// Joined before the start: placed by the draw at the start (also
+    /// while the draw is being made).
     Lobby,
-    /// Waiting for a turn from the start on (drawn, or a latecomer behind
-    /// the draw in arrival order), with a position.
+    /// Waiting for a turn once the draw is made (drawn, or a latecomer
+    /// behind the draw in arrival order), with a position.
     Queued,
     /// Let in: reserve or join the waiting list before
     /// `admission_expires_at`.
@@ -105,7 +123,7 @@ pub enum LobbyStatus {
 pub struct LobbyEntry {
     pub status: LobbyStatus,
     pub joined_at: Option<DateTime<Utc>>,
-    /// 1-based place among those waiting, from the start on: the draw
+    /// 1-based place among those waiting, once the draw is made: the draw
     /// first, then latecomers.
     pub position: Option<i64>,
     /// About how long until the turn comes, at the admission rate.
@@ -117,7 +135,8 @@ pub struct LobbyEntry {
 /// The draw, from the start on: anyone can check that `seed` hashes to
 /// `seed_sha256` (public since the opening), that `order` is sorted and
 /// as long as the lobby, and find their own value,
-/// `HMAC-SHA256(key = seed, message = buyer id)`, in it.
+/// `HMAC-SHA256(key = seed, message = buyer id)`, in it. It never changes
+/// once made: it is served with an `ETag` and as immutable.
 #[derive(Debug, Clone, Object)]
 pub struct LobbyDraw {
     pub seed: String,
@@ -143,8 +162,8 @@ impl LobbyEntry {
         let live = place.deadline.is_some_and(|d| place.now < d);
         entry.status = match place.state {
             LobbyState::None => LobbyStatus::NotListed,
-            LobbyState::Waiting if !place.started => LobbyStatus::Lobby,
             LobbyState::Waiting if place.sold_out => LobbyStatus::SoldOut,
+            LobbyState::Waiting if !place.drawn => LobbyStatus::Lobby,
             LobbyState::Waiting => {
                 let position = place.rank.unwrap_or(0) + 1;
                 entry.position = Some(position);
@@ -168,22 +187,319 @@ pub fn eta(position: i64, rate: i64) -> i64 {
 }
 
 impl LobbyView {
-    pub fn at(
-        lobby: &LobbyDoc,
-        starts_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-        figures: &LobbyPlace,
-    ) -> Self {
-        let opened = lobby.opens_at.to_chrono() <= now;
+    fn of(place: &LobbyPlace, draw: Option<&FrozenDraw>) -> Self {
         Self {
-            opens_at: lobby.opens_at.to_chrono(),
-            seed_sha256: opened.then(|| lobby.seed_sha256.clone()),
-            seed: (starts_at <= now).then(|| lobby.seed.clone()),
-            admit_per_second: lobby.admit_per_second,
-            admission_seconds: lobby.admission_seconds,
-            joined: figures.joined,
-            admitted: figures.admitted_count,
-            lobby_length: figures.length,
+            opens_at: at_ms(place.opens).unwrap_or_default(),
+            seed_sha256: place.commit.clone().filter(|_| place.opened),
+            seed: draw.map(|d| d.seed.clone()),
+            admit_per_second: place.rate,
+            admission_seconds: place.admission_ms / 1000,
+            joined: place.joined,
+            admitted: place.admitted_count,
+            lobby_length: place.length,
         }
     }
+}
+
+/// The lobby's service: joins, places, views and the draw, from Redis and
+/// from memory on every request; MongoDB only for a first join and for a
+/// draw this instance has not read yet.
+#[derive(Clone)]
+pub struct Lobby {
+    store: Store,
+    recovery: Recovery,
+    draws: Draws,
+    seed_key: Option<SeedKey>,
+}
+
+impl Lobby {
+    pub fn new(store: Store, recovery: Recovery, seed_key: Option<SeedKey>) -> Self {
+        Self {
+            store,
+            recovery,
+            draws: Draws::default(),
+            seed_key,
+        }
+    }
+
+    /// A buyer's place and the lobby's figures; 404 when the sale has no
+    /// lobby.
+    pub async fn place(&self, sale: &SaleId, buyer: &str) -> Result<LobbyPlace, ApiError> {
+        let read = self
+            .recovery
+            .with_sale(sale, || self.store.redis.lobby_read(sale, buyer))
+            .await?;
+        match read {
+            LobbyReadReply::Place(place) if place.rate > 0 => Ok(place),
+            LobbyReadReply::Place(_) => Err(ApiError::not_found("lobby")),
+            LobbyReadReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+        }
+    }
+
+    /// A sale's lobby as anyone may see it; 404 when it has none.
+    pub async fn view(&self, sale: &SaleId) -> Result<LobbyView, ApiError> {
+        let place = self.place(sale, "").await?;
+        let draw = match place.drawn {
+            true => Some(self.frozen(sale).await?),
+            false => None,
+        };
+        Ok(LobbyView::of(&place, draw.as_deref()))
+    }
+
+    /// Where a buyer stands, from Redis alone.
+    pub async fn entry(&self, sale: &SaleId, buyer: &str) -> Result<LobbyEntry, ApiError> {
+        Ok(LobbyEntry::of(&self.place(sale, buyer).await?))
+    }
+
+    /// A buyer takes a place in the lobby: true on the first join. A
+    /// repeat is answered from Redis alone. A first join is recorded in
+    /// MongoDB (with the Redis clock's time) before Redis places it, so no
+    /// rebuild can lose it.
+    pub async fn join(&self, sale: &SaleId, buyer: &str) -> Result<(LobbyEntry, bool), ApiError> {
+        let place = self.place(sale, buyer).await?;
+        if place.state != LobbyState::None {
+            return Ok((LobbyEntry::of(&place), false));
+        }
+        if !place.opened {
+            return Err(not_open(place.opens));
+        }
+        if place.ended {
+            return Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended"));
+        }
+        let entry = LobbyEntryDoc {
+            id: format!("{sale}:{buyer}"),
+            sale_id: sale.to_string(),
+            buyer: buyer.to_owned(),
+            joined_at: BsonDateTime::from_millis(place.now),
+            admitted_at: None,
+            admission_expires_at: None,
+            used: false,
+            lapsed: false,
+        };
+        let first = self.store.mongo.join_lobby(&entry).await?;
+        // A join cut off between MongoDB and Redis is finished with the
+        // time MongoDB has, so a rebuild puts the buyer where Redis does.
+        let joined_ms = match first {
+            true => place.now,
+            false => self
+                .store
+                .mongo
+                .lobby_entry(sale, buyer)
+                .await?
+                .map_or(place.now, |e| e.joined_at.timestamp_millis()),
+        };
+        let reply = self
+            .recovery
+            .with_sale(sale, || self.store.redis.lobby_join(sale, buyer, joined_ms))
+            .await?;
+        match reply {
+            LobbyJoinReply::Place(place) => Ok((LobbyEntry::of(&place), first)),
+            LobbyJoinReply::NotOpen { opens } => Err(not_open(opens)),
+            LobbyJoinReply::Ended => Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended")),
+            LobbyJoinReply::None => Err(ApiError::not_found("lobby")),
+            LobbyJoinReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+        }
+    }
+
+    /// The draw: from memory once this instance has read it. Before the
+    /// start 409; between the start and the moment the draw is stored (a
+    /// fraction of a second), 503 with a retry.
+    pub async fn draw(&self, sale: &SaleId) -> Result<Arc<FrozenDraw>, ApiError> {
+        if let Some(draw) = self.draws.get(sale) {
+            return Ok(draw);
+        }
+        let place = self.place(sale, "").await?;
+        if !place.started {
+            return Err(ApiError::new(
+                ErrorCode::SaleNotActive,
+                "the draw is made at the start",
+            ));
+        }
+        if !place.drawn {
+            return Err(ApiError::unavailable(
+                "the draw is being made; retry in a moment",
+            ));
+        }
+        self.frozen(sale).await
+    }
+
+    /// The stored draw, read once per instance.
+    async fn frozen(&self, sale: &SaleId) -> Result<Arc<FrozenDraw>, ApiError> {
+        self.draws
+            .get_or_load(sale, || async {
+                match self.store.mongo.draw(sale).await? {
+                    Some((head, chunks)) => Ok(FrozenDraw::new(&head, &chunks)),
+                    None => Err(ApiError::unavailable(
+                        "the draw is being made; retry in a moment",
+                    )),
+                }
+            })
+            .await
+    }
+
+    /// Makes the draw (or finds the one stored first) and loads it into
+    /// Redis, while `token` holds the lease `lobby_tick` handed out. A
+    /// lease lost to a rebuild or to a slower instance's expiry stops it
+    /// without harm: loading is the same whoever does it.
+    pub async fn freeze(&self, sale: &SaleId, token: &str) -> Result<(), StoreError> {
+        let (head, chunks) = match self.store.mongo.draw(sale).await? {
+            Some(stored) => stored,
+            None => self.make_draw(sale, token).await?,
+        };
+        let redis = &self.store.redis;
+        for chunk in &chunks {
+            let places: Vec<LobbyWaiter> = chunk
+                .buyers
+                .iter()
+                .zip(&chunk.values)
+                .zip(&chunk.joined)
+                .map(|((buyer, value), joined)| LobbyWaiter {
+                    buyer: buyer.clone(),
+                    member: drawn_member(value, buyer),
+                    joined_ms: *joined,
+                })
+                .collect();
+            for part in places.chunks(LOAD_CHUNK) {
+                if let LobbyDrawReply::Lost | LobbyDrawReply::Missing =
+                    redis.lobby_draw(sale, token, DrawStep::Place(part)).await?
+                {
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            match redis
+                .lobby_draw(sale, token, DrawStep::Done { count: head.count })
+                .await?
+            {
+                LobbyDrawReply::Done => break,
+                LobbyDrawReply::Left { .. } => {
+                    // Early buyers the draw does not hold (a rebuild raced
+                    // the start): they queue behind it, by join time.
+                    let mut left: Vec<LobbyWaiter> = redis
+                        .early_joiners(sale)
+                        .await?
+                        .into_iter()
+                        .map(|(buyer, joined_ms)| LobbyWaiter {
+                            member: late_member(joined_ms, &buyer),
+                            buyer,
+                            joined_ms,
+                        })
+                        .collect();
+                    left.sort_by(|a, b| a.member.cmp(&b.member));
+                    tracing::warn!(sale_id = %sale, buyers = left.len(), "early buyers outside the stored draw queue behind it");
+                    for part in left.chunks(LOAD_CHUNK) {
+                        redis.lobby_draw(sale, token, DrawStep::Late(part)).await?;
+                    }
+                }
+                LobbyDrawReply::Lost | LobbyDrawReply::Missing => return Ok(()),
+                LobbyDrawReply::Loaded { .. } => {}
+            }
+        }
+        tracing::info!(sale_id = %sale, buyers = head.count, "draw made and loaded");
+        let frozen = FrozenDraw::new(&head, &chunks);
+        let _ = self
+            .draws
+            .get_or_load(sale, || async { Ok::<_, StoreError>(frozen) })
+            .await;
+        Ok(())
+    }
+
+    /// Opens the seed, orders the early set by its values and stores the
+    /// draw; returns the draw MongoDB holds (this one, or one stored first).
+    async fn make_draw(
+        &self,
+        sale: &SaleId,
+        token: &str,
+    ) -> Result<(DrawDoc, Vec<DrawChunkDoc>), StoreError> {
+        let doc =
+            self.store.mongo.find_sale(sale).await?.ok_or_else(|| {
+                StoreError::Other(anyhow::anyhow!("sale {sale} is not in MongoDB"))
+            })?;
+        let lobby = doc
+            .lobby
+            .as_ref()
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("sale {sale} has no lobby")))?;
+        let seed = self.open_seed(sale, lobby)?;
+        if seed.commitment() != lobby.seed_sha256 {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "the seed of sale {sale} does not match its commitment"
+            )));
+        }
+        let early = self.store.redis.early_joiners(sale).await?;
+        let mut drawn: Vec<(String, String, i64)> = early
+            .into_iter()
+            .map(|(buyer, joined)| (seed.value_of(&buyer), buyer, joined))
+            .collect();
+        drawn.sort_unstable();
+        let chunks: Vec<DrawChunkDoc> = drawn
+            .chunks(DRAW_CHUNK)
+            .enumerate()
+            .map(|(i, part)| DrawChunkDoc {
+                id: format!("{sale}:{token}:{i}"),
+                sale_id: sale.to_string(),
+                freeze: token.to_owned(),
+                index: i as i64,
+                values: part.iter().map(|(v, _, _)| v.clone()).collect(),
+                buyers: part.iter().map(|(_, b, _)| b.clone()).collect(),
+                joined: part.iter().map(|(_, _, j)| *j).collect(),
+            })
+            .collect();
+        let head = DrawDoc {
+            sale_id: sale.to_string(),
+            seed: seed.text().to_owned(),
+            seed_sha256: lobby.seed_sha256.clone(),
+            count: drawn.len() as i64,
+            freeze: token.to_owned(),
+            chunks: chunks.len() as i64,
+            made_at: BsonDateTime::from_millis(self.store.redis.now_ms().await?),
+        };
+        let stored = self.store.mongo.insert_draw(&head, &chunks).await?;
+        if stored.freeze == token {
+            return Ok((head, chunks));
+        }
+        // Another instance stored its draw first: that one is the draw.
+        self.store
+            .mongo
+            .draw(sale)
+            .await?
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("the stored draw of {sale} is gone")))
+    }
+
+    fn open_seed(
+        &self,
+        sale: &SaleId,
+        lobby: &crate::store::mongo::LobbyDoc,
+    ) -> Result<Seed, StoreError> {
+        if let Some(sealed) = &lobby.seed_sealed {
+            let key = self.seed_key.as_ref().ok_or_else(|| {
+                StoreError::Other(anyhow::anyhow!(
+                    "FLASHDROP_SEED_KEY is not set: the seed of sale {sale} cannot be opened for its draw"
+                ))
+            })?;
+            return key
+                .open(sale, sealed)
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("sale {sale}: {e}")));
+        }
+        lobby
+            .seed
+            .clone()
+            .map(Seed::from_text)
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("sale {sale} has no seed")))
+    }
+
+    /// A rebuild replaced the sale's Redis copy: read its draw afresh.
+    pub fn forget_draw(&self, sale: &SaleId) {
+        self.draws.forget(sale);
+    }
+}
+
+fn not_open(opens_ms: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::SaleNotActive,
+        format!(
+            "the lobby opens at {}",
+            at_ms(opens_ms).unwrap_or_default().to_rfc3339()
+        ),
+    )
 }

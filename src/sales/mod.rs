@@ -17,14 +17,12 @@ use crate::{
     config::Settings,
     error::{ApiError, ErrorCode},
     ids::SaleId,
-    lobby::{self, LobbyDraw, LobbyEntry, LobbyView, draw::Seed},
+    lobby::seal::SeedKey,
     recovery::Recovery,
     store::{
         Store, StoreError,
-        mongo::{LobbyDoc, LobbyEntryDoc, SaleDoc},
-        scripts::{
-            CloseReply, LiveSettings, LobbyPlace, LobbyReadReply, ReadSaleReply, UpdateReply,
-        },
+        mongo::SaleDoc,
+        scripts::{CloseReply, LiveSettings, ReadSaleReply, UpdateReply},
     },
 };
 
@@ -49,18 +47,33 @@ pub struct Sales {
     store: Store,
     recovery: Recovery,
     listing: Listing,
+    /// Seals a lobby's seed when its sale is created.
+    seed_key: Option<SeedKey>,
     /// Test fault point: a sale's change fails to reach MongoDB.
     fail_writes: bool,
 }
 
 impl Sales {
-    pub fn new(store: Store, recovery: Recovery, settings: &Settings) -> Self {
+    pub fn new(
+        store: Store,
+        recovery: Recovery,
+        seed_key: Option<SeedKey>,
+        settings: &Settings,
+    ) -> Self {
         Self {
             store,
             recovery,
             listing: Listing::default(),
+            seed_key,
             fail_writes: settings.fault_fail_sale_write,
         }
+    }
+
+    /// Now on the Redis clock, which decides every question of a sale's
+    /// window (instances' own clocks may disagree by seconds).
+    async fn now(&self) -> Result<chrono::DateTime<Utc>, ApiError> {
+        let ms = self.store.redis.now_ms().await?;
+        Ok(chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default())
     }
 
     fn fault(&self) -> Result<(), ApiError> {
@@ -73,17 +86,16 @@ impl Sales {
     /// Sales that may still change: their window has not ended longer ago
     /// than the longest hold. The reaper and the event persister walk these.
     pub async fn recent(&self) -> Result<Vec<SaleDoc>, StoreError> {
-        let horizon = BsonDateTime::from_millis(
-            BsonDateTime::now().timestamp_millis() - (MAX_HOLD_SECONDS + 60) * 1000,
-        );
+        let horizon =
+            BsonDateTime::from_millis(self.store.clock.now_ms() - (MAX_HOLD_SECONDS + 60) * 1000);
         self.store.mongo.sales_ending_after(horizon).await
     }
 
     pub async fn create(&self, spec: CreateSale) -> Result<SaleView, ApiError> {
-        let now = Utc::now();
+        let now = self.now().await?;
         validate(&spec, now)?;
         let id = SaleId::new();
-        let doc = spec.into_doc(&id, now);
+        let doc = spec.into_doc(&id, now, self.seed_key.as_ref())?;
         self.store.mongo.insert_sale(&doc).await?;
         // A failure here is repaired by the first read, which opens the sale
         // from MongoDB.
@@ -136,119 +148,6 @@ impl Sales {
         }
     }
 
-    /// The sale's document and its lobby; 404 when it has none.
-    async fn lobby_doc(&self, sale: &SaleId) -> Result<(SaleDoc, LobbyDoc), ApiError> {
-        let mut doc = self.recovery.sale_doc(sale).await?;
-        let lobby = doc
-            .lobby
-            .take()
-            .ok_or_else(|| ApiError::not_found("lobby"))?;
-        Ok((doc, lobby))
-    }
-
-    /// A sale's lobby as anyone may see it; 404 when it has none.
-    pub async fn lobby(&self, sale: &SaleId) -> Result<LobbyView, ApiError> {
-        let (doc, lobby) = self.lobby_doc(sale).await?;
-        let figures = self.lobby_place(sale, "").await?;
-        Ok(LobbyView::at(
-            &lobby,
-            doc.starts_at.to_chrono(),
-            Utc::now(),
-            &figures,
-        ))
-    }
-
-    /// A buyer takes a place in the lobby: true on the first join; a repeat
-    /// returns the same entry. MongoDB records the place before Redis
-    /// queues it, so no rebuild can lose it.
-    pub async fn join_lobby(
-        &self,
-        sale: &SaleId,
-        buyer: &str,
-    ) -> Result<(LobbyEntry, bool), ApiError> {
-        let (doc, lobby) = self.lobby_doc(sale).await?;
-        let now = Utc::now();
-        if now < lobby.opens_at.to_chrono() {
-            return Err(ApiError::new(
-                ErrorCode::SaleNotActive,
-                format!(
-                    "the lobby opens at {}",
-                    lobby.opens_at.to_chrono().to_rfc3339()
-                ),
-            ));
-        }
-        let ended = doc.closed_at.is_some() || doc.ends_at.to_chrono() <= now;
-        let entry = LobbyEntryDoc {
-            id: format!("{sale}:{buyer}"),
-            sale_id: sale.to_string(),
-            buyer: buyer.to_owned(),
-            joined_at: BsonDateTime::from_chrono(now),
-            late: doc.starts_at.to_chrono() <= now,
-            admitted_at: None,
-            admission_expires_at: None,
-            used: false,
-            lapsed: false,
-        };
-        // Most joins are first joins: insert, and read only on a repeat.
-        let (entry, first) = match !ended && self.store.mongo.join_lobby(&entry).await? {
-            true => (entry, true),
-            false => match self.store.mongo.lobby_entry(sale, buyer).await? {
-                Some(stored) => (stored, false),
-                None => return Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended")),
-            },
-        };
-        let member = lobby::member(&Seed::from_text(lobby.seed.clone()), &entry);
-        let joined_ms = entry.joined_at.timestamp_millis();
-        self.recovery
-            .with_sale(sale, || {
-                self.store.redis.lobby_join(sale, buyer, &member, joined_ms)
-            })
-            .await?;
-        Ok((LobbyEntry::of(&self.lobby_place(sale, buyer).await?), first))
-    }
-
-    /// Where a buyer stands in a sale's lobby, from Redis alone.
-    pub async fn lobby_entry(&self, sale: &SaleId, buyer: &str) -> Result<LobbyEntry, ApiError> {
-        Ok(LobbyEntry::of(&self.lobby_place(sale, buyer).await?))
-    }
-
-    /// A buyer's place and the lobby's figures; 404 when the sale has no
-    /// lobby.
-    pub async fn lobby_place(&self, sale: &SaleId, buyer: &str) -> Result<LobbyPlace, ApiError> {
-        let read = self
-            .recovery
-            .with_sale(sale, || self.store.redis.lobby_read(sale, buyer))
-            .await?;
-        match read {
-            LobbyReadReply::Place(place) if place.rate > 0 => Ok(place),
-            LobbyReadReply::Place(_) => Err(ApiError::not_found("lobby")),
-            LobbyReadReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
-        }
-    }
-
-    /// The draw, from the start on.
-    pub async fn lobby_draw(&self, sale: &SaleId) -> Result<LobbyDraw, ApiError> {
-        let (doc, lobby) = self.lobby_doc(sale).await?;
-        if doc.starts_at.to_chrono() > Utc::now() {
-            return Err(ApiError::new(
-                ErrorCode::SaleNotActive,
-                "the draw is made at the start",
-            ));
-        }
-        let drawn = self.store.mongo.lobby_entries(sale, false).await?;
-        let seed = Seed::from_text(lobby.seed.clone());
-        let order = seed
-            .order(drawn.iter().map(|e| e.buyer.as_str()))
-            .into_iter()
-            .map(|(value, _)| value)
-            .collect();
-        Ok(LobbyDraw {
-            seed: lobby.seed.clone(),
-            seed_sha256: lobby.seed_sha256.clone(),
-            order,
-        })
-    }
-
     /// After this instance changes a sale, its next list reads afresh.
     async fn forget_listing(&self) {
         *self.listing.0.lock().await = None;
@@ -281,7 +180,7 @@ impl Sales {
     /// the change back).
     pub async fn patch(&self, sale: &SaleId, patch: PatchSale) -> Result<SaleView, ApiError> {
         let before = self.recovery.sale_doc(sale).await?;
-        let now = Utc::now();
+        let now = self.now().await?;
         if before.closed_at.is_some() || before.ends_at.to_chrono() <= now {
             return Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended"));
         }
@@ -296,7 +195,8 @@ impl Sales {
             .lobby
             .as_ref()
             .is_some_and(|l| l.opens_at.to_chrono() <= now);
-        if patch.touches_lobby() && (lobby_open || before.starts_at.to_chrono() <= now) {
+        let touches_lobby = patch.touches_lobby();
+        if touches_lobby && (lobby_open || before.starts_at.to_chrono() <= now) {
             return Err(ApiError::new(
                 ErrorCode::InvalidChange,
                 "the lobby's settings can change only before it opens",
@@ -310,11 +210,13 @@ impl Sales {
                 "stock can only be raised",
             ));
         }
-        let mut after = after.into_doc(sale, before.created_at.to_chrono());
+        let mut after =
+            after.into_doc(sale, before.created_at.to_chrono(), self.seed_key.as_ref())?;
         after.version = before.version + 1;
         // The draw's seed is committed once: a patch keeps it.
         if let (Some(new), Some(old)) = (after.lobby.as_mut(), before.lobby.as_ref()) {
             new.seed.clone_from(&old.seed);
+            new.seed_sealed.clone_from(&old.seed_sealed);
             new.seed_sha256.clone_from(&old.seed_sha256);
         }
         self.fault()?;
@@ -329,7 +231,12 @@ impl Sales {
         let refused = match self
             .store
             .redis
-            .update_sale(sale, &LiveSettings::from(&after), needs_upcoming)
+            .update_sale(
+                sale,
+                &LiveSettings::from(&after),
+                needs_upcoming,
+                touches_lobby,
+            )
             .await?
         {
             // Not in Redis: the next read opens the sale from MongoDB.
@@ -342,6 +249,10 @@ impl Sales {
             UpdateReply::TotalLowered => Some(ApiError::new(
                 ErrorCode::InvalidChange,
                 "stock can only be raised",
+            )),
+            UpdateReply::LobbyOpen => Some(ApiError::new(
+                ErrorCode::InvalidChange,
+                "the lobby's settings can change only before it opens",
             )),
         };
         if let Some(refused) = refused {
@@ -364,7 +275,7 @@ impl Sales {
         let (version, ends) = match doc.closed_at {
             Some(_) => (doc.version, doc.ends_at),
             None => {
-                let now = BsonDateTime::now();
+                let now = BsonDateTime::from_chrono(self.now().await?);
                 let ends = now.min(doc.ends_at);
                 self.fault()?;
                 if !self

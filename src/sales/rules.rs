@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 
 use crate::{
-    error::ApiError,
+    error::{ApiError, ErrorCode},
     ids::SaleId,
-    lobby::draw::Seed,
+    lobby::{draw::Seed, seal::SeedKey},
     store::{
         mongo::{LobbyDoc, SaleDoc},
         scripts::{LiveSale, LiveStatus},
@@ -246,8 +246,35 @@ pub fn validate(s: &CreateSale, now: DateTime<Utc>) -> Result<(), ApiError> {
 }
 
 impl CreateSale {
-    pub fn into_doc(self, id: &SaleId, created: DateTime<Utc>) -> SaleDoc {
-        SaleDoc {
+    /// The sale as MongoDB keeps it. A lobby gets a fresh seed, sealed with
+    /// `key`; without a key no lobby can be made (409 `not_configured`).
+    pub fn into_doc(
+        self,
+        id: &SaleId,
+        created: DateTime<Utc>,
+        key: Option<&SeedKey>,
+    ) -> Result<SaleDoc, ApiError> {
+        let lobby = match (self.lobby_opens_at, key) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ApiError::new(
+                    ErrorCode::NotConfigured,
+                    "this server has no FLASHDROP_SEED_KEY, which seals a lobby's seed until its draw: set it to create sales with lobby_opens_at",
+                ));
+            }
+            (Some(opens), Some(key)) => {
+                let seed = Seed::draw();
+                Some(LobbyDoc {
+                    opens_at: BsonDateTime::from_chrono(opens),
+                    admit_per_second: self.admit_per_second,
+                    admission_seconds: self.admission_seconds,
+                    seed_sha256: seed.commitment(),
+                    seed_sealed: Some(key.seal(id, &seed)),
+                    seed: None,
+                })
+            }
+        };
+        Ok(SaleDoc {
             id: id.to_string(),
             name: self.name,
             price_cents: self.price_cents,
@@ -261,17 +288,8 @@ impl CreateSale {
             created_at: BsonDateTime::from_chrono(created),
             closed_at: None,
             version: 0,
-            lobby: self.lobby_opens_at.map(|opens| {
-                let seed = Seed::draw();
-                LobbyDoc {
-                    opens_at: BsonDateTime::from_chrono(opens),
-                    admit_per_second: self.admit_per_second,
-                    admission_seconds: self.admission_seconds,
-                    seed_sha256: seed.commitment(),
-                    seed: seed.text().to_owned(),
-                }
-            }),
-        }
+            lobby,
+        })
     }
 
     fn from_doc(d: &SaleDoc) -> Self {
@@ -349,8 +367,12 @@ impl PatchSale {
 mod tests {
     use super::*;
 
+    fn clock_now() -> DateTime<Utc> {
+        crate::clock::LocalClock::default().now()
+    }
+
     fn spec() -> CreateSale {
-        let now = Utc::now();
+        let now = clock_now();
         CreateSale {
             name: "Sneakers".into(),
             price_cents: 9_900,
@@ -369,12 +391,12 @@ mod tests {
 
     #[test]
     fn a_good_sale_passes() {
-        validate(&spec(), Utc::now()).unwrap();
+        validate(&spec(), clock_now()).unwrap();
     }
 
     #[test]
     fn each_rule_is_enforced_with_a_message_naming_the_field() {
-        let now = Utc::now();
+        let now = clock_now();
         type Breaker = Box<dyn Fn(&mut CreateSale)>;
         let cases: Vec<(&str, Breaker)> = vec![
             ("name", Box::new(|s| s.name = " ".into())),
@@ -393,8 +415,8 @@ mod tests {
             (
                 "ends_at",
                 Box::new(|s| {
-                    s.starts_at = Utc::now() - chrono::Duration::hours(2);
-                    s.ends_at = Utc::now() - chrono::Duration::hours(1);
+                    s.starts_at = clock_now() - chrono::Duration::hours(2);
+                    s.ends_at = clock_now() - chrono::Duration::hours(1);
                 }),
             ),
             ("hold_seconds", Box::new(|s| s.hold_seconds = 0)),

@@ -3,9 +3,11 @@
 //! script on the node that serves its slot. The rest of the store talks to
 //! either through the same `ConnectionLike`.
 
+use std::time::Duration;
+
 use redis::{
     Cmd, Pipeline, RedisFuture, Value,
-    aio::{ConnectionLike, ConnectionManager},
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig},
     cluster_async::ClusterConnection,
 };
 
@@ -18,17 +20,25 @@ pub enum Conn {
 impl Conn {
     /// A connection of its own, for tools and tests that read Redis
     /// directly: to the single node `nodes[0]`, or to the cluster that
-    /// `nodes` are seeds of.
+    /// `nodes` are seeds of. It waits up to 30 s for an answer (a tool may
+    /// read a large sale from a busy Redis; the driver's default is 0.5 s).
     pub async fn open(nodes: &[String], cluster: bool) -> Result<Self, super::StoreError> {
+        let patient = Some(Duration::from_secs(30));
         Ok(match cluster {
             true => Conn::Cluster(
-                redis::cluster::ClusterClient::new(nodes.to_vec())?
+                redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+                    .response_timeout(Duration::from_secs(30))
+                    .build()?
                     .get_async_connection()
                     .await?,
             ),
-            false => {
-                Conn::Single(ConnectionManager::new(redis::Client::open(nodes[0].as_str())?).await?)
-            }
+            false => Conn::Single(
+                ConnectionManager::new_with_config(
+                    redis::Client::open(nodes[0].as_str())?,
+                    ConnectionManagerConfig::new().set_response_timeout(patient),
+                )
+                .await?,
+            ),
         })
     }
 }

@@ -1,6 +1,7 @@
-//! Each sale's change stream in Redis, read through one consumer group so
-//! several instances share the copying into MongoDB: what nobody has read,
-//! what a dead instance left unacknowledged, and trimming what is durable.
+//! Streams in Redis copied into MongoDB through a consumer group, so
+//! several instances share the copying: what nobody has read, what a dead
+//! instance left unacknowledged, and trimming what is durable. Each sale's
+//! change stream is one; a lobby's log (`lobby/recorder.rs`) another.
 
 use redis::{
     AsyncCommands, Value,
@@ -23,15 +24,8 @@ pub struct StreamEntry {
 impl Redis {
     /// Creates the sale's consumer group (and stream) unless it exists.
     pub async fn ensure_event_group(&self, sale: &SaleId) -> Result<(), StoreError> {
-        let created: Result<(), redis::RedisError> = self
-            .conn()
-            .xgroup_create_mkstream(SaleKeys::new(sale).events(), GROUP, "0")
-            .await;
-        match created {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.ensure_group(&SaleKeys::new(sale).events(), GROUP)
+            .await
     }
 
     /// Entries another consumer read but did not acknowledge within
@@ -43,18 +37,16 @@ impl Redis {
         idle_ms: u64,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
-        let claimed: StreamAutoClaimReply = self
-            .conn()
-            .xautoclaim_options(
-                SaleKeys::new(sale).events(),
+        let ids = self
+            .claim_stale(
+                &SaleKeys::new(sale).events(),
                 GROUP,
                 consumer,
                 idle_ms,
-                "0-0",
-                StreamAutoClaimOptions::default().count(count),
+                count,
             )
             .await?;
-        Ok(entries(sale, claimed.claimed))
+        Ok(entries(sale, ids))
     }
 
     /// Entries nobody has read yet, now this consumer's.
@@ -64,35 +56,87 @@ impl Redis {
         consumer: &str,
         count: usize,
     ) -> Result<Vec<StreamEntry>, StoreError> {
-        let read: Option<StreamReadReply> = self
-            .conn()
-            .xread_options(
-                &[SaleKeys::new(sale).events()],
-                &[">"],
-                &StreamReadOptions::default()
-                    .group(GROUP, consumer)
-                    .count(count),
-            )
+        let ids = self
+            .read_new(&SaleKeys::new(sale).events(), GROUP, consumer, count)
             .await?;
-        let ids = read
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
         Ok(entries(sale, ids))
     }
 
     /// Acknowledges entries that are durable in MongoDB and trims them.
     pub async fn ack_events(&self, sale: &SaleId, done: &[StreamEntry]) -> Result<(), StoreError> {
-        if done.is_empty() {
+        let ids: Vec<&str> = done.iter().map(|e| e.id.as_str()).collect();
+        self.ack(&SaleKeys::new(sale).events(), GROUP, &ids).await
+    }
+
+    /// Creates a stream's consumer group (and the stream) unless it exists.
+    pub async fn ensure_group(&self, stream: &str, group: &str) -> Result<(), StoreError> {
+        let created: Result<(), redis::RedisError> =
+            self.conn().xgroup_create_mkstream(stream, group, "0").await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Entries of a stream another consumer of `group` read but did not
+    /// acknowledge within `idle_ms`, now `consumer`'s.
+    pub async fn claim_stale(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        idle_ms: u64,
+        count: usize,
+    ) -> Result<Vec<StreamId>, StoreError> {
+        let claimed: StreamAutoClaimReply = self
+            .conn()
+            .xautoclaim_options(
+                stream,
+                group,
+                consumer,
+                idle_ms,
+                "0-0",
+                StreamAutoClaimOptions::default().count(count),
+            )
+            .await?;
+        Ok(claimed.claimed)
+    }
+
+    /// Entries of a stream nobody in `group` has read yet, now `consumer`'s.
+    pub async fn read_new(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<StreamId>, StoreError> {
+        let read: Option<StreamReadReply> = self
+            .conn()
+            .xread_options(
+                &[stream],
+                &[">"],
+                &StreamReadOptions::default()
+                    .group(group, consumer)
+                    .count(count),
+            )
+            .await?;
+        Ok(read
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .collect())
+    }
+
+    /// Acknowledges entries that are durable elsewhere and trims them.
+    pub async fn ack(&self, stream: &str, group: &str, ids: &[&str]) -> Result<(), StoreError> {
+        if ids.is_empty() {
             return Ok(());
         }
-        let stream = SaleKeys::new(sale).events();
-        let ids: Vec<&str> = done.iter().map(|e| e.id.as_str()).collect();
         redis::pipe()
-            .xack(&stream, GROUP, &ids)
+            .xack(stream, group, ids)
             .ignore()
-            .xdel(&stream, &ids)
+            .xdel(stream, ids)
             .ignore()
             .query_async::<()>(&mut self.conn())
             .await?;
@@ -109,7 +153,7 @@ fn entries(sale: &SaleId, ids: Vec<StreamId>) -> Vec<StreamEntry> {
         .collect()
 }
 
-fn field_str(entry: &StreamId, name: &str) -> Option<String> {
+pub fn field_str(entry: &StreamId, name: &str) -> Option<String> {
     match entry.map.get(name)? {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
@@ -118,7 +162,7 @@ fn field_str(entry: &StreamId, name: &str) -> Option<String> {
     }
 }
 
-fn field_i64(entry: &StreamId, name: &str) -> Option<i64> {
+pub fn field_i64(entry: &StreamId, name: &str) -> Option<i64> {
     field_str(entry, name)?.parse().ok()
 }
 

@@ -7,24 +7,27 @@
 //!
 //! | role        | type   | holds                                                  |
 //! |-------------|--------|--------------------------------------------------------|
-//! | `sale`      | hash   | name total limit starts ends hold_ms closed next available held sold seq price currency waitlist wl_closed, counters (holds_*, promotions, waitlist_joins), wait_ticket, promotion_seq |
+//! | `sale`      | hash   | name total limit starts ends hold_ms closed next available held sold seq price currency waitlist wl_closed epoch version taken_n, counters (holds_*, promotions, waitlist_joins), wait_ticket, promotion_seq; a lobby's admit_rate admit_ms opens commit (the seed's SHA-256) drawn draw_count draw_lease lobby_* |
 //! | `holds`     | hash   | reservation id -> JSON hold {user qty units slots state created expires lease} |
 //! | `deadlines` | zset   | live reservation id -> deadline, or lease end while confirming (ms) |
 //! | `ended`     | zset   | ended reservation id -> when it ended (ms); pruned from `holds` after a day |
 //! | `free`      | set    | serials given back (never-issued serials are next..=total, so opening a sale is O(1)) |
+//! | `taken`     | set    | never-issued serials (>= next) that an order took anyway: it landed after a rebuild had reset `next` below its units; issuing skips them |
 //! | `bought`    | hash   | buyer -> units bought                                  |
 //! | `holding`   | hash   | buyer -> their one live reservation id                 |
 //! | `events`    | stream | every change in seq order, until the persister has it in MongoDB |
 //! | `wait`      | zset   | waiting buyer -> join ticket (FIFO)                    |
 //! | `waitq`     | hash   | waiting buyer -> units wanted                          |
 //! | `promoted`  | hash   | buyer -> reservation id made for them from the line    |
-//! | `lobby`     | zset   | buyers waiting in a sale's lobby, all at score 0, ordered by member: `0:<draw value>:<buyer>` for those who joined before the start (the draw: HMAC-SHA256 of the buyer id keyed by the seed, hex), `1:<joined ms, 15 digits>:<buyer>` for latecomers |
-//! | `lobbyin`   | hash   | waiting buyer -> `<joined ms> <member of lobby>`       |
+//! | `early`     | hash   | buyer who joined the lobby before the start -> joined ms (Redis clock), until the draw places them; no order can be read from it |
+//! | `lobby`     | zset   | buyers waiting for their turn, all at score 0, ordered by member (from the draw on): `0:<draw value>:<buyer>` for those the draw placed (HMAC-SHA256 of the buyer id keyed by the seed, hex), `1:<joined ms, 15 digits>:<buyer>` for latecomers |
+//! | `lobbyin`   | hash   | buyer waiting in `lobby` -> `<joined ms> <member of lobby>` |
 //! | `admitted`  | hash   | admitted buyer -> `<state> <deadline ms> <admitted ms> <joined ms>`; state `d` live and unused, `u` used, `l` lapsed |
 //! | `admitdue`  | zset   | admitted buyer whose admission is unused -> its deadline (ms) |
+//! | `lobbylog`  | stream | each admission (`k a`, buyer, at, until), lapse (`k l`) and use (`k u`), until the recorder has it in MongoDB |
 //! | `idem:…`    | string | `idem:<buyer len>:<buyer>:<key>` -> reservation id an Idempotency-Key made (24 h) |
 //! | `restore`   | string | owner token of the rebuild lock                        |
-//! | `stagefree:<token>`, `stagebought:<token>`, `stagewait:<token>`, `stagewaitq:<token>`, `stagelobby:<token>`, `stagelobbyin:<token>`, `stageadmitted:<token>`, `stageadmitdue:<token>` | as `free`, `bought`, `wait`, `waitq`, `lobby`, `lobbyin`, `admitted`, `admitdue` | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
+//! | `stage<role>:<token>` for each role in [`STAGED`] | as the role | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
 //!
 //! Channel (not a key): `fd:{<sale id>}:live`, the sale's live feed.
 //!
@@ -35,29 +38,34 @@
 use crate::ids::SaleId;
 
 /// A key's role: the word after the sale's hash tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     Sale,
     Holds,
     Deadlines,
     Ended,
     Free,
+    Taken,
     Bought,
     Holding,
     Events,
     Wait,
     Waitq,
     Promoted,
+    Early,
     Lobby,
     Lobbyin,
     Admitted,
     Admitdue,
+    Lobbylog,
     Idem,
     Restore,
     Stagefree,
     Stagebought,
     Stagewait,
     Stagewaitq,
+    Stageearly,
     Stagelobby,
     Stagelobbyin,
     Stageadmitted,
@@ -65,54 +73,31 @@ pub enum Role {
     Quota,
 }
 
+/// What a rebuild stages, as (the live role, its staging role): one list,
+/// which `stage_rebuild` fills and `restore_sale` renames into place.
+pub const STAGED: [(Role, Role); 9] = [
+    (Role::Free, Role::Stagefree),
+    (Role::Bought, Role::Stagebought),
+    (Role::Wait, Role::Stagewait),
+    (Role::Waitq, Role::Stagewaitq),
+    (Role::Early, Role::Stageearly),
+    (Role::Lobby, Role::Stagelobby),
+    (Role::Lobbyin, Role::Stagelobbyin),
+    (Role::Admitted, Role::Stageadmitted),
+    (Role::Admitdue, Role::Stageadmitdue),
+];
+
 impl Role {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Role::Sale => "sale",
-            Role::Holds => "holds",
-            Role::Deadlines => "deadlines",
-            Role::Ended => "ended",
-            Role::Free => "free",
-            Role::Bought => "bought",
-            Role::Holding => "holding",
-            Role::Events => "events",
-            Role::Wait => "wait",
-            Role::Waitq => "waitq",
-            Role::Promoted => "promoted",
-            Role::Lobby => "lobby",
-            Role::Lobbyin => "lobbyin",
-            Role::Admitted => "admitted",
-            Role::Admitdue => "admitdue",
-            Role::Idem => "idem",
-            Role::Restore => "restore",
-            Role::Stagefree => "stagefree",
-            Role::Stagebought => "stagebought",
-            Role::Stagewait => "stagewait",
-            Role::Stagewaitq => "stagewaitq",
-            Role::Stagelobby => "stagelobby",
-            Role::Stagelobbyin => "stagelobbyin",
-            Role::Stageadmitted => "stageadmitted",
-            Role::Stageadmitdue => "stageadmitdue",
-            Role::Quota => "quota",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 
     /// Keys of this role carry a further name (a buyer's idempotency key,
     /// a rebuild's token), so the caller supplies them.
-    pub const fn is_named(self) -> bool {
-        matches!(
-            self,
-            Role::Idem
-                | Role::Stagefree
-                | Role::Stagebought
-                | Role::Stagewait
-                | Role::Stagewaitq
-                | Role::Stagelobby
-                | Role::Stagelobbyin
-                | Role::Stageadmitted
-                | Role::Stageadmitdue
-                | Role::Quota
-        )
+    pub fn is_named(self) -> bool {
+        self == Role::Idem
+            || self == Role::Quota
+            || STAGED.iter().any(|(_, staged)| *staged == self)
     }
 }
 
@@ -196,18 +181,12 @@ impl SaleKeys {
             Role::Holds,
             Role::Deadlines,
             Role::Ended,
-            Role::Free,
-            Role::Bought,
             Role::Holding,
-            Role::Wait,
-            Role::Waitq,
             Role::Promoted,
-            Role::Lobby,
-            Role::Lobbyin,
-            Role::Admitted,
-            Role::Admitdue,
+            Role::Taken,
         ]
         .into_iter()
+        .chain(STAGED.iter().map(|(live, _)| *live))
         .map(|r| self.of(r))
         .collect()
     }

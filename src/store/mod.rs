@@ -13,11 +13,13 @@ pub mod scripts;
 
 pub use self::{conn::Conn, mongo::Mongo, redis::Redis};
 
-/// Both stores, as every service holds them.
+/// Both stores, as every service holds them, and the instance's own clock
+/// for recording times (decisions use the Redis clock).
 #[derive(Clone)]
 pub struct Store {
     pub redis: Redis,
     pub mongo: Mongo,
+    pub clock: crate::clock::LocalClock,
 }
 
 /// A storage failure, split by what the caller can do about it.

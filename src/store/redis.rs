@@ -11,8 +11,8 @@ use serde::Deserialize;
 use super::{
     StoreError,
     conn::Conn,
-    keys::{Role, SaleKeys},
-    scripts::{LockReply, Scripts},
+    keys::{Role, STAGED, SaleKeys},
+    scripts::{LobbyWaiter, LockReply, Scripts},
 };
 use crate::ids::{ReservationId, SaleId};
 
@@ -177,32 +177,42 @@ impl Redis {
         type Raw = (
             HashMap<String, String>,
             Vec<i64>,
+            Vec<i64>,
             HashMap<String, String>,
             HashMap<String, i64>,
             Vec<(String, f64)>,
             HashMap<String, i64>,
             usize,
+            HashMap<String, String>,
+            usize,
         );
         let keys = SaleKeys::new(sale);
-        let (sale, free, holds, bought, wait, waitq, unpersisted): Raw = redis::pipe()
+        let (sale, free, taken, holds, bought, wait, waitq, unpersisted, admitted, unrecorded): Raw =
+            redis::pipe()
             .atomic()
             .hgetall(keys.sale())
             .smembers(keys.free())
+            .smembers(keys.of(Role::Taken))
             .hgetall(keys.holds())
             .hgetall(keys.bought())
             .zrange_withscores(keys.wait(), 0, -1)
             .hgetall(keys.waitq())
             .xlen(keys.events())
+            .hgetall(keys.of(Role::Admitted))
+            .xlen(keys.of(Role::Lobbylog))
             .query_async(&mut self.conn())
             .await?;
         Ok(SaleDump {
             sale,
             free,
+            taken,
             holds,
             bought,
             wait: wait.into_iter().map(|(b, t)| (b, t as i64)).collect(),
             waitq,
             unpersisted,
+            admitted,
+            unrecorded,
         })
     }
 
@@ -244,10 +254,10 @@ impl Redis {
     }
 
     /// Stages what a rebuild will swap in (see `lua/restore_sale.lua`):
-    /// free serials, bought counts and the waiting list, under keys named by
-    /// the rebuild's lock token, which expire on their own if the rebuild
-    /// dies. The lock is renewed as the staging goes; `false` when it was
-    /// lost.
+    /// free serials, bought counts, the waiting list and the lobby, under
+    /// keys named by the rebuild's lock token (the roles of [`STAGED`]),
+    /// which expire on their own if the rebuild dies. The lock is renewed
+    /// as the staging goes; `false` when it was lost.
     pub async fn stage_rebuild(
         &self,
         sale: &SaleId,
@@ -264,31 +274,13 @@ impl Redis {
         const CHUNK: usize = 10_000;
         const CHUNKS_PER_CALL: usize = 10;
         let keys = SaleKeys::new(sale);
-        let staged: Vec<String> = [
-            Role::Stagefree,
-            Role::Stagebought,
-            Role::Stagewait,
-            Role::Stagewaitq,
-            Role::Stagelobby,
-            Role::Stagelobbyin,
-            Role::Stageadmitted,
-            Role::Stageadmitdue,
-        ]
-        .into_iter()
-        .map(|r| keys.staging(r, token))
-        .collect();
-        let [
-            free_key,
-            bought_key,
-            wait_key,
-            waitq_key,
-            lobby_key,
-            lobbyin_key,
-            admitted_key,
-            admitdue_key,
-        ] = <[String; 8]>::try_from(staged.clone()).expect("eight staging keys");
+        let staged: HashMap<Role, String> = STAGED
+            .iter()
+            .map(|(live, staging)| (*live, keys.staging(*staging, token)))
+            .collect();
+        let key = |role: Role| staged[&role].as_str();
         let mut pipe = redis::pipe();
-        pipe.del(&staged).ignore();
+        pipe.del(staged.values().collect::<Vec<_>>()).ignore();
         let mut chunks = 0;
         let flush = async |pipe: &mut redis::Pipeline| -> Result<bool, StoreError> {
             pipe.query_async::<()>(&mut self.conn()).await?;
@@ -300,7 +292,8 @@ impl Redis {
         for serial in free {
             batch.push(serial);
             if batch.len() == CHUNK {
-                pipe.sadd(&free_key, std::mem::take(&mut batch)).ignore();
+                pipe.sadd(key(Role::Free), std::mem::take(&mut batch))
+                    .ignore();
                 chunks += 1;
                 if chunks % CHUNKS_PER_CALL == 0 && !flush(&mut pipe).await? {
                     return Ok(false);
@@ -308,10 +301,10 @@ impl Redis {
             }
         }
         if !batch.is_empty() {
-            pipe.sadd(&free_key, batch).ignore();
+            pipe.sadd(key(Role::Free), batch).ignore();
         }
         for chunk in bought.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
-            pipe.hset_multiple(&bought_key, chunk).ignore();
+            pipe.hset_multiple(key(Role::Bought), chunk).ignore();
         }
         for chunk in line.chunks(CHUNK) {
             let tickets: Vec<(i64, &str)> =
@@ -320,8 +313,11 @@ impl Redis {
                 .iter()
                 .map(|w| (w.buyer.as_str(), w.quantity))
                 .collect();
-            pipe.zadd_multiple(&wait_key, &tickets).ignore();
-            pipe.hset_multiple(&waitq_key, &wants).ignore();
+            pipe.zadd_multiple(key(Role::Wait), &tickets).ignore();
+            pipe.hset_multiple(key(Role::Waitq), &wants).ignore();
+        }
+        for chunk in lobby.early.chunks(CHUNK) {
+            pipe.hset_multiple(key(Role::Early), chunk).ignore();
         }
         for chunk in lobby.waiting.chunks(CHUNK) {
             let members: Vec<(i64, &str)> = chunk.iter().map(|w| (0, w.member.as_str())).collect();
@@ -329,8 +325,8 @@ impl Redis {
                 .iter()
                 .map(|w| (w.buyer.as_str(), format!("{} {}", w.joined_ms, w.member)))
                 .collect();
-            pipe.zadd_multiple(&lobby_key, &members).ignore();
-            pipe.hset_multiple(&lobbyin_key, &places).ignore();
+            pipe.zadd_multiple(key(Role::Lobby), &members).ignore();
+            pipe.hset_multiple(key(Role::Lobbyin), &places).ignore();
         }
         for chunk in lobby.admitted.chunks(CHUNK) {
             let values: Vec<(&str, &str)> = chunk
@@ -341,17 +337,93 @@ impl Redis {
                 .iter()
                 .filter_map(|a| a.due.map(|d| (d, a.buyer.as_str())))
                 .collect();
-            pipe.hset_multiple(&admitted_key, &values).ignore();
+            pipe.hset_multiple(key(Role::Admitted), &values).ignore();
             if !due.is_empty() {
-                pipe.zadd_multiple(&admitdue_key, &due).ignore();
+                pipe.zadd_multiple(key(Role::Admitdue), &due).ignore();
             }
         }
-        for key in &staged {
+        for key in staged.values() {
             pipe.pexpire(key, (lock_ttl.as_millis() as i64) * 2)
                 .ignore();
         }
         flush(&mut pipe).await
     }
+
+    /// The Redis clock, in milliseconds: every decision about a sale's
+    /// window and its lobby is taken on it, never on an instance's own.
+    pub async fn now_ms(&self) -> Result<i64, StoreError> {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn()).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    /// Buyers who joined a lobby before the start, with when they joined,
+    /// read in chunks (the draw is made from them).
+    pub async fn early_joiners(&self, sale: &SaleId) -> Result<Vec<(String, i64)>, StoreError> {
+        self.scan_hash(&SaleKeys::new(sale).of(Role::Early), |buyer, joined| {
+            Some((buyer, joined.parse().ok()?))
+        })
+        .await
+    }
+
+    /// Which live holds of a sale have these units, read in chunks: the
+    /// holders `apply_order` needs named.
+    pub async fn holders_of(
+        &self,
+        sale: &SaleId,
+        units: &[i64],
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let wanted: std::collections::HashSet<String> = units.iter().map(i64::to_string).collect();
+        let found = self
+            .scan_hash(&SaleKeys::new(sale).holds(), |rid, raw| {
+                let hold: HoldUnits = serde_json::from_str(&raw).ok()?;
+                let live = matches!(hold.state, HoldState::Held | HoldState::Confirming);
+                let mine: Vec<i64> = hold
+                    .units
+                    .split(',')
+                    .filter(|u| live && wanted.contains(*u))
+                    .filter_map(|u| u.parse().ok())
+                    .collect();
+                (!mine.is_empty()).then_some((rid, mine))
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .flat_map(|(rid, mine)| mine.into_iter().map(move |u| (u, rid.clone())))
+            .collect())
+    }
+
+    /// Every field of a hash through HSCAN (a chunk a call, so no call
+    /// blocks Redis however large the hash), kept where `keep` says.
+    async fn scan_hash<T>(
+        &self,
+        key: &str,
+        keep: impl Fn(String, String) -> Option<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn())
+                .await?;
+            out.extend(fields.into_iter().filter_map(|(k, v)| keep(k, v)));
+            if next == 0 {
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// A hold's units, for finding who holds a unit.
+#[derive(Deserialize)]
+struct HoldUnits {
+    state: HoldState,
+    #[serde(default)]
+    units: String,
 }
 
 /// What a rebuild stages besides the free serials: the bought counts, the
@@ -366,16 +438,11 @@ pub struct Staging<'a> {
 /// What a rebuild stages of a sale's lobby.
 #[derive(Debug, Default)]
 pub struct LobbyStage {
+    /// Joined before the start, before the draw: buyer and joined ms.
+    pub early: Vec<(String, i64)>,
+    /// Waiting at their place in the draw, or behind it.
     pub waiting: Vec<LobbyWaiter>,
     pub admitted: Vec<LobbyAdmission>,
-}
-
-/// A buyer waiting in a lobby, at their place (`member`).
-#[derive(Debug)]
-pub struct LobbyWaiter {
-    pub buyer: String,
-    pub member: String,
-    pub joined_ms: i64,
 }
 
 /// An admission as `admitted` keeps it, and its deadline while unused.
@@ -391,6 +458,8 @@ pub struct LobbyAdmission {
 pub struct SaleDump {
     pub sale: HashMap<String, String>,
     pub free: Vec<i64>,
+    /// Never-issued serials an order took anyway (issuing skips them).
+    pub taken: Vec<i64>,
     /// Reservation id -> the hold's JSON record.
     pub holds: HashMap<String, String>,
     pub bought: HashMap<String, i64>,
@@ -399,6 +468,10 @@ pub struct SaleDump {
     pub waitq: HashMap<String, i64>,
     /// Changes not yet copied to MongoDB.
     pub unpersisted: usize,
+    /// A lobby's admissions: buyer -> `<state> <deadline> <at> <joined>`.
+    pub admitted: HashMap<String, String>,
+    /// Admissions, lapses and uses not yet recorded in MongoDB.
+    pub unrecorded: usize,
 }
 
 impl SaleDump {

@@ -311,7 +311,7 @@ async fn chart_points(client: &Client) -> usize {
 
 #[tokio::test]
 async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
-    use crate::admission::{draw, hmac_hex, join_lobby, lobby_sale, start_in};
+    use crate::lobbies::{draw, hmac_hex, join_lobby, lobby_sale, start_in};
     let app = spawn_app().await;
     let sale = lobby_sale(
         &app,

@@ -37,6 +37,7 @@ pub use super::redis_cluster::RedisCluster;
 use serde_json::{Value, json};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+pub const SEED_KEY: &str = "test-seed-key-test-seed-key-test-seed!";
 
 pub struct Servers {
     /// One URL, or a cluster's comma-separated seeds.
@@ -251,6 +252,7 @@ pub fn test_settings(redis_url: &str, mongo_uri: &str) -> Settings {
         ("FLASHDROP_MONGODB_URI", mongo_uri.to_owned()),
         ("FLASHDROP_MONGODB_DB", db),
         ("FLASHDROP_JWT_SECRET", JWT_SECRET.to_owned()),
+        ("FLASHDROP_SEED_KEY", SEED_KEY.to_owned()),
         ("FLASHDROP_RATE_LIMIT_BUYER", "off".to_owned()),
         ("FLASHDROP_RATE_LIMIT_IP", "off".to_owned()),
     ]);
@@ -304,6 +306,13 @@ pub async fn spawn_app_from(settings: Settings) -> TestApp {
 }
 
 pub async fn spawn_instances(settings: Settings, n: usize) -> TestApp {
+    spawn_each(vec![settings; n]).await
+}
+
+/// Instances sharing the stores, each with settings of its own (a clock
+/// skew, say); the first one's stores are the app's.
+pub async fn spawn_each(each: Vec<Settings>) -> TestApp {
+    let settings = each[0].clone();
     if std::env::var_os("TEST_LOG").is_some() {
         flashdrop::telemetry::init("info,flashdrop=debug", settings.log_format);
     }
@@ -314,8 +323,8 @@ pub async fn spawn_instances(settings: Settings, n: usize) -> TestApp {
         .await
         .unwrap();
     let mut instances = Vec::new();
-    for _ in 0..n {
-        instances.push(start_instance(settings.clone()).await);
+    for settings in each {
+        instances.push(start_instance(settings).await);
     }
     TestApp {
         address: instances[0].address.clone(),
@@ -537,7 +546,12 @@ impl TestApp {
         for u in &free {
             claim(*u, "free".into());
         }
-        for u in next..=total {
+        // Never issued, but for those an order took anyway (sold below).
+        let taken: Vec<i64> = conn
+            .smembers(keys.of(flashdrop::store::keys::Role::Taken))
+            .await
+            .unwrap();
+        for u in (next..=total).filter(|u| !taken.contains(u)) {
             claim(u, "free (never issued)".into());
         }
         let mut held_sum = 0;
@@ -569,9 +583,10 @@ impl TestApp {
             orders.iter().map(|o| o.quantity).sum::<i64>(),
             "sold counter"
         );
+        let ahead = taken.iter().filter(|u| **u >= next).count() as i64;
         assert_eq!(
             available,
-            free.len() as i64 + (total - next + 1),
+            free.len() as i64 + (total - next + 1) - ahead,
             "available counter"
         );
         for (buyer, n) in &bought {
@@ -598,6 +613,15 @@ impl TestApp {
         }
         (available, held, sold)
     }
+}
+
+/// The audit of a sale (`flashdrop audit`), with the app's stores.
+pub async fn audit(app: &TestApp, sale: &str) -> Vec<flashdrop::audit::Check> {
+    let store = &app.state.store;
+    let now = store.redis.now_ms().await.unwrap();
+    flashdrop::audit::audit(store, &SaleId::parse(sale).unwrap(), &[], now)
+        .await
+        .unwrap()
 }
 
 /// Polls `f` until it returns Some or `within` passes.

@@ -1,11 +1,15 @@
 //! Integration tests against real Redis and MongoDB wire servers.
+// Tests schedule sales by the machine's clock; the server decides on Redis'.
+#![allow(clippy::disallowed_methods)]
 
 mod helpers;
+mod lobbies;
 mod proxy;
 mod redis_cluster;
 
 mod admission;
 mod auth_and_errors;
+mod bounds;
 mod browser;
 mod cli;
 mod cluster;
@@ -13,6 +17,7 @@ mod concurrency;
 mod deploy;
 mod faults;
 mod health;
+mod launch;
 mod live;
 mod lobby;
 mod mongo;

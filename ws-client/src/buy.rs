@@ -69,7 +69,20 @@ impl Tally {
     }
 }
 
-fn mint(secret: &str, n: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) fn mint(secret: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    Ok(mint_as(secret, "buy", "buyer", n)?
+        .into_iter()
+        .map(|(_, token)| token)
+        .collect())
+}
+
+/// `n` (subject, token) pairs of `role`, subjects `<prefix>-<run>-<i>`.
+pub(crate) fn mint_as(
+    secret: &str,
+    prefix: &str,
+    role: &'static str,
+    n: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
     #[derive(serde::Serialize)]
     struct Claims {
         sub: String,
@@ -82,33 +95,31 @@ fn mint(secret: &str, n: usize) -> anyhow::Result<Vec<String>> {
     (0..n)
         .map(|i| {
             let claims = Claims {
-                sub: format!("buy-{run}-{i}"),
-                role: "buyer",
+                sub: format!("{prefix}-{run}-{i}"),
+                role,
                 exp,
             };
-            Ok(jsonwebtoken::encode(
-                &jsonwebtoken::Header::default(),
-                &claims,
-                &key,
-            )?)
+            let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)?;
+            Ok((claims.sub, token))
         })
         .collect()
 }
 
 /// One keep-alive HTTP/1.1 connection of a worker.
-struct Conn {
+pub(crate) struct Conn {
     send: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
 }
 
-/// A response: its status and body.
-struct Answer {
-    status: u16,
-    body: Bytes,
+/// A response: its status, headers and body.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
 }
 
 impl Conn {
-    async fn open(server: &str) -> Result<Self, String> {
+    pub(crate) async fn open(server: &str) -> Result<Self, String> {
         let authority = server
             .trim_end_matches('/')
             .trim_start_matches("http://")
@@ -127,12 +138,31 @@ impl Conn {
         })
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         method: Method,
         path: &str,
         token: Option<&str>,
         body: &'static str,
+    ) -> Result<Answer, String> {
+        self.call_with(
+            method,
+            path,
+            token,
+            Bytes::from_static(body.as_bytes()),
+            &[],
+        )
+        .await
+    }
+
+    /// A request with a body of any kind and extra headers.
+    pub(crate) async fn call_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Bytes,
+        headers: &[(&str, &str)],
     ) -> Result<Answer, String> {
         let mut req = Request::builder()
             .method(method)
@@ -144,9 +174,10 @@ impl Conn {
         if !body.is_empty() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
-        let req = req
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         self.send
             .ready()
             .await
@@ -157,19 +188,24 @@ impl Conn {
             .await
             .map_err(|e| format!("request: {e}"))?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| format!("body: {e}"))?
             .to_bytes();
-        Ok(Answer { status, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
 impl Answer {
     /// Why a request did not succeed, as a short label.
-    fn failure(&self) -> String {
+    pub(crate) fn failure(&self) -> String {
         match serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| v["code"].as_str().map(str::to_owned))
@@ -180,7 +216,7 @@ impl Answer {
     }
 
     /// A string field of a JSON body, found without parsing the rest.
-    fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         let body = std::str::from_utf8(&self.body).ok()?;
         let start = body.find(&format!("\"{name}\":\""))? + name.len() + 4;
         let len = body[start..].find('"')?;

@@ -10,6 +10,7 @@ mod orders;
 mod sales;
 
 pub use events::SummaryFigures;
+pub use lobby::LobbyRecord;
 pub use orders::{Fence, OrderLookup, OrderWrite};
 
 use std::time::Duration;
@@ -55,16 +56,17 @@ pub struct SaleDoc {
 }
 
 /// A buyer's place in a sale's lobby. `_id` is `<sale>:<buyer>`, so a buyer
-/// has at most one.
+/// has at most one. Whether they joined in time for the draw is not kept
+/// here: the frozen draw ([`DrawDoc`]) lists who it placed, and everyone
+/// else queues behind it in the order of `joined_at`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LobbyEntryDoc {
     #[serde(rename = "_id")]
     pub id: String,
     pub sale_id: String,
     pub buyer: String,
+    /// When they joined, on the Redis clock.
     pub joined_at: DateTime,
-    /// Joined after the start: queues behind the draw, in arrival order.
-    pub late: bool,
     /// When the buyer was let in, and until when the admission lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admitted_at: Option<DateTime>,
@@ -78,15 +80,52 @@ pub struct LobbyEntryDoc {
     pub lapsed: bool,
 }
 
-/// A sale's lobby settings and its draw's seed: secret until the start,
-/// its SHA-256 public from the lobby's opening.
+/// A sale's lobby settings and its draw's seed: sealed until the draw is
+/// made at the start, its SHA-256 public from the lobby's opening.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LobbyDoc {
     pub opens_at: DateTime,
     pub admit_per_second: i64,
     pub admission_seconds: i64,
+    /// The seed sealed with `FLASHDROP_SEED_KEY` (see `lobby/seal.rs`):
+    /// reading the database does not reveal it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_sealed: Option<String>,
+    /// A seed in the clear, as sales made before seeds were sealed keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    pub seed_sha256: String,
+}
+
+/// A lobby's draw, frozen once at the start. The head is written after
+/// its chunks, so a draw exists once its head does; `_id` is the sale.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrawDoc {
+    #[serde(rename = "_id")]
+    pub sale_id: String,
+    /// The seed, revealed with the draw.
     pub seed: String,
     pub seed_sha256: String,
+    /// Buyers in the draw.
+    pub count: i64,
+    /// The freeze that made it: names its chunks.
+    pub freeze: String,
+    pub chunks: i64,
+    pub made_at: DateTime,
+}
+
+/// A run of the draw in order: `values[i]` is `buyers[i]`'s, who joined at
+/// `joined[i]` (ms, Redis clock).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrawChunkDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub sale_id: String,
+    pub freeze: String,
+    pub index: i64,
+    pub values: Vec<String>,
+    pub buyers: Vec<String>,
+    pub joined: Vec<i64>,
 }
 
 /// A confirmed purchase. `_id` is the reservation id, so a hold can become
@@ -150,6 +189,9 @@ pub struct Mongo {
     stock_events: Collection<StockEventDoc>,
     /// One entry per buyer and lobby, durable before the join answers.
     lobby_entries: Collection<LobbyEntryDoc>,
+    /// Frozen draws: heads and their chunks.
+    lobby_draws: Collection<DrawDoc>,
+    lobby_draw_chunks: Collection<DrawChunkDoc>,
     /// How long one operation may take before its caller gives up.
     timeout: Duration,
 }
@@ -198,6 +240,8 @@ impl Mongo {
             .build();
         Ok(Self {
             lobby_entries: db.collection_with_options("lobby_entries", durable.clone()),
+            lobby_draws: db.collection_with_options("lobby_draws", durable.clone()),
+            lobby_draw_chunks: db.collection_with_options("lobby_draw_chunks", durable.clone()),
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
             orders_raw: db.collection_with_options("orders", durable.clone()),
@@ -273,6 +317,13 @@ impl Mongo {
             .await?;
         self.lobby_entries
             .create_index(IndexModel::builder().keys(doc! {"sale_id": 1}).build())
+            .await?;
+        self.lobby_draw_chunks
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "freeze": 1, "index": 1})
+                    .build(),
+            )
             .await?;
         self.stock_events
             .create_index(

@@ -152,10 +152,14 @@ impl Mongo {
     /// Makes sure no order can land for a reservation from now on, unless
     /// one already has: claims its `_id` with a fence document (its own
     /// `sale_id`, so it meets no other order in the unique indexes).
-    pub async fn fence_order(&self, rid: &ReservationId) -> Result<Fence, StoreError> {
+    pub async fn fence_order(
+        &self,
+        rid: &ReservationId,
+        at: bson::DateTime,
+    ) -> Result<Fence, StoreError> {
         let fence = doc! {
             "_id": rid.as_str(), VOID: true, "sale_id": format!("void:{rid}"),
-            "user_id": "", "voided_at": bson::DateTime::now(),
+            "user_id": "", "voided_at": at,
         };
         let inserted = self
             .bounded(async {

@@ -22,6 +22,10 @@ pub struct LiveSettings {
     pub admit_per_second: i64,
     /// How long an admission lasts.
     pub admission_ms: i64,
+    /// When the lobby opens (0 without a lobby).
+    pub opens_ms: i64,
+    /// The SHA-256 of the lobby's seed: public from the opening.
+    pub commit: String,
 }
 
 impl From<&SaleDoc> for LiveSettings {
@@ -39,6 +43,14 @@ impl From<&SaleDoc> for LiveSettings {
             version: d.version,
             admit_per_second: d.lobby.as_ref().map_or(0, |l| l.admit_per_second),
             admission_ms: d.lobby.as_ref().map_or(0, |l| l.admission_seconds * 1000),
+            opens_ms: d
+                .lobby
+                .as_ref()
+                .map_or(0, |l| l.opens_at.timestamp_millis()),
+            commit: d
+                .lobby
+                .as_ref()
+                .map_or_else(String::new, |l| l.seed_sha256.clone()),
         }
     }
 }
@@ -66,6 +78,10 @@ pub struct LobbyCounts {
     pub admitted: i64,
     pub used: i64,
     pub lapsed: i64,
+    /// The draw is made (and staged): buyers may be let in.
+    pub drawn: bool,
+    /// Buyers in the draw.
+    pub draw_count: i64,
 }
 
 /// Why a confirm is undone, which decides whether the hold lives on.
@@ -77,4 +93,24 @@ pub enum AbortCause {
     Unwritten { lease: i64 },
     /// The confirm was given up and its order fenced off: the hold ends.
     Fenced,
+}
+
+/// A buyer's place in a lobby as Redis keeps it: their member of `lobby`
+/// (see `store/keys.rs`) and when they joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LobbyWaiter {
+    pub buyer: String,
+    pub member: String,
+    pub joined_ms: i64,
+}
+
+/// One step of loading a frozen draw (`lua/lobby_draw.lua`).
+#[derive(Debug, Clone, Copy)]
+pub enum DrawStep<'a> {
+    /// Buyers the draw placed, at their places.
+    Place(&'a [LobbyWaiter]),
+    /// Early buyers the draw does not hold: behind it, as latecomers.
+    Late(&'a [LobbyWaiter]),
+    /// Every buyer is placed; the draw holds `count`.
+    Done { count: i64 },
 }

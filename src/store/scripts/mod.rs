@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::{
     StoreError,
-    keys::{Role, SaleKeys},
+    keys::{Role, STAGED, SaleKeys},
     redis::Redis,
 };
 use crate::ids::{ReservationId, SaleId};
@@ -51,6 +51,15 @@ macro_rules! scripts {
             }
         }
 
+        impl Scripts {
+            fn all(&self) -> Vec<&Lua> {
+                vec![$(&self.$name,)*]
+            }
+        }
+
+        /// Each script's file, in the order of [`Scripts::all`].
+        const DECLARED_FILES: &[&str] = &[$($file,)*];
+
         /// Each script file, its source and its declared roles.
         #[cfg(test)]
         const DECLARED: &[(&str, &str, &[Role])] = &[$(
@@ -60,27 +69,29 @@ macro_rules! scripts {
 }
 
 scripts! {
-    reserve: "reserve.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Admitted Admitdue Idem];
+    reserve: "reserve.lua" [Sale Holds Deadlines Free Taken Bought Holding Events Wait Admitted Admitdue Lobbylog Idem];
     confirm_begin: "confirm_begin.lua" [Sale Holds Deadlines];
-    confirm_finish: "confirm_finish.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
-    confirm_abort: "confirm_abort.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
-    apply_order: "apply_order.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
-    cancel: "cancel.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
-    reap: "reap.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
-    repair_hold: "repair_hold.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted];
+    confirm_finish: "confirm_finish.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    confirm_abort: "confirm_abort.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    apply_order: "apply_order.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    reclaim_units: "reclaim_units.lua" [Sale Holds Deadlines Ended Taken Holding Events Wait];
+    cancel: "cancel.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    reap: "reap.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    repair_hold: "repair_hold.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
     open_sale: "open_sale.lua" [Sale Events Wait];
     update_sale: "update_sale.lua" [Sale Events Wait];
     close_sale: "close_sale.lua" [Sale Events Wait];
-    waitlist_join: "waitlist_join.lua" [Sale Holds Bought Holding Events Wait Waitq Promoted Admitted Admitdue];
-    waitlist_leave: "waitlist_leave.lua" [Sale Holds Deadlines Free Bought Holding Events Wait Waitq Promoted];
+    waitlist_join: "waitlist_join.lua" [Sale Holds Bought Holding Events Wait Waitq Promoted Admitted Admitdue Lobbylog];
+    waitlist_leave: "waitlist_leave.lua" [Sale Holds Deadlines Free Taken Bought Holding Events Wait Waitq Promoted];
     read_sale: "read_sale.lua" [Sale Wait];
     waitlist_place: "waitlist_place.lua" [Sale Holds Wait Promoted];
-    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Bought Holding Events Wait Waitq Promoted Lobby Lobbyin Admitted Admitdue Restore Stagefree Stagebought Stagewait Stagewaitq Stagelobby Stagelobbyin Stageadmitted Stageadmitdue];
+    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted Early Lobby Lobbyin Admitted Admitdue Restore Stagefree Stagebought Stagewait Stagewaitq Stageearly Stagelobby Stagelobbyin Stageadmitted Stageadmitdue];
     rebuild_lock: "rebuild_lock.lua" [Restore];
     quota: "quota.lua" [Quota];
-    lobby_join: "lobby_join.lua" [Sale Lobby Lobbyin Admitted];
-    lobby_tick: "lobby_tick.lua" [Sale Lobby Lobbyin Admitted Admitdue];
-    lobby_read: "lobby_read.lua" [Sale Lobby Lobbyin Admitted];
+    lobby_join: "lobby_join.lua" [Sale Early Lobby Lobbyin Admitted];
+    lobby_tick: "lobby_tick.lua" [Sale Early Lobby Lobbyin Admitted Admitdue Lobbylog];
+    lobby_read: "lobby_read.lua" [Sale Early Lobby Lobbyin Admitted];
+    lobby_draw: "lobby_draw.lua" [Sale Early Lobby Lobbyin Admitted];
 }
 
 impl Lua {
@@ -101,6 +112,21 @@ impl Lua {
         }
         call
     }
+}
+
+/// Holds one `reclaim_units` call takes units back from.
+pub const RECLAIM_HOLDS: usize = 25;
+
+/// Each script's SHA-1 (what `EVALSHA` and `SLOWLOG` name it by) and its
+/// file, so a measurement of Redis can say which script took how long.
+pub fn script_hashes() -> Vec<(String, &'static str)> {
+    let scripts = Scripts::load();
+    let lua: Vec<&Lua> = scripts.all();
+    DECLARED_FILES
+        .iter()
+        .zip(lua)
+        .map(|(file, lua)| (lua.script.get_hash().to_owned(), *file))
+        .collect()
 }
 
 /// The reserve script's source, and the arguments of `EVALSHA` for one
@@ -212,8 +238,34 @@ impl Redis {
         self.run(&call).await
     }
 
-    /// Counts a durable order whose hold Redis does not hold live.
+    /// Counts a durable order whose hold Redis does not hold live. Units
+    /// another live hold has are found by scanning the sale's holds in
+    /// chunks (never inside a script) and reclaimed a few holds a call;
+    /// then the order is applied in one call. Units that moved meanwhile
+    /// are looked for again.
     pub async fn apply_order(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        units: &[i64],
+    ) -> Result<ApplyReply, StoreError> {
+        for _ in 0..5 {
+            let contested = match self.apply_order_once(rid, buyer, units).await? {
+                ApplyReply::Contested { units } => units,
+                done => return Ok(done),
+            };
+            let held_by = self.holders_of(rid.sale(), &contested).await?;
+            for chunk in held_by.chunks(RECLAIM_HOLDS) {
+                self.reclaim_units(rid.sale(), chunk).await?;
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the units of order {rid} keep moving between holds; try again"
+        )))
+    }
+
+    /// One `apply_order.lua` call: `Contested` when other holds have units.
+    pub async fn apply_order_once(
         &self,
         rid: &ReservationId,
         buyer: &str,
@@ -226,6 +278,22 @@ impl Redis {
             .arg(rid.as_str())
             .arg(buyer)
             .arg(units.join(","));
+        self.run(&call).await
+    }
+
+    /// Takes units of a durable order back from the live holds named (at
+    /// most [`RECLAIM_HOLDS`]).
+    pub async fn reclaim_units(
+        &self,
+        sale: &SaleId,
+        held_by: &[(i64, String)],
+    ) -> Result<ReclaimReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.reclaim_units.on(&keys);
+        call.arg(self.announce(&keys));
+        for (unit, holder) in held_by {
+            call.arg(format!("{unit}={holder}"));
+        }
         self.run(&call).await
     }
 
@@ -294,16 +362,20 @@ impl Redis {
             .arg(SaleId::new().as_str())
             .arg(settings.version)
             .arg(settings.admit_per_second)
-            .arg(settings.admission_ms);
+            .arg(settings.admission_ms)
+            .arg(settings.opens_ms)
+            .arg(&settings.commit);
         self.run(&call).await
     }
 
-    /// `needs_upcoming`: the change may only apply before the start.
+    /// `needs_upcoming`: the change may only apply before the start;
+    /// `touches_lobby`: only before the lobby opens (and the start).
     pub async fn update_sale(
         &self,
         sale: &SaleId,
         settings: &LiveSettings,
         needs_upcoming: bool,
+        touches_lobby: bool,
     ) -> Result<UpdateReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.update_sale.on(&keys);
@@ -320,7 +392,10 @@ impl Redis {
             .arg(&settings.name)
             .arg(settings.version)
             .arg(settings.admit_per_second)
-            .arg(settings.admission_ms);
+            .arg(settings.admission_ms)
+            .arg(settings.opens_ms)
+            .arg(&settings.commit)
+            .arg(i64::from(touches_lobby));
         self.run(&call).await
     }
 
@@ -419,17 +494,8 @@ impl Redis {
     ) -> Result<RestoreReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.restore_sale.on(&keys);
-        for role in [
-            Role::Stagefree,
-            Role::Stagebought,
-            Role::Stagewait,
-            Role::Stagewaitq,
-            Role::Stagelobby,
-            Role::Stagelobbyin,
-            Role::Stageadmitted,
-            Role::Stageadmitdue,
-        ] {
-            call.key(keys.staging(role, token));
+        for (_, staged) in STAGED {
+            call.key(keys.staging(staged, token));
         }
         let settings = restored.settings;
         call.arg(self.announce(&keys))
@@ -457,38 +523,73 @@ impl Redis {
             .arg(restored.lobby.joined)
             .arg(restored.lobby.admitted)
             .arg(restored.lobby.used)
-            .arg(restored.lobby.lapsed);
+            .arg(restored.lobby.lapsed)
+            .arg(settings.opens_ms)
+            .arg(&settings.commit)
+            .arg(i64::from(restored.lobby.drawn))
+            .arg(restored.lobby.draw_count);
         self.run(&call).await
     }
 
-    /// Puts a buyer MongoDB has in a sale's lobby into Redis (a repeat
-    /// changes nothing). `member` places them: see `store/keys.rs`.
+    /// Puts a buyer MongoDB has recorded (joined at `joined_ms`, Redis
+    /// clock) into a sale's lobby; the script decides, on the Redis clock,
+    /// whether they are early (for the draw) or late. A repeat changes
+    /// nothing.
     pub async fn lobby_join(
         &self,
         sale: &SaleId,
         buyer: &str,
-        member: &str,
         joined_ms: i64,
     ) -> Result<LobbyJoinReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.lobby_join.on(&keys);
-        call.arg(buyer)
-            .arg(member)
-            .arg(joined_ms)
-            .arg(self.announce(&keys));
+        call.arg(buyer).arg(joined_ms).arg(self.announce(&keys));
         self.run(&call).await
     }
 
-    /// Lapses unused admissions and admits buyers at the sale's rate;
-    /// `most` bounds both per call.
+    /// Lapses unused admissions and admits buyers at the sale's rate
+    /// (`most` bounds both per call); from the start, until the draw is
+    /// loaded, hands the draw's lease (`token`, for `lease`) to one caller.
     pub async fn lobby_tick(
         &self,
         sale: &SaleId,
         most: usize,
+        token: &str,
+        lease: Duration,
     ) -> Result<LobbyTickReply, StoreError> {
         let keys = SaleKeys::new(sale);
         let mut call = self.scripts.lobby_tick.on(&keys);
-        call.arg(self.announce(&keys)).arg(most);
+        call.arg(self.announce(&keys))
+            .arg(most)
+            .arg(token)
+            .arg(lease.as_millis() as u64);
+        self.run(&call).await
+    }
+
+    /// One step of loading a frozen draw while `token` holds its lease.
+    pub async fn lobby_draw(
+        &self,
+        sale: &SaleId,
+        token: &str,
+        step: DrawStep<'_>,
+    ) -> Result<LobbyDrawReply, StoreError> {
+        let keys = SaleKeys::new(sale);
+        let mut call = self.scripts.lobby_draw.on(&keys);
+        call.arg(self.announce(&keys)).arg(token);
+        match step {
+            DrawStep::Place(places) | DrawStep::Late(places) => {
+                call.arg(match step {
+                    DrawStep::Place(_) => "place",
+                    _ => "late",
+                });
+                for p in places {
+                    call.arg(&p.buyer).arg(&p.member).arg(p.joined_ms);
+                }
+            }
+            DrawStep::Done { count } => {
+                call.arg("done").arg(count);
+            }
+        }
         self.run(&call).await
     }
 

@@ -38,9 +38,6 @@ fn from_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
 pub enum ReserveReply {
     Created {
         expires: i64,
-        /// The first use of the buyer's lobby admission.
-        #[serde(default)]
-        used_admission: bool,
     },
     /// The buyer's live hold; `repeat_key` when an earlier request with the
     /// same idempotency key made it.
@@ -126,13 +123,36 @@ pub enum AbortReply {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum ApplyReply {
-    /// Counted; `from_holds` units were taken back from other holds.
-    Applied {
-        from_holds: i64,
-    },
+    /// Counted.
+    Applied,
     /// Counted before.
     Already,
     Missing,
+    /// Other live holds have these units: nothing changed; reclaim them
+    /// and call again.
+    Contested {
+        #[serde(deserialize_with = "from_csv_list")]
+        units: Vec<i64>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ReclaimReply {
+    /// `n` units taken back; `missed` were no longer where named.
+    Reclaimed {
+        n: i64,
+        #[serde(default, deserialize_with = "from_csv_list")]
+        missed: Vec<i64>,
+    },
+    Missing,
+}
+
+fn from_csv_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.parse().map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +206,8 @@ pub enum UpdateReply {
     Started,
     Ended,
     TotalLowered,
+    /// The change touches a lobby that has opened (or a sale that started).
+    LobbyOpen,
     /// Redis has this version or a newer one already.
     Older,
 }
@@ -202,28 +224,14 @@ pub enum CloseReply {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum JoinReply {
-    Joined {
-        position: i64,
-        /// The first use of the buyer's lobby admission.
-        #[serde(default)]
-        used_admission: bool,
-    },
-    Waiting {
-        position: i64,
-    },
+    Joined { position: i64 },
+    Waiting { position: i64 },
     NotAdmitted,
-    Promoted {
-        rid: String,
-    },
-    HasHold {
-        rid: String,
-    },
+    Promoted { rid: String },
+    HasHold { rid: String },
     StockAvailable,
     SoldOut,
-    LimitExceeded {
-        bought: i64,
-        limit: i64,
-    },
+    LimitExceeded { bought: i64, limit: i64 },
     Disabled,
     Upcoming,
     Ended,
@@ -332,6 +340,7 @@ pub enum RestoreReply {
 }
 
 sale_reply!(
+    LobbyDrawReply,
     LobbyJoinReply,
     LobbyTickReply,
     LobbyReadReply,
@@ -354,9 +363,15 @@ sale_reply!(
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum LobbyJoinReply {
-    Joined,
-    /// In the lobby or admitted already.
-    Listed,
+    /// Where the buyer stands now; `joined` on their first join.
+    Place(LobbyPlace),
+    /// The lobby has not opened yet (Redis clock).
+    NotOpen {
+        opens: i64,
+    },
+    Ended,
+    /// The sale has no lobby.
+    None,
     Missing,
 }
 
@@ -371,9 +386,36 @@ pub enum LobbyTickReply {
         /// The deadline of this call's admissions (Redis clock, ms).
         deadline: i64,
         now: i64,
+        /// It admitted or lapsed all one call may: call again.
+        #[serde(default)]
+        more: bool,
+    },
+    /// The sale has started and its draw is not loaded: the caller holds
+    /// the lease to make it and load it.
+    Draw {
+        token: String,
     },
     /// The sale has no lobby.
     None,
+    Missing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum LobbyDrawReply {
+    /// A chunk placed `n` buyers.
+    Loaded {
+        n: i64,
+    },
+    /// The draw is loaded; admission begins.
+    Done,
+    /// Early buyers are still unplaced: place them as latecomers first.
+    Left {
+        n: i64,
+    },
+    /// The lease is gone (it ran out, or a rebuild replaced the sale), or
+    /// the draw is loaded already.
+    Lost,
     Missing,
 }
 
@@ -388,18 +430,32 @@ pub enum LobbyState {
     None,
 }
 
-/// Where a buyer stands in a lobby, and the lobby's figures.
+/// Where a buyer stands in a lobby, and the lobby's figures, all on the
+/// Redis clock.
 #[derive(Debug, Clone, Deserialize)]
 pub struct LobbyPlace {
     pub state: LobbyState,
-    /// 0-based place among those waiting.
+    /// 0-based place among those waiting, once the draw is loaded.
     pub rank: Option<i64>,
     pub deadline: Option<i64>,
     pub admitted_at: Option<i64>,
     pub joined_at: Option<i64>,
     #[serde(default)]
     pub late: bool,
+    /// The lobby has opened (joins are taken, the commitment is public).
+    pub opened: bool,
     pub started: bool,
+    /// The draw is loaded: places are known, buyers are let in.
+    pub drawn: bool,
+    /// The sale's window has closed.
+    pub ended: bool,
+    /// The seed's SHA-256, from the opening.
+    pub commit: Option<String>,
+    pub opens: i64,
+    pub admission_ms: i64,
+    /// The buyer joined with this call (`lobby_join` only).
+    #[serde(default)]
+    pub joined_now: bool,
     /// Nobody waiting can be served any more.
     #[serde(rename = "final")]
     pub sold_out: bool,
