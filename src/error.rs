@@ -91,9 +91,13 @@ pub fn error_body(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
 /// typed responses (middleware, probes, the catch-all).
 pub fn error_response(code: ErrorCode, message: impl Into<String>) -> Response {
     use poem_openapi::types::ToJSON;
-    poem::web::Json(error_body(code, message).to_json())
-        .with_status(code.status())
-        .into_response()
+    let resp = poem::web::Json(error_body(code, message).to_json()).with_status(code.status());
+    match code {
+        ErrorCode::Unavailable => resp
+            .with_header("Retry-After", UNAVAILABLE_RETRY_AFTER.to_string())
+            .into_response(),
+        _ => resp.into_response(),
+    }
 }
 
 /// The 429 answer: the error body and `Retry-After` in whole seconds.
@@ -144,10 +148,19 @@ pub enum ErrorResponse {
         #[oai(header = "Retry-After")]
         String,
     ),
-    /// `unavailable`: Redis or MongoDB cannot be reached; retry later.
+    /// `unavailable`: Redis or MongoDB cannot be reached, or what was
+    /// asked for is a moment away; retry after `Retry-After` seconds.
     #[oai(status = 503)]
-    Unavailable(Json<ErrorBody>),
+    Unavailable(
+        Json<ErrorBody>,
+        /// Seconds to wait before retrying.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
 }
+
+/// What a 503 tells a client to wait, in seconds.
+pub const UNAVAILABLE_RETRY_AFTER: u64 = 1;
 
 /// What the services return on failure. Converted into [`ErrorResponse`].
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +230,7 @@ impl From<ApiError> for ErrorResponse {
             404 => ErrorResponse::NotFound(body),
             409 => ErrorResponse::Conflict(body),
             410 => ErrorResponse::Gone(body),
-            503 => ErrorResponse::Unavailable(body),
+            503 => ErrorResponse::Unavailable(body, UNAVAILABLE_RETRY_AFTER.to_string()),
             _ => ErrorResponse::Internal(body),
         }
     }

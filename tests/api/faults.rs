@@ -57,6 +57,8 @@ async fn a_paused_mongodb_stops_only_what_needs_it() {
     let started = Instant::now();
     let resp = app.confirm(&kept, "keeper").await;
     assert_eq!(resp.status(), 503);
+    // Retryable, and it says when to try again.
+    assert_eq!(resp.headers()["retry-after"], "1");
     assert_eq!(json(resp).await["code"], "unavailable");
     assert!(
         started.elapsed() < Duration::from_secs(3),
