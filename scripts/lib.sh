@@ -32,6 +32,19 @@ ensure_tools() {
   fi
 }
 
+# 32 random bytes as hex: a secret for one run.
+random_hex() {
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'
+}
+
+# Fresh secrets for a throwaway server: the JWT secret and the key that
+# seals lobby seeds.
+export_random_secrets() {
+  FLASHDROP_JWT_SECRET=$(random_hex)
+  FLASHDROP_SEED_KEY=$(random_hex)
+  export FLASHDROP_JWT_SECRET FLASHDROP_SEED_KEY
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -72,6 +85,20 @@ start_mongo() {
 post_json() {
   curl -fsS -X POST "$1" -H "Authorization: Bearer $2" -H 'content-type: application/json' -d "$3" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$4"
+}
+
+# baseline_bin REV -> prints the path of REV's release binary, built once
+# in a git worktree under target/.
+baseline_bin() {
+  local rev tree
+  rev=$(git rev-parse --short "$1")
+  tree="target/worktrees/$rev"
+  if [ ! -x "target/baseline-$rev/release/flashdrop" ]; then
+    log "building the baseline $rev in a worktree (minutes, once)"
+    [ -d "$tree" ] || git worktree add --force --detach "$tree" "$rev" >/dev/null
+    (cd "$tree" && CARGO_TARGET_DIR="$PWD/../../baseline-$rev" cargo build --release --bin flashdrop >&2)
+  fi
+  echo "target/baseline-$rev/release/flashdrop"
 }
 
 PIDS=()

@@ -231,12 +231,51 @@ pub async fn audit(
     // 6. The line is first come, first served.
     checks.push(line_order(&log));
 
-    if doc.as_ref().is_some_and(|d| d.lobby.is_some()) {
+    if let Some(doc) = doc.as_ref().filter(|d| d.lobby.is_some()) {
         let entries = store.mongo.all_lobby_entries(sale).await?;
-        let draw = store.mongo.draw(sale).await?;
+        let draw = match store.mongo.draw(sale).await? {
+            Some(draw) => Some(draw),
+            None => unsealed_draw(doc, &entries),
+        };
         checks.extend(lobby_checks(&redis, &entries, draw.as_ref(), &orders));
     }
     Ok(checks)
+}
+
+/// The draw of a sale made before draws were stored (its seed in the
+/// clear in the sale's document): those who joined before the start,
+/// ordered by their values.
+fn unsealed_draw(
+    doc: &crate::store::mongo::SaleDoc,
+    entries: &[LobbyEntryDoc],
+) -> Option<(DrawDoc, Vec<DrawChunkDoc>)> {
+    let lobby = doc.lobby.as_ref()?;
+    let seed = crate::lobby::draw::Seed::from_text(lobby.seed.clone()?);
+    let early: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.joined_at < doc.starts_at)
+        .map(|e| e.buyer.as_str())
+        .collect();
+    let order = seed.order(early);
+    let head = DrawDoc {
+        sale_id: doc.id.clone(),
+        seed: seed.text().to_owned(),
+        seed_sha256: lobby.seed_sha256.clone(),
+        count: order.len() as i64,
+        freeze: "unsealed".into(),
+        chunks: 1,
+        made_at: doc.starts_at,
+    };
+    let chunk = DrawChunkDoc {
+        id: String::new(),
+        sale_id: doc.id.clone(),
+        freeze: "unsealed".into(),
+        index: 0,
+        values: order.iter().map(|(v, _)| v.clone()).collect(),
+        buyers: order.iter().map(|(_, b)| (*b).to_owned()).collect(),
+        joined: Vec::new(),
+    };
+    Some((head, vec![chunk]))
 }
 
 /// A lobby's invariants, in MongoDB's record: buyers were let in strictly
