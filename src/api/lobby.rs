@@ -16,10 +16,13 @@ use poem_openapi::{
 use super::Tag;
 use crate::{
     auth::Caller,
-    error::ErrorResponse,
+    error::{ApiError, ErrorResponse},
     ids::SaleId,
     limits::RateLimits,
-    lobby::{LobbyDraw, LobbyEntry, LobbyView, frozen::accepts_gzip},
+    lobby::{
+        LobbyDraw, LobbyEntry, LobbyView,
+        frozen::{Frozen, LobbyDrawIndex, LobbyDrawPage, accepts_gzip},
+    },
     state::AppState,
 };
 
@@ -39,23 +42,44 @@ enum JoinResponse {
 const DRAW_CACHE: &str = "public, max-age=31536000, immutable";
 
 #[derive(ApiResponse)]
-enum DrawResponse {
-    /// The draw (gzip-encoded when the client accepts it). It never
+enum FrozenResponse<T: Type + Send> {
+    /// The document (gzip-encoded when the client accepts it). It never
     /// changes: keep it, and ask again with `If-None-Match`.
     #[oai(status = 200)]
-    Draw(
-        Encoded<LobbyDraw>,
+    Whole(
+        Encoded<T>,
         #[oai(header = "ETag")] String,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Vary")] String,
     ),
-    /// The draw named by `If-None-Match`: unchanged, as always.
+    /// The document named by `If-None-Match`: unchanged, as always.
     #[oai(status = 304)]
     NotModified(
         #[oai(header = "ETag")] String,
         #[oai(header = "Cache-Control")] String,
         #[oai(header = "Vary")] String,
     ),
+}
+
+impl<T: Type + Send> FrozenResponse<T> {
+    /// A frozen document as the request asks for it.
+    fn of(doc: &Frozen, if_none_match: Option<&str>, accept_encoding: Option<&str>) -> Self {
+        let gzip = accept_encoding.is_some_and(accepts_gzip);
+        let vary = || "Accept-Encoding".to_owned();
+        if if_none_match.is_some_and(|tag| doc.matches(tag)) {
+            return Self::NotModified(doc.etag(gzip), DRAW_CACHE.to_owned(), vary());
+        }
+        Self::Whole(
+            Encoded {
+                body: doc.body(gzip),
+                gzip,
+                shape: std::marker::PhantomData,
+            },
+            doc.etag(gzip),
+            DRAW_CACHE.to_owned(),
+            vary(),
+        )
+    }
 }
 
 /// A JSON body encoded once and sent as it is, documented as `T`.
@@ -161,6 +185,7 @@ impl LobbyApi {
     /// start and never changed: served with an `ETag` and as immutable;
     /// with `If-None-Match` naming it the answer is 304. Until it is made
     /// (a moment after the start) the answer is 503 with `Retry-After`.
+    /// To check one place, the index and one page will do.
     #[oai(
         path = "/sales/:id/lobby/draw",
         method = "get",
@@ -176,30 +201,78 @@ impl LobbyApi {
         /// `gzip` gets the draw gzip-encoded.
         #[oai(name = "Accept-Encoding")]
         accept_encoding: Header<Option<String>>,
-    ) -> Result<DrawResponse, ErrorResponse> {
+    ) -> Result<FrozenResponse<LobbyDraw>, ErrorResponse> {
         let sale = SaleId::parse(&id)?;
         let draw = state.lobby.draw(&sale).await?;
-        let gzip = accept_encoding.as_deref().is_some_and(accepts_gzip);
-        let vary = || "Accept-Encoding".to_owned();
-        if if_none_match
-            .as_deref()
-            .is_some_and(|tag| draw.matches(tag))
-        {
-            return Ok(DrawResponse::NotModified(
-                draw.etag(gzip),
-                DRAW_CACHE.to_owned(),
-                vary(),
-            ));
-        }
-        Ok(DrawResponse::Draw(
-            Encoded {
-                body: draw.body(gzip),
-                gzip,
-                shape: std::marker::PhantomData,
-            },
-            draw.etag(gzip),
-            DRAW_CACHE.to_owned(),
-            vary(),
+        Ok(FrozenResponse::of(
+            &draw.whole,
+            if_none_match.as_deref(),
+            accept_encoding.as_deref(),
+        ))
+    }
+
+    /// The draw's index, from the start on: the seed, its SHA-256, the
+    /// count, and for each page of `page_size` values its first and last
+    /// value and the SHA-256 of its values joined by `\n`. A buyer finds
+    /// the page their own value falls in, reads it and checks its hash:
+    /// their place, checked, without the whole draw. Immutable, like the
+    /// draw.
+    #[oai(
+        path = "/sales/:id/lobby/draw/index",
+        method = "get",
+        operation_id = "lobbyDrawIndex"
+    )]
+    async fn draw_index(
+        &self,
+        state: Data<&AppState>,
+        id: Path<String>,
+        /// An `ETag` of the index read before: 304 if it is this one.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+        /// `gzip` gets it gzip-encoded.
+        #[oai(name = "Accept-Encoding")]
+        accept_encoding: Header<Option<String>>,
+    ) -> Result<FrozenResponse<LobbyDrawIndex>, ErrorResponse> {
+        let sale = SaleId::parse(&id)?;
+        let draw = state.lobby.draw(&sale).await?;
+        Ok(FrozenResponse::of(
+            &draw.index,
+            if_none_match.as_deref(),
+            accept_encoding.as_deref(),
+        ))
+    }
+
+    /// One page of the draw (1-based): its values in draw order and the
+    /// place of its first. Immutable, like the draw; 404 past the last
+    /// page.
+    #[oai(
+        path = "/sales/:id/lobby/draw/pages/:page",
+        method = "get",
+        operation_id = "lobbyDrawPage"
+    )]
+    async fn draw_page(
+        &self,
+        state: Data<&AppState>,
+        id: Path<String>,
+        /// The page, 1 to the index's last.
+        #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
+        page: Path<i64>,
+        /// An `ETag` of the page read before: 304 if it is this one.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
+        /// `gzip` gets it gzip-encoded.
+        #[oai(name = "Accept-Encoding")]
+        accept_encoding: Header<Option<String>>,
+    ) -> Result<FrozenResponse<LobbyDrawPage>, ErrorResponse> {
+        let sale = SaleId::parse(&id)?;
+        let draw = state.lobby.draw(&sale).await?;
+        let doc = draw
+            .page(page.0)
+            .ok_or_else(|| ApiError::not_found("page"))?;
+        Ok(FrozenResponse::of(
+            doc,
+            if_none_match.as_deref(),
+            accept_encoding.as_deref(),
         ))
     }
 }

@@ -1,7 +1,13 @@
 //! The draw as served: made once at the start, stored in MongoDB, then
-//! kept in each instance's memory as a finished document, JSON and gzip
-//! encoded once, with an ETag, so a read costs neither MongoDB nor any
+//! kept in each instance's memory as finished documents, JSON and gzip
+//! encoded once, each with an ETag, so a read costs neither MongoDB nor any
 //! hashing, and a conditional read costs no body at all.
+//!
+//! The draw is served whole, and in pages: an index (the seed, its
+//! commitment, and each page's first and last value and SHA-256) and pages
+//! of [`PAGE`] values. A buyer checks their own place with the index and
+//! one page, whatever the size of the crowd; the index's hashes bind every
+//! page, and anyone can fetch them all.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -11,6 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use flate2::{Compression, write::GzEncoder};
+use poem_openapi::Object;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
@@ -19,56 +26,26 @@ use crate::{
     store::mongo::{DrawChunkDoc, DrawDoc},
 };
 
+/// Values in one page of the draw.
+pub const PAGE: usize = 1_000;
 /// Draws kept per instance; a sale whose draw was dropped reads it again.
 const KEPT: usize = 16;
 
-/// A frozen draw, ready to send.
-pub struct FrozenDraw {
-    pub seed: String,
-    pub seed_sha256: String,
-    pub count: i64,
+/// One finished document: its JSON, gzipped too, and its tag.
+pub struct Frozen {
     tag: String,
     json: Bytes,
     gzip: Bytes,
 }
 
-impl std::fmt::Debug for FrozenDraw {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrozenDraw")
-            .field("count", &self.count)
-            .field("tag", &self.tag)
-            .finish()
-    }
-}
-
-/// The body's shape: what `LobbyDraw` documents.
-#[derive(serde::Serialize)]
-struct Body<'a> {
-    seed: &'a str,
-    seed_sha256: &'a str,
-    order: Vec<&'a str>,
-}
-
-impl FrozenDraw {
-    pub fn new(head: &DrawDoc, chunks: &[DrawChunkDoc]) -> Self {
-        let body = Body {
-            seed: &head.seed,
-            seed_sha256: &head.seed_sha256,
-            order: chunks
-                .iter()
-                .flat_map(|c| c.values.iter().map(String::as_str))
-                .collect(),
-        };
-        let json = serde_json::to_vec(&body).expect("a draw serializes");
+impl Frozen {
+    fn new(value: &impl serde::Serialize) -> Self {
+        let json = serde_json::to_vec(value).expect("a draw serializes");
         let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 2), Compression::default());
         gz.write_all(&json).expect("gzip into memory");
         let gzip = gz.finish().expect("gzip into memory");
-        let tag = hex::encode(&Sha256::digest(&json)[..16]);
         Self {
-            seed: head.seed.clone(),
-            seed_sha256: head.seed_sha256.clone(),
-            count: head.count,
-            tag,
+            tag: hex::encode(&Sha256::digest(&json)[..16]),
             json: json.into(),
             gzip: gzip.into(),
         }
@@ -90,13 +67,141 @@ impl FrozenDraw {
         }
     }
 
-    /// Whether an `If-None-Match` names this draw (in either encoding).
+    /// Whether an `If-None-Match` names this document (in either encoding).
     pub fn matches(&self, if_none_match: &str) -> bool {
         if_none_match.split(',').any(|tag| {
             let tag = tag.trim();
             let tag = tag.strip_prefix("W/").unwrap_or(tag);
             tag == "*" || tag == self.etag(false) || tag == self.etag(true)
         })
+    }
+}
+
+/// The draw's index: what a buyer needs to find and check their own page.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct LobbyDrawIndex {
+    /// The revealed seed.
+    pub seed: String,
+    /// Its SHA-256, public since the opening.
+    pub seed_sha256: String,
+    /// Values in the draw.
+    pub count: i64,
+    /// Values per page (the last may hold fewer).
+    pub page_size: i64,
+    pub pages: Vec<DrawPageSummary>,
+}
+
+/// One page as the index describes it.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct DrawPageSummary {
+    /// 1-based page number: page `n` holds places `(n - 1) * page_size + 1`
+    /// onwards.
+    pub page: i64,
+    pub first: String,
+    pub last: String,
+    /// SHA-256 (lowercase hex) of the page's values joined by `\n`.
+    pub sha256: String,
+}
+
+/// One page of the draw.
+#[derive(Debug, Clone, Object, serde::Serialize)]
+pub struct LobbyDrawPage {
+    pub page: i64,
+    /// The place of the page's first value.
+    pub first_place: i64,
+    /// The page's values (lowercase hex) in draw order.
+    pub order: Vec<String>,
+}
+
+/// A frozen draw, ready to send whole or in pages.
+pub struct FrozenDraw {
+    pub seed: String,
+    pub seed_sha256: String,
+    pub count: i64,
+    pub whole: Frozen,
+    pub index: Frozen,
+    pub pages: Vec<Frozen>,
+}
+
+impl std::fmt::Debug for FrozenDraw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrozenDraw")
+            .field("count", &self.count)
+            .field("pages", &self.pages.len())
+            .finish()
+    }
+}
+
+/// The whole draw's shape: what `LobbyDraw` documents.
+#[derive(serde::Serialize)]
+struct Whole<'a> {
+    seed: &'a str,
+    seed_sha256: &'a str,
+    order: Vec<&'a str>,
+}
+
+/// The SHA-256 the index gives a page.
+pub fn page_sha256(values: &[impl AsRef<str>]) -> String {
+    let mut hash = Sha256::new();
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            hash.update(b"\n");
+        }
+        hash.update(v.as_ref().as_bytes());
+    }
+    hex::encode(hash.finalize())
+}
+
+impl FrozenDraw {
+    pub fn new(head: &DrawDoc, chunks: &[DrawChunkDoc]) -> Self {
+        let order: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| c.values.iter().map(String::as_str))
+            .collect();
+        let whole = Frozen::new(&Whole {
+            seed: &head.seed,
+            seed_sha256: &head.seed_sha256,
+            order: order.clone(),
+        });
+        let mut summaries = Vec::new();
+        let mut pages = Vec::new();
+        for (i, values) in order.chunks(PAGE).enumerate() {
+            let page = i as i64 + 1;
+            summaries.push(DrawPageSummary {
+                page,
+                first: values[0].to_owned(),
+                last: values[values.len() - 1].to_owned(),
+                sha256: page_sha256(values),
+            });
+            pages.push(Frozen::new(&LobbyDrawPage {
+                page,
+                first_place: (i * PAGE) as i64 + 1,
+                order: values.iter().map(|v| (*v).to_owned()).collect(),
+            }));
+        }
+        let index = Frozen::new(&LobbyDrawIndex {
+            seed: head.seed.clone(),
+            seed_sha256: head.seed_sha256.clone(),
+            count: head.count,
+            page_size: PAGE as i64,
+            pages: summaries,
+        });
+        Self {
+            seed: head.seed.clone(),
+            seed_sha256: head.seed_sha256.clone(),
+            count: head.count,
+            whole,
+            index,
+            pages,
+        }
+    }
+
+    /// Page `n` (1-based), if the draw has it.
+    pub fn page(&self, n: i64) -> Option<&Frozen> {
+        usize::try_from(n)
+            .ok()?
+            .checked_sub(1)
+            .and_then(|i| self.pages.get(i))
     }
 }
 
@@ -159,25 +264,19 @@ impl Draws {
             .await
             .cloned()
     }
-
-    /// Forgets a sale's draw (its Redis copy was rebuilt from another).
-    pub fn forget(&self, sale: &SaleId) {
-        let mut kept = self.0.lock();
-        kept.cells.remove(sale);
-        kept.order.retain(|s| s != sale);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn draw() -> FrozenDraw {
+    fn draw(n: usize) -> FrozenDraw {
+        let values: Vec<String> = (0..n).map(|i| format!("{i:064x}")).collect();
         let head = DrawDoc {
             sale_id: "s".into(),
             seed: "seed".into(),
             seed_sha256: "sha".into(),
-            count: 2,
+            count: n as i64,
             freeze: "f".into(),
             chunks: 1,
             made_at: bson::DateTime::from_millis(0),
@@ -187,33 +286,64 @@ mod tests {
             sale_id: "s".into(),
             freeze: "f".into(),
             index: 0,
-            values: vec!["aa".into(), "bb".into()],
-            buyers: vec!["x".into(), "y".into()],
-            joined: vec![1, 2],
+            buyers: values.iter().map(|_| "b".to_owned()).collect(),
+            joined: values.iter().map(|_| 1).collect(),
+            values,
         };
         FrozenDraw::new(&head, &[chunk])
     }
 
+    fn read(frozen: &Frozen, gzip: bool) -> serde_json::Value {
+        let body = frozen.body(gzip);
+        match gzip {
+            false => serde_json::from_slice(&body).unwrap(),
+            true => serde_json::from_reader(flate2::read::GzDecoder::new(&body[..])).unwrap(),
+        }
+    }
+
     #[test]
-    fn the_body_is_the_documented_draw_and_its_tags_match_conditional_reads() {
-        let d = draw();
-        let body: serde_json::Value = serde_json::from_slice(&d.body(false)).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"seed": "seed", "seed_sha256": "sha", "order": ["aa", "bb"]})
-        );
-        let mut unzipped = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(&d.body(true)[..]),
-            &mut unzipped,
-        )
-        .unwrap();
-        assert_eq!(unzipped, d.body(false));
-        assert_ne!(d.etag(true), d.etag(false));
-        assert!(d.matches(&d.etag(false)));
-        assert!(d.matches(&format!("\"x\", W/{}", d.etag(true))));
-        assert!(d.matches("*"));
-        assert!(!d.matches("\"other\""));
+    fn the_whole_draw_is_the_documented_one_in_either_encoding() {
+        let d = draw(2);
+        let body = read(&d.whole, false);
+        assert_eq!(body["seed"], "seed");
+        assert_eq!(body["order"].as_array().unwrap().len(), 2);
+        assert_eq!(read(&d.whole, true), body);
+        assert_ne!(d.whole.etag(true), d.whole.etag(false));
+        assert!(d.whole.matches(&d.whole.etag(false)));
+        assert!(d.whole.matches(&format!("\"x\", W/{}", d.whole.etag(true))));
+        assert!(d.whole.matches("*"));
+        assert!(!d.whole.matches("\"other\""));
+    }
+
+    #[test]
+    fn pages_split_the_order_and_the_index_binds_each_by_its_hash() {
+        let d = draw(2_500);
+        let index = read(&d.index, false);
+        let pages = index["pages"].as_array().unwrap();
+        assert_eq!((index["count"].as_i64(), pages.len()), (Some(2_500), 3));
+        let mut joined = Vec::new();
+        for (i, summary) in pages.iter().enumerate() {
+            let page = read(d.page(i as i64 + 1).unwrap(), true);
+            let values: Vec<String> = page["order"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            assert_eq!(page["first_place"], (i * PAGE) as i64 + 1);
+            assert_eq!(summary["sha256"], page_sha256(&values).as_str());
+            assert_eq!(summary["first"], values[0].as_str());
+            assert_eq!(summary["last"], values[values.len() - 1].as_str());
+            joined.extend(values);
+        }
+        let whole: Vec<String> = read(&d.whole, false)["order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(joined, whole);
+        assert!(d.page(0).is_none() && d.page(4).is_none() && d.page(-1).is_none());
     }
 
     #[test]

@@ -30,10 +30,15 @@ pub mod draw;
 pub mod frozen;
 pub mod seal;
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bson::DateTime as BsonDateTime;
 use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, stream};
 use poem_openapi::Object;
 
 use self::{
@@ -62,6 +67,8 @@ pub const NOT_ADMITTED: &str = "this sale lets buyers in from its lobby: join it
 const DRAW_CHUNK: usize = 5_000;
 /// Buyers one `lobby_draw` call places.
 pub const LOAD_CHUNK: usize = 250;
+/// `lobby_draw` calls in flight at once while a draw loads.
+const LOADS_AT_ONCE: usize = 8;
 
 /// A drawn buyer's member of the sale's `lobby` (see `store/keys.rs`).
 pub fn drawn_member(value: &str, buyer: &str) -> String {
@@ -209,8 +216,16 @@ pub struct Lobby {
     store: Store,
     recovery: Recovery,
     draws: Draws,
+    /// Per sale, when this instance last found its draw not made yet, and
+    /// whether the sale had started: the crowd that asks for the draw at
+    /// the start costs one Redis read per [`NOT_YET_FOR`], not one per
+    /// request.
+    not_yet: Arc<parking_lot::Mutex<HashMap<SaleId, (Instant, bool)>>>,
     seed_key: Option<SeedKey>,
 }
+
+/// How long "the draw is not made yet" is taken as still true.
+const NOT_YET_FOR: Duration = Duration::from_millis(250);
 
 impl Lobby {
     pub fn new(store: Store, recovery: Recovery, seed_key: Option<SeedKey>) -> Self {
@@ -218,6 +233,7 @@ impl Lobby {
             store,
             recovery,
             draws: Draws::default(),
+            not_yet: Arc::default(),
             seed_key,
         }
     }
@@ -308,17 +324,21 @@ impl Lobby {
         if let Some(draw) = self.draws.get(sale) {
             return Ok(draw);
         }
-        let place = self.place(sale, "").await?;
-        if !place.started {
-            return Err(ApiError::new(
-                ErrorCode::SaleNotActive,
-                "the draw is made at the start",
-            ));
+        let not_yet = |started: bool| match started {
+            false => ApiError::new(ErrorCode::SaleNotActive, "the draw is made at the start"),
+            true => ApiError::unavailable("the draw is being made; retry in a moment"),
+        };
+        if let Some((at, started)) = self.not_yet.lock().get(sale).copied()
+            && at.elapsed() < NOT_YET_FOR
+        {
+            return Err(not_yet(started));
         }
+        let place = self.place(sale, "").await?;
         if !place.drawn {
-            return Err(ApiError::unavailable(
-                "the draw is being made; retry in a moment",
-            ));
+            let mut known = self.not_yet.lock();
+            known.retain(|_, (at, _)| at.elapsed() < NOT_YET_FOR);
+            known.insert(sale.clone(), (Instant::now(), place.started));
+            return Err(not_yet(place.started));
         }
         self.frozen(sale).await
     }
@@ -342,29 +362,33 @@ impl Lobby {
     /// lease lost to a rebuild or to a slower instance's expiry stops it
     /// without harm: loading is the same whoever does it.
     pub async fn freeze(&self, sale: &SaleId, token: &str) -> Result<(), StoreError> {
+        let began = Instant::now();
         let (head, chunks) = match self.store.mongo.draw(sale).await? {
             Some(stored) => stored,
             None => self.make_draw(sale, token).await?,
         };
+        let stored = began.elapsed();
         let redis = &self.store.redis;
-        for chunk in &chunks {
-            let places: Vec<LobbyWaiter> = chunk
-                .buyers
-                .iter()
-                .zip(&chunk.values)
-                .zip(&chunk.joined)
-                .map(|((buyer, value), joined)| LobbyWaiter {
-                    buyer: buyer.clone(),
-                    member: drawn_member(value, buyer),
-                    joined_ms: *joined,
-                })
-                .collect();
-            for part in places.chunks(LOAD_CHUNK) {
-                if let LobbyDrawReply::Lost | LobbyDrawReply::Missing =
-                    redis.lobby_draw(sale, token, DrawStep::Place(part)).await?
-                {
-                    return Ok(());
-                }
+        let places: Vec<LobbyWaiter> = chunks
+            .iter()
+            .flat_map(|c| c.buyers.iter().zip(&c.values).zip(&c.joined))
+            .map(|((buyer, value), joined)| LobbyWaiter {
+                buyer: buyer.clone(),
+                member: drawn_member(value, buyer),
+                joined_ms: *joined,
+            })
+            .collect();
+        // Several calls in flight (each one short): the start's crowd
+        // keeps Redis busy, and one call at a time would wait behind it.
+        let parts: Vec<Vec<LobbyWaiter>> = places.chunks(LOAD_CHUNK).map(<[_]>::to_vec).collect();
+        let replies: Vec<Result<LobbyDrawReply, StoreError>> = stream::iter(parts)
+            .map(|part| async move { redis.lobby_draw(sale, token, DrawStep::Place(&part)).await })
+            .buffer_unordered(LOADS_AT_ONCE)
+            .collect()
+            .await;
+        for reply in replies {
+            if let LobbyDrawReply::Lost | LobbyDrawReply::Missing = reply? {
+                return Ok(());
             }
         }
         loop {
@@ -396,7 +420,13 @@ impl Lobby {
                 LobbyDrawReply::Loaded { .. } => {}
             }
         }
-        tracing::info!(sale_id = %sale, buyers = head.count, "draw made and loaded");
+        tracing::info!(
+            sale_id = %sale,
+            buyers = head.count,
+            made_and_stored_ms = stored.as_millis() as u64,
+            loaded_ms = (began.elapsed() - stored).as_millis() as u64,
+            "draw made and loaded"
+        );
         let frozen = FrozenDraw::new(&head, &chunks);
         let _ = self
             .draws
@@ -426,7 +456,9 @@ impl Lobby {
                 "the seed of sale {sale} does not match its commitment"
             )));
         }
+        let began = Instant::now();
         let early = self.store.redis.early_joiners(sale).await?;
+        let read = began.elapsed();
         let mut drawn: Vec<(String, String, i64)> = early
             .into_iter()
             .map(|(buyer, joined)| (seed.value_of(&buyer), buyer, joined))
@@ -454,7 +486,16 @@ impl Lobby {
             chunks: chunks.len() as i64,
             made_at: BsonDateTime::from_millis(self.store.redis.now_ms().await?),
         };
+        let ordered = began.elapsed();
         let stored = self.store.mongo.insert_draw(&head, &chunks).await?;
+        tracing::info!(
+            sale_id = %sale,
+            buyers = head.count,
+            read_ms = read.as_millis() as u64,
+            ordered_ms = (ordered - read).as_millis() as u64,
+            stored_ms = (began.elapsed() - ordered).as_millis() as u64,
+            "draw made"
+        );
         if stored.freeze == token {
             return Ok((head, chunks));
         }
@@ -486,11 +527,6 @@ impl Lobby {
             .clone()
             .map(Seed::from_text)
             .ok_or_else(|| StoreError::Other(anyhow::anyhow!("sale {sale} has no seed")))
-    }
-
-    /// A rebuild replaced the sale's Redis copy: read its draw afresh.
-    pub fn forget_draw(&self, sale: &SaleId) {
-        self.draws.forget(sale);
     }
 }
 

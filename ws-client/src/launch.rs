@@ -47,6 +47,9 @@ pub struct LaunchArgs {
     /// Reads each reader makes: the first whole, the rest conditional.
     #[arg(long, default_value_t = 3)]
     reads: usize,
+    /// Clients who read the whole draw once, besides the readers.
+    #[arg(long, default_value_t = 100)]
+    whole_readers: usize,
     /// Joins in flight at once.
     #[arg(long, default_value_t = 200)]
     join_concurrency: usize,
@@ -125,12 +128,139 @@ fn json(answer: &Answer) -> serde_json::Value {
 /// What the draw reads saw.
 #[derive(Default)]
 struct Reads {
+    /// A check's reads (the index and a page, or the whole draw on a
+    /// server without pages): the first whole, the others conditional.
     first: Option<Histogram<u64>>,
     again: Option<Histogram<u64>>,
+    /// Reads of the whole draw by those who only time it.
+    whole: Option<Histogram<u64>>,
     not_yet: u64,
     failures: u64,
     first_served: Option<Instant>,
+    /// The whole draw, as first read.
     body: Option<Bytes>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Check,
+    Whole,
+}
+
+/// One reader's connection and what it records.
+struct Reader {
+    conn: Option<Conn>,
+    server: String,
+    reads: Arc<Mutex<Reads>>,
+    deadline: Instant,
+}
+
+impl Reader {
+    /// A GET of a frozen document (gzip, conditional when `tag` is known),
+    /// timed; on 503 or 409 it waits as told and answers None.
+    async fn get(
+        &mut self,
+        path: &str,
+        tag: Option<&str>,
+        kind: Kind,
+    ) -> Option<(Answer, Option<String>)> {
+        let mut headers = vec![("Accept-Encoding", "gzip")];
+        if let Some(tag) = tag {
+            headers.push(("If-None-Match", tag));
+        }
+        let t0 = Instant::now();
+        let answer = call(
+            &mut self.conn,
+            &self.server,
+            Method::GET,
+            path,
+            None,
+            Bytes::new(),
+            &headers,
+        )
+        .await;
+        let took = t0.elapsed().as_micros().max(1) as u64;
+        // A page honours Retry-After (with a little jitter, so a crowd does
+        // not come back in one instant).
+        let wait = match answer {
+            Ok(a) if a.status == 200 || a.status == 304 => {
+                let mut r = self.reads.lock().expect("reads");
+                let h = match (kind, tag) {
+                    (Kind::Whole, _) => r.whole.as_mut(),
+                    (Kind::Check, None) => r.first.as_mut(),
+                    (Kind::Check, Some(_)) => r.again.as_mut(),
+                };
+                let _ = h.expect("histogram").record(took);
+                r.first_served.get_or_insert_with(Instant::now);
+                if a.status == 200 && r.body.is_none() && path.ends_with("/draw") {
+                    r.body = Some(a.body.clone());
+                }
+                let tag = a
+                    .headers
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                return Some((a, tag));
+            }
+            Ok(a) if a.status == 503 || a.status == 409 => {
+                self.reads.lock().expect("reads").not_yet += 1;
+                let secs = a
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<f64>().ok())
+                    .unwrap_or(1.0);
+                Duration::from_secs_f64(secs + rand::random::<f64>() * 0.5)
+            }
+            _ => {
+                self.reads.lock().expect("reads").failures += 1;
+                Duration::from_millis(100)
+            }
+        };
+        if Instant::now() + wait < self.deadline {
+            tokio::time::sleep(wait).await;
+        }
+        None
+    }
+}
+
+/// Whether the server serves the draw's index (it answers 409 before the
+/// start; a server without it, 404).
+async fn probe_paged(server: &str, sale: &str) -> bool {
+    let mut conn = None;
+    let path = format!("/api/v1/sales/{sale}/lobby/draw/index");
+    matches!(call(&mut conn, server, Method::GET, &path, None, Bytes::new(), &[]).await, Ok(a) if a.status != 404)
+}
+
+/// A JSON body, gzipped or not.
+fn body_json(answer: &Answer) -> Option<serde_json::Value> {
+    let body = &answer.body;
+    if body.starts_with(&[0x1f, 0x8b]) {
+        serde_json::from_reader(flate2::read::GzDecoder::new(&body[..])).ok()
+    } else {
+        serde_json::from_slice(body).ok()
+    }
+}
+
+/// The HMAC-SHA256 value of `buyer` under `seed`, as the draw lists it.
+fn value_of(seed: &str, buyer: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(seed.as_bytes()).expect("any key");
+    mac.update(buyer.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The page of the index that `buyer`'s value falls in.
+fn page_for(index: &Answer, buyer: &str) -> Option<i64> {
+    let index = body_json(index)?;
+    let value = value_of(index["seed"].as_str()?, buyer);
+    index["pages"]
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["last"]
+                .as_str()
+                .is_some_and(|last| value.as_str() <= last)
+        })
+        .and_then(|p| p["page"].as_i64())
 }
 
 /// What the buyers saw.
@@ -273,75 +403,71 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
     let cpu_start = cpu_seconds(&args.server_pids);
     let deadline = start + args.timeout;
 
-    // The readers.
+    // The readers: each checks one buyer's place as the buyer page does
+    // (the index, then the page the buyer's value falls in; whole on the
+    // first read, conditional after), and a smaller group reads the whole
+    // draw once. A server without the index serves the whole draw to all.
+    let paged = probe_paged(&server, &sale).await;
     let reads = Arc::new(Mutex::new(Reads {
         first: Some(histogram()),
         again: Some(histogram()),
+        whole: Some(histogram()),
         ..Reads::default()
     }));
-    let readers: Vec<_> = (0..args.readers)
-        .map(|_| {
-            let (server, sale, reads, n) =
-                (server.clone(), sale.clone(), reads.clone(), args.reads);
-            tokio::spawn(async move {
-                let path = format!("/api/v1/sales/{sale}/lobby/draw");
-                let mut conn = None;
-                let mut etag: Option<String> = None;
-                let mut done = 0;
-                while done < n && Instant::now() < deadline {
-                    let mut headers = vec![("Accept-Encoding", "gzip")];
-                    if let Some(tag) = &etag {
-                        headers.push(("If-None-Match", tag.as_str()));
+    let subjects = Arc::new(subjects);
+    let mut readers = Vec::new();
+    for k in 0..args.readers + args.whole_readers {
+        let (server, sale, reads, subjects) = (
+            server.clone(),
+            sale.clone(),
+            reads.clone(),
+            subjects.clone(),
+        );
+        let checker = k < args.readers;
+        let n = if checker { args.reads } else { 1 };
+        readers.push(tokio::spawn(async move {
+            let mut reader = Reader {
+                conn: None,
+                server,
+                reads,
+                deadline,
+            };
+            let buyer = subjects[k % subjects.len()].clone();
+            let (mut index_tag, mut page_tag) = (None, None);
+            let mut page_of: Option<i64> = None;
+            let mut done = 0;
+            while done < n && Instant::now() < deadline {
+                if !(checker && paged) {
+                    // The whole draw: a checker on a server without pages
+                    // reads it as a page would; the others once, to time it.
+                    let path = format!("/api/v1/sales/{sale}/lobby/draw");
+                    let kind = if checker { Kind::Check } else { Kind::Whole };
+                    if let Some((_, tag)) = reader.get(&path, index_tag.as_deref(), kind).await {
+                        index_tag = tag;
+                        done += 1;
                     }
-                    let t0 = Instant::now();
-                    let answer = call(
-                        &mut conn,
-                        &server,
-                        Method::GET,
-                        &path,
-                        None,
-                        Bytes::new(),
-                        &headers,
-                    )
-                    .await;
-                    let took = t0.elapsed().as_micros().max(1) as u64;
-                    let served = match answer {
-                        Ok(a) if a.status == 200 || a.status == 304 => {
-                            let mut r = reads.lock().expect("reads");
-                            let h = if etag.is_none() {
-                                r.first.as_mut()
-                            } else {
-                                r.again.as_mut()
-                            };
-                            let _ = h.expect("histogram").record(took);
-                            r.first_served.get_or_insert_with(Instant::now);
-                            if a.status == 200 && r.body.is_none() {
-                                r.body = Some(a.body.clone());
-                            }
-                            etag = a
-                                .headers
-                                .get("etag")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
-                            true
-                        }
-                        Ok(a) if a.status == 503 || a.status == 409 => {
-                            reads.lock().expect("reads").not_yet += 1;
-                            false
-                        }
-                        _ => {
-                            reads.lock().expect("reads").failures += 1;
-                            false
-                        }
-                    };
-                    match served {
-                        true => done += 1,
-                        false => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
+                    continue;
                 }
-            })
-        })
-        .collect();
+                let path = format!("/api/v1/sales/{sale}/lobby/draw/index");
+                let Some((index, tag)) = reader.get(&path, index_tag.as_deref(), Kind::Check).await
+                else {
+                    continue;
+                };
+                index_tag = tag;
+                if page_of.is_none() {
+                    page_of = Some(page_for(&index, &buyer).unwrap_or(1));
+                }
+                let path = format!(
+                    "/api/v1/sales/{sale}/lobby/draw/pages/{}",
+                    page_of.unwrap_or(1)
+                );
+                if let Some((_, tag)) = reader.get(&path, page_tag.as_deref(), Kind::Check).await {
+                    page_tag = tag;
+                    done += 1;
+                }
+            }
+        }));
+    }
 
     // The askers: each asks for its own buyers' turns.
     let buying = Arc::new(Buying {
@@ -454,7 +580,8 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
                             let eta = me["eta_seconds"].as_f64().unwrap_or(1.0);
                             due.push(Reverse((again(eta * 0.8), i)));
                         }
-                        "lobby" => due.push(Reverse((again(0.25), i))),
+                        // The draw is being made: ask again in a second.
+                        "lobby" => due.push(Reverse((again(1.0), i))),
                         "sold_out" | "expired" => {}
                         _ => {
                             buying.failures.fetch_add(1, Ordering::Relaxed);
@@ -477,14 +604,12 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
     let reads = std::mem::take(&mut *reads.lock().expect("reads"));
     let (mut draw_ok, mut in_order) = (false, false);
     if let Some(body) = &reads.body {
-        let mut plain = Vec::new();
-        let body: &[u8] = if body.starts_with(&[0x1f, 0x8b]) {
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)?;
-            &plain
-        } else {
-            body
-        };
-        let draw: serde_json::Value = serde_json::from_slice(body)?;
+        let draw = body_json(&Answer {
+            status: 200,
+            headers: Default::default(),
+            body: body.clone(),
+        })
+        .unwrap_or_default();
         let seed = draw["seed"].as_str().unwrap_or_default();
         let order: Vec<&str> = draw["order"]
             .as_array()
@@ -493,12 +618,7 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
         draw_ok = hex::encode(Sha256::digest(seed.as_bytes())) == commitment
             && order.windows(2).all(|w| w[0] < w[1])
             && order.len() == args.buyers;
-        let place = |buyer: &str| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(seed.as_bytes()).expect("any key");
-            mac.update(buyer.as_bytes());
-            let value = hex::encode(mac.finalize().into_bytes());
-            order.binary_search(&value.as_str()).ok()
-        };
+        let place = |buyer: &str| order.binary_search(&value_of(seed, buyer).as_str()).ok();
         // Every buyer seen let in stands among the first the server says
         // it let in (it lets latecomers in only after the whole draw).
         let lobby = call(
@@ -521,6 +641,7 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
     }
     let first = reads.first.as_ref().expect("histogram");
     let again = reads.again.as_ref().expect("histogram");
+    let whole = reads.whole.as_ref().expect("histogram");
     let join_times = join_times.lock().expect("join times");
     let sold_out_s = sold_out_at.map(|t| (t - start).as_secs_f64());
     let out = serde_json::json!({
@@ -529,9 +650,11 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
         "joins_per_second": args.buyers as f64 / join_seconds,
         "join_p50_ms": ms(&join_times, 0.5), "join_p99_ms": ms(&join_times, 0.99),
         "join_failures": join_failures.load(Ordering::Relaxed),
-        "draw_reads": first.len() + again.len(),
+        "draw_reads": first.len() + again.len() + whole.len(),
         "draw_first_p50_ms": ms(first, 0.5), "draw_first_p99_ms": ms(first, 0.99),
         "draw_again_p50_ms": ms(again, 0.5), "draw_again_p99_ms": ms(again, 0.99),
+        "draw_paged": paged, "draw_whole_reads": whole.len(),
+        "draw_whole_p50_ms": ms(whole, 0.5), "draw_whole_p99_ms": ms(whole, 0.99),
         "draw_not_yet": reads.not_yet, "draw_failures": reads.failures,
         "draw_first_served_s": reads.first_served.map(|t| (t - start).as_secs_f64()),
         "sold_out_s": sold_out_s,
