@@ -161,12 +161,14 @@ end
 -- from Redis and its clock. state: waiting (in the lobby: with a rank once
 -- the draw is loaded) | admitted | used | lapsed | none.
 local function fd_lobby_place(s, buyer, now)
-  local c = redis.call('HMGET', K.sale, 'lobby_admitted', 'lobby_joined', 'commit')
+  local c = redis.call('HMGET', K.sale, 'lobby_admitted', 'lobby_joined', 'commit',
+    'draw_count')
   local reply = {r = 'place', state = 'none', opened = now >= s.opens,
     started = now >= s.starts, drawn = s.drawn == 1,
     ended = fd_outside_window(s, now) == 'ended', final = fd_lobby_final(s, now),
     length = redis.call('ZCARD', K.lobby) + redis.call('HLEN', K.early),
-    admitted_count = fd_num(c[1]), joined = fd_num(c[2]), rate = s.admit_rate,
+    admitted_count = fd_num(c[1]), joined = fd_num(c[2]), draw_count = fd_num(c[4]),
+    rate = s.admit_rate,
     admission_ms = s.admit_ms, opens = s.opens, now = now}
   if reply.opened then reply.commit = c[3] end
   local early = redis.call('HGET', K.early, buyer)

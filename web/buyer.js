@@ -145,8 +145,10 @@
     renderActions();
   }
   const toHex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
-  // The check the README describes, in the browser: the seed hashes to the
-  // commitment, the order is sorted, and where the buyer's own value is.
+  // The check the README describes, in the browser, with the draw's index
+  // and one page (what a buyer needs, however large the crowd): the seed
+  // hashes to the commitment, the index's pages are in order, and the
+  // buyer's own page hashes to what the index says and holds their value.
   async function verifyDraw(id) {
     const out = $("#lobby-verdict");
     if (!window.crypto || !crypto.subtle) {
@@ -154,24 +156,36 @@
       return;
     }
     try {
-      const { body: draw } = await F.api("GET", `/sales/${id}/lobby/draw`);
+      const { body: index } = await F.api("GET", `/sales/${id}/lobby/draw/index`);
       const enc = new TextEncoder();
+      const sha = async (text) => toHex(await crypto.subtle.digest("SHA-256", enc.encode(text)));
       const commitment = sessionStorage.getItem(`flashdrop.commitment.${id}`) || state.lobby.seed_sha256;
-      const hash = toHex(await crypto.subtle.digest("SHA-256", enc.encode(draw.seed)));
-      const sorted = draw.order.every((v, i) => i === 0 || draw.order[i - 1] <= v);
+      const committed = (await sha(index.seed)) === commitment;
+      const pages = index.pages;
+      const ordered = pages.every((p, i) => p.first <= p.last && (i === 0 || pages[i - 1].last < p.first));
       const lines = [
-        hash === commitment ? "The seed hashes to the published SHA-256." : "The seed does NOT hash to the published SHA-256.",
-        sorted ? `The ${draw.order.length} values are in order.` : "The values are NOT in order.",
+        committed ? "The seed hashes to the published SHA-256." : "The seed does NOT hash to the published SHA-256.",
+        ordered ? `The index lists ${pages.length} page${pages.length === 1 ? "" : "s"} for ${index.count} values, in order.` : "The index's pages are NOT in order.",
       ];
+      let ok = committed && ordered;
       const c = state.token && F.claims(state.token);
       if (c) {
-        const key = await crypto.subtle.importKey("raw", enc.encode(draw.seed), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+        const key = await crypto.subtle.importKey("raw", enc.encode(index.seed), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
         const mine = toHex(await crypto.subtle.sign("HMAC", key, enc.encode(c.sub)));
-        const at = draw.order.indexOf(mine);
-        lines.push(at >= 0 ? `Your value ${mine.slice(0, 12)}… is place ${at + 1} of ${draw.order.length}.`
-          : "Your value is not in the draw (you joined after the start, or not at all).");
+        const summary = pages.find((p) => p.first <= mine && mine <= p.last);
+        const { body: page } = summary ? await F.api("GET", `/sales/${id}/lobby/draw/pages/${summary.page}`) : { body: null };
+        const at = page ? page.order.indexOf(mine) : -1;
+        if (at < 0) {
+          lines.push("Your value is not in the draw (you joined after the start, or not at all).");
+        } else {
+          const matches = (await sha(page.order.join("\n"))) === summary.sha256
+            && page.order.every((v, i) => i === 0 || page.order[i - 1] < v);
+          ok = ok && matches;
+          lines.push(matches ? `Your page matches the index, and your value ${mine.slice(0, 12)}… is place ${page.first_place + at} of ${index.count}.`
+            : "Your page does NOT match the index.");
+        }
       }
-      F.say(out, lines.join(" "), hash === commitment && sorted ? "ok" : "error");
+      F.say(out, lines.join(" "), ok ? "ok" : "error");
     } catch (err) { F.say(out, err.message, "error"); }
   }
 

@@ -97,6 +97,9 @@ pub struct LobbyView {
     pub admission_seconds: i64,
     /// Buyers who joined, in the lobby or after the start.
     pub joined: i64,
+    /// Buyers in the draw (those who joined before the start), once it is
+    /// made: the length of its `order`.
+    pub drawn: Option<i64>,
     /// Buyers let in so far.
     pub admitted: i64,
     /// Buyers still waiting for their turn.
@@ -202,6 +205,7 @@ impl LobbyView {
             admit_per_second: place.rate,
             admission_seconds: place.admission_ms / 1000,
             joined: place.joined,
+            drawn: place.drawn.then_some(place.draw_count),
             admitted: place.admitted_count,
             lobby_length: place.length,
         }

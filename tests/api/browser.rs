@@ -380,7 +380,7 @@ async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
         &client,
         "#lobby-verdict",
         &format!(
-            "The seed hashes to the published SHA-256. The 3 values are in order. Your value {}… is place {place} of 3.",
+            "The seed hashes to the published SHA-256. The index lists 1 page for 3 values, in order. Your page matches the index, and your value {}… is place {place} of 3.",
             &mine[..12]
         ),
     )

@@ -56,11 +56,11 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
     let mongo = MongoServer::start();
     let app = spawn_instances(with_mongo(&mongo), 2).await;
     let sale = lobby_sale(&app, json!({"admit_per_second": 5})).await;
-    let buyers: Vec<String> = (0..500).map(|i| format!("frozen-{i:03}")).collect();
+    let buyers: Vec<String> = (0..1200).map(|i| format!("frozen-{i:04}")).collect();
     join_all(&app, &sale, &buyers, 32).await;
     start_in(&app, &sale, 0.3).await;
     let (seed, _, order) = draw(&app, &sale).await;
-    assert_eq!(order.len(), 500);
+    assert_eq!(order.len(), 1200);
 
     // Both instances serve the same document, with its validators.
     let (a, b) = (&app.instances[0].address, &app.instances[1].address);
@@ -75,7 +75,7 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
         tags.push(h["etag"].to_str().unwrap().to_owned());
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["seed"], seed.as_str());
-        assert_eq!(body["order"].as_array().unwrap().len(), 500);
+        assert_eq!(body["order"].as_array().unwrap().len(), 1200);
     }
     assert_eq!(tags[0], tags[1], "one draw, the same everywhere");
     // Gzip where accepted: the same JSON, a representation of its own.
@@ -111,7 +111,7 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
     );
     // Made once: MongoDB holds one draw, whose chunks are all of one freeze.
     let (head, chunks) = app.mongo.draw(&sale_id(&sale)).await.unwrap().unwrap();
-    assert_eq!(head.count, 500);
+    assert_eq!(head.count, 1200);
     let client = mongodb::Client::with_uri_str(&mongo.uri).await.unwrap();
     let db = client.database(&app.mongo.database_name());
     let stored = db
@@ -120,6 +120,67 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
         .await
         .unwrap();
     assert_eq!(stored, chunks.len() as u64, "no chunks of a second freeze");
+
+    // In pages: the index binds each page by its hash, and the pages are
+    // the whole draw in order.
+    let paged = |path: String| {
+        let (app, sale) = (&app, &sale);
+        async move {
+            app.http
+                .get(format!(
+                    "{a}/api/v1/sales/{sale}/lobby/draw{path}",
+                    a = app.instances[0].address
+                ))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let index = paged("/index".into()).await;
+    assert_eq!(
+        index.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let index: Value = index.json().await.unwrap();
+    assert_eq!(
+        (index["seed"].as_str(), index["count"].as_i64()),
+        (Some(seed.as_str()), Some(1200))
+    );
+    let pages = index["pages"].as_array().unwrap();
+    assert_eq!((pages.len(), index["page_size"].as_i64()), (2, Some(1000)));
+    let mut joined: Vec<String> = Vec::new();
+    for summary in pages {
+        let n = summary["page"].as_i64().unwrap();
+        let resp = paged(format!("/pages/{n}")).await;
+        let tag = resp.headers()["etag"].to_str().unwrap().to_owned();
+        let page: Value = resp.json().await.unwrap();
+        let values: Vec<String> = page["order"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(page["first_place"].as_i64(), Some(joined.len() as i64 + 1));
+        assert_eq!(
+            summary["first"].as_str(),
+            values.first().map(String::as_str)
+        );
+        assert_eq!(summary["last"].as_str(), values.last().map(String::as_str));
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(values.join("\n")));
+        assert_eq!(summary["sha256"].as_str(), Some(hash.as_str()));
+        joined.extend(values);
+        let again = app
+            .http
+            .get(format!("{b}/api/v1/sales/{sale}/lobby/draw/pages/{n}"))
+            .header("If-None-Match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+    }
+    assert_eq!(joined, order);
+    assert_eq!(paged("/pages/3".into()).await.status(), 404);
+    assert_eq!(paged("/pages/0".into()).await.status(), 400);
 
     // A latecomer never enters it.
     assert_eq!(
@@ -145,6 +206,15 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
             .await
             .unwrap();
         assert_eq!(view["seed"], seed.as_str());
+        for path in ["index", "pages/2"] {
+            let resp = app
+                .http
+                .get(format!("{base}/api/v1/sales/{sale}/lobby/draw/{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+        }
         let place = app
             .http
             .get(format!("{base}/api/v1/sales/{sale}/lobby/me"))

@@ -600,6 +600,58 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
         r.await?;
     }
 
+    // The same draw read again once the sale has settled: as many readers
+    // at once, each checking one place (or reading the whole draw, on a
+    // server without pages), without the start's crowd on the cores.
+    let settled = Arc::new(Mutex::new(Reads {
+        first: Some(histogram()),
+        again: Some(histogram()),
+        whole: Some(histogram()),
+        ..Reads::default()
+    }));
+    let gate = Arc::new(tokio::sync::Barrier::new(args.readers));
+    let wave: Vec<_> = (0..args.readers)
+        .map(|k| {
+            let (server, sale, reads, subjects, gate) = (
+                server.clone(),
+                sale.clone(),
+                settled.clone(),
+                subjects.clone(),
+                gate.clone(),
+            );
+            tokio::spawn(async move {
+                let mut reader = Reader {
+                    conn: Some(open(&server).await),
+                    server,
+                    reads,
+                    deadline: Instant::now() + Duration::from_secs(60),
+                };
+                gate.wait().await;
+                if !paged {
+                    let _ = reader
+                        .get(
+                            &format!("/api/v1/sales/{sale}/lobby/draw"),
+                            None,
+                            Kind::Check,
+                        )
+                        .await;
+                    return;
+                }
+                let path = format!("/api/v1/sales/{sale}/lobby/draw/index");
+                if let Some((index, _)) = reader.get(&path, None, Kind::Check).await {
+                    let page = page_for(&index, &subjects[k % subjects.len()]).unwrap_or(1);
+                    let path = format!("/api/v1/sales/{sale}/lobby/draw/pages/{page}");
+                    let _ = reader.get(&path, None, Kind::Check).await;
+                }
+            })
+        })
+        .collect();
+    for r in wave {
+        r.await?;
+    }
+    let settled = std::mem::take(&mut *settled.lock().expect("reads"));
+    let settled = settled.first.expect("histogram");
+
     // What a buyer can check, and whether those let in were the draw's head.
     let reads = std::mem::take(&mut *reads.lock().expect("reads"));
     let (mut draw_ok, mut in_order) = (false, false);
@@ -654,6 +706,7 @@ pub async fn run(args: LaunchArgs) -> anyhow::Result<()> {
         "draw_first_p50_ms": ms(first, 0.5), "draw_first_p99_ms": ms(first, 0.99),
         "draw_again_p50_ms": ms(again, 0.5), "draw_again_p99_ms": ms(again, 0.99),
         "draw_paged": paged, "draw_whole_reads": whole.len(),
+        "draw_settled_p50_ms": ms(&settled, 0.5), "draw_settled_p99_ms": ms(&settled, 0.99),
         "draw_whole_p50_ms": ms(whole, 0.5), "draw_whole_p99_ms": ms(whole, 0.99),
         "draw_not_yet": reads.not_yet, "draw_failures": reads.failures,
         "draw_first_served_s": reads.first_served.map(|t| (t - start).as_secs_f64()),

@@ -463,6 +463,9 @@ pub struct LobbyPlace {
     pub length: i64,
     pub admitted_count: i64,
     pub joined: i64,
+    /// Buyers in the draw, once it is made.
+    #[serde(default)]
+    pub draw_count: i64,
     pub rate: i64,
     pub now: i64,
 }
