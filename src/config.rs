@@ -107,6 +107,11 @@ pub struct Settings {
     pub live_personal_buffer: usize,
     /// A live frame a client has not taken in this long drops the socket.
     pub live_send_timeout: Duration,
+    /// How long a stopping instance goes on serving, not ready, before it
+    /// closes its sockets and stops taking connections
+    /// (`FLASHDROP_DRAIN`): the time a load balancer takes to stop
+    /// sending it work.
+    pub drain: Duration,
     /// Test-only fault point: stop a confirm right after the order is written,
     /// as a crash there would. Never set from the environment.
     #[doc(hidden)]
@@ -302,6 +307,16 @@ impl Settings {
                 format!("must be at most half the confirm lease of {CONFIRM_LEASE:?}"),
             ));
         }
+        let drain = get("FLASHDROP_DRAIN", "0s");
+        let drain = humantime::parse_duration(&drain)
+            .ok()
+            .filter(|d| *d <= Duration::from_secs(300))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "FLASHDROP_DRAIN",
+                    format!("{drain:?} is not a duration of at most 5 minutes such as `10s`"),
+                )
+            })?;
         let count = |var: &'static str, default: &str| -> Result<Option<usize>, ConfigError> {
             let value = get(var, default);
             if value.eq_ignore_ascii_case("off") {
@@ -349,6 +364,7 @@ impl Settings {
             event_claim_idle: EVENT_CLAIM_IDLE,
             live_ping: Duration::from_secs(15),
             live_send_timeout: Duration::from_secs(10),
+            drain,
             live_personal_buffer: 64,
             ended_hold_retention: Duration::from_secs(24 * 3600),
             fault_after_order_write: false,
@@ -403,6 +419,7 @@ mod tests {
             ("FLASHDROP_WS_MAX_CONNECTIONS", "0"),
             ("FLASHDROP_WS_MAX_PER_IP", "many"),
             ("FLASHDROP_SEED_KEY", "short"),
+            ("FLASHDROP_DRAIN", "soon"),
             ("FLASHDROP_SEED_KEY", SECRET.1),
         ];
         for (var, value) in cases {

@@ -21,6 +21,7 @@ pub mod reports;
 pub mod sales;
 pub mod startup;
 pub mod state;
+pub mod stopping;
 pub mod store;
 pub mod telemetry;
 pub mod waitlist;

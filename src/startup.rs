@@ -30,6 +30,7 @@ use crate::{
     reports::Reports,
     sales::Sales,
     state::{AppState, Services},
+    stopping::Stopping,
     store::{Mongo, Redis, Store},
     telemetry,
     waitlist::Waitlist,
@@ -56,6 +57,7 @@ struct Background {
     confirm_lease: Duration,
     ended_hold_retention: Duration,
     event_claim_idle: Duration,
+    drain: Duration,
 }
 
 impl Application {
@@ -112,6 +114,7 @@ impl Application {
                 hub: hub.clone(),
                 ping: settings.live_ping,
                 send_timeout: settings.live_send_timeout,
+                stopping: Stopping::default(),
             },
             sales,
             lobby,
@@ -138,6 +141,7 @@ impl Application {
                 confirm_lease: settings.confirm_lease,
                 ended_hold_retention: settings.ended_hold_retention,
                 event_claim_idle: settings.event_claim_idle,
+                drain: settings.drain,
             },
             signals,
         })
@@ -157,8 +161,9 @@ impl Application {
         self.run_until(signals.received()).await
     }
 
-    /// Serves until `stop` completes, then drains requests and stops the
-    /// background loops.
+    /// Serves until `stop` completes, then stops as `stopping.rs` says: not
+    /// ready at once, serving for the drain, sockets closed with 1012,
+    /// requests in flight finished, background loops stopped.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> std::io::Result<()> {
         let shutdown = CancellationToken::new();
         let state = &self.state;
@@ -203,6 +208,15 @@ impl Application {
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(shutdown.clone()));
         let persister = tokio::spawn(persister.run(shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
+        let (stopping, drain) = (state.live_context.stopping.clone(), self.background.drain);
+        let stop = async move {
+            stop.await;
+            stopping.begin();
+            tracing::info!(?drain, "stopping: not ready, serving until the drain ends");
+            tokio::time::sleep(drain).await;
+            stopping.close_sockets();
+            tracing::info!("stopping: sockets closed, finishing requests in flight");
+        };
         let routes = routes(self.state, self.jwt, self.limits);
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(routes, stop, Some(Duration::from_secs(10)))

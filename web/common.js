@@ -100,10 +100,13 @@ const Flashdrop = (() => {
         }
         onFrame(frame);
       };
-      socket.onclose = () => {
+      // 1012: the instance is restarting; another serves the snapshot.
+      // Jittered, so its watchers do not all come back at once.
+      socket.onclose = (ev) => {
         onState && onState("reconnecting");
         if (stopped) return;
-        setTimeout(open, delay);
+        if (ev.code === 1012) delay = 250;
+        setTimeout(open, delay * (0.5 + Math.random()));
         delay = Math.min(delay * 2, 10000);
       };
     }

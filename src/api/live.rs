@@ -69,6 +69,12 @@ impl LiveApi {
             None => None,
         };
         let sale = SaleId::parse(&id)?;
+        if state.live_context.stopping.is_unready() {
+            return Err(ApiError::unavailable(
+                "this instance is stopping; connect again to reach another",
+            )
+            .into());
+        }
         // Refused before the upgrade: over the caps, or an unknown sale.
         let permit = state.live.admission.admit(limits.client_ip(req))?;
         state.sales.view(&sale).await?;

@@ -40,6 +40,8 @@ pub struct LiveContext {
     pub ping: Duration,
     /// A frame a client has not taken in this long means the client is gone.
     pub send_timeout: Duration,
+    /// The instance's stop: sockets close with 1012 when it drains.
+    pub stopping: crate::stopping::Stopping,
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
@@ -204,6 +206,17 @@ async fn socket_loop(
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err("feed closed"),
             },
+            // The instance is stopping: the client reconnects elsewhere and
+            // resyncs from a snapshot there.
+            _ = ctx.stopping.closing() => {
+                let _ = out
+                    .send(Message::Close(Some((
+                        poem::web::websocket::CloseCode::Restart,
+                        "service restart".into(),
+                    ))))
+                    .await;
+                return Ok(());
+            }
             _ = &mut token_expiry, if token_left.is_some() => {
                 let _ = out
                     .send(Message::Close(Some((

@@ -1,4 +1,8 @@
-use crate::helpers::{RedisServer, on_redis, servers, spawn_app, spawn_app_with};
+use std::time::Duration;
+
+use crate::helpers::{
+    RedisServer, TestApp, eventually, on_redis, servers, spawn_app, spawn_app_with,
+};
 use serde_json::Value;
 
 #[tokio::test]
@@ -70,4 +74,55 @@ async fn a_stopped_app_stops_serving() {
     app.stop().await;
     let fresh = reqwest::Client::new();
     assert!(fresh.get(app.url("/healthz")).send().await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_app_is_unready_at_once_serves_its_drain_and_closes_sockets_with_1012() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut app = spawn_app_with(|s| s.drain = Duration::from_secs(2)).await;
+    let sale = app.create_sale(serde_json::json!({})).await;
+    let live = |app: &TestApp| {
+        format!(
+            "{}/api/v1/sales/{sale}/live",
+            app.address.replace("http://", "ws://")
+        )
+    };
+    let (mut socket, _) = tokio_tungstenite::connect_async(live(&app)).await.unwrap();
+    let snapshot = socket.next().await.unwrap().unwrap();
+    assert!(snapshot.to_text().unwrap().contains("snapshot"));
+
+    app.begin_stop();
+    // Not ready at once: the first look after the signal says 503.
+    let ready = eventually(Duration::from_secs(1), || async {
+        let r = app.http.get(app.url("/readyz")).send().await.unwrap();
+        (r.status() != 200).then_some(r)
+    })
+    .await
+    .expect("readyz turns at once");
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.headers()["retry-after"], "1");
+    // But it serves everything else through the drain, and refuses new
+    // sockets so they open elsewhere.
+    let resp = app
+        .http
+        .get(app.url(&format!("/api/v1/sales/{sale}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    match tokio_tungstenite::connect_async(live(&app)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a new socket while stopping: {other:?}"),
+    }
+    // After the drain, the open socket is told the service restarts.
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the socket ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.expect("a close frame").code), 1012);
+    app.stop().await;
 }

@@ -407,6 +407,15 @@ impl TestApp {
     }
 
     /// Stops every instance and waits until they have shut down.
+    /// Tells every instance to stop (as SIGTERM does), without waiting.
+    pub fn begin_stop(&mut self) {
+        for instance in &mut self.instances {
+            if let Some(stop) = instance.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+    }
+
     pub async fn stop(&mut self) {
         for instance in &mut self.instances {
             if let Some(stop) = instance.stop.take() {

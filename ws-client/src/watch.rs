@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio_tungstenite::{connect_async, tungstenite::Message};
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{Message, protocol::frame::coding::CloseCode},
+};
 
 use crate::Target;
 
@@ -18,6 +21,11 @@ pub async fn run(target: Target, token: Option<String>, json: bool) -> anyhow::R
                 let mut last_seq: Option<i64> = None;
                 while let Some(msg) = socket.next().await {
                     let Ok(Message::Text(text)) = msg else {
+                        if let Ok(Message::Close(Some(close))) = &msg
+                            && close.code == CloseCode::Restart
+                        {
+                            eprintln!("(the server is restarting)");
+                        }
                         if msg.is_err() {
                             break;
                         }
@@ -53,7 +61,9 @@ pub async fn run(target: Target, token: Option<String>, json: bool) -> anyhow::R
             }
             Err(err) => eprintln!("(cannot connect: {err}; retrying in {backoff:?})"),
         }
-        tokio::time::sleep(backoff).await;
+        // Jittered, so the watchers of a restarting instance do not all
+        // come back in the same millisecond.
+        tokio::time::sleep(backoff.mul_f64(rand::random_range(0.5..1.5))).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
 }
