@@ -26,6 +26,7 @@ mod operations;
 mod pages;
 mod recovery;
 mod reservations;
+mod restart;
 mod sales;
 mod scripts;
 mod waitlist;
