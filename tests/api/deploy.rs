@@ -59,3 +59,95 @@ fn the_dashboard_charts_only_metrics_the_server_exports() {
         );
     }
 }
+
+/// Every `FLASHDROP_*` variable the server reads (config.rs).
+fn variables_read(root: &Path) -> BTreeSet<String> {
+    let config = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+    let code: String = config
+        .split("#[cfg(test)]")
+        .next()
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut vars = BTreeSet::new();
+    for (at, _) in code.match_indices("\"FLASHDROP_") {
+        let name: String = code[at + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        vars.insert(name);
+    }
+    vars
+}
+
+/// An overlay as `kubectl kustomize` renders it.
+fn render(root: &Path, overlay: &str) -> Vec<serde_yaml::Value> {
+    let out = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join("deploy/k8s/overlays").join(overlay))
+        .output()
+        .expect("kubectl is installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .collect()
+}
+
+/// The Kubernetes Deployment gives the server every setting it reads (and
+/// none it does not), and its probes ask paths the server serves.
+#[tokio::test]
+async fn the_kubernetes_deployment_sets_what_the_server_reads_and_probes_real_paths() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = variables_read(root);
+    assert!(read.len() >= 15, "{read:?}");
+    let app = crate::helpers::spawn_app().await;
+    for overlay in ["dev", "production"] {
+        let docs = render(root, overlay);
+        let kind = |d: &serde_yaml::Value, k: &str, n: &str| {
+            d["kind"].as_str() == Some(k) && d["metadata"]["name"].as_str() == Some(n)
+        };
+        let deployment = docs
+            .iter()
+            .find(|d| kind(d, "Deployment", "flashdrop"))
+            .expect("the Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let mut set = BTreeSet::new();
+        for env in container["env"].as_sequence().unwrap() {
+            set.insert(env["name"].as_str().unwrap().to_owned());
+        }
+        for from in container["envFrom"].as_sequence().unwrap() {
+            let map = from["configMapRef"]["name"].as_str().unwrap();
+            let config = docs
+                .iter()
+                .find(|d| kind(d, "ConfigMap", map))
+                .unwrap_or_else(|| panic!("{overlay}: the ConfigMap {map}"));
+            for key in config["data"].as_mapping().unwrap().keys() {
+                set.insert(key.as_str().unwrap().to_owned());
+            }
+        }
+        let missing: Vec<&String> = read.difference(&set).collect();
+        assert!(
+            missing.is_empty(),
+            "{overlay}: the Deployment does not set {missing:?}"
+        );
+        let unknown: Vec<&String> = set.difference(&read).collect();
+        assert!(
+            unknown.is_empty(),
+            "{overlay}: the server does not read {unknown:?}"
+        );
+        for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+            let path = container[probe]["httpGet"]["path"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{overlay}: a {probe}"));
+            let status = app.http.get(app.url(path)).send().await.unwrap().status();
+            assert_eq!(status, 200, "{overlay}: {probe} asks {path}");
+        }
+    }
+}
