@@ -188,13 +188,23 @@ async fn balanced(
     request: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     failovers: &Mutex<u32>,
 ) -> reqwest::Response {
-    match request(http, &addresses[first]).send().await {
-        Ok(resp) => resp,
-        Err(_) => {
-            *failovers.lock().unwrap() += 1;
-            request(http, &addresses[1 - first]).send().await.unwrap()
+    let mut which = first;
+    for _ in 0..10 {
+        match request(http, &addresses[which]).send().await {
+            // Busy (a store slow under the load): the answer says to come
+            // back after Retry-After, and the Idempotency-Key makes that
+            // safe, as a client does.
+            Ok(resp) if resp.status() == 503 && resp.headers().contains_key("retry-after") => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(resp) => return resp,
+            Err(_) => {
+                *failovers.lock().unwrap() += 1;
+                which = 1 - which;
+            }
         }
     }
+    request(http, &addresses[which]).send().await.unwrap()
 }
 
 /// `flashdrop serve` as a process of its own, to be killed with SIGKILL.

@@ -66,7 +66,14 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
     let (a, b) = (&app.instances[0].address, &app.instances[1].address);
     let mut tags = Vec::new();
     for base in [a, b] {
-        let resp = get_draw(&app, base, &sale, &[]).await;
+        // Each instance loads the stored draw once; until it has, it says
+        // 503 with Retry-After.
+        let resp = eventually(Duration::from_secs(10), || async {
+            let resp = get_draw(&app, base, &sale, &[]).await;
+            (resp.status() != 503).then_some(resp)
+        })
+        .await
+        .expect("every instance serves the draw");
         assert_eq!(resp.status(), 200);
         let h = resp.headers();
         assert_eq!(h["cache-control"], "public, max-age=31536000, immutable");
@@ -194,7 +201,14 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
     // are still answered, by both instances.
     mongo.pause();
     for base in [a, b] {
-        let resp = get_draw(&app, base, &sale, &[]).await;
+        // Each instance loads the stored draw once; until it has, it says
+        // 503 with Retry-After.
+        let resp = eventually(Duration::from_secs(10), || async {
+            let resp = get_draw(&app, base, &sale, &[]).await;
+            (resp.status() != 503).then_some(resp)
+        })
+        .await
+        .expect("every instance serves the draw");
         assert_eq!(resp.status(), 200);
         let view: Value = app
             .http

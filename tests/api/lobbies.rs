@@ -60,17 +60,25 @@ pub async fn join_all(app: &TestApp, sale: &str, buyers: &[String], parallel: us
     assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
 }
 
-/// The buyer's `GET .../lobby/me`.
+/// The buyer's `GET .../lobby/me`, as the buyer page asks it: a 503 (an
+/// instance still loading the stored draw) is asked again after its
+/// Retry-After.
 pub async fn me(app: &TestApp, sale: &str, buyer: &str) -> Value {
-    json(
-        app.http
+    eventually(Duration::from_secs(10), || async {
+        let resp = app
+            .http
             .get(app.api(&format!("/sales/{sale}/lobby/me")))
             .bearer_auth(buyer_token(buyer))
             .send()
             .await
-            .unwrap(),
-    )
+            .unwrap();
+        match resp.status().as_u16() {
+            503 => None,
+            _ => Some(json(resp).await),
+        }
+    })
     .await
+    .expect("an answer other than 503 within 10 s")
 }
 
 /// `GET .../lobby`, as anyone reads it.
