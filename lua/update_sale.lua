@@ -16,7 +16,7 @@
 -- ARGV[15] the lobby's opening (ms)  ARGV[16] the seed's SHA-256
 -- ARGV[17] 1 when the change touches the lobby's settings (allowed only
 -- before the lobby opens and before the start)
--- Replies (r): ok | missing | started | ended | total_lowered | lobby_open
+-- Replies (r): ok | missing | started | ended | lobby_open
 --   | older
 return fd_with_sale(function(s, now)
   local version = tonumber(ARGV[12])
@@ -28,9 +28,10 @@ return fd_with_sale(function(s, now)
   if ARGV[17] == '1' and (now >= s.starts or (s.admit_rate > 0 and now >= s.opens)) then
     return {r = 'lobby_open'}
   end
+  -- Raising stock (before the start; never lowered: checked once, in
+  -- sales/mod.rs, against the version MongoDB fences) adds never-issued
+  -- serials past the old total.
   local total = tonumber(ARGV[5])
-  if total < s.total then return {r = 'total_lowered'} end
-  -- Raising stock adds never-issued serials past the old total.
   fd_update(s, {starts = tonumber(ARGV[2]), ends = tonumber(ARGV[3]),
     hold_ms = tonumber(ARGV[4]), total = total, limit = tonumber(ARGV[6]),
     price = ARGV[7], currency = ARGV[8], waitlist = tonumber(ARGV[10]),

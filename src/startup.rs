@@ -234,16 +234,30 @@ impl Application {
     }
 }
 
+/// What every answer goes through, outermost last: the request's span and
+/// id, a panic turned into a 500 with the error body, `Allow` on a 405,
+/// and every error as the JSON error body.
+pub fn answers(routes: impl poem::Endpoint + 'static) -> impl poem::Endpoint {
+    routes
+        .catch_all_error(error::into_json_response)
+        .around(api::explain::allow_on_405)
+        .with(poem::middleware::CatchPanic::new().with_handler(telemetry::panic_answer))
+        .around(telemetry::trace_request)
+}
+
 pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> impl poem::Endpoint {
     let api = api::service();
-    let docs = api.swagger_ui();
+    let docs = api::swagger_ui_html();
     let spec = api::spec_json();
-    Route::new()
+    let routes = Route::new()
         .nest(
             "/api/v1",
             api.into_endpoint().around(api::explain::plain_parse_errors),
         )
-        .nest("/docs", docs)
+        .at(
+            "/docs",
+            get(make_sync(move |_| poem::web::Html(docs.clone()))),
+        )
         .at(
             "/openapi.json",
             get(make_sync(move |_| {
@@ -257,13 +271,8 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
         .at("/readyz", get(api::health::readyz))
         .at("/metrics", get(api::health::metrics))
         .around(|ep, req| limits::cap_body(ep, req, MAX_BODY_BYTES))
-        .around(limits::limit_ip)
-        .catch_all_error(error::into_json_response)
-        .around(api::explain::allow_on_405)
-        .around(telemetry::trace_request)
-        .data(state)
-        .data(jwt)
-        .data(limits)
+        .around(limits::limit_ip);
+    answers(routes).data(state).data(jwt).data(limits)
 }
 
 async fn prune_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {

@@ -58,5 +58,55 @@ pub fn service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document as checked in under `openapi/openapi.json`.
 pub fn spec_json() -> String {
-    service().spec()
+    closed_request_bodies(&service().spec())
+}
+
+/// Swagger UI over [`spec_json`] (poem-openapi's own page embeds the
+/// document before [`closed_request_bodies`] has said what it says).
+pub fn swagger_ui_html() -> String {
+    let api = service();
+    api.swagger_ui_html().replacen(&api.spec(), &spec_json(), 1)
+}
+
+/// Every request body refuses fields it does not know
+/// (`#[oai(deny_unknown_fields)]`), but poem-openapi leaves that out of the
+/// schema: say it, `additionalProperties: false`, on every schema a request
+/// body refers to.
+fn closed_request_bodies(spec: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
+        return spec.to_owned();
+    };
+    let mut bodies = Vec::new();
+    for operation in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for method in operation.as_object().into_iter().flat_map(|m| m.values()) {
+            for media in method["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flat_map(|c| c.values())
+            {
+                if let Some(name) = media["schema"]["$ref"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    bodies.push(name.to_owned());
+                }
+            }
+        }
+    }
+    for name in bodies {
+        if let Some(schema) = doc["components"]["schemas"]
+            .get_mut(&name)
+            .and_then(|s| s.as_object_mut())
+        {
+            schema.insert(
+                "additionalProperties".to_owned(),
+                serde_json::Value::Bool(false),
+            );
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
 }

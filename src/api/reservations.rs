@@ -21,6 +21,7 @@ use crate::{
 pub struct ReservationsApi;
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct ReserveRequest {
     /// Units to hold, 1..=1000 and within the sale's per-buyer limit.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]

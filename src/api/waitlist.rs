@@ -18,6 +18,7 @@ use crate::{
 pub struct WaitlistApi;
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct JoinRequest {
     /// Units wanted when stock comes back, 1..=1000 and within the limit.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]

@@ -204,6 +204,8 @@ impl Sales {
         }
         let after = patch.apply(&before);
         validate(&after, now)?;
+        // The one home of this rule: the version fence below makes
+        // `before` the sale as it is when the change lands.
         if after.total < before.total {
             return Err(ApiError::new(
                 ErrorCode::InvalidChange,
@@ -246,10 +248,6 @@ impl Sales {
                 "the sale has started",
             )),
             UpdateReply::Ended => Some(ApiError::new(ErrorCode::SaleEnded, "the sale has ended")),
-            UpdateReply::TotalLowered => Some(ApiError::new(
-                ErrorCode::InvalidChange,
-                "stock can only be raised",
-            )),
             UpdateReply::LobbyOpen => Some(ApiError::new(
                 ErrorCode::InvalidChange,
                 "the lobby's settings can change only before it opens",

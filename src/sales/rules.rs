@@ -102,6 +102,7 @@ impl SaleView {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
 pub struct CreateSale {
     /// 1..=200 characters, not only blanks.
     #[oai(validator(min_length = 1, max_length = 200, pattern = "\\S"))]
@@ -159,10 +160,11 @@ fn default_admission_seconds() -> i64 {
     120
 }
 
-/// A change to a sale; absent fields stay as they are. Once the sale has
-/// started only `name`, `ends_at` and `hold_seconds` may change, and stock
-/// may only be raised.
+/// A change to a sale; absent fields stay as they are. Before the start
+/// stock may be raised, never lowered; once the sale has started only
+/// `name`, `ends_at` and `hold_seconds` may change.
 #[derive(Debug, Clone, Default, Object)]
+#[oai(deny_unknown_fields)]
 pub struct PatchSale {
     /// 1..=200 characters, not only blanks.
     #[oai(validator(min_length = 1, max_length = 200, pattern = "\\S"))]

@@ -51,5 +51,8 @@ async fn the_spec_and_swagger_ui_are_served() {
 
     let docs = app.http.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("swagger"));
+    let html = docs.text().await.unwrap();
+    assert!(html.contains("swagger"));
+    // The page shows the same document, closed request bodies included.
+    assert!(html.contains(r#""additionalProperties": false"#));
 }

@@ -226,3 +226,84 @@ async fn a_patch_or_close_that_mongodb_refuses_changes_nothing() {
     assert_eq!((stored.total, stored.closed_at.is_none()), (10, true));
     assert_eq!(app.get_sale(&sale).await["status"], "upcoming");
 }
+
+/// A misspelt optional field must not silently make another sale (a sale
+/// without its lobby): every request body refuses fields it does not know,
+/// naming them, and says so in the document.
+#[tokio::test]
+async fn a_field_the_api_does_not_know_is_refused_by_name_and_nothing_changes() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({"total": 10})).await;
+    let mut body = crate::helpers::sale_body(json!({}));
+    body["lobby_open_at"] = json!("2030-01-01T00:00:00Z");
+    let sales = app.mongo.list_sales(1000).await.unwrap().len();
+    let cases = [
+        (
+            "POST",
+            "/api/v1/admin/sales".to_owned(),
+            body,
+            admin_token(),
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/admin/sales/{sale}"),
+            json!({"total": 20, "totl": 30}),
+            admin_token(),
+        ),
+        (
+            "POST",
+            format!("/api/v1/sales/{sale}/reservations"),
+            json!({"quantity": 1, "qty": 2}),
+            crate::helpers::buyer_token("strict"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/sales/{sale}/waitlist"),
+            json!({"quantity": 1, "priority": true}),
+            crate::helpers::buyer_token("strict"),
+        ),
+    ];
+    for (method, path, body, token) in cases {
+        let resp = app
+            .http
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{method} {path}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["code"], "invalid_request");
+        let unknown = ["lobby_open_at", "totl", "qty", "priority"];
+        assert!(
+            unknown
+                .iter()
+                .any(|f| error["message"] == format!("field `{f}` is not known here")),
+            "{error}"
+        );
+    }
+    // Nothing changed: no new sale, the stock as it was, nobody holding.
+    assert_eq!(app.mongo.list_sales(1000).await.unwrap().len(), sales);
+    let view = app.get_sale(&sale).await;
+    assert_eq!(
+        (view["total"].as_i64(), view["held"].as_i64()),
+        (Some(10), Some(0))
+    );
+    // The document says so: every request body is closed.
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for name in ["CreateSale", "PatchSale", "ReserveRequest", "JoinRequest"] {
+        assert_eq!(
+            spec["components"]["schemas"][name]["additionalProperties"], false,
+            "{name}"
+        );
+    }
+}

@@ -205,7 +205,6 @@ pub enum UpdateReply {
     Missing,
     Started,
     Ended,
-    TotalLowered,
     /// The change touches a lobby that has opened (or a sale that started).
     LobbyOpen,
     /// Redis has this version or a newer one already.
