@@ -103,9 +103,11 @@ pub enum TokenError {
 pub struct Caller(pub Claims);
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
-    let keys = req
-        .data::<std::sync::Arc<JwtKeys>>()
-        .expect("the JWT keys are attached to every route");
+    let keys = req.data::<std::sync::Arc<JwtKeys>>().ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "the JWT keys are not attached to this route"
+        ))
+    })?;
     keys.verify(&bearer.token)
         .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()).into())
 }

@@ -68,16 +68,22 @@ pub async fn metrics_upkeep(shutdown: tokio_util::sync::CancellationToken) {
 
 /// Wraps every request in a span and logs its outcome.
 pub async fn trace_request<E: Endpoint>(next: E, req: Request) -> Result<Response> {
+    let request_id = request_id(&req);
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         path = %req.uri().path(),
+        request_id = %request_id,
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     );
     let started = Instant::now();
     async move {
-        let resp = next.call(req).await.map(IntoResponse::into_response);
+        let resp = next
+            .call(req)
+            .await
+            .map(IntoResponse::into_response)
+            .map(|r| with_request_id(r, &request_id));
         let (status, pattern) = match &resp {
             Ok(resp) => (resp.status(), resp.data::<PathPattern>()),
             Err(err) => (err.status(), err.data::<PathPattern>()),
@@ -102,6 +108,35 @@ pub async fn trace_request<E: Endpoint>(next: E, req: Request) -> Result<Respons
     }
     .instrument(span)
     .await
+}
+
+/// The request's id: the caller's `X-Request-Id` when it is short visible
+/// ASCII, else a new one. It is in every log line of the request and in
+/// the answer's `X-Request-Id`.
+fn request_id(req: &Request) -> String {
+    req.header("X-Request-Id")
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| hex::encode(rand::random::<[u8; 8]>()), str::to_owned)
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(value) = poem::http::HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", value);
+    }
+    resp
+}
+
+/// A handler that panics answers 500 with the one error body, and the
+/// panic is logged in the request's span (with its id); the next request
+/// is served as ever.
+pub fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    tracing::error!(panic = %what, "a handler panicked");
+    crate::error::error_response(crate::error::ErrorCode::Internal, "internal error")
 }
 
 #[cfg(test)]

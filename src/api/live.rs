@@ -55,9 +55,11 @@ impl LiveApi {
             .and_then(|v| v.strip_prefix("Bearer "));
         let watcher = match access_token.0.as_deref().or(header_token) {
             Some(token) => {
-                let jwt = req
-                    .data::<Arc<JwtKeys>>()
-                    .expect("the JWT keys are attached to every route");
+                let jwt = req.data::<Arc<JwtKeys>>().ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!(
+                        "the JWT keys are not attached to this route"
+                    ))
+                })?;
                 let claims = jwt
                     .verify(token)
                     .map_err(|e| ApiError::new(ErrorCode::Unauthorized, e.to_string()))?;

@@ -5,7 +5,9 @@
 //! once and wakes the reaper, so a new sale's first holds meet the 1 s
 //! expiry target without waiting for the next refresh.
 
-use std::{collections::BTreeSet, sync::Mutex};
+use std::collections::BTreeSet;
+
+use parking_lot::Mutex;
 
 use tokio::sync::Notify;
 
@@ -20,7 +22,7 @@ pub struct Coverage {
 impl Coverage {
     /// A hold was made on `sale`.
     pub fn hold_made(&self, sale: &SaleId) {
-        let mut sales = self.sales.lock().expect("coverage lock");
+        let mut sales = self.sales.lock();
         if sales.insert(sale.clone()) {
             self.wake.notify_one();
         }
@@ -28,16 +30,11 @@ impl Coverage {
 
     /// The sales covered from now on (what MongoDB lists as recent).
     pub fn replace(&self, sales: impl IntoIterator<Item = SaleId>) {
-        *self.sales.lock().expect("coverage lock") = sales.into_iter().collect();
+        *self.sales.lock() = sales.into_iter().collect();
     }
 
     pub fn sales(&self) -> Vec<SaleId> {
-        self.sales
-            .lock()
-            .expect("coverage lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.sales.lock().iter().cloned().collect()
     }
 
     /// Resolves when a hold was made on a sale not covered before.

@@ -81,7 +81,7 @@ impl GroupCommit {
             store,
             recovery,
             finish_in_redis: !settings.fault_after_order_write,
-            delay_first_write: Arc::new(std::sync::Mutex::new(settings.fault_delay_order_write)),
+            delay_first_write: Arc::new(parking_lot::Mutex::new(settings.fault_delay_order_write)),
         };
         tokio::spawn(batcher.run(pending));
         Self { queue }
@@ -97,12 +97,22 @@ impl GroupCommit {
                 "the order writer has stopped".into(),
             ))
         };
+        // Kept to hand back should the batch never answer (its task
+        // panicked): the order may or may not have landed.
+        let copy = order.clone();
         if let Err(mpsc::error::SendError(p)) = self.queue.send(Pending { rid, order, done }).await
         {
             return (p.order, stopped());
         }
-        // The batcher answers every order it took.
-        outcome.await.expect("the batcher answers each order")
+        outcome.await.unwrap_or_else(|_| {
+            tracing::error!("an order's batch ended without an answer");
+            (
+                copy,
+                Committed::Unknown(StoreError::Unavailable(
+                    "the order's batch ended without an answer".into(),
+                )),
+            )
+        })
     }
 }
 
@@ -112,7 +122,7 @@ struct Batcher {
     recovery: Recovery,
     finish_in_redis: bool,
     /// Test fault point: the first batch waits this long before its write.
-    delay_first_write: Arc<std::sync::Mutex<Option<std::time::Duration>>>,
+    delay_first_write: Arc<parking_lot::Mutex<Option<std::time::Duration>>>,
 }
 
 impl Batcher {
@@ -148,7 +158,7 @@ impl Batcher {
     }
 
     async fn commit(&self, batch: Vec<Pending>) {
-        let delay = self.delay_first_write.lock().expect("fault lock").take();
+        let delay = self.delay_first_write.lock().take();
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }

@@ -2,11 +2,9 @@
 //! client address, checked before the upgrade, so a flood of sockets is
 //! refused with the error body instead of exhausting memory.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use parking_lot::Mutex;
 
 use crate::error::ApiError;
 
@@ -40,7 +38,7 @@ impl Admission {
     /// A place for one more socket from `ip`: 503 when this instance is
     /// full, 429 when the address has its share.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Permit, ApiError> {
-        let mut open = self.open.lock().expect("admission lock");
+        let mut open = self.open.lock();
         if open.total >= self.max_total {
             return Err(ApiError::unavailable(
                 "this server has as many live sockets as it serves; try again later",
@@ -64,13 +62,13 @@ impl Admission {
 
     /// Open sockets.
     pub fn open(&self) -> usize {
-        self.open.lock().expect("admission lock").total
+        self.open.lock().total
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let mut open = self.admission.open.lock().expect("admission lock");
+        let mut open = self.admission.open.lock();
         open.total -= 1;
         if let Some(ip) = self.ip
             && let Some(n) = open.per_ip.get_mut(&ip)

@@ -7,9 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, Weak},
+    sync::{Arc, Weak},
 };
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -87,11 +88,12 @@ impl LobbyUpdate {
             #[serde(flatten)]
             figures: &'a LobbyFigures,
         }
+        // Plain fields: serializing cannot fail.
         let frame = serde_json::to_string(&Frame {
             r#type: "lobby_figures",
             figures: &figures,
         })
-        .expect("lobby frame serializes");
+        .unwrap_or_default();
         Self { figures, frame }
     }
 }
@@ -167,7 +169,7 @@ pub struct JoinWatch {
 
 impl Drop for JoinWatch {
     fn drop(&mut self) {
-        let mut joins = self.joins.lock().expect("joins lock");
+        let mut joins = self.joins.lock();
         if Arc::strong_count(&self.signal) == 1 {
             joins.remove(&self.buyer);
         }
@@ -177,7 +179,7 @@ impl Drop for JoinWatch {
 impl Subscription {
     /// Signals when `buyer` joins the sale's lobby (on any instance).
     pub fn watch_join(&self, buyer: &str) -> JoinWatch {
-        let mut joins = self.joins.lock().expect("joins lock");
+        let mut joins = self.joins.lock();
         let signal = match joins.get(buyer).and_then(Weak::upgrade) {
             Some(signal) => signal,
             None => {
@@ -218,7 +220,7 @@ impl Hub {
     }
 
     pub fn subscribe(&self, sale: &SaleId) -> Subscription {
-        let mut sales = self.sales.lock().expect("hub lock");
+        let mut sales = self.sales.lock();
         let feed = sales
             .entry(sale.clone())
             .or_insert_with(|| {
@@ -243,23 +245,18 @@ impl Hub {
 
     /// Whether some socket here watches the sale.
     pub fn is_watched(&self, sale: &SaleId) -> bool {
-        self.sales.lock().expect("hub lock").contains_key(sale)
+        self.sales.lock().contains_key(sale)
     }
 
     /// The sales sockets here watch.
     pub fn watched(&self) -> Vec<SaleId> {
-        self.sales
-            .lock()
-            .expect("hub lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.sales.lock().keys().cloned().collect()
     }
 
     /// Redis now sends this instance the sale's changes (or, `false`, it
     /// stopped: the connection was lost).
     pub fn mark_subscribed(&self, sale: &SaleId, on: bool) {
-        if let Some(feed) = self.sales.lock().expect("hub lock").get(sale) {
+        if let Some(feed) = self.sales.lock().get(sale) {
             feed.subscribed.send_replace(on);
         }
     }
@@ -267,13 +264,7 @@ impl Hub {
     /// Messages published while the subscription was down are lost: every
     /// socket sends a fresh snapshot.
     pub fn resync(&self) {
-        let feeds: Vec<_> = self
-            .sales
-            .lock()
-            .expect("hub lock")
-            .values()
-            .cloned()
-            .collect();
+        let feeds: Vec<_> = self.sales.lock().values().cloned().collect();
         for feed in feeds {
             feed.stock.send_replace(Some(Arc::new(Update::Resync)));
         }
@@ -282,7 +273,7 @@ impl Hub {
     /// The sale's changes may have been lost: its sockets send a fresh
     /// snapshot.
     pub fn resync_sale(&self, sale: &SaleId) {
-        let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
+        let feed = self.sales.lock().get(sale).cloned();
         if let Some(feed) = feed {
             feed.stock.send_replace(Some(Arc::new(Update::Resync)));
         }
@@ -290,7 +281,7 @@ impl Hub {
 
     /// Forgets a sale's feed once its last socket is gone.
     pub fn release(&self, sale: &SaleId) {
-        let mut sales = self.sales.lock().expect("hub lock");
+        let mut sales = self.sales.lock();
         if sales
             .get(sale)
             .is_some_and(|f| f.stock.receiver_count() == 0)
@@ -302,7 +293,7 @@ impl Hub {
 
     /// Hands a change to the sockets of its sale, if this process has any.
     pub fn publish(&self, sale: &SaleId, change: Change) {
-        let feed = match self.sales.lock().expect("hub lock").get(sale) {
+        let feed = match self.sales.lock().get(sale) {
             Some(feed) => feed.clone(),
             None => return,
         };
@@ -316,7 +307,8 @@ impl Hub {
             waitlist_length: change.waitlist_length,
             ts: change.ts,
         })
-        .expect("stock frame serializes");
+        // Plain fields: serializing cannot fail.
+        .unwrap_or_default();
         let personal = change.user.is_some() || change.kind == "sale_closed";
         let update = Arc::new(Update::Change {
             change,
@@ -330,9 +322,9 @@ impl Hub {
 
     /// Tells the joiner's sockets here, if any, that they joined the lobby.
     pub fn publish_joined(&self, sale: &SaleId, joined: LobbyJoined) {
-        let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
+        let feed = self.sales.lock().get(sale).cloned();
         let signal = feed.and_then(|feed| {
-            let joins = feed.joins.lock().expect("joins lock");
+            let joins = feed.joins.lock();
             joins.get(&joined.lobby_joined).and_then(Weak::upgrade)
         });
         if let Some(signal) = signal {
@@ -342,7 +334,7 @@ impl Hub {
 
     /// Hands a lobby's figures to the sockets of its sale.
     pub fn publish_lobby(&self, sale: &SaleId, figures: LobbyFigures) {
-        let feed = self.sales.lock().expect("hub lock").get(sale).cloned();
+        let feed = self.sales.lock().get(sale).cloned();
         if let Some(feed) = feed {
             feed.lobby
                 .send_replace(Some(Arc::new(LobbyUpdate::new(figures))));
@@ -356,7 +348,7 @@ impl Hub {
 
     #[cfg(test)]
     fn feeds(&self) -> usize {
-        self.sales.lock().unwrap().len()
+        self.sales.lock().len()
     }
 }
 
@@ -432,10 +424,10 @@ pub(super) mod tests {
         assert!(personal.try_recv().is_err(), "no other socket woken");
         one.joined.borrow_and_update();
         drop(two);
-        assert_eq!(sub.joins.lock().unwrap().len(), 2, "ann has a socket still");
+        assert_eq!(sub.joins.lock().len(), 2, "ann has a socket still");
         drop(one);
         drop(other);
-        assert!(sub.joins.lock().unwrap().is_empty());
+        assert!(sub.joins.lock().is_empty());
         // A join of someone not watching here changes nothing.
         hub.publish_joined(&sale, joined("cat"));
     }

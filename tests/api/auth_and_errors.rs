@@ -316,3 +316,46 @@ async fn method_not_allowed_is_405_with_allow() {
         assert_error(resp, 405, "method_not_allowed").await;
     }
 }
+
+/// A handler that panics answers 500 with the one error body and its
+/// request id, and the server goes on serving: the answers' stack
+/// (`startup::answers`, the one the app uses) around a route that panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_the_next_request_is_served() {
+    use poem::{Route, get, handler, listener::TcpListener};
+    #[handler]
+    fn boom() -> &'static str {
+        panic!("a bug in a handler")
+    }
+    #[handler]
+    fn fine() -> &'static str {
+        "fine"
+    }
+    let port = crate::helpers::free_port();
+    let app =
+        flashdrop::startup::answers(Route::new().at("/boom", get(boom)).at("/fine", get(fine)));
+    tokio::spawn(poem::Server::new(TcpListener::bind(format!("127.0.0.1:{port}"))).run(app));
+    crate::helpers::wait_for_port(port, "the test server");
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("http://127.0.0.1:{port}/boom"))
+        .header("X-Request-Id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "internal");
+    // The same connection pool, the same server: served as ever.
+    for _ in 0..3 {
+        let resp = http
+            .get(format!("http://127.0.0.1:{port}/fine"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("x-request-id"));
+        assert_eq!(resp.text().await.unwrap(), "fine");
+    }
+}
