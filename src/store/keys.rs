@@ -209,6 +209,34 @@ pub fn sale_of_channel(channel: &str) -> Option<SaleId> {
 mod tests {
     use super::*;
 
+    /// `restore_sale.lua` renames the staged keys into place from its own
+    /// table: it must be [`STAGED`], pair for pair.
+    #[test]
+    fn restore_sale_renames_exactly_the_staged_roles() {
+        let lua = include_str!("../../lua/restore_sale.lua");
+        let table = &lua[lua.find("local staged = {").expect("the staged table")..];
+        let table = &table[..table.find("}}").expect("its end") + 2];
+        let mut in_lua: Vec<(String, String)> = table
+            .split("{K.")
+            .skip(1)
+            .map(|pair| {
+                let mut names = pair
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter(|w| !w.is_empty() && *w != "K");
+                let staged = names.next().unwrap_or_default().to_owned();
+                let live = names.next().unwrap_or_default().to_owned();
+                (live, staged)
+            })
+            .collect();
+        let mut in_rust: Vec<(String, String)> = STAGED
+            .iter()
+            .map(|(live, staged)| (live.name().to_owned(), staged.name().to_owned()))
+            .collect();
+        in_lua.sort();
+        in_rust.sort();
+        assert_eq!(in_lua, in_rust);
+    }
+
     #[test]
     fn every_key_of_a_sale_shares_its_hash_tag_and_names_its_role() {
         let sale = SaleId::new();
