@@ -17,9 +17,8 @@ use crate::{
     config::Settings,
     error::ApiError,
     ids::SaleId,
-    lobby,
     store::{
-        Store, StoreError,
+        Store, StoreError, keys,
         mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, SaleDoc, StockEventDoc},
         redis::{LobbyAdmission, LobbyStage, Staging, Waiter},
         scripts::{LiveSettings, LobbyCounts, LobbyWaiter, RestoreReply, Restored, SaleReply},
@@ -275,18 +274,18 @@ pub fn stage_lobby(
             let deadline = deadline.timestamp_millis();
             stage.admitted.push(LobbyAdmission {
                 buyer: e.buyer.clone(),
-                value: format!("{state} {deadline} {} {joined_ms}", at.timestamp_millis()),
+                value: keys::admission_value(state, deadline, at.timestamp_millis(), joined_ms),
                 due: (state == 'd').then_some(deadline),
             });
             continue;
         }
         let member = match (draw, drawn.get(e.buyer.as_str())) {
-            (Some(_), Some(value)) => lobby::drawn_member(value, &e.buyer),
+            (Some(_), Some(value)) => keys::drawn_member(value, &e.buyer),
             (None, _) if now_ms < starts_ms || joined_ms < starts_ms => {
                 stage.early.push((e.buyer.clone(), joined_ms));
                 continue;
             }
-            _ => lobby::late_member(joined_ms, &e.buyer),
+            _ => keys::late_member(joined_ms, &e.buyer),
         };
         stage.waiting.push(LobbyWaiter {
             buyer: e.buyer.clone(),

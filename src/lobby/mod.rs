@@ -52,6 +52,7 @@ use crate::{
     recovery::Recovery,
     store::{
         Store, StoreError,
+        keys::{drawn_member, late_member},
         mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc},
         scripts::{
             DrawStep, LobbyDrawReply, LobbyJoinReply, LobbyPlace, LobbyReadReply, LobbyState,
@@ -69,17 +70,6 @@ const DRAW_CHUNK: usize = 5_000;
 pub const LOAD_CHUNK: usize = 250;
 /// `lobby_draw` calls in flight at once while a draw loads.
 const LOADS_AT_ONCE: usize = 8;
-
-/// A drawn buyer's member of the sale's `lobby` (see `store/keys.rs`).
-pub fn drawn_member(value: &str, buyer: &str) -> String {
-    format!("0:{value}:{buyer}")
-}
-
-/// A latecomer's member of the sale's `lobby`: `lua/lobby_join.lua` builds
-/// the same from the same join time.
-pub fn late_member(joined_ms: i64, buyer: &str) -> String {
-    format!("1:{:015}:{buyer}", joined_ms.max(0))
-}
 
 /// A lobby as anyone may see it. The seed's SHA-256 is public from the
 /// opening, the seed itself once the draw is made at the start: check

@@ -205,6 +205,28 @@ pub fn sale_of_channel(channel: &str) -> Option<SaleId> {
     SaleId::parse(tagged).ok()
 }
 
+/// A drawn buyer's member of the sale's `lobby`: `0:<value>:<buyer>`,
+/// sorted by the draw's value (`lua/lobby_tick.lua` and `lobby_read.lua`
+/// take the buyer back out; `tests/api/scripts.rs` checks the round trip).
+pub fn drawn_member(value: &str, buyer: &str) -> String {
+    format!("0:{value}:{buyer}")
+}
+
+/// A latecomer's member of the sale's `lobby`: `1:<joined ms, 15
+/// digits>:<buyer>`, behind every drawn one in arrival order;
+/// `lua/lobby_join.lua` builds the same from the same join time.
+pub fn late_member(joined_ms: i64, buyer: &str) -> String {
+    format!("1:{:015}:{buyer}", joined_ms.max(0))
+}
+
+/// An admission as the sale's `admitted` hash keeps it:
+/// `<state> <deadline ms> <admitted at ms> <joined at ms>`, state `d`
+/// (unused), `u` (used) or `l` (lapsed), as `lua/lobby_tick.lua` writes
+/// it and `lua/prelude.lua` reads it.
+pub fn admission_value(state: char, deadline_ms: i64, at_ms: i64, joined_ms: i64) -> String {
+    format!("{state} {deadline_ms} {at_ms} {joined_ms}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,9 @@ use flashdrop::{
     holds::FINISH_CHUNK,
     ids::{ReservationId, SaleId},
     keeper::MOST_PER_CALL,
-    lobby::{LOAD_CHUNK, drawn_member},
+    lobby::LOAD_CHUNK,
     reaper::REAP_BATCH,
+    store::keys::drawn_member,
     store::{
         Conn, Redis,
         keys::{Role, SaleKeys},

@@ -35,3 +35,90 @@ async fn a_script_reaching_for_an_undeclared_key_fails_loudly() {
         "{err}"
     );
 }
+
+/// The lobby's member and admission strings are built in Rust
+/// (`store::keys`) and in Lua, and parsed in Lua: buyers whose ids hold
+/// the separators (`:` and spaces) come out of the scripts as they went
+/// in, a latecomer's member is the one Rust builds from the same join
+/// time, and an admission Rust writes (as a rebuild does) reads back field
+/// for field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lobby_member_and_admission_formats_round_trip_through_the_scripts() {
+    use crate::lobbies::{draw, join_all, join_lobby, lobby_now, lobby_sale, start_in};
+    use flashdrop::store::{
+        keys::{Role, admission_value, late_member},
+        scripts::{LobbyReadReply, LobbyState},
+    };
+    use redis::AsyncCommands;
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    let sale = lobby_sale(&app, json!({"admit_per_second": 2})).await;
+    let early: Vec<String> = [
+        "plain",
+        "with:colon",
+        "two::colons:",
+        "with space",
+        "ünï:cödé",
+        "0:beef:x",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    join_all(&app, &sale, &early, 4).await;
+    start_in(&app, &sale, 0.2).await;
+    draw(&app, &sale).await;
+    // A latecomer, while the early ones still wait: Lua builds the member.
+    let late = "late: one";
+    assert_eq!(join_lobby(&app, &sale, late).await.status(), 201);
+    let id = flashdrop::ids::SaleId::parse(&sale).unwrap();
+    let redis = &app.state.store.redis;
+    let LobbyReadReply::Place(place) = redis.lobby_read(&id, late).await.unwrap() else {
+        panic!("the sale is in Redis")
+    };
+    assert!(place.late);
+    let member = late_member(place.joined_at.unwrap(), late);
+    let mut conn = app.redis();
+    let score: Option<f64> = conn
+        .zscore(keys(&sale).of(Role::Lobby), &member)
+        .await
+        .unwrap();
+    assert!(score.is_some(), "{member} is the latecomer's member");
+
+    // Everyone is let in: lobby_tick takes each buyer out of the member
+    // Rust built (the early ones) or Lua built (the latecomer).
+    let everyone: Vec<String> = early.iter().cloned().chain([late.to_owned()]).collect();
+    let admitted = crate::helpers::eventually(Duration::from_secs(15), || async {
+        let (admitted, _, _) = lobby_now(&app, &sale).await;
+        (admitted.len() == everyone.len()).then_some(admitted)
+    })
+    .await
+    .expect("everyone let in");
+    for buyer in &everyone {
+        assert!(
+            admitted.contains_key(buyer),
+            "{buyer} came out as {:?}",
+            admitted.keys()
+        );
+    }
+
+    // An admission written as Rust writes it reads back as it was meant.
+    let buyer = "with:colon";
+    let (deadline, at, joined) = (9_999_999_999_999, 1_700_000_000_123, 1_700_000_000_001);
+    let _: () = conn
+        .hset(
+            keys(&sale).of(Role::Admitted),
+            buyer,
+            admission_value('u', deadline, at, joined),
+        )
+        .await
+        .unwrap();
+    let LobbyReadReply::Place(place) = redis.lobby_read(&id, buyer).await.unwrap() else {
+        panic!("the sale is in Redis")
+    };
+    assert_eq!(place.state, LobbyState::Used);
+    assert_eq!(
+        (place.deadline, place.admitted_at, place.joined_at),
+        (Some(deadline), Some(at), Some(joined))
+    );
+}
