@@ -11,6 +11,7 @@ use crate::{
     recovery::replay_line,
     store::{
         Store, StoreError,
+        keys::HoldState,
         mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, OrderDoc, StockEventDoc},
         redis::SaleDump,
     },
@@ -53,7 +54,7 @@ struct Hold {
     user: String,
     qty: i64,
     units: String,
-    state: String,
+    state: HoldState,
     expires: i64,
     #[serde(default)]
     lease: Option<i64>,
@@ -83,7 +84,7 @@ pub async fn audit(
         .collect();
     let live: Vec<&(String, Hold)> = holds
         .iter()
-        .filter(|(_, h)| h.state == "held" || h.state == "confirming")
+        .filter(|(_, h)| matches!(h.state, HoldState::Held | HoldState::Confirming))
         .collect();
     let sold: i64 = orders.iter().map(|o| o.quantity).sum();
     let held: i64 = live.iter().map(|(_, h)| h.qty).sum();
@@ -399,8 +400,8 @@ fn stranded(
     const GRACE_MS: i64 = 3_000;
     let mut problems = Vec::new();
     for (rid, h) in live {
-        let due = match h.state.as_str() {
-            "confirming" => h.lease.unwrap_or(h.expires),
+        let due = match h.state {
+            HoldState::Confirming => h.lease.unwrap_or(h.expires),
             _ => h.expires,
         };
         if due + GRACE_MS < now_ms {

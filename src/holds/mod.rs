@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 
 use bson::DateTime as BsonDateTime;
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
+use poem_openapi::Object;
 
 use crate::{
     config::Settings,
@@ -37,34 +37,12 @@ pub const MAX_QUANTITY: i64 = 1000;
 /// How long an `Idempotency-Key` is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum HoldStatus {
-    Held,
-    Confirming,
-    Confirmed,
-    Cancelled,
-    Expired,
-}
-
-impl From<HoldState> for HoldStatus {
-    fn from(s: HoldState) -> Self {
-        match s {
-            HoldState::Held => HoldStatus::Held,
-            HoldState::Confirming => HoldStatus::Confirming,
-            HoldState::Confirmed => HoldStatus::Confirmed,
-            HoldState::Cancelled => HoldStatus::Cancelled,
-            HoldState::Expired => HoldStatus::Expired,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Object)]
 pub struct ReservationView {
     pub reservation_id: String,
     pub sale_id: String,
     pub quantity: i64,
-    pub status: HoldStatus,
+    pub status: HoldState,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -186,7 +164,7 @@ impl Holds {
                         reservation_id: rid.to_string(),
                         sale_id: sale.to_string(),
                         quantity,
-                        status: HoldStatus::Held,
+                        status: HoldState::Held,
                         expires_at: at(expires),
                     },
                     Outcome::Created,
@@ -241,7 +219,7 @@ impl Holds {
                     reservation_id: rid.to_string(),
                     sale_id: order.sale_id,
                     quantity: order.quantity,
-                    status: HoldStatus::Confirmed,
+                    status: HoldState::Confirmed,
                     expires_at: order.created_at.to_chrono(),
                 }),
                 OrderLookup::Voided | OrderLookup::Absent => {
@@ -256,7 +234,7 @@ impl Holds {
             reservation_id: rid.to_string(),
             sale_id: rid.sale().to_string(),
             quantity: hold.qty,
-            status: hold.state.into(),
+            status: hold.state,
             expires_at: at(hold.expires),
         })
     }

@@ -205,6 +205,20 @@ pub fn sale_of_channel(channel: &str) -> Option<SaleId> {
     SaleId::parse(tagged).ok()
 }
 
+// A hold's state: the one definition, as `lua/prelude.lua` writes it in
+// the `holds` hash and as the API shows it (`HoldStatus` in the document,
+// which says nothing more of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, poem_openapi::Enum)]
+#[serde(rename_all = "lowercase")]
+#[oai(rename = "HoldStatus", rename_all = "lowercase")]
+pub enum HoldState {
+    Held,
+    Confirming,
+    Confirmed,
+    Cancelled,
+    Expired,
+}
+
 /// A drawn buyer's member of the sale's `lobby`: `0:<value>:<buyer>`,
 /// sorted by the draw's value (`lua/lobby_tick.lua` and `lobby_read.lua`
 /// take the buyer back out; `tests/api/scripts.rs` checks the round trip).

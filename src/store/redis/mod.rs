@@ -7,6 +7,8 @@ mod calls;
 mod lobby_calls;
 mod rebuild;
 
+pub use super::keys::HoldState;
+
 pub use rebuild::{LobbyAdmission, LobbyStage, Staging, Waiter};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -30,17 +32,6 @@ pub struct Redis {
     pub(super) nodes: Arc<[String]>,
     /// PUBLISH on a single node, SPUBLISH (shard channels) on a cluster.
     pub(super) publish: &'static str,
-}
-
-/// A hold's state in Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HoldState {
-    Held,
-    Confirming,
-    Confirmed,
-    Cancelled,
-    Expired,
 }
 
 /// A hold as `lua/prelude.lua` keeps it in the sale's `holds` hash.

@@ -114,7 +114,7 @@ pub enum AbortReply {
     Expired,
     Missing,
     Unchanged {
-        state: String,
+        state: crate::store::keys::HoldState,
     },
     /// The reaper claimed the hold since: it settles it.
     Reclaimed,
@@ -186,9 +186,13 @@ pub enum ReapReply {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum RepairReply {
-    Repaired { lost: i64 },
+    Repaired {
+        lost: i64,
+    },
     Missing,
-    Unchanged { state: String },
+    Unchanged {
+        state: crate::store::keys::HoldState,
+    },
 }
 
 #[derive(Debug, Deserialize)]
