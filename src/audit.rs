@@ -197,6 +197,22 @@ pub async fn audit(
         format!("{} buyers, at most {limit} each", bought.len()),
     ));
 
+    // One live hold per buyer and sale.
+    let mut live_per_buyer: HashMap<&str, usize> = HashMap::new();
+    for (_, h) in &live {
+        *live_per_buyer.entry(h.user.as_str()).or_default() += 1;
+    }
+    let problems: Vec<String> = live_per_buyer
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(b, n)| format!("{b} has {n} live holds"))
+        .collect();
+    checks.push(check(
+        "one live hold per buyer",
+        problems,
+        format!("{} buyers holding", live_per_buyer.len()),
+    ));
+
     // 3. Every 201 is a durable order.
     let ordered: HashSet<&str> = orders.iter().map(|o| o.id.as_str()).collect();
     let problems: Vec<String> = confirmed
