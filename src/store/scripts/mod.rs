@@ -7,9 +7,11 @@
 //! calls really touch.
 
 mod args;
+mod lobby_replies;
 mod replies;
 
 pub use args::*;
+pub use lobby_replies::*;
 pub use replies::*;
 
 use redis::Script;
