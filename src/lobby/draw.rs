@@ -20,12 +20,11 @@ impl std::fmt::Debug for Seed {
 }
 
 impl Seed {
-    pub fn draw() -> Self {
+    /// A new seed from the operating system's random source.
+    pub fn draw() -> anyhow::Result<Self> {
         let mut bytes = [0u8; 32];
-        rand::rngs::OsRng
-            .try_fill_bytes(&mut bytes)
-            .expect("the operating system's random source");
-        Self(hex::encode(bytes))
+        rand::rngs::OsRng.try_fill_bytes(&mut bytes)?;
+        Ok(Self(hex::encode(bytes)))
     }
 
     /// A seed as revealed (or stored).
@@ -79,7 +78,7 @@ mod tests {
 
     #[test]
     fn seeds_are_fresh_256_bit_hex() {
-        let (a, b) = (Seed::draw(), Seed::draw());
+        let (a, b) = (Seed::draw().unwrap(), Seed::draw().unwrap());
         assert_ne!(a, b);
         assert_eq!(a.text().len(), 64);
         assert!(

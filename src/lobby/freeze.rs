@@ -74,11 +74,14 @@ impl Lobby {
             loaded_ms = (began.elapsed() - stored).as_millis() as u64,
             "draw made and loaded"
         );
-        let frozen = FrozenDraw::new(&head, &chunks);
-        let _ = self
-            .draws
-            .get_or_load(sale, || async { Ok::<_, StoreError>(frozen) })
-            .await;
+        // Served from memory from now on (a draw that cannot be encoded is
+        // tried again, and its error answered, by the first read).
+        if let Ok(frozen) = FrozenDraw::new(&head, &chunks) {
+            let _ = self
+                .draws
+                .get_or_load(sale, || async { Ok::<_, StoreError>(frozen) })
+                .await;
+        }
         Ok(())
     }
 

@@ -39,16 +39,16 @@ pub struct Frozen {
 }
 
 impl Frozen {
-    fn new(value: &impl serde::Serialize) -> Self {
-        let json = serde_json::to_vec(value).expect("a draw serializes");
+    fn new(value: &impl serde::Serialize) -> anyhow::Result<Self> {
+        let json = serde_json::to_vec(value)?;
         let mut gz = GzEncoder::new(Vec::with_capacity(json.len() / 2), Compression::default());
-        gz.write_all(&json).expect("gzip into memory");
-        let gzip = gz.finish().expect("gzip into memory");
-        Self {
+        gz.write_all(&json)?;
+        let gzip = gz.finish()?;
+        Ok(Self {
             tag: hex::encode(&Sha256::digest(&json)[..16]),
             json: json.into(),
             gzip: gzip.into(),
-        }
+        })
     }
 
     /// The ETag of one encoding (each encoding is a representation of its
@@ -153,7 +153,7 @@ pub fn page_sha256(values: &[impl AsRef<str>]) -> String {
 }
 
 impl FrozenDraw {
-    pub fn new(head: &DrawDoc, chunks: &[DrawChunkDoc]) -> Self {
+    pub fn new(head: &DrawDoc, chunks: &[DrawChunkDoc]) -> anyhow::Result<Self> {
         let order: Vec<&str> = chunks
             .iter()
             .flat_map(|c| c.values.iter().map(String::as_str))
@@ -162,7 +162,7 @@ impl FrozenDraw {
             seed: &head.seed,
             seed_sha256: &head.seed_sha256,
             order: order.clone(),
-        });
+        })?;
         let mut summaries = Vec::new();
         let mut pages = Vec::new();
         for (i, values) in order.chunks(PAGE).enumerate() {
@@ -177,7 +177,7 @@ impl FrozenDraw {
                 page,
                 first_place: (i * PAGE) as i64 + 1,
                 order: values.iter().map(|v| (*v).to_owned()).collect(),
-            }));
+            })?);
         }
         let index = Frozen::new(&LobbyDrawIndex {
             seed: head.seed.clone(),
@@ -185,15 +185,15 @@ impl FrozenDraw {
             count: head.count,
             page_size: PAGE as i64,
             pages: summaries,
-        });
-        Self {
+        })?;
+        Ok(Self {
             seed: head.seed.clone(),
             seed_sha256: head.seed_sha256.clone(),
             count: head.count,
             whole,
             index,
             pages,
-        }
+        })
     }
 
     /// Page `n` (1-based), if the draw has it.
@@ -290,7 +290,7 @@ mod tests {
             joined: values.iter().map(|_| 1).collect(),
             values,
         };
-        FrozenDraw::new(&head, &[chunk])
+        FrozenDraw::new(&head, &[chunk]).unwrap()
     }
 
     fn read(frozen: &Frozen, gzip: bool) -> serde_json::Value {

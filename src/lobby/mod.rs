@@ -343,7 +343,7 @@ impl Lobby {
         self.draws
             .get_or_load(sale, || async {
                 match self.store.mongo.draw(sale).await? {
-                    Some((head, chunks)) => Ok(FrozenDraw::new(&head, &chunks)),
+                    Some((head, chunks)) => Ok(FrozenDraw::new(&head, &chunks)?),
                     None => Err(ApiError::unavailable(
                         "the draw is being made; retry in a moment",
                     )),

@@ -41,7 +41,7 @@ impl SeedKey {
 
     /// The seed sealed for `sale`, as lowercase hex: nonce, then
     /// ciphertext and tag.
-    pub fn seal(&self, sale: &SaleId, seed: &Seed) -> String {
+    pub fn seal(&self, sale: &SaleId, seed: &Seed) -> anyhow::Result<String> {
         let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = self
             .0
@@ -52,10 +52,10 @@ impl SeedKey {
                     aad: sale.as_str().as_bytes(),
                 },
             )
-            .expect("ChaCha20-Poly1305 seals any message this size");
+            .map_err(|e| anyhow::anyhow!("sealing the seed: {e}"))?;
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        hex::encode(out)
+        Ok(hex::encode(out))
     }
 
     /// The seed `seal` sealed for `sale`.
@@ -89,8 +89,8 @@ mod tests {
     fn a_sealed_seed_opens_for_its_sale_with_its_key_only() {
         let key = SeedKey::new(&Secret::new("a-seed-key-of-at-least-32-bytes!!"));
         let (sale, other) = (SaleId::new(), SaleId::new());
-        let seed = Seed::draw();
-        let sealed = key.seal(&sale, &seed);
+        let seed = Seed::draw().unwrap();
+        let sealed = key.seal(&sale, &seed).unwrap();
         assert!(!sealed.contains(seed.text()), "sealed, not in the clear");
         assert_eq!(key.open(&sale, &sealed).unwrap(), seed);
         assert!(key.open(&other, &sealed).is_err(), "bound to its sale");
@@ -104,8 +104,8 @@ mod tests {
                 .is_err()
         );
         assert_ne!(
-            key.seal(&sale, &seed),
-            key.seal(&sale, &seed),
+            key.seal(&sale, &seed).unwrap(),
+            key.seal(&sale, &seed).unwrap(),
             "fresh nonces"
         );
     }

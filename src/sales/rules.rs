@@ -265,13 +265,13 @@ impl CreateSale {
                 ));
             }
             (Some(opens), Some(key)) => {
-                let seed = Seed::draw();
+                let seed = Seed::draw()?;
                 Some(LobbyDoc {
                     opens_at: BsonDateTime::from_chrono(opens),
                     admit_per_second: self.admit_per_second,
                     admission_seconds: self.admission_seconds,
                     seed_sha256: seed.commitment(),
-                    seed_sealed: Some(key.seal(id, &seed)),
+                    seed_sealed: Some(key.seal(id, &seed)?),
                     seed: None,
                 })
             }
