@@ -151,3 +151,35 @@ async fn the_kubernetes_deployment_sets_what_the_server_reads_and_probes_real_pa
         }
     }
 }
+
+/// Every test the README names to show a claim exists, so a pointer from
+/// a claim to its test cannot rot into a name nothing runs.
+#[test]
+fn every_test_the_readme_names_exists() {
+    let readme = include_str!("../../README.md");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api");
+    let mut named = 0;
+    for quoted in readme.split('`').skip(1).step_by(2) {
+        let Some((module, test)) = quoted.split_once("::") else {
+            continue;
+        };
+        let file = dir.join(format!("{module}.rs"));
+        let is_test_name = test
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*');
+        if !file.exists() || !is_test_name || test.is_empty() {
+            continue;
+        }
+        let source = std::fs::read_to_string(&file).unwrap();
+        let found = match test.strip_suffix('*') {
+            Some(prefix) => source.contains(&format!("fn {prefix}")),
+            None => source.contains(&format!("fn {test}(")),
+        };
+        assert!(
+            found,
+            "the README names {module}::{test}, which tests/api/{module}.rs does not have"
+        );
+        named += 1;
+    }
+    assert!(named > 20, "the README names {named} tests");
+}
