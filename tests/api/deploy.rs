@@ -60,9 +60,9 @@ fn the_dashboard_charts_only_metrics_the_server_exports() {
     }
 }
 
-/// Every `FLASHDROP_*` variable the server reads (config.rs).
+/// Every `FLASHDROP_*` variable the server reads (config/mod.rs).
 fn variables_read(root: &Path) -> BTreeSet<String> {
-    let config = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+    let config = std::fs::read_to_string(root.join("src/config/mod.rs")).unwrap();
     let code: String = config
         .split("#[cfg(test)]")
         .next()
