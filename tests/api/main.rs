@@ -18,6 +18,7 @@ mod deploy;
 mod faults;
 mod health;
 mod launch;
+mod layers;
 mod live;
 mod lobby;
 mod mongo;

@@ -378,3 +378,31 @@ fn is_duplicate_key(err: &Error) -> bool {
         _ => false,
     }
 }
+
+/// What Redis keeps of a sale, from the sale as MongoDB has it.
+impl From<&SaleDoc> for super::scripts::LiveSettings {
+    fn from(d: &SaleDoc) -> Self {
+        super::scripts::LiveSettings {
+            name: d.name.clone(),
+            total: d.total,
+            per_user_limit: d.per_user_limit,
+            starts_ms: d.starts_at.timestamp_millis(),
+            ends_ms: d.ends_at.timestamp_millis(),
+            hold_ms: d.hold_seconds * 1000,
+            price_cents: d.price_cents,
+            currency: d.currency.clone(),
+            waitlist: d.waitlist_enabled,
+            version: d.version,
+            admit_per_second: d.lobby.as_ref().map_or(0, |l| l.admit_per_second),
+            admission_ms: d.lobby.as_ref().map_or(0, |l| l.admission_seconds * 1000),
+            opens_ms: d
+                .lobby
+                .as_ref()
+                .map_or(0, |l| l.opens_at.timestamp_millis()),
+            commit: d
+                .lobby
+                .as_ref()
+                .map_or_else(String::new, |l| l.seed_sha256.clone()),
+        }
+    }
+}

@@ -1,8 +1,6 @@
 //! The typed arguments the scripts take beyond ids: a sale's settings as
 //! Redis keeps them, a rebuilt sale's hash, why a confirm is undone.
 
-use crate::store::mongo::SaleDoc;
-
 /// What Redis keeps of a sale's settings: `open_sale` writes all of them,
 /// `update_sale` the ones an admin may change.
 #[derive(Debug, Clone)]
@@ -26,33 +24,6 @@ pub struct LiveSettings {
     pub opens_ms: i64,
     /// The SHA-256 of the lobby's seed: public from the opening.
     pub commit: String,
-}
-
-impl From<&SaleDoc> for LiveSettings {
-    fn from(d: &SaleDoc) -> Self {
-        LiveSettings {
-            name: d.name.clone(),
-            total: d.total,
-            per_user_limit: d.per_user_limit,
-            starts_ms: d.starts_at.timestamp_millis(),
-            ends_ms: d.ends_at.timestamp_millis(),
-            hold_ms: d.hold_seconds * 1000,
-            price_cents: d.price_cents,
-            currency: d.currency.clone(),
-            waitlist: d.waitlist_enabled,
-            version: d.version,
-            admit_per_second: d.lobby.as_ref().map_or(0, |l| l.admit_per_second),
-            admission_ms: d.lobby.as_ref().map_or(0, |l| l.admission_seconds * 1000),
-            opens_ms: d
-                .lobby
-                .as_ref()
-                .map_or(0, |l| l.opens_at.timestamp_millis()),
-            commit: d
-                .lobby
-                .as_ref()
-                .map_or_else(String::new, |l| l.seed_sha256.clone()),
-        }
-    }
 }
 
 /// The sale hash of a rebuilt sale; the rest is staged.
