@@ -240,6 +240,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 "frames_per_second": frames as f64 / args.duration.as_secs_f64(),
                 "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99),
                 "kib_per_connection": kib_per_connection,
+                // The server's CPU (user + system) over the measuring
+                // window, per frame its watchers received.
+                "server_cpu_us_per_frame": match (cpu_before.0, cpu_after.0) {
+                    (Some(b), Some(a)) if frames > 0 => Some((a - b) * 1e6 / frames as f64),
+                    _ => None,
+                },
             })
         );
     }
