@@ -247,8 +247,8 @@ pub fn answers(routes: impl poem::Endpoint + 'static) -> impl poem::Endpoint {
 
 pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> impl poem::Endpoint {
     let api = api::service();
-    let docs = api::swagger_ui_html();
-    let spec = api::spec_json();
+    let spec = api::document(&api);
+    let docs = api::swagger_ui_html(&api, &spec);
     let routes = Route::new()
         .nest(
             "/api/v1",

@@ -6,7 +6,7 @@ use poem::{IntoResponse, handler, http::StatusCode, web::Data, web::Json};
 use serde_json::json;
 
 use crate::{
-    error::{ErrorCode, error_body},
+    error::{ErrorCode, error_body, error_response},
     state::AppState,
 };
 
@@ -27,17 +27,7 @@ pub fn metrics(state: Data<&AppState>) -> poem::Response {
 #[handler]
 pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     if state.live_context.stopping.is_unready() {
-        use poem_openapi::types::ToJSON;
-        let body = error_body(ErrorCode::Unavailable, "not ready: stopping")
-            .to_json()
-            .unwrap_or_default();
-        return Json(body)
-            .with_status(StatusCode::SERVICE_UNAVAILABLE)
-            .with_header(
-                "Retry-After",
-                crate::error::UNAVAILABLE_RETRY_AFTER.to_string(),
-            )
-            .into_response();
+        return error_response(ErrorCode::Unavailable, "not ready: stopping");
     }
     let timeout = Duration::from_secs(2);
     let (redis, mongo) = tokio::join!(

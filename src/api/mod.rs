@@ -58,14 +58,19 @@ pub fn service() -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document as checked in under `openapi/openapi.json`.
 pub fn spec_json() -> String {
-    closed_request_bodies(&service().spec())
+    document(&service())
 }
 
-/// Swagger UI over [`spec_json`] (poem-openapi's own page embeds the
-/// document before [`closed_request_bodies`] has said what it says).
-pub fn swagger_ui_html() -> String {
-    let api = service();
-    api.swagger_ui_html().replacen(&api.spec(), &spec_json(), 1)
+/// The OpenAPI document of `api`, request bodies closed.
+pub fn document(api: &OpenApiService<Apis, ()>) -> String {
+    closed_request_bodies(&api.spec())
+}
+
+/// Swagger UI over `spec`, the document [`spec_json`] gives
+/// (poem-openapi's own page embeds the document before
+/// [`closed_request_bodies`] has said what it says).
+pub fn swagger_ui_html(api: &OpenApiService<Apis, ()>, spec: &str) -> String {
+    api.swagger_ui_html().replacen(&api.spec(), spec, 1)
 }
 
 /// Every request body refuses fields it does not know

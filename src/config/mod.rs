@@ -290,16 +290,25 @@ impl Settings {
             }
         };
 
-        let mongodb_timeout = get("FLASHDROP_MONGODB_TIMEOUT", "2s");
-        let mongodb_timeout = humantime::parse_duration(&mongodb_timeout)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "FLASHDROP_MONGODB_TIMEOUT",
-                    format!("{mongodb_timeout:?} is not a duration such as `2s` or `500ms`"),
-                )
-            })?;
+        // A duration such as `2s` or `500ms` that `fits`, else an error
+        // saying what was `expected`.
+        let duration = |var: &'static str,
+                        default: &str,
+                        fits: fn(&Duration) -> bool,
+                        expected: &str|
+         -> Result<Duration, ConfigError> {
+            let value = get(var, default);
+            humantime::parse_duration(&value)
+                .ok()
+                .filter(fits)
+                .ok_or_else(|| ConfigError::new(var, format!("{value:?} is not {expected}")))
+        };
+        let mongodb_timeout = duration(
+            "FLASHDROP_MONGODB_TIMEOUT",
+            "2s",
+            |d| !d.is_zero(),
+            "a duration such as `2s` or `500ms`",
+        )?;
         // A confirm must be over before the reaper takes it over.
         if mongodb_timeout * 2 > CONFIRM_LEASE {
             return Err(ConfigError::new(
@@ -307,16 +316,12 @@ impl Settings {
                 format!("must be at most half the confirm lease of {CONFIRM_LEASE:?}"),
             ));
         }
-        let drain = get("FLASHDROP_DRAIN", "0s");
-        let drain = humantime::parse_duration(&drain)
-            .ok()
-            .filter(|d| *d <= Duration::from_secs(300))
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "FLASHDROP_DRAIN",
-                    format!("{drain:?} is not a duration of at most 5 minutes such as `10s`"),
-                )
-            })?;
+        let drain = duration(
+            "FLASHDROP_DRAIN",
+            "0s",
+            |d| *d <= Duration::from_secs(300),
+            "a duration of at most 5 minutes such as `10s`",
+        )?;
         let count = |var: &'static str, default: &str| -> Result<Option<usize>, ConfigError> {
             let value = get(var, default);
             if value.eq_ignore_ascii_case("off") {

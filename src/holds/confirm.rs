@@ -87,10 +87,11 @@ impl Holds {
             currency,
             created_at: self.store.clock.now_bson(),
         };
-        // MongoDB that does not answer in time costs the buyer a 503, not a
-        // hanging request; the hold stays confirming and is settled later.
+        // MongoDB that does not answer in time (or a batch lost on the
+        // way) costs the buyer a 503, not a hanging request; the hold stays
+        // confirming and is settled later.
         let commit = self.group_commit.commit(rid.clone(), order);
-        let Ok((order, committed)) = tokio::time::timeout(self.mongodb_timeout, commit).await
+        let Ok(Some((order, committed))) = tokio::time::timeout(self.mongodb_timeout, commit).await
         else {
             return Err(ApiError::unavailable(
                 "MongoDB did not answer in time; the order may still be written",

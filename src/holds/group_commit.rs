@@ -89,30 +89,25 @@ impl GroupCommit {
 
     /// Writes the order with the next batch; hands it back with what
     /// became of it. Dropping the future before it resolves withdraws the
-    /// order if its batch has not left yet.
-    pub async fn commit(&self, rid: ReservationId, order: OrderDoc) -> (OrderDoc, Committed) {
+    /// order if its batch has not left yet. `None`: the batch ended
+    /// without an answer (its task panicked), so the order may or may not
+    /// have landed, as when MongoDB does not answer in time.
+    pub async fn commit(
+        &self,
+        rid: ReservationId,
+        order: OrderDoc,
+    ) -> Option<(OrderDoc, Committed)> {
         let (done, outcome) = oneshot::channel();
-        let stopped = || {
-            Committed::NotSent(StoreError::Unavailable(
-                "the order writer has stopped".into(),
-            ))
-        };
-        // Kept to hand back should the batch never answer (its task
-        // panicked): the order may or may not have landed.
-        let copy = order.clone();
         if let Err(mpsc::error::SendError(p)) = self.queue.send(Pending { rid, order, done }).await
         {
-            return (p.order, stopped());
+            let stopped = StoreError::Unavailable("the order writer has stopped".into());
+            return Some((p.order, Committed::NotSent(stopped)));
         }
-        outcome.await.unwrap_or_else(|_| {
+        let answer = outcome.await.ok();
+        if answer.is_none() {
             tracing::error!("an order's batch ended without an answer");
-            (
-                copy,
-                Committed::Unknown(StoreError::Unavailable(
-                    "the order's batch ended without an answer".into(),
-                )),
-            )
-        })
+        }
+        answer
     }
 }
 

@@ -1,7 +1,28 @@
 //! The draw made once at the start: frozen from the joiners, stored in
 //! MongoDB (the first stored wins) and loaded into Redis in chunks.
 
-use super::*;
+use std::time::Instant;
+
+use bson::DateTime as BsonDateTime;
+use futures_util::{StreamExt, stream};
+
+use super::{Lobby, draw::Seed, frozen::FrozenDraw};
+use crate::{
+    ids::SaleId,
+    store::{
+        StoreError,
+        keys::{drawn_member, late_member},
+        mongo::{DrawChunkDoc, DrawDoc, LobbyDoc},
+        scripts::{DrawStep, LobbyDrawReply, LobbyWaiter},
+    },
+};
+
+/// Draw values per stored chunk document.
+const DRAW_CHUNK: usize = 5_000;
+/// Buyers one `lobby_draw` call places.
+pub const LOAD_CHUNK: usize = 250;
+/// `lobby_draw` calls in flight at once while a draw loads.
+const LOADS_AT_ONCE: usize = 8;
 
 impl Lobby {
     /// Makes the draw (or finds the one stored first) and loads it into
@@ -157,11 +178,7 @@ impl Lobby {
             .ok_or_else(|| StoreError::Other(anyhow::anyhow!("the stored draw of {sale} is gone")))
     }
 
-    fn open_seed(
-        &self,
-        sale: &SaleId,
-        lobby: &crate::store::mongo::LobbyDoc,
-    ) -> Result<Seed, StoreError> {
+    fn open_seed(&self, sale: &SaleId, lobby: &LobbyDoc) -> Result<Seed, StoreError> {
         if let Some(sealed) = &lobby.seed_sealed {
             let key = self.seed_key.as_ref().ok_or_else(|| {
                 StoreError::Other(anyhow::anyhow!(

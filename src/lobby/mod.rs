@@ -28,6 +28,8 @@
 
 pub mod draw;
 mod freeze;
+
+pub use freeze::LOAD_CHUNK;
 pub mod frozen;
 pub mod seal;
 
@@ -39,11 +41,9 @@ use std::{
 
 use bson::DateTime as BsonDateTime;
 use chrono::{DateTime, Utc};
-use futures_util::{StreamExt, stream};
 use poem_openapi::Object;
 
 use self::{
-    draw::Seed,
     frozen::{Draws, FrozenDraw},
     seal::SeedKey,
 };
@@ -52,25 +52,14 @@ use crate::{
     ids::SaleId,
     recovery::Recovery,
     store::{
-        Store, StoreError,
-        keys::{drawn_member, late_member},
-        mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc},
-        scripts::{
-            DrawStep, LobbyDrawReply, LobbyJoinReply, LobbyPlace, LobbyReadReply, LobbyState,
-            LobbyWaiter,
-        },
+        Store,
+        mongo::LobbyEntryDoc,
+        scripts::{LobbyJoinReply, LobbyPlace, LobbyReadReply, LobbyState},
     },
 };
 
 /// Why a lobby sale refuses a buyer without a live admission.
 pub const NOT_ADMITTED: &str = "this sale lets buyers in from its lobby: join it (POST /api/v1/sales/{id}/lobby) and wait for your turn; an admission that ran out cannot be used";
-
-/// Buyers in one stored chunk of a draw.
-const DRAW_CHUNK: usize = 5_000;
-/// Buyers one `lobby_draw` call places.
-pub const LOAD_CHUNK: usize = 250;
-/// `lobby_draw` calls in flight at once while a draw loads.
-const LOADS_AT_ONCE: usize = 8;
 
 /// A lobby as anyone may see it. The seed's SHA-256 is public from the
 /// opening, the seed itself once the draw is made at the start: check

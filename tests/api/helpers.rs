@@ -230,6 +230,30 @@ impl Drop for MongoServer {
     }
 }
 
+/// `flashdrop serve` on `port` against the shared test servers, with the
+/// database `db`, the test secrets and the per-buyer and per-address
+/// limits off; the caller adds what else it needs, then spawns it.
+pub fn serve_command(port: u16, db: &str) -> tokio::process::Command {
+    let s = servers();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"));
+    command
+        .arg("serve")
+        .env("FLASHDROP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FLASHDROP_REDIS_URL", &s.redis_url)
+        .env(
+            "FLASHDROP_REDIS_CLUSTER",
+            s.redis_url.contains(',').to_string(),
+        )
+        .env("FLASHDROP_MONGODB_URI", &s.mongo_uri)
+        .env("FLASHDROP_MONGODB_DB", db)
+        .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
+        .env("FLASHDROP_SEED_KEY", SEED_KEY)
+        .env("FLASHDROP_RATE_LIMIT_BUYER", "off")
+        .env("FLASHDROP_RATE_LIMIT_IP", "off")
+        .kill_on_drop(true);
+    command
+}
+
 /// A database name of its own, so tests never share data.
 pub fn unique_db() -> String {
     format!("fdtest_{}", SaleId::new())

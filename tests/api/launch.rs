@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        JWT_SECRET, MongoServer, SEED_KEY, TestApp, admin_token, buyer_token, eventually,
-        free_port, json, keys, servers, spawn_app_with, spawn_each, spawn_instances, test_settings,
+        MongoServer, SEED_KEY, TestApp, admin_token, buyer_token, eventually, free_port, json,
+        keys, serve_command, servers, spawn_app_with, spawn_each, spawn_instances, test_settings,
         unique_db, wait_for_port,
     },
     lobbies::{
@@ -397,24 +397,10 @@ async fn before_the_start_no_route_log_metric_or_store_reveals_the_seed_or_the_o
     let db = unique_db();
     let log_path = std::env::temp_dir().join(format!("flashdrop-secret-{port}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
-        .arg("serve")
-        .env("FLASHDROP_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FLASHDROP_REDIS_URL", &s.redis_url)
-        .env(
-            "FLASHDROP_REDIS_CLUSTER",
-            s.redis_url.contains(',').to_string(),
-        )
-        .env("FLASHDROP_MONGODB_URI", &s.mongo_uri)
-        .env("FLASHDROP_MONGODB_DB", &db)
-        .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
-        .env("FLASHDROP_SEED_KEY", SEED_KEY)
+    let mut server = serve_command(port, &db)
         .env("FLASHDROP_LOG", "debug")
-        .env("FLASHDROP_RATE_LIMIT_BUYER", "off")
-        .env("FLASHDROP_RATE_LIMIT_IP", "off")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     wait_for_port(port, "flashdrop");

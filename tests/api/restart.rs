@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 use crate::helpers::{
-    JWT_SECRET, SEED_KEY, admin_token, buyer_token, eventually, free_port, sale_body, servers,
-    unique_db, wait_for_port,
+    admin_token, buyer_token, eventually, free_port, sale_body, serve_command, servers, unique_db,
+    wait_for_port,
 };
 
 /// How long a stopping process goes on serving, not ready.
@@ -36,25 +36,10 @@ struct Serve {
 
 impl Serve {
     fn start(port: u16, db: &str) -> Self {
-        let s = servers();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flashdrop"))
-            .arg("serve")
-            .env("FLASHDROP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FLASHDROP_REDIS_URL", &s.redis_url)
-            .env(
-                "FLASHDROP_REDIS_CLUSTER",
-                s.redis_url.contains(',').to_string(),
-            )
-            .env("FLASHDROP_MONGODB_URI", &s.mongo_uri)
-            .env("FLASHDROP_MONGODB_DB", db)
-            .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
-            .env("FLASHDROP_SEED_KEY", SEED_KEY)
+        let child = serve_command(port, db)
             .env("FLASHDROP_DRAIN", DRAIN)
             .env("FLASHDROP_LOG", "error")
-            .env("FLASHDROP_RATE_LIMIT_BUYER", "off")
-            .env("FLASHDROP_RATE_LIMIT_IP", "off")
             .env("FLASHDROP_WS_MAX_PER_IP", "off")
-            .kill_on_drop(true)
             .spawn()
             .expect("flashdrop serve starts");
         wait_for_port(port, "flashdrop");
