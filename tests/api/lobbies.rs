@@ -109,20 +109,25 @@ pub fn hmac_hex(seed: &str, buyer: &str) -> String {
 
 /// The draw as anyone reads it (the seed, its SHA-256, the values in
 /// order), once it is made: until then the server answers 409 before the
-/// start and 503 while it makes it.
+/// start and 503 while it makes it. Made means every instance serves it:
+/// an instance that found it not yet made answers 503 for a moment after.
 pub async fn draw(app: &TestApp, sale: &str) -> (String, String, Vec<String>) {
     let body = eventually(Duration::from_secs(20), || async {
-        let resp = app
-            .http
-            .get(app.api(&format!("/sales/{sale}/lobby/draw")))
-            .send()
-            .await
-            .unwrap();
-        match resp.status().as_u16() {
-            200 => Some(json(resp).await),
-            409 | 503 => None,
-            other => panic!("draw answered {other}: {}", resp.text().await.unwrap()),
+        let mut body = None;
+        for _ in 0..app.instances.len() {
+            let resp = app
+                .http
+                .get(app.api(&format!("/sales/{sale}/lobby/draw")))
+                .send()
+                .await
+                .unwrap();
+            match resp.status().as_u16() {
+                200 => body = Some(json(resp).await),
+                409 | 503 => return None,
+                other => panic!("draw answered {other}: {}", resp.text().await.unwrap()),
+            }
         }
+        body
     })
     .await
     .expect("the draw is made after the start");
