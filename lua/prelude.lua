@@ -57,7 +57,7 @@ local function fd_sale()
   local v = redis.call('HMGET', K.sale, 'total', 'limit', 'starts', 'ends',
     'hold_ms', 'closed', 'next', 'available', 'held', 'sold', 'waitlist',
     'wl_closed', 'price', 'currency', 'epoch', 'admit_rate', 'admit_ms',
-    'opens', 'drawn', 'taken_n')
+    'opens', 'drawn', 'taken_n', 'pay_ms')
   if not v[1] then return nil end
   return {
     total = fd_num(v[1]), limit = fd_num(v[2]), starts = fd_num(v[3]),
@@ -66,7 +66,7 @@ local function fd_sale()
     sold = fd_num(v[10]), waitlist = fd_num(v[11]), wl_closed = fd_num(v[12]),
     price = v[13] or '0', currency = v[14] or '', epoch = v[15] or '',
     admit_rate = fd_num(v[16]), admit_ms = fd_num(v[17]), opens = fd_num(v[18]),
-    drawn = fd_num(v[19]), taken_n = fd_num(v[20]),
+    drawn = fd_num(v[19]), taken_n = fd_num(v[20]), pay_ms = fd_num(v[21]),
   }
 end
 
@@ -198,7 +198,9 @@ local function fd_lobby_place(s, buyer, now)
 end
 
 -- Holds live in one hash per sale, rid -> JSON {user, qty, units, slots,
--- state, created, expires, lease}, so every script can name the hash.
+-- state, created, expires, lease, payment}, so every script can name the
+-- hash. A hold of a sale that takes payment is `paying` once its buyer
+-- asked for a payment intent (`payment` is the intent's id).
 local function fd_hold(rid)
   local raw = redis.call('HGET', K.holds, rid)
   if not raw then return nil end
@@ -210,7 +212,14 @@ local function fd_put_hold(rid, h)
 end
 
 local function fd_is_live(h)
-  return h ~= nil and (h.state == 'held' or h.state == 'confirming')
+  return h ~= nil and (h.state == 'held' or h.state == 'paying'
+    or h.state == 'confirming')
+end
+
+-- Whether a live hold waits for its buyer (held, or paying), as opposed to
+-- an order write (confirming): the deadline ends it.
+local function fd_is_waiting(h)
+  return h ~= nil and (h.state == 'held' or h.state == 'paying')
 end
 
 -- The buyer's one live hold of this sale: its rid and the hold, or nil.

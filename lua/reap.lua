@@ -19,7 +19,7 @@ return fd_with_sale(function(s, now)
   local claimed = {}
   for _, rid in ipairs(due) do
     local h = fd_hold(rid)
-    if h and h.state == 'held' then
+    if fd_is_waiting(h) then
       fd_release(s, rid, h, 'expired', now)
       expired = expired + 1
     elseif h and h.state == 'confirming' then

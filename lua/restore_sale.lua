@@ -26,7 +26,7 @@
 -- ARGV[22] how long an admission lasts (ms)  ARGV[23..26] the lobby's
 -- joined, admitted, used and lapsed counts  ARGV[27] the lobby's opening
 -- (ms)  ARGV[28] the seed's SHA-256  ARGV[29] drawn (0|1)  ARGV[30] buyers
--- in the draw
+-- in the draw  ARGV[31] how long a payment may take (ms; 0: no payment)
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
@@ -57,7 +57,8 @@ redis.call('HSET', K.sale, 'total', total, 'limit', ARGV[5], 'starts', ARGV[6],
   'epoch', ARGV[19], 'version', ARGV[20], 'admit_rate', ARGV[21],
   'admit_ms', ARGV[22], 'lobby_joined', ARGV[23], 'lobby_admitted', ARGV[24],
   'lobby_used', ARGV[25], 'lobby_lapsed', ARGV[26], 'opens', ARGV[27],
-  'commit', ARGV[28], 'drawn', ARGV[29], 'draw_count', ARGV[30], 'taken_n', 0)
+  'commit', ARGV[28], 'drawn', ARGV[29], 'draw_count', ARGV[30], 'taken_n', 0,
+  'pay_ms', ARGV[31])
 local now = fd_now()
 local s = fd_sale()
 fd_emit(s, 'restored', now)

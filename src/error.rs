@@ -30,6 +30,15 @@ pub enum ErrorCode {
     /// The server lacks a setting this needs (e.g. `FLASHDROP_SEED_KEY`).
     NotConfigured,
     ReservationExpired,
+    /// The sale takes payment: the hold is paid for, and the payment
+    /// confirms it.
+    PaymentRequired,
+    /// The sale takes no payment: the buyer confirms the hold.
+    PaymentNotTaken,
+    /// A webhook's amount or currency is not its payment intent's.
+    PaymentMismatch,
+    /// A webhook's signature is missing, wrong or too old.
+    BadSignature,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -41,7 +50,7 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidRequest => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Unauthorized | BadSignature => StatusCode::UNAUTHORIZED,
             Forbidden | NotAdmitted => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -56,6 +65,9 @@ impl ErrorCode {
             | ReservationExists
             | StockAvailable
             | WaitlistDisabled
+            | PaymentRequired
+            | PaymentNotTaken
+            | PaymentMismatch
             | NotConfigured => StatusCode::CONFLICT,
             ReservationExpired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,7 +131,8 @@ pub enum ErrorResponse {
     /// `invalid_request`: the request is malformed or breaks a rule.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`: no token, or a bad or expired one.
+    /// `unauthorized`: no token, or a bad or expired one; `bad_signature`:
+    /// a webhook not signed with the shared secret, or signed too long ago.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
     /// `forbidden`: the token's role may not do this.
@@ -131,7 +144,8 @@ pub enum ErrorResponse {
     /// `sold_out`, `limit_exceeded`, `sale_not_active`, `sale_started`,
     /// `sale_ended`, `invalid_change`, `reservation_confirming`,
     /// `reservation_confirmed`, `reservation_exists`, `stock_available`,
-    /// `waitlist_disabled`.
+    /// `waitlist_disabled`, `payment_required`, `payment_not_taken`,
+    /// `payment_mismatch`, `not_configured`.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// `reservation_expired`: the hold ended before it was confirmed.

@@ -13,6 +13,7 @@ pub mod keeper;
 pub mod limits;
 pub mod live;
 pub mod lobby;
+pub mod payments;
 pub mod persister;
 pub mod reaper;
 pub mod recorder;

@@ -46,6 +46,10 @@ pub struct SaleSummary {
     /// The lobby, for a sale with one.
     #[oai(skip_serializing_if_is_none)]
     pub lobby: Option<LobbySummary>,
+    /// Payments that came after their hold ended (`GET /admin/refunds`):
+    /// how many, and their sum in minor units.
+    pub refunds_due: i64,
+    pub refunds_due_cents: i64,
 }
 
 /// A lobby's figures, from its entries in MongoDB.
@@ -126,6 +130,7 @@ impl Reports {
             )),
             None => None,
         };
+        let (refunds_due, refunds_due_cents) = self.store.mongo.refunds_due(sale).await?;
         let count = |kind: &str| f.events.get(kind).copied().unwrap_or(0);
         let holds_created = count("reserved") + count("promoted");
         let holds_confirmed = count("confirmed");
@@ -152,6 +157,8 @@ impl Reports {
             }),
             peak_reservations_per_second: f.peak_holds_per_second,
             lobby,
+            refunds_due,
+            refunds_due_cents,
         })
     }
 }

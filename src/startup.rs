@@ -23,6 +23,7 @@ use crate::{
     limits::{self, RateLimits},
     live::{self, socket::LiveContext},
     lobby::{Lobby, seal::SeedKey},
+    payments::Payments,
     persister::Persister,
     reaper::Reaper,
     recorder::Recorder,
@@ -104,8 +105,10 @@ impl Application {
             live::admission::Admission::new(settings.ws_max_connections, settings.ws_max_per_ip);
         let (hub, interest) = live::Hub::new(settings.live_personal_buffer, admission);
         let hub = Arc::new(hub);
+        let holds = Holds::new(store.clone(), recovery.clone(), coverage.clone(), &settings);
         let state = AppState::new(Services {
-            holds: Holds::new(store.clone(), recovery.clone(), coverage.clone(), &settings),
+            payments: Payments::new(store.clone(), holds.clone(), &settings),
+            holds,
             reports: Reports::new(store.clone(), recovery.clone()),
             live_context: LiveContext {
                 sales: sales.clone(),

@@ -4,8 +4,8 @@
 use std::{ops::Deref, sync::Arc};
 
 use crate::{
-    holds::Holds, live::Hub, live::socket::LiveContext, lobby::Lobby, recovery::Recovery,
-    reports::Reports, sales::Sales, store::Store, waitlist::Waitlist,
+    holds::Holds, live::Hub, live::socket::LiveContext, lobby::Lobby, payments::Payments,
+    recovery::Recovery, reports::Reports, sales::Sales, store::Store, waitlist::Waitlist,
 };
 
 /// Shared behind one `Arc`: every request gets a copy of it.
@@ -30,6 +30,7 @@ pub struct Services {
     pub sales: Sales,
     pub lobby: Lobby,
     pub holds: Holds,
+    pub payments: Payments,
     pub waitlist: Waitlist,
     pub reports: Reports,
     pub recovery: Recovery,

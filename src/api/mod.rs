@@ -9,6 +9,7 @@ pub mod health;
 pub mod live;
 pub mod lobby;
 pub mod pages;
+pub mod payments;
 pub mod reservations;
 pub mod sales;
 pub mod waitlist;
@@ -23,6 +24,8 @@ pub enum Tag {
     Waitlist,
     /// The lobby before a sale: a verifiable draw, admission at a rate.
     Lobby,
+    /// Paying for a hold, and the payment provider's signed webhook.
+    Payments,
     /// Scheduling and managing sales.
     Admin,
 }
@@ -33,6 +36,7 @@ pub type Apis = (
     reservations::ReservationsApi,
     waitlist::WaitlistApi,
     lobby::LobbyApi,
+    payments::PaymentsApi,
     admin::AdminApi,
 );
 
@@ -44,6 +48,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             reservations::ReservationsApi,
             waitlist::WaitlistApi,
             lobby::LobbyApi,
+            payments::PaymentsApi,
             admin::AdminApi,
         ),
         "Flashdrop",

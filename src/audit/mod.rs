@@ -80,10 +80,7 @@ pub async fn audit(
         .iter()
         .filter_map(|(rid, raw)| Some((rid.clone(), serde_json::from_str(raw).ok()?)))
         .collect();
-    let live: Vec<&(String, Hold)> = holds
-        .iter()
-        .filter(|(_, h)| matches!(h.state, HoldState::Held | HoldState::Confirming))
-        .collect();
+    let live: Vec<&(String, Hold)> = holds.iter().filter(|(_, h)| h.state.is_live()).collect();
     let sold: i64 = orders.iter().map(|o| o.quantity).sum();
     let held: i64 = live.iter().map(|(_, h)| h.qty).sum();
     let mut checks = Vec::new();
@@ -222,6 +219,26 @@ pub async fn audit(
         "no confirmed order lost",
         problems,
         format!("{} confirmations, all in MongoDB", confirmed.len()),
+    ));
+
+    // Money is an order or a refund due, never both.
+    let refunds = store.mongo.refunds(Some(sale), 10_000_000).await?;
+    let mut problems: Vec<String> = refunds
+        .iter()
+        .filter(|r| ordered.contains(r.reservation_id.as_str()))
+        .map(|r| format!("{} is both an order and a refund due", r.payment_id))
+        .collect();
+    let paid = doc.as_ref().is_some_and(|d| d.payment_seconds.is_some());
+    problems.extend(
+        orders
+            .iter()
+            .filter(|o| paid && o.payment_id.is_none())
+            .map(|o| format!("order {} of a paid sale has no payment", o.id)),
+    );
+    checks.push(check(
+        "money: order or refund",
+        problems,
+        format!("{} refunds due, none with an order", refunds.len()),
     ));
 
     // 4. Nothing stranded.

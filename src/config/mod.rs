@@ -77,6 +77,9 @@ pub struct Settings {
     /// Seals each lobby's seed until its draw (`FLASHDROP_SEED_KEY`); lobby
     /// sales need it.
     pub seed_key: Option<Secret>,
+    /// Signs the payment provider's webhook
+    /// (`FLASHDROP_PAYMENT_WEBHOOK_SECRET`); sales that take payment need it.
+    pub payment_webhook_secret: Option<Secret>,
     pub log: String,
     pub log_format: LogFormat,
     pub rate_limit_buyer: RateLimit,
@@ -272,6 +275,18 @@ impl Settings {
             }
         }
 
+        let payment_webhook_secret =
+            lookup("FLASHDROP_PAYMENT_WEBHOOK_SECRET").filter(|v| !v.trim().is_empty());
+        if payment_webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 16)
+        {
+            return Err(ConfigError::new(
+                "FLASHDROP_PAYMENT_WEBHOOK_SECRET",
+                "must be at least 16 bytes",
+            ));
+        }
+
         let log = get("FLASHDROP_LOG", "info");
         if tracing_subscriber::EnvFilter::try_new(&log).is_err() {
             return Err(ConfigError::new(
@@ -348,6 +363,7 @@ impl Settings {
             mongodb_db,
             jwt_secret: Secret::new(jwt_secret),
             seed_key: seed_key.map(Secret::new),
+            payment_webhook_secret: payment_webhook_secret.map(Secret::new),
             log,
             log_format,
             rate_limit_buyer: parse_with("FLASHDROP_RATE_LIMIT_BUYER", DEFAULT_RATE_LIMIT_BUYER)?,

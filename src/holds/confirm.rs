@@ -54,6 +54,12 @@ impl Holds {
                 lease,
                 ..
             } => (qty, units, slots, price, currency, lease),
+            BeginReply::PaymentRequired => {
+                return Err(ApiError::new(
+                    ErrorCode::PaymentRequired,
+                    "this sale takes payment: pay through POST /reservations/{rid}/payment, and the payment confirms the hold",
+                ));
+            }
             BeginReply::Confirmed | BeginReply::Missing => {
                 return match self.store.mongo.order_of(rid, buyer).await? {
                     OrderLookup::Order(order) => Ok((order.into(), Outcome::Existing)),
@@ -86,7 +92,23 @@ impl Holds {
             total_cents: price * qty,
             currency,
             created_at: self.store.clock.now_bson(),
+            payment_id: None,
         };
+        self.write_order(rid, order, lease).await
+    }
+
+    /// Writes the order of a hold that is confirming under `lease` and
+    /// tells Redis: `Created` once it is durable in MongoDB. The one path
+    /// from a confirming hold to an order, for a buyer's confirm and for a
+    /// payment's.
+    pub(crate) async fn write_order(
+        &self,
+        rid: &ReservationId,
+        order: OrderDoc,
+        lease: i64,
+    ) -> Result<(OrderView, Outcome), ApiError> {
+        let buyer = order.user_id.clone();
+        let buyer = buyer.as_str();
         // MongoDB that does not answer in time (or a batch lost on the
         // way) costs the buyer a 503, not a hanging request; the hold stays
         // confirming and is settled later.
@@ -179,7 +201,9 @@ impl Holds {
     /// The order is known not to be in MongoDB and never to land.
     pub(crate) async fn abort_confirm(&self, rid: &ReservationId, cause: AbortCause) {
         match self.store.redis.confirm_abort(rid, cause).await {
-            Ok(AbortReply::Held | AbortReply::Expired | AbortReply::Reclaimed) => {}
+            Ok(
+                AbortReply::Held | AbortReply::Paying | AbortReply::Expired | AbortReply::Reclaimed,
+            ) => {}
             Ok(AbortReply::Missing | AbortReply::Unchanged { .. }) => {}
             Err(err) => {
                 tracing::warn!(%rid, error = %err, "confirm abort failed; the reaper will settle the hold");

@@ -135,6 +135,11 @@ impl Holds {
         }
     }
 
+    /// How long a confirm may take before the reaper settles its hold.
+    pub fn confirm_lease(&self) -> Duration {
+        self.confirm_lease
+    }
+
     pub async fn reserve(
         &self,
         sale: &SaleId,

@@ -49,6 +49,9 @@ pub struct Sales {
     listing: Listing,
     /// Seals a lobby's seed when its sale is created.
     seed_key: Option<SeedKey>,
+    /// Whether the payment webhook has its secret: sales that take payment
+    /// need it.
+    payments: bool,
     /// Test fault point: a sale's change fails to reach MongoDB.
     fail_writes: bool,
 }
@@ -65,6 +68,7 @@ impl Sales {
             recovery,
             listing: Listing::default(),
             seed_key,
+            payments: settings.payment_webhook_secret.is_some(),
             fail_writes: settings.fault_fail_sale_write,
         }
     }
@@ -94,6 +98,12 @@ impl Sales {
     pub async fn create(&self, spec: CreateSale) -> Result<SaleView, ApiError> {
         let now = self.now().await?;
         validate(&spec, now)?;
+        if spec.payment == rules::PaymentMode::Webhook && !self.payments {
+            return Err(ApiError::new(
+                ErrorCode::NotConfigured,
+                "this server has no FLASHDROP_PAYMENT_WEBHOOK_SECRET, which checks the payment provider's webhook: set it to create sales with payment \"webhook\"",
+            ));
+        }
         let id = SaleId::new();
         let doc = spec.into_doc(&id, now, self.seed_key.as_ref())?;
         self.store.mongo.insert_sale(&doc).await?;

@@ -213,10 +213,21 @@ pub fn sale_of_channel(channel: &str) -> Option<SaleId> {
 #[oai(rename = "HoldStatus", rename_all = "lowercase")]
 pub enum HoldState {
     Held,
+    /// Its buyer asked to pay (a sale that takes payment): the deadline
+    /// was extended once, and the payment's webhook decides.
+    Paying,
     Confirming,
     Confirmed,
     Cancelled,
     Expired,
+}
+
+impl HoldState {
+    /// Whether the hold still has its units out (`fd_is_live` in
+    /// `lua/prelude.lua`): held, paying or confirming.
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Held | Self::Paying | Self::Confirming)
+    }
 }
 
 /// A drawn buyer's member of the sale's `lobby`: `0:<value>:<buyer>`,

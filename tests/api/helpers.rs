@@ -38,6 +38,8 @@ use serde_json::{Value, json};
 
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
 pub const SEED_KEY: &str = "test-seed-key-test-seed-key-test-seed!";
+/// The payment webhook's shared secret, as the provider in the tests has it.
+pub const PAYMENT_SECRET: &str = "test-payment-webhook-secret";
 
 pub struct Servers {
     /// One URL, or a cluster's comma-separated seeds.
@@ -248,6 +250,7 @@ pub fn serve_command(port: u16, db: &str) -> tokio::process::Command {
         .env("FLASHDROP_MONGODB_DB", db)
         .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
         .env("FLASHDROP_SEED_KEY", SEED_KEY)
+        .env("FLASHDROP_PAYMENT_WEBHOOK_SECRET", PAYMENT_SECRET)
         .env("FLASHDROP_RATE_LIMIT_BUYER", "off")
         .env("FLASHDROP_RATE_LIMIT_IP", "off")
         .kill_on_drop(true);
@@ -277,6 +280,10 @@ pub fn test_settings(redis_url: &str, mongo_uri: &str) -> Settings {
         ("FLASHDROP_MONGODB_DB", db),
         ("FLASHDROP_JWT_SECRET", JWT_SECRET.to_owned()),
         ("FLASHDROP_SEED_KEY", SEED_KEY.to_owned()),
+        (
+            "FLASHDROP_PAYMENT_WEBHOOK_SECRET",
+            PAYMENT_SECRET.to_owned(),
+        ),
         ("FLASHDROP_RATE_LIMIT_BUYER", "off".to_owned()),
         ("FLASHDROP_RATE_LIMIT_IP", "off".to_owned()),
     ]);

@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["error"],
     &[
-        "sales", "holds", "waitlist", "lobby", "recovery", "reports", "audit", "limits",
+        "sales", "holds", "waitlist", "lobby", "recovery", "reports", "audit", "limits", "payments",
     ],
     &["reaper", "persister", "keeper", "recorder", "live"],
     &["state", "auth", "telemetry", "api"],

@@ -25,6 +25,7 @@ mod mongo;
 mod openapi;
 mod operations;
 mod pages;
+mod payments;
 mod recovery;
 mod reservations;
 mod restart;

@@ -7,11 +7,13 @@
 mod events;
 mod lobby;
 mod orders;
+mod payments;
 mod sales;
 
 pub use events::SummaryFigures;
 pub use lobby::LobbyRecord;
 pub use orders::{Fence, OrderLookup, OrderWrite};
+pub use payments::{PaymentDoc, PaymentEventDoc, RefundDoc};
 
 use std::time::Duration;
 
@@ -53,6 +55,10 @@ pub struct SaleDoc {
     /// The lobby, when the sale has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lobby: Option<LobbyDoc>,
+    /// How long a buyer may take to pay, for a sale that takes payment
+    /// through the webhook; none for a sale whose buyers confirm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_seconds: Option<i64>,
 }
 
 /// A buyer's place in a sale's lobby. `_id` is `<sale>:<buyer>`, so a buyer
@@ -145,6 +151,9 @@ pub struct OrderDoc {
     pub total_cents: i64,
     pub currency: String,
     pub created_at: DateTime,
+    /// The payment that confirmed it, for a sale that takes payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
 }
 
 /// One change of a sale's stock, copied from the sale's Redis stream.
@@ -192,6 +201,10 @@ pub struct Mongo {
     /// Frozen draws: heads and their chunks.
     lobby_draws: Collection<DrawDoc>,
     lobby_draw_chunks: Collection<DrawChunkDoc>,
+    /// Payment intents, provider events and refunds due.
+    payments: Collection<PaymentDoc>,
+    payment_events: Collection<PaymentEventDoc>,
+    refunds: Collection<RefundDoc>,
     /// How long one operation may take before its caller gives up.
     timeout: Duration,
 }
@@ -242,6 +255,9 @@ impl Mongo {
             lobby_entries: db.collection_with_options("lobby_entries", durable.clone()),
             lobby_draws: db.collection_with_options("lobby_draws", durable.clone()),
             lobby_draw_chunks: db.collection_with_options("lobby_draw_chunks", durable.clone()),
+            payments: db.collection_with_options("payments", durable.clone()),
+            payment_events: db.collection_with_options("payment_events", durable.clone()),
+            refunds: db.collection_with_options("refunds", durable.clone()),
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
             orders_raw: db.collection_with_options("orders", durable.clone()),
@@ -315,6 +331,13 @@ impl Mongo {
         self.sales
             .create_index(IndexModel::builder().keys(doc! {"ends_at": 1}).build())
             .await?;
+        self.refunds
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "created_at": -1})
+                    .build(),
+            )
+            .await?;
         self.lobby_entries
             .create_index(IndexModel::builder().keys(doc! {"sale_id": 1}).build())
             .await?;
@@ -365,7 +388,7 @@ fn never_sent(err: &Error) -> bool {
 const DUPLICATE_KEY: i32 = 11000;
 
 /// A unique-index violation and nothing else.
-fn is_duplicate_key(err: &Error) -> bool {
+pub(super) fn is_duplicate_key(err: &Error) -> bool {
     match &*err.kind {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
         ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
@@ -403,6 +426,7 @@ impl From<&SaleDoc> for super::scripts::LiveSettings {
                 .lobby
                 .as_ref()
                 .map_or_else(String::new, |l| l.seed_sha256.clone()),
+            payment_ms: d.payment_seconds.map_or(0, |s| s * 1000),
         }
     }
 }

@@ -218,7 +218,8 @@ impl Redis {
             .arg(settings.admit_per_second)
             .arg(settings.admission_ms)
             .arg(settings.opens_ms)
-            .arg(&settings.commit);
+            .arg(&settings.commit)
+            .arg(settings.payment_ms);
         self.run(&call).await
     }
 

@@ -75,7 +75,8 @@ impl Redis {
             .arg(settings.opens_ms)
             .arg(&settings.commit)
             .arg(i64::from(restored.lobby.drawn))
-            .arg(restored.lobby.draw_count);
+            .arg(restored.lobby.draw_count)
+            .arg(settings.payment_ms);
         self.run(&call).await
     }
 

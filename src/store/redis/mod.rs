@@ -5,7 +5,10 @@
 
 mod calls;
 mod lobby_calls;
+mod pay_calls;
 mod rebuild;
+
+pub use pay_calls::PaymentEnd;
 
 pub use super::keys::HoldState;
 
@@ -259,7 +262,7 @@ impl Redis {
         let found = self
             .scan_hash(&SaleKeys::new(sale).holds(), |rid, raw| {
                 let hold: HoldUnits = serde_json::from_str(&raw).ok()?;
-                let live = matches!(hold.state, HoldState::Held | HoldState::Confirming);
+                let live = hold.state.is_live();
                 let mine: Vec<i64> = hold
                     .units
                     .split(',')

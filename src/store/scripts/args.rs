@@ -24,6 +24,8 @@ pub struct LiveSettings {
     pub opens_ms: i64,
     /// The SHA-256 of the lobby's seed: public from the opening.
     pub commit: String,
+    /// How long a payment may take; 0 for a sale that takes none.
+    pub payment_ms: i64,
 }
 
 /// The sale hash of a rebuilt sale; the rest is staged.

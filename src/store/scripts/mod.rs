@@ -8,10 +8,12 @@
 
 mod args;
 mod lobby_replies;
+mod pay_replies;
 mod replies;
 
 pub use args::*;
 pub use lobby_replies::*;
+pub use pay_replies::*;
 pub use replies::*;
 
 use redis::Script;
@@ -87,6 +89,8 @@ scripts! {
     lobby_tick: "lobby_tick.lua" [Sale Early Lobby Lobbyin Admitted Admitdue Lobbylog];
     lobby_read: "lobby_read.lua" [Sale Early Lobby Lobbyin Admitted];
     lobby_draw: "lobby_draw.lua" [Sale Early Lobby Lobbyin Admitted];
+    pay_begin: "pay_begin.lua" [Sale Holds Deadlines];
+    pay_settle: "pay_settle.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
 }
 
 impl Lua {

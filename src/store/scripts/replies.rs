@@ -21,13 +21,13 @@ macro_rules! sale_reply {
     )*};
 }
 
-fn from_text<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(super) fn from_text<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     String::deserialize(d)?
         .parse()
         .map_err(serde::de::Error::custom)
 }
 
-fn from_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+pub(super) fn from_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
     String::deserialize(d)?
         .split(',')
         .filter(|s| !s.is_empty())
@@ -84,6 +84,8 @@ pub enum BeginReply {
     Confirmed,
     Cancelled,
     Expired,
+    /// The sale takes payment: its webhook confirms, not the buyer.
+    PaymentRequired,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +115,8 @@ pub enum HoldFinish {
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum AbortReply {
     Held,
+    /// Back to paying: its payment may still confirm it.
+    Paying,
     Expired,
     Missing,
     Unchanged {
@@ -288,6 +292,9 @@ pub struct LiveSale {
     /// Whether buyers are let in from a lobby.
     #[serde(default)]
     pub lobby: bool,
+    /// How long a payment may take; 0 for a sale that takes none.
+    #[serde(default)]
+    pub pay_ms: i64,
 }
 
 #[derive(Debug, Deserialize)]
