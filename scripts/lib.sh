@@ -42,7 +42,8 @@ random_hex() {
 export_random_secrets() {
   FLASHDROP_JWT_SECRET=$(random_hex)
   FLASHDROP_SEED_KEY=$(random_hex)
-  export FLASHDROP_JWT_SECRET FLASHDROP_SEED_KEY
+  FLASHDROP_PAYMENT_WEBHOOK_SECRET=$(random_hex)
+  export FLASHDROP_JWT_SECRET FLASHDROP_SEED_KEY FLASHDROP_PAYMENT_WEBHOOK_SECRET
 }
 
 free_port() {

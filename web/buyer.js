@@ -81,6 +81,7 @@
     $("#join-btn").classList.toggle("hidden", !canWait);
     $("#hold-card").classList.toggle("hidden", !state.hold);
     if (state.hold) F.text($("#hold-quantity"), state.hold.quantity);
+    renderPayment();
     const waiting = state.wait && state.wait.status === "waiting";
     $("#wait-card").classList.toggle("hidden", !waiting);
     if (waiting) F.text($("#wait-position"), state.wait.position);
@@ -189,6 +190,46 @@
     } catch (err) { F.say(out, err.message, "error"); }
   }
 
+  // A sale that takes payment: the hold's step is Pay, then waiting for
+  // the provider, with the extended deadline.
+  function renderPayment() {
+    const paid = state.sale && state.sale.payment === "webhook";
+    const intent = state.hold && state.hold.intent;
+    F.text($("#confirm-btn"), paid ? (intent ? "Waiting for payment…" : "Pay") : "Confirm order");
+    $("#confirm-btn").disabled = !!intent;
+    F.text($("#hold-step"), paid ? (intent ? "Pay with your payment provider before the time runs out:" : "Pay before the time runs out:")
+      : "Confirm before the time runs out:");
+    $("#payment-box").classList.toggle("hidden", !intent);
+    if (intent) {
+      F.text($("#payment-id"), intent.payment_id);
+      F.text($("#payment-amount"), F.money(intent.amount_cents, intent.currency));
+    }
+  }
+
+  async function pay(hold) {
+    const { body: intent } = await F.api("POST", `/reservations/${hold.reservation_id}/payment`);
+    setHold(Object.assign({}, hold, { status: "paying", expires_at: intent.expires_at, intent }));
+    F.say(msg, "Your time was extended for the payment.", "ok");
+  }
+
+  function ordered(order) {
+    setHold(null);
+    state.wait = null;
+    $("#order-card").classList.remove("hidden");
+    F.text($("#order-summary"), `${order.quantity} unit(s), serial ${order.units.join(", ")}, ${F.money(order.total_cents, order.currency)}.`);
+    F.say(msg, "Order placed. Thank you!", "ok");
+    loadOrders(state.sale.id);
+  }
+
+  // The provider's webhook confirmed a paid hold: its order, from the list.
+  async function paidFor(rid) {
+    try {
+      const { body: orders } = await F.api("GET", "/me/orders?limit=50");
+      const order = orders.find((o) => o.reservation_id === rid);
+      if (order) ordered(order); else setHold(null);
+    } catch (_) { setHold(null); }
+  }
+
   function setHold(hold) {
     state.hold = hold;
     const key = `flashdrop.hold.${state.sale.id}`;
@@ -236,8 +277,11 @@
         break;
       case "reservation":
         if (state.hold && frame.reservation_id === state.hold.reservation_id && frame.status !== "held") {
+          const paying = !!state.hold.intent;
           if (frame.status === "expired") F.say(msg, "Your hold expired before it was confirmed; the units went back.", "error");
-          if (frame.status !== "confirmed") setHold(null);
+          if (frame.status === "cancelled" && paying) F.say(msg, "The payment did not go through; the units went back.", "error");
+          if (frame.status === "confirmed" && paying) paidFor(state.hold.reservation_id);
+          else if (frame.status !== "confirmed") setHold(null);
         }
         break;
       case "promoted":
@@ -278,7 +322,10 @@
     if (rid) {
       try {
         const { body: hold } = await F.api("GET", `/reservations/${rid}`);
-        if (hold.status === "held") setHold(hold); else setHold(null);
+        if (hold.status === "held") setHold(hold);
+        // A paying hold: asking again returns the same intent.
+        else if (hold.status === "paying") await pay(hold);
+        else setHold(null);
       } catch (_) { setHold(null); }
     }
     try {
@@ -326,7 +373,7 @@
       try {
         const { body: hold } = await F.api("POST", `/sales/${id}/reservations`, { quantity }, { "Idempotency-Key": newKey() });
         setHold(hold);
-        F.say(msg, `Held ${hold.quantity} unit(s). Confirm to buy.`, "ok");
+        F.say(msg, `Held ${hold.quantity} unit(s). ${state.sale.payment === "webhook" ? "Pay" : "Confirm"} to buy.`, "ok");
         $("#confirm-btn").focus();
       } catch (err) {
         showError(err);
@@ -338,17 +385,15 @@
       if (!hold) return;
       $("#confirm-btn").disabled = true;
       try {
-        const { body: order } = await F.api("POST", `/reservations/${hold.reservation_id}/confirm`, undefined, { "Idempotency-Key": newKey() });
-        setHold(null);
-        state.wait = null;
-        $("#order-card").classList.remove("hidden");
-        F.text($("#order-summary"), `${order.quantity} unit(s), serial ${order.units.join(", ")}, ${F.money(order.total_cents, order.currency)}.`);
-        F.say(msg, "Order placed. Thank you!", "ok");
-        loadOrders(id);
+        if (state.sale.payment === "webhook") await pay(hold);
+        else {
+          const { body: order } = await F.api("POST", `/reservations/${hold.reservation_id}/confirm`, undefined, { "Idempotency-Key": newKey() });
+          ordered(order);
+        }
       } catch (err) {
         showError(err);
         if (err.code === "reservation_expired") setHold(null);
-      } finally { $("#confirm-btn").disabled = false; }
+      } finally { renderPayment(); }
     });
     $("#cancel-btn").addEventListener("click", async () => {
       const hold = state.hold;

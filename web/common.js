@@ -39,6 +39,7 @@ const Flashdrop = (() => {
     invalid_change: (m) => `That change is not allowed: ${m}`,
     reservation_confirming: () => "Your order is being confirmed; one moment.",
     reservation_confirmed: () => "This hold is already an order.",
+    payment_required: () => "This sale takes payment: pay for your hold.",
     reservation_exists: () => "You already hold units in this sale.",
     stock_available: () => "Units are free right now: reserve them instead of waiting.",
     waitlist_disabled: () => "This sale has no waiting list.",

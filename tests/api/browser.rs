@@ -172,6 +172,66 @@ async fn a_buyer_reserves_and_confirms_through_the_page() {
     client.close().await.unwrap();
 }
 
+/// A sale that takes payment: the hold's step is Pay, the deadline moves
+/// out, and the provider's webhook turns it into the order on the page.
+#[tokio::test]
+async fn a_buyer_pays_through_the_page_and_the_webhook_places_the_order() {
+    let app = spawn_app().await;
+    let sale = crate::payments::payment_sale(&app, json!({"name": "Paid drop", "total": 4})).await;
+    let client = browser(1280, 900).await;
+    open(
+        &client,
+        &app,
+        &format!("/sales/{sale}"),
+        Some(&buyer_token("page-payer")),
+    )
+    .await;
+    text_becomes(&client, "#available", "4").await;
+    fill(&client, "#quantity", "1").await;
+    click(&client, "#reserve-btn").await;
+    shown(&client, "#hold-card").await;
+    text_becomes(&client, "#confirm-btn", "Pay").await;
+    click(&client, "#confirm-btn").await;
+    shown(&client, "#payment-box").await;
+    text_becomes(&client, "#confirm-btn", "Waiting for payment…").await;
+    let payment = client
+        .find(Locator::Css("#payment-id"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(payment.starts_with("pay_"), "{payment}");
+    let countdown = client
+        .find(Locator::Css("#hold-countdown"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        countdown.starts_with('4') || countdown.starts_with('5'),
+        "the extended deadline: {countdown}"
+    );
+    screenshot(&client, "buyer-paying").await;
+
+    let intent = json!({"payment_id": payment, "amount_cents": 2_500, "currency": "EUR"});
+    let answer = crate::payments::deliver(
+        &app,
+        &crate::payments::event("evt-page", &intent, "succeeded"),
+    )
+    .await;
+    assert_eq!(answer.status(), 200);
+    shown(&client, "#order-card").await;
+    text_becomes(&client, "#sold", "1").await;
+    screenshot(&client, "buyer-paid").await;
+    let orders = app.orders(&sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].payment_id.as_deref(), Some(payment.as_str()));
+    app.check_invariants(&sale).await;
+    client.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_counts_on_the_page_move_when_another_buyer_reserves() {
     let app = spawn_app().await;

@@ -11,6 +11,7 @@ mod ceiling;
 mod launch;
 mod load;
 mod mix;
+mod pay;
 mod watch;
 
 use clap::{Parser, Subcommand};

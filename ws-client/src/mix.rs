@@ -3,7 +3,10 @@
 //! stock is out they join the line, sometimes leave it, and take their
 //! promotions. Errors (a server killed, a store paused) are counted, not
 //! fatal. Every reservation answered 201 at confirm is written to a file,
-//! so an audit can check each is a durable order.
+//! so an audit can check each is a durable order. With `--pay` (a sale that
+//! takes payment) a buyer pays instead of confirming: the intent, then the
+//! provider's signed webhook says succeeded (a confirmed answer counts as
+//! a 201) or failed, retried while no server answers.
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +34,12 @@ pub struct MixArgs {
     /// FLASHDROP_JWT_SECRET of the servers, to mint buyer tokens.
     #[arg(long, env = "FLASHDROP_JWT_SECRET", hide_env_values = true)]
     jwt_secret: String,
+    /// The sale takes payment: pay through the webhook instead of confirming.
+    #[arg(long)]
+    pay: bool,
+    /// FLASHDROP_PAYMENT_WEBHOOK_SECRET of the servers, to sign the webhook.
+    #[arg(long, env = "FLASHDROP_PAYMENT_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
 }
 
 #[derive(Default)]
@@ -56,7 +65,7 @@ fn token(secret: &str, sub: &str) -> String {
 }
 
 /// One request: its status (0 when the server could not be reached) and body.
-async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+pub async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
     match req.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
@@ -136,6 +145,33 @@ pub async fn run(args: MixArgs) -> anyhow::Result<()> {
                         continue;
                     };
                     tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+                    let paying = args
+                        .pay
+                        .then(|| args.webhook_secret.clone().unwrap_or_default());
+                    if let Some(secret) = paying {
+                        let status = match rng.random_range(0..10) {
+                            0..6 => "succeeded",
+                            6..8 => "failed",
+                            _ => {
+                                note("walk away".into());
+                                continue;
+                            }
+                        };
+                        let apis: Vec<String> = args
+                            .servers
+                            .iter()
+                            .map(|s| format!("{}/api/v1", s.trim_end_matches('/')))
+                            .collect();
+                        let mut apis = apis;
+                        apis.rotate_left(rng.random_range(0..args.servers.len()));
+                        let (code, outcome) =
+                            crate::pay::pay(&http, &apis, &token, &rid, status, &secret, 20).await;
+                        note(format!("pay {status} {code} {outcome}"));
+                        if code == 200 && outcome == "confirmed" {
+                            outcomes.lock().unwrap().confirmed.push(rid);
+                        }
+                        continue;
+                    }
                     match rng.random_range(0..10) {
                         0..5 => {
                             let (status, _) = call(
