@@ -86,7 +86,9 @@ pub struct SaleView {
     /// `webhook`: a hold is paid for (`POST /reservations/{rid}/payment`)
     /// and the payment confirms it; `none`: the buyer confirms.
     pub payment: PaymentMode,
-    /// How long a buyer may take to pay, for a sale that takes payment.
+    /// How long a buyer may take to pay, for a sale that takes payment
+    /// (absent otherwise).
+    #[oai(skip_serializing_if_is_none)]
     pub payment_seconds: Option<i64>,
 }
 
