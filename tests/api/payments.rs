@@ -208,7 +208,9 @@ async fn webhooks_that_are_not_the_providers_are_refused_and_change_nothing() {
     };
     let mut tampered = raw.clone();
     tampered[raw.len() - 3] ^= 1;
-    let cases: Vec<(&str, Option<String>, Vec<u8>, u16, &str)> = vec![
+    // What is sent: why, the signature header, the body; and the answer.
+    type Case<'a> = (&'a str, Option<String>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no signature", None, raw.clone(), 401, "bad_signature"),
         (
             "another secret",
@@ -626,4 +628,67 @@ async fn scripts_pay_plays_the_provider() {
     let again: Value = serde_json::from_slice(&run().await.unwrap().stdout).unwrap();
     assert_eq!(again["duplicate"], true);
     assert_eq!(app.orders(&sale).await.len(), 1);
+}
+
+/// The README's two snippets: what the provider's signing gives verifies
+/// on the server, and the receiver's check accepts the server's scheme and
+/// refuses a changed body or an old time.
+#[tokio::test]
+async fn the_readme_signing_and_verifying_snippets_agree_with_the_server() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Payments").expect("the section")..];
+    let blocks: Vec<&str> = section
+        .split("```python\n")
+        .skip(1)
+        .take(2)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    let python = |code: String| async move {
+        let out = tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(&code)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Signing: the header it makes is one the server accepts for the body.
+    let signed = python(format!(
+        "secret = {PAYMENT_SECRET:?}\n{}\nprint(headers['Flashdrop-Signature']); print(body.decode())",
+        blocks[0]
+    ))
+    .await;
+    let (header, body) = signed.trim().split_once('\n').unwrap();
+    let now = now_secs();
+    assert_eq!(
+        flashdrop::payments::signature::verify(
+            PAYMENT_SECRET.as_bytes(),
+            Some(header),
+            body.as_bytes(),
+            now
+        ),
+        Ok(())
+    );
+    // Verifying: the server's signature passes; a changed body and an old
+    // time do not.
+    let body = br#"{"event_id":"e"}"#;
+    let header = sign(PAYMENT_SECRET.as_bytes(), now, body);
+    let check = |body: &str, now: i64| {
+        format!(
+            "import hashlib, hmac\n{}\nprint(verify({PAYMENT_SECRET:?}, {header:?}, {body:?}.encode(), {now}))",
+            blocks[1]
+        )
+    };
+    let text = std::str::from_utf8(body).unwrap();
+    assert_eq!(python(check(text, now)).await.trim(), "True");
+    assert_eq!(
+        python(check(r#"{"event_id":"f"}"#, now)).await.trim(),
+        "False"
+    );
+    assert_eq!(python(check(text, now + 301)).await.trim(), "False");
 }
