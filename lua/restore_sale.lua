@@ -12,7 +12,7 @@
 -- KEYS: sale holds deadlines ended free taken bought holding events wait
 --   waitq promoted early lobby lobbyin admitted admitdue restore stagefree
 --   stagebought stagewait stagewaitq stageearly stagelobby stagelobbyin
---   stageadmitted stageadmitdue
+--   stageadmitted stageadmitdue returned stagereturned
 -- ARGV[1] publish command and channel  ARGV[2] lock token
 -- ARGV[3] `absent`, or the seq MongoDB has recorded: the sale is replaced
 -- only while its own seq is below it
@@ -37,11 +37,12 @@ elseif not exists or fd_num(redis.call('HGET', K.sale, 'seq')) >= tonumber(ARGV[
 end
 redis.call('UNLINK', K.sale, K.holds, K.deadlines, K.ended, K.free, K.taken,
   K.bought, K.holding, K.wait, K.waitq, K.promoted, K.early, K.lobby,
-  K.lobbyin, K.admitted, K.admitdue)
+  K.lobbyin, K.admitted, K.admitdue, K.returned)
 local staged = {{K.stagefree, K.free}, {K.stagebought, K.bought},
   {K.stagewait, K.wait}, {K.stagewaitq, K.waitq}, {K.stageearly, K.early},
   {K.stagelobby, K.lobby}, {K.stagelobbyin, K.lobbyin},
-  {K.stageadmitted, K.admitted}, {K.stageadmitdue, K.admitdue}}
+  {K.stageadmitted, K.admitted}, {K.stageadmitdue, K.admitdue},
+  {K.stagereturned, K.returned}}
 for _, pair in ipairs(staged) do
   if redis.call('EXISTS', pair[1]) == 1 then
     redis.call('PERSIST', pair[1])

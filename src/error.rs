@@ -39,6 +39,8 @@ pub enum ErrorCode {
     PaymentMismatch,
     /// A webhook's signature is missing, wrong or too old.
     BadSignature,
+    /// The buyer may no longer cancel the order (or never could).
+    CancelClosed,
     PayloadTooLarge,
     RateLimited,
     Unavailable,
@@ -68,6 +70,7 @@ impl ErrorCode {
             | PaymentRequired
             | PaymentNotTaken
             | PaymentMismatch
+            | CancelClosed
             | NotConfigured => StatusCode::CONFLICT,
             ReservationExpired => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -145,7 +148,7 @@ pub enum ErrorResponse {
     /// `sale_ended`, `invalid_change`, `reservation_confirming`,
     /// `reservation_confirmed`, `reservation_exists`, `stock_available`,
     /// `waitlist_disabled`, `payment_required`, `payment_not_taken`,
-    /// `payment_mismatch`, `not_configured`.
+    /// `payment_mismatch`, `cancel_closed`, `not_configured`.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     /// `reservation_expired`: the hold ended before it was confirmed.

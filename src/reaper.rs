@@ -26,6 +26,9 @@ const REFRESH_SALES: Duration = Duration::from_secs(2);
 /// Most holds one script call handles: a call stays short (see the bound
 /// in `lua/reap.lua`); the reaper calls again while there is more.
 pub const REAP_BATCH: usize = 10;
+/// How long a cancel has to give its units back itself before the reaper
+/// finishes it.
+const RETURN_SETTLE: Duration = Duration::from_secs(5);
 /// Sales reaped at once.
 const SALES_AT_ONCE: usize = 16;
 
@@ -44,6 +47,7 @@ impl Reaper {
     pub async fn run(self, shutdown: CancellationToken) {
         tokio::spawn(refresh_coverage(
             self.sales.clone(),
+            self.holds.clone(),
             self.coverage.clone(),
             shutdown.clone(),
         ));
@@ -136,14 +140,23 @@ impl Reaper {
 }
 
 /// Keeps the coverage in line with MongoDB; when MongoDB cannot answer, the
-/// last list stays (a new sale's holds add it anyway).
-async fn refresh_coverage(sales: Sales, coverage: Arc<Coverage>, shutdown: CancellationToken) {
+/// last list stays (a new sale's holds add it anyway). Finishes the
+/// returns of cancelled orders cut off before their units came back.
+async fn refresh_coverage(
+    sales: Sales,
+    holds: Holds,
+    coverage: Arc<Coverage>,
+    shutdown: CancellationToken,
+) {
     loop {
         match sales.recent().await {
             Ok(docs) => coverage.replace(docs.iter().filter_map(|d| SaleId::parse(&d.id).ok())),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot list recent sales; reaping the last known ones")
             }
+        }
+        if let Err(err) = holds.finish_returns(RETURN_SETTLE).await {
+            tracing::warn!(error = %err, "cancelled orders' returns wait");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -193,6 +193,7 @@ impl Recovery {
                 free,
                 Staging {
                     bought: sold.bought,
+                    returned: &sold.returned,
                     line: &line.waiters,
                     lobby: &lobby,
                 },
@@ -340,6 +341,8 @@ pub fn replay_line(events: &[StockEventDoc]) -> Line {
                 }
             }
             "sale_closed" => closed = true,
+            // A cancelled order gave units back to a sale still on.
+            "line_reopened" => closed = false,
             _ => {}
         }
     }

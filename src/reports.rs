@@ -8,6 +8,7 @@ use crate::{
     holds::OrderView,
     ids::SaleId,
     recovery::Recovery,
+    store::mongo::OrderDoc,
     store::{Store, mongo::LobbyEntryDoc},
 };
 
@@ -50,6 +51,10 @@ pub struct SaleSummary {
     /// how many, and their sum in minor units.
     pub refunds_due: i64,
     pub refunds_due_cents: i64,
+    /// Orders cancelled, and the units they gave back (not in
+    /// `units_sold`, `orders` or `revenue_cents`).
+    pub orders_cancelled: i64,
+    pub units_returned: i64,
 }
 
 /// A lobby's figures, from its entries in MongoDB.
@@ -110,7 +115,20 @@ impl Reports {
         cursor: Option<&str>,
     ) -> Result<OrdersPage, ApiError> {
         self.recovery.sale_doc(sale).await?;
-        let orders = self.store.mongo.orders_page(sale, limit, cursor).await?;
+        let mongo = &self.store.mongo;
+        // Live and cancelled orders, merged by id: a page of each holds
+        // the page of both (an order in both, a cancel cut off midway, is
+        // the cancelled one).
+        let mut by_id: std::collections::BTreeMap<String, OrderDoc> = mongo
+            .orders_page(sale, limit, cursor)
+            .await?
+            .into_iter()
+            .map(|o| (o.id.clone(), o))
+            .collect();
+        for o in mongo.cancelled_page(sale, limit, cursor).await? {
+            by_id.insert(o.id.clone(), o);
+        }
+        let orders: Vec<OrderDoc> = by_id.into_values().take(limit.max(0) as usize).collect();
         let next_cursor = (orders.len() as i64 == limit)
             .then(|| orders.last().map(|o| o.id.clone()))
             .flatten();
@@ -159,6 +177,8 @@ impl Reports {
             lobby,
             refunds_due,
             refunds_due_cents,
+            orders_cancelled: f.orders_cancelled,
+            units_returned: f.units_returned,
         })
     }
 }

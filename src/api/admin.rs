@@ -1,13 +1,14 @@
 //! Admin endpoints: schedule, change and close sales.
 
 use poem::web::Data;
-use poem_openapi::{ApiResponse, OpenApi, param::Path, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, param::Query, payload::Json};
 
 use super::Tag;
 use crate::{
     auth::Caller,
     error::ErrorResponse,
-    ids::SaleId,
+    holds::{Canceller, OrderView},
+    ids::{ReservationId, SaleId},
     reports::{OrdersPage, SaleSummary},
     sales::rules::{CreateSale, PatchSale, SaleView},
     state::AppState,
@@ -24,6 +25,14 @@ enum Created {
 
 fn default_limit() -> i64 {
     50
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CancelOrder {
+    /// Why, 1..=500 characters: kept with the order.
+    #[oai(validator(min_length = 1, max_length = 500))]
+    pub reason: String,
 }
 
 #[OpenApi(tag = "Tag::Admin")]
@@ -123,6 +132,33 @@ impl AdminApi {
         caller.require_admin()?;
         let sale = SaleId::parse(&id)?;
         Ok(Json(state.reports.summary(&sale).await?))
+    }
+
+    /// Cancel an order.
+    ///
+    /// The order becomes `cancelled` in MongoDB first; while the sale is
+    /// on, its units go back at once, to the head of the waiting list
+    /// first, else to stock (after the end they are recorded as returned
+    /// and nothing is resold). The buyer's limit counts live orders only.
+    /// A repeat answers the same order.
+    #[oai(
+        path = "/admin/orders/:id/cancel",
+        method = "post",
+        operation_id = "cancelOrder"
+    )]
+    async fn cancel_order(
+        &self,
+        state: Data<&AppState>,
+        caller: Caller,
+        id: Path<String>,
+        body: Json<CancelOrder>,
+    ) -> Result<Json<OrderView>, ErrorResponse> {
+        caller.require_admin()?;
+        let order = ReservationId::parse(&id)?;
+        let by = Canceller::Admin(caller.buyer_id().to_owned());
+        Ok(Json(
+            state.holds.cancel_order(&order, by, &body.reason).await?,
+        ))
     }
 
     /// End a sale now. No new holds; live holds may still be confirmed until

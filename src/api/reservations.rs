@@ -12,7 +12,7 @@ use super::Tag;
 use crate::{
     auth::Caller,
     error::ErrorResponse,
-    holds::{OrderView, Outcome, ReservationView},
+    holds::{Canceller, OrderView, Outcome, ReservationView},
     ids::{ReservationId, SaleId},
     limits::RateLimits,
     state::AppState,
@@ -184,6 +184,33 @@ impl ReservationsApi {
         let rid = ReservationId::parse(&rid)?;
         state.holds.cancel(&rid, caller.buyer_id()).await?;
         Ok(CancelResponse::Cancelled)
+    }
+
+    /// Cancel one of the caller's orders, within the sale's
+    /// `cancel_seconds` of placing it (409 `cancel_closed` after, or when
+    /// the sale allows none). Its units go back as for an admin's cancel;
+    /// a repeat answers the same order.
+    #[oai(
+        path = "/me/orders/:id",
+        method = "delete",
+        operation_id = "cancelMyOrder"
+    )]
+    async fn cancel_my_order(
+        &self,
+        state: Data<&AppState>,
+        limits: Data<&Arc<RateLimits>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<OrderView>, ErrorResponse> {
+        limits.check_buyer(caller.buyer_id()).await?;
+        let order = ReservationId::parse(&id)?;
+        let by = Canceller::Buyer(caller.buyer_id().to_owned());
+        Ok(Json(
+            state
+                .holds
+                .cancel_order(&order, by, "cancelled by the buyer")
+                .await?,
+        ))
     }
 
     /// The caller's orders, newest first.

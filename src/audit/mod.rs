@@ -81,6 +81,7 @@ pub async fn audit(
         .filter_map(|(rid, raw)| Some((rid.clone(), serde_json::from_str(raw).ok()?)))
         .collect();
     let live: Vec<&(String, Hold)> = holds.iter().filter(|(_, h)| h.state.is_live()).collect();
+    // Cancelled orders are out of `orders` (in `cancelled_orders`).
     let sold: i64 = orders.iter().map(|o| o.quantity).sum();
     let held: i64 = live.iter().map(|(_, h)| h.qty).sum();
     let mut checks = Vec::new();
@@ -239,6 +240,26 @@ pub async fn audit(
         "money: order or refund",
         problems,
         format!("{} refunds due, none with an order", refunds.len()),
+    ));
+
+    // A cancelled order is out of the sale and its units are back.
+    let cancelled = store.mongo.cancelled_ids(sale).await?;
+    let mut problems: Vec<String> = orders
+        .iter()
+        .filter(|o| cancelled.contains(&o.id))
+        .map(|o| format!("{} is cancelled but still in the sale", o.id))
+        .collect();
+    let pending = store
+        .mongo
+        .cancelled_page(sale, 10_000_000, None)
+        .await?
+        .into_iter()
+        .filter(|o| o.cancelled.as_ref().is_some_and(|c| !c.returned));
+    problems.extend(pending.map(|o| format!("{}: units not back yet", o.id)));
+    checks.push(check(
+        "cancelled orders returned",
+        problems,
+        format!("{} cancelled, units back", cancelled.len()),
     ));
 
     // 4. Nothing stranded.

@@ -93,6 +93,7 @@ impl Holds {
             currency,
             created_at: self.store.clock.now_bson(),
             payment_id: None,
+            cancelled: None,
         };
         self.write_order(rid, order, lease).await
     }

@@ -5,12 +5,14 @@
 //! held --cancel--> cancelled; held --deadline--> expired (the reaper)
 //! confirming --order absent--> held, or expired past its deadline
 
+mod cancel_order;
 mod confirm;
 mod coverage;
 mod group_commit;
 
 pub use group_commit::FINISH_CHUNK;
 
+pub use cancel_order::{Canceller, OrderStatus};
 pub use coverage::Coverage;
 
 use std::{sync::Arc, time::Duration};
@@ -59,10 +61,24 @@ pub struct OrderView {
     pub total_cents: i64,
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    /// `cancelled` once the order was cancelled: its units went back.
+    pub status: OrderStatus,
+    #[oai(skip_serializing_if_is_none)]
+    pub cancelled_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub cancel_reason: Option<String>,
+    /// The payment that confirmed it, for a sale that takes payment.
+    #[oai(skip_serializing_if_is_none)]
+    pub payment_id: Option<String>,
 }
 
 impl From<OrderDoc> for OrderView {
     fn from(o: OrderDoc) -> Self {
+        let cancelled_at = cancel_order::cancelled_at(&o);
+        let (status, cancel_reason) = match o.cancelled {
+            Some(c) => (OrderStatus::Cancelled, Some(c.reason.clone())),
+            None => (OrderStatus::Confirmed, None),
+        };
         OrderView {
             order_id: o.id.clone(),
             reservation_id: o.id,
@@ -73,6 +89,10 @@ impl From<OrderDoc> for OrderView {
             total_cents: o.total_cents,
             currency: o.currency,
             created_at: o.created_at.to_chrono(),
+            status,
+            cancelled_at,
+            cancel_reason,
+            payment_id: o.payment_id,
         }
     }
 }
@@ -294,8 +314,21 @@ impl Holds {
         }
     }
 
+    /// A buyer's orders, cancelled ones too, newest first.
     pub async fn orders_of(&self, buyer: &str, limit: i64) -> Result<Vec<OrderView>, ApiError> {
-        let orders = self.store.mongo.orders_of_buyer(buyer, limit).await?;
+        let mongo = &self.store.mongo;
+        let cancelled = mongo.cancelled_of_buyer(buyer, limit).await?;
+        let gone: std::collections::HashSet<&str> =
+            cancelled.iter().map(|o| o.id.as_str()).collect();
+        let mut orders: Vec<OrderDoc> = mongo
+            .orders_of_buyer(buyer, limit)
+            .await?
+            .into_iter()
+            .filter(|o| !gone.contains(o.id.as_str()))
+            .collect();
+        orders.extend(cancelled);
+        orders.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        orders.truncate(limit.max(0) as usize);
         Ok(orders.into_iter().map(OrderView::from).collect())
     }
 }

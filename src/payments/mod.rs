@@ -356,6 +356,7 @@ impl Payments {
                     currency,
                     created_at: self.store.clock.now_bson(),
                     payment_id: Some(intent.id.clone()),
+                    cancelled: None,
                 };
                 self.holds.write_order(rid, order, lease).await?;
                 Ok(EventOutcome::Confirmed)

@@ -183,6 +183,11 @@ pub struct CreateSale {
         validator(minimum(value = "30"), maximum(value = "1800"))
     )]
     pub payment_seconds: i64,
+    /// How long after an order its buyer may cancel it
+    /// (`DELETE /me/orders/{id}`), 0..=2,592,000 seconds; 0 (the default):
+    /// only an admin can.
+    #[oai(default, validator(minimum(value = "0"), maximum(value = "2592000")))]
+    pub cancel_seconds: i64,
 }
 
 fn default_true() -> bool {
@@ -288,6 +293,9 @@ pub fn validate(s: &CreateSale, now: DateTime<Utc>) -> Result<(), ApiError> {
     if !(30..=1_800).contains(&s.payment_seconds) {
         return Err(ApiError::invalid("payment_seconds must be 30..=1800"));
     }
+    if !(0..=2_592_000).contains(&s.cancel_seconds) {
+        return Err(ApiError::invalid("cancel_seconds must be 0..=2592000"));
+    }
     Ok(())
 }
 
@@ -336,6 +344,7 @@ impl CreateSale {
             version: 0,
             lobby,
             payment_seconds: (self.payment == PaymentMode::Webhook).then_some(self.payment_seconds),
+            cancel_seconds: self.cancel_seconds,
         })
     }
 
@@ -364,6 +373,7 @@ impl CreateSale {
                 None => PaymentMode::None,
             },
             payment_seconds: d.payment_seconds.unwrap_or(DEFAULT_PAYMENT_SECONDS),
+            cancel_seconds: d.cancel_seconds,
         }
     }
 }
@@ -413,6 +423,7 @@ impl PatchSale {
             admission_seconds: self.admission_seconds.unwrap_or(base.admission_seconds),
             payment: base.payment,
             payment_seconds: base.payment_seconds,
+            cancel_seconds: base.cancel_seconds,
         }
     }
 }

@@ -23,6 +23,7 @@ fn spec() -> CreateSale {
         admission_seconds: 120,
         payment: PaymentMode::None,
         payment_seconds: DEFAULT_PAYMENT_SECONDS,
+        cancel_seconds: 0,
     }
 }
 

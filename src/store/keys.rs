@@ -26,6 +26,7 @@
 //! | `admitdue`  | zset   | admitted buyer whose admission is unused -> its deadline (ms) |
 //! | `lobbylog`  | stream | each admission (`k a`, buyer, at, until), lapse (`k l`) and use (`k u`), until the recorder has it in MongoDB |
 //! | `idem:…`    | string | `idem:<buyer len>:<buyer>:<key>` -> reservation id an Idempotency-Key made (24 h) |
+//! | `returned`  | hash   | cancelled order id -> 1: its units are back (a repeat of the cancel, or one after a rebuild that read it cancelled, returns nothing twice) |
 //! | `restore`   | string | owner token of the rebuild lock                        |
 //! | `stage<role>:<token>` for each role in [`STAGED`] | as the role | what a rebuild stages before `restore_sale` swaps it in (expire on their own if the rebuild dies) |
 //!
@@ -60,6 +61,7 @@ pub enum Role {
     Admitdue,
     Lobbylog,
     Idem,
+    Returned,
     Restore,
     Stagefree,
     Stagebought,
@@ -70,12 +72,13 @@ pub enum Role {
     Stagelobbyin,
     Stageadmitted,
     Stageadmitdue,
+    Stagereturned,
     Quota,
 }
 
 /// What a rebuild stages, as (the live role, its staging role): one list,
 /// which `stage_rebuild` fills and `restore_sale` renames into place.
-pub const STAGED: [(Role, Role); 9] = [
+pub const STAGED: [(Role, Role); 10] = [
     (Role::Free, Role::Stagefree),
     (Role::Bought, Role::Stagebought),
     (Role::Wait, Role::Stagewait),
@@ -85,6 +88,7 @@ pub const STAGED: [(Role, Role); 9] = [
     (Role::Lobbyin, Role::Stagelobbyin),
     (Role::Admitted, Role::Stageadmitted),
     (Role::Admitdue, Role::Stageadmitdue),
+    (Role::Returned, Role::Stagereturned),
 ];
 
 impl Role {

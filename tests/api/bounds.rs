@@ -306,6 +306,7 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
             1..=1_000_000,
             Staging {
                 bought: HashMap::new(),
+                returned: &[],
                 line: &waiters,
                 lobby: &stage,
             },

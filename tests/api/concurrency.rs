@@ -209,6 +209,7 @@ async fn a_refused_order_in_a_batch_fails_alone() {
         currency: "EUR".into(),
         created_at: bson::DateTime::now(),
         payment_id: None,
+        cancelled: None,
     };
     let first = order("o1", "ann", 1);
     let unit_taken = order("o2", "ben", 1);

@@ -11,6 +11,7 @@ mod admission;
 mod auth_and_errors;
 mod bounds;
 mod browser;
+mod cancels;
 mod cli;
 mod cluster;
 mod concurrency;

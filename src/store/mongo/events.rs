@@ -14,6 +14,9 @@ pub struct SummaryFigures {
     pub units_sold: i64,
     pub orders: i64,
     pub revenue_cents: i64,
+    /// Orders cancelled, and the units they gave back.
+    pub orders_cancelled: i64,
+    pub units_returned: i64,
     /// Changes by kind (`reserved`, `confirmed`, `promoted`, ...).
     pub events: std::collections::HashMap<String, i64>,
     pub peak_holds_per_second: i64,
@@ -148,19 +151,22 @@ impl Mongo {
     ) -> Result<SummaryFigures, StoreError> {
         self.bounded(async {
             let id = sale.as_str();
-            let totals = aggregate(
-                &self.orders,
-                vec![
-                    doc! {"$match": {"sale_id": id}},
-                    doc! {"$group": {
-                        "_id": null,
-                        "units": {"$sum": "$quantity"},
-                        "revenue": {"$sum": "$total_cents"},
-                        "orders": {"$sum": 1},
-                    }},
-                ],
-            )
-            .await?;
+            let totals = |orders| {
+                aggregate(
+                    orders,
+                    vec![
+                        doc! {"$match": {"sale_id": id}},
+                        doc! {"$group": {
+                            "_id": null,
+                            "units": {"$sum": "$quantity"},
+                            "revenue": {"$sum": "$total_cents"},
+                            "orders": {"$sum": 1},
+                        }},
+                    ],
+                )
+            };
+            let live = totals(&self.orders).await?;
+            let cancelled = totals(&self.cancelled_orders).await?;
             let by_kind = aggregate(
                 &self.stock_events,
                 vec![
@@ -184,11 +190,13 @@ impl Mongo {
                 .find_one(doc! {"sale_id": id, "sold": {"$gte": total}})
                 .sort(doc! {"seq": 1})
                 .await?;
-            let totals = totals.first();
+            let (live, cancelled) = (live.first(), cancelled.first());
             Ok(SummaryFigures {
-                units_sold: number(totals, "units"),
-                orders: number(totals, "orders"),
-                revenue_cents: number(totals, "revenue"),
+                units_sold: number(live, "units"),
+                orders: number(live, "orders"),
+                revenue_cents: number(live, "revenue"),
+                orders_cancelled: number(cancelled, "orders"),
+                units_returned: number(cancelled, "units"),
                 events: by_kind
                     .iter()
                     .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), number(Some(d), "n"))))

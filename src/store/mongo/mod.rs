@@ -4,12 +4,14 @@
 //! even a Redis that lost data cannot make MongoDB record a unit sold twice
 //! or a buyer over the limit.
 
+mod cancels;
 mod events;
 mod lobby;
 mod orders;
 mod payments;
 mod sales;
 
+pub use cancels::CancelRequest;
 pub use events::SummaryFigures;
 pub use lobby::LobbyRecord;
 pub use orders::{Fence, OrderLookup, OrderWrite};
@@ -59,6 +61,9 @@ pub struct SaleDoc {
     /// through the webhook; none for a sale whose buyers confirm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_seconds: Option<i64>,
+    /// How long after an order its buyer may cancel it (0: they cannot).
+    #[serde(default)]
+    pub cancel_seconds: i64,
 }
 
 /// A buyer's place in a sale's lobby. `_id` is `<sale>:<buyer>`, so a buyer
@@ -154,6 +159,22 @@ pub struct OrderDoc {
     /// The payment that confirmed it, for a sale that takes payment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<String>,
+    /// Set on the copy of a cancelled order in `cancelled_orders` (see
+    /// `Mongo::cancel_order`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled: Option<Box<CancelDoc>>,
+}
+
+/// How an order was cancelled, and what it gave back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CancelDoc {
+    pub at: DateTime,
+    pub reason: String,
+    /// `admin:<id>` or `buyer:<id>`.
+    pub by: String,
+    /// Redis has the units back (`lua/return_order.lua`); until then the
+    /// reaper finishes the return.
+    pub returned: bool,
 }
 
 /// One change of a sale's stock, copied from the sale's Redis stream.
@@ -195,6 +216,8 @@ pub struct Mongo {
     /// concern), and for reads whose answer must not roll back.
     orders_raw: Collection<bson::Document>,
     orders_read: Collection<bson::Document>,
+    /// Orders that were cancelled, out of `orders` (see `cancels.rs`).
+    cancelled_orders: Collection<OrderDoc>,
     stock_events: Collection<StockEventDoc>,
     /// One entry per buyer and lobby, durable before the join answers.
     lobby_entries: Collection<LobbyEntryDoc>,
@@ -261,6 +284,7 @@ impl Mongo {
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
             orders_raw: db.collection_with_options("orders", durable.clone()),
+            cancelled_orders: db.collection_with_options("cancelled_orders", durable.clone()),
             orders_read: db.collection_with_options("orders", majority_reads),
             stock_events: db.collection_with_options("stock_events", durable),
             db,
@@ -325,6 +349,19 @@ impl Mongo {
                     .build(),
                 IndexModel::builder()
                     .keys(doc! {"user_id": 1, "created_at": -1})
+                    .build(),
+            ])
+            .await?;
+        self.cancelled_orders
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "_id": 1})
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"user_id": 1, "created_at": -1})
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"cancelled.returned": 1})
                     .build(),
             ])
             .await?;

@@ -33,6 +33,9 @@ pub enum OrderWrite {
 
 /// What `orders` holds under a reservation id.
 #[derive(Debug)]
+// Returned once per lookup and matched at once: boxing the order would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum OrderLookup {
     Order(OrderDoc),
     /// A fence: the reservation's confirm was given up, and no order can
@@ -43,6 +46,7 @@ pub enum OrderLookup {
 
 /// How fencing a reservation's order went.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Fence {
     /// No order can land for it from now on.
     Voided,
@@ -56,6 +60,9 @@ pub enum Fence {
 pub struct SoldUnits {
     pub serials: Vec<i64>,
     pub bought: HashMap<String, i64>,
+    /// Cancelled orders: their units are free, and a late return of them
+    /// must give nothing back twice.
+    pub returned: Vec<String>,
 }
 
 impl Mongo {
@@ -209,7 +216,10 @@ impl Mongo {
         cursor: Option<&str>,
     ) -> Result<Vec<OrderDoc>, StoreError> {
         self.bounded(async {
-            let mut filter = doc! {"sale_id": sale.as_str()};
+            // Cancelled orders too: they left the sale (see cancel_order).
+            let of_sale =
+                doc! {"$or": [{"sale_id": sale.as_str()}, {"cancelled.sale_id": sale.as_str()}]};
+            let mut filter = of_sale;
             if let Some(cursor) = cursor {
                 filter.insert("_id", doc! {"$gt": cursor});
             }
@@ -273,6 +283,7 @@ impl Mongo {
 
     /// Everything a sale has sold, for a rebuild of its live state.
     pub async fn sold_units(&self, sale: &SaleId) -> Result<SoldUnits, StoreError> {
+        let cancelled = self.cancelled_ids(sale).await?;
         self.bounded_long(async {
             let mut sold = SoldUnits::default();
             let mut orders = self
@@ -282,6 +293,10 @@ impl Mongo {
                 .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
                 .await?;
             while let Some(order) = orders.try_next().await? {
+                // Cancelled, and not yet out of `orders`.
+                if cancelled.contains(order.get_str("_id").unwrap_or_default()) {
+                    continue;
+                }
                 let units = order.get_array("units").map_err(anyhow::Error::from)?;
                 sold.serials
                     .extend(units.iter().filter_map(bson::Bson::as_i64));
@@ -290,6 +305,7 @@ impl Mongo {
                     order.get_i64("quantity").map_err(anyhow::Error::from)?;
             }
             sold.serials.sort_unstable();
+            sold.returned = cancelled.into_iter().collect();
             Ok(sold)
         })
         .await

@@ -1,4 +1,5 @@
-//! The payment scripts: a hold asks to pay, and its payment settles.
+//! The scripts past the hold: a hold asks to pay, its payment settles,
+//! and a cancelled order's units come back.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use crate::{
     store::{
         StoreError,
         keys::SaleKeys,
-        scripts::{PayBeginReply, PaySettleReply},
+        scripts::{PayBeginReply, PaySettleReply, ReturnReply},
     },
 };
 
@@ -32,6 +33,25 @@ impl Redis {
         let keys = SaleKeys::new(rid.sale());
         let mut call = self.scripts.pay_begin.on(&keys);
         call.arg(rid.as_str()).arg(buyer).arg(payment);
+        self.run(&call).await
+    }
+
+    /// Gives a cancelled order's units back: see `lua/return_order.lua`.
+    pub async fn return_order(
+        &self,
+        order: &ReservationId,
+        buyer: &str,
+        quantity: i64,
+        units: &[i64],
+    ) -> Result<ReturnReply, StoreError> {
+        let keys = SaleKeys::new(order.sale());
+        let mut call = self.scripts.return_order.on(&keys);
+        let units: Vec<String> = units.iter().map(i64::to_string).collect();
+        call.arg(self.announce(&keys))
+            .arg(order.as_str())
+            .arg(buyer)
+            .arg(quantity)
+            .arg(units.join(","));
         self.run(&call).await
     }
 

@@ -47,6 +47,7 @@ impl Redis {
     ) -> Result<bool, StoreError> {
         let Staging {
             bought,
+            returned,
             line,
             lobby,
         } = staging;
@@ -84,6 +85,10 @@ impl Redis {
         }
         for chunk in bought.into_iter().collect::<Vec<_>>().chunks(CHUNK) {
             pipe.hset_multiple(key(Role::Bought), chunk).ignore();
+        }
+        for chunk in returned.chunks(CHUNK) {
+            let marks: Vec<(&str, i64)> = chunk.iter().map(|id| (id.as_str(), 1)).collect();
+            pipe.hset_multiple(key(Role::Returned), &marks).ignore();
         }
         for chunk in line.chunks(CHUNK) {
             let tickets: Vec<(i64, &str)> =
@@ -130,10 +135,12 @@ impl Redis {
 }
 
 /// What a rebuild stages besides the free serials: the bought counts, the
-/// waiting list and the lobby.
+/// cancelled orders, the waiting list and the lobby.
 #[derive(Debug)]
 pub struct Staging<'a> {
     pub bought: HashMap<String, i64>,
+    /// Cancelled orders, whose units are free already.
+    pub returned: &'a [String],
     pub line: &'a [Waiter],
     pub lobby: &'a LobbyStage,
 }

@@ -82,7 +82,7 @@ scripts! {
     waitlist_leave: "waitlist_leave.lua" [Sale Holds Deadlines Free Taken Bought Holding Events Wait Waitq Promoted];
     read_sale: "read_sale.lua" [Sale Wait];
     waitlist_place: "waitlist_place.lua" [Sale Holds Wait Promoted];
-    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted Early Lobby Lobbyin Admitted Admitdue Restore Stagefree Stagebought Stagewait Stagewaitq Stageearly Stagelobby Stagelobbyin Stageadmitted Stageadmitdue];
+    restore_sale: "restore_sale.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted Early Lobby Lobbyin Admitted Admitdue Restore Stagefree Stagebought Stagewait Stagewaitq Stageearly Stagelobby Stagelobbyin Stageadmitted Stageadmitdue Returned Stagereturned];
     rebuild_lock: "rebuild_lock.lua" [Restore];
     quota: "quota.lua" [Quota];
     lobby_join: "lobby_join.lua" [Sale Early Lobby Lobbyin Admitted];
@@ -91,6 +91,7 @@ scripts! {
     lobby_draw: "lobby_draw.lua" [Sale Early Lobby Lobbyin Admitted];
     pay_begin: "pay_begin.lua" [Sale Holds Deadlines];
     pay_settle: "pay_settle.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    return_order: "return_order.lua" [Sale Holds Deadlines Free Taken Bought Holding Events Wait Waitq Promoted Returned Restore];
 }
 
 impl Lua {

@@ -1,4 +1,5 @@
-//! The payment scripts' replies.
+//! The replies of the scripts past the hold: payments, and a cancelled
+//! order's units coming back.
 
 use serde::Deserialize;
 
@@ -55,5 +56,19 @@ pub enum PaySettleReply {
     /// A failure for a hold that no longer waits: nothing changes.
     Unchanged { state: HoldState },
     /// Redis has no such hold (or no such sale): MongoDB decides.
+    Missing,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ReturnReply {
+    /// The units are back (to the line first).
+    Returned,
+    /// They came back before (a repeat, or a rebuild read the order
+    /// cancelled).
+    Already,
+    /// A rebuild holds the sale: try again in a moment.
+    Rebuilding,
+    /// Redis has no such sale: its rebuild reads the order cancelled.
     Missing,
 }

@@ -1,0 +1,184 @@
+//! Cancelled orders. A cancel copies the order, marked cancelled, into
+//! `cancelled_orders` first, then takes it out of `orders`, which frees its
+//! units and slots in the unique indexes (the database still refuses
+//! oversell and over-limit); then Redis gets the units back and the copy
+//! is marked returned. An order in both collections (a cancel cut off
+//! between the two writes) counts as cancelled: everything that reads a
+//! sale's orders for its state leaves it out, and finishing the cancel
+//! removes it from `orders`.
+
+use std::collections::HashSet;
+
+use bson::{DateTime, doc};
+use futures_util::TryStreamExt;
+
+use super::{CancelDoc, Mongo, OrderDoc, is_duplicate_key};
+use crate::{ids::SaleId, store::StoreError};
+
+/// Why and by whom an order is cancelled.
+#[derive(Debug, Clone)]
+pub struct CancelRequest {
+    pub at: DateTime,
+    pub reason: String,
+    pub by: String,
+}
+
+impl Mongo {
+    /// Cancels an order, once: returns the order as it is after the call
+    /// (cancelled by this call or an earlier one), or None when there is
+    /// no such order.
+    pub async fn cancel_order(
+        &self,
+        id: &str,
+        request: &CancelRequest,
+    ) -> Result<Option<OrderDoc>, StoreError> {
+        if let Some(done) = self.cancelled_order(id).await? {
+            self.leave_sale(&done).await?;
+            return Ok(Some(done));
+        }
+        let Some(mut order) = self.order(id).await? else {
+            return Ok(None);
+        };
+        order.cancelled = Some(Box::new(CancelDoc {
+            at: request.at,
+            reason: request.reason.clone(),
+            by: request.by.clone(),
+            returned: false,
+        }));
+        let inserted = self
+            .bounded(async {
+                match self.cancelled_orders.insert_one(&order).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_duplicate_key(&e) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        // A cancel that raced this one wrote first: that one stands.
+        let order = match inserted {
+            true => order,
+            false => self
+                .cancelled_order(id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("cancelled order {id} is gone"))?,
+        };
+        self.leave_sale(&order).await?;
+        Ok(Some(order))
+    }
+
+    /// Takes a cancelled order out of `orders` (once its copy is in
+    /// `cancelled_orders`); a repeat changes nothing.
+    pub async fn leave_sale(&self, order: &OrderDoc) -> Result<(), StoreError> {
+        self.bounded(async {
+            self.orders
+                .delete_one(doc! {"_id": &order.id, "sale_id": &order.sale_id})
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A cancelled order by id.
+    pub async fn cancelled_order(&self, id: &str) -> Result<Option<OrderDoc>, StoreError> {
+        self.bounded(async { Ok(self.cancelled_orders.find_one(doc! {"_id": id}).await?) })
+            .await
+    }
+
+    /// The ids of a sale's cancelled orders.
+    pub async fn cancelled_ids(&self, sale: &SaleId) -> Result<HashSet<String>, StoreError> {
+        self.bounded_long(async {
+            let mut cursor = self
+                .cancelled_orders
+                .clone_with_type::<bson::Document>()
+                .find(doc! {"sale_id": sale.as_str()})
+                .projection(doc! {"_id": 1})
+                .await?;
+            let mut ids = HashSet::new();
+            while let Some(d) = cursor.try_next().await? {
+                ids.insert(d.get_str("_id").map_err(anyhow::Error::from)?.to_owned());
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    /// A sale's cancelled orders after `cursor`, by id, at most `limit`.
+    pub async fn cancelled_page(
+        &self,
+        sale: &SaleId,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
+        let mut filter = doc! {"sale_id": sale.as_str()};
+        if let Some(cursor) = cursor {
+            filter.insert("_id", doc! {"$gt": cursor});
+        }
+        self.bounded(async {
+            Ok(self
+                .cancelled_orders
+                .find(filter)
+                .sort(doc! {"_id": 1})
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
+    }
+
+    /// A buyer's cancelled orders, newest first.
+    pub async fn cancelled_of_buyer(
+        &self,
+        buyer: &str,
+        limit: i64,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
+        self.bounded(async {
+            Ok(self
+                .cancelled_orders
+                .find(doc! {"user_id": buyer})
+                .sort(doc! {"created_at": -1})
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
+    }
+
+    /// Records that Redis has a cancelled order's units back.
+    pub async fn mark_returned(&self, id: &str) -> Result<(), StoreError> {
+        self.bounded(async {
+            self.cancelled_orders
+                .update_one(
+                    doc! {"_id": id},
+                    doc! {"$set": {"cancelled.returned": true}},
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cancelled orders whose units Redis may not have back yet (cancelled
+    /// before `before`), at most `limit`, by the index on
+    /// `cancelled.returned`.
+    pub async fn pending_returns(
+        &self,
+        before: DateTime,
+        limit: i64,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
+        self.bounded(async {
+            Ok(self
+                .cancelled_orders
+                .find(doc! {
+                    "cancelled.returned": false,
+                    "cancelled.at": {"$lt": before},
+                })
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
+    }
+}

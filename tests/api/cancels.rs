@@ -1,0 +1,326 @@
+//! Cancelling orders: the units go back in one step, to the head of the
+//! waiting list first, and nothing is lost or returned twice.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    MongoServer, TestApp, admin_token, buyer_token, eventually, hold, join, json, keys, spawn_app,
+    spawn_app_with, waitlist_me,
+};
+use flashdrop::store::mongo::CancelRequest;
+
+/// A buyer's order, confirmed now: its id.
+async fn bought(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> String {
+    let rid = hold(app, sale, buyer, quantity).await;
+    assert_eq!(app.confirm(&rid, buyer).await.status(), 201);
+    rid
+}
+
+async fn admin_cancel(app: &TestApp, order: &str, reason: &str) -> reqwest::Response {
+    app.http
+        .post(app.api(&format!("/admin/orders/{order}/cancel")))
+        .bearer_auth(admin_token())
+        .json(&json!({"reason": reason}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn buyer_cancel(app: &TestApp, order: &str, buyer: &str) -> reqwest::Response {
+    app.http
+        .delete(app.api(&format!("/me/orders/{order}")))
+        .bearer_auth(buyer_token(buyer))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Every order of a sale, cancelled ones too, as the admin list has them.
+async fn all_orders(app: &TestApp, sale: &str) -> Vec<Value> {
+    let resp = app
+        .http
+        .get(app.api(&format!("/admin/sales/{sale}/orders?limit=500")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    json(resp).await["orders"].as_array().unwrap().clone()
+}
+
+async fn summary(app: &TestApp, sale: &str) -> Value {
+    let resp = app
+        .http
+        .get(app.api(&format!("/admin/sales/{sale}/summary")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    json(resp).await
+}
+
+#[tokio::test]
+async fn a_cancelled_order_gives_its_units_to_the_head_of_the_line() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 2, "per_user_limit": 1}))
+        .await;
+    let order = bought(&app, &sale, "first", 1).await;
+    // A hold still out keeps the line open (units may come back).
+    let kept = hold(&app, &sale, "holder", 1).await;
+    assert_eq!(join(&app, &sale, "waiting", 1).await.status(), 201);
+
+    let resp = admin_cancel(&app, &order, "payment charged back").await;
+    assert_eq!(resp.status(), 200);
+    let view = json(resp).await;
+    assert_eq!(view["status"], "cancelled");
+    assert_eq!(view["cancel_reason"], "payment charged back");
+    assert_eq!(view["units"], json!([1]));
+    // The head of the line has the unit, as a hold of its own.
+    let me = waitlist_me(&app, &sale, "waiting").await;
+    assert_eq!(me["status"], "promoted", "{me}");
+    let promoted = me["reservation_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.confirm(&promoted, "waiting").await.status(), 201);
+    // The same serial sold again: MongoDB freed it with the cancel.
+    let orders = app.orders(&sale).await;
+    let live: Vec<_> = orders.iter().filter(|o| o.cancelled.is_none()).collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].units, vec![1]);
+    assert_eq!(app.cancel(&kept, "holder").await.status(), 204);
+
+    // A repeat answers the same and returns nothing twice.
+    let again = json(admin_cancel(&app, &order, "again").await).await;
+    assert_eq!(again["status"], "cancelled");
+    assert_eq!(again["cancel_reason"], "payment charged back");
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (1, 0, 1));
+
+    // The buyer's list, the summary and the event log show it.
+    let mine = app
+        .http
+        .get(app.api("/me/orders"))
+        .bearer_auth(buyer_token("first"))
+        .send()
+        .await
+        .unwrap();
+    let mine = json(mine).await;
+    assert_eq!(mine[0]["status"], "cancelled");
+    let figures = summary(&app, &sale).await;
+    assert_eq!(
+        (figures["orders"].clone(), figures["units_sold"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(figures["orders_cancelled"], 1);
+    assert_eq!(figures["units_returned"], 1);
+    let log = app.stock_events(&sale).await;
+    assert!(log.iter().any(
+        |e| e.kind == "order_cancelled" && e.reservation_id.as_deref() == Some(order.as_str())
+    ));
+}
+
+#[tokio::test]
+async fn the_limit_counts_live_orders_and_stock_comes_back_without_a_line() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 5, "per_user_limit": 2}))
+        .await;
+    let order = bought(&app, &sale, "returner", 2).await;
+    assert_eq!(app.reserve(&sale, "returner", 1).await.status(), 409);
+    assert_eq!(admin_cancel(&app, &order, "wrong size").await.status(), 200);
+    let view = app.get_sale(&sale).await;
+    assert_eq!(
+        (view["available"].clone(), view["sold"].clone()),
+        (json!(5), json!(0))
+    );
+    // Two more for the same buyer: their limit counts live orders only.
+    bought(&app, &sale, "returner", 2).await;
+    let (available, _, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, sold), (3, 2));
+}
+
+#[tokio::test]
+async fn buyers_cancel_their_own_orders_within_the_window_only() {
+    let app = spawn_app().await;
+    let closed = app.create_sale(json!({"total": 3})).await;
+    let order = bought(&app, &closed, "no-window", 1).await;
+    let resp = buyer_cancel(&app, &order, "no-window").await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(json(resp).await["code"], "cancel_closed");
+
+    let open = app
+        .create_sale(json!({"total": 3, "cancel_seconds": 1}))
+        .await;
+    let mine = bought(&app, &open, "quick", 1).await;
+    // Somebody else's order is not theirs to cancel.
+    assert_eq!(buyer_cancel(&app, &mine, "stranger").await.status(), 404);
+    let resp = buyer_cancel(&app, &mine, "quick").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["status"], "cancelled");
+    // Once cancelled, a repeat answers the same, window or not.
+    assert_eq!(buyer_cancel(&app, &mine, "quick").await.status(), 200);
+
+    let late = bought(&app, &open, "slow", 1).await;
+    // The window is counted on the Redis clock from the order.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let resp = buyer_cancel(&app, &late, "slow").await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(json(resp).await["code"], "cancel_closed");
+    app.check_invariants(&open).await;
+}
+
+/// Buyers reserve, confirm, cancel their holds and let them expire while
+/// an admin cancels orders as they appear: every invariant holds, and the
+/// units of every cancelled order came back exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_racing_confirms_and_expiries_keep_every_invariant() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 12, "per_user_limit": 2, "hold_seconds": 1}))
+        .await;
+    let buyers: Vec<String> = (0..40).map(|i| format!("racer-{i:02}")).collect();
+    let work = buyers.iter().enumerate().map(|(i, buyer)| {
+        let (app, sale) = (&app, &sale);
+        async move {
+            let resp = app.reserve(sale, buyer, 1 + (i % 2) as i64).await;
+            if resp.status() != 201 {
+                let _ = join(app, sale, buyer, 1).await;
+                return;
+            }
+            let rid = crate::helpers::rid_of(resp).await;
+            match i % 4 {
+                // Confirm, and have the order cancelled at once.
+                0 | 1 => {
+                    let confirmed = app.confirm(&rid, buyer).await.status() == 201;
+                    if confirmed {
+                        let resp = admin_cancel(app, &rid, "racing").await;
+                        assert_eq!(resp.status(), 200);
+                    }
+                }
+                2 => {
+                    let _ = app.confirm(&rid, buyer).await;
+                }
+                // Let it expire.
+                _ => {}
+            }
+        }
+    });
+    join_all(work).await;
+    // Whoever the line promoted gets their hold confirmed or lets it go.
+    let settled = eventually(Duration::from_secs(15), || async {
+        let (_, held, _) = app.check_invariants(&sale).await;
+        (held == 0).then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "every hold ended");
+    let listed = all_orders(&app, &sale).await;
+    let cancelled = listed.iter().filter(|o| o["status"] == "cancelled").count();
+    let figures = summary(&app, &sale).await;
+    assert_eq!(figures["orders_cancelled"], cancelled);
+    assert!(cancelled > 0, "the race cancelled orders");
+    let (available, _, sold) = app.check_invariants(&sale).await;
+    let live: i64 = app.orders(&sale).await.iter().map(|o| o.quantity).sum();
+    assert_eq!(
+        listed.len() - cancelled,
+        app.orders(&sale).await.len(),
+        "the list has every order once"
+    );
+    assert_eq!(sold, live);
+    assert_eq!(available + sold, 12);
+}
+
+/// A cancel cut off after MongoDB has it and before Redis gave the units
+/// back (as a crash there leaves it) is finished by the reaper; and one
+/// whose sale Redis lost in between is read cancelled by the rebuild and
+/// returned nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_cut_off_midway_is_finished_once_even_across_a_rebuild() {
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 4, "per_user_limit": 2}))
+        .await;
+    let first = bought(&app, &sale, "cut-1", 2).await;
+    let second = bought(&app, &sale, "cut-2", 2).await;
+    let cut_off = |reason: &str| CancelRequest {
+        at: bson::DateTime::now(),
+        reason: reason.into(),
+        by: "admin:test".into(),
+    };
+    // MongoDB only, as an instance killed right after it would leave it.
+    app.mongo
+        .cancel_order(&first, &cut_off("crash"))
+        .await
+        .unwrap()
+        .unwrap();
+    let returned = eventually(Duration::from_secs(15), || async {
+        let view = app.get_sale(&sale).await;
+        (view["available"] == 2).then_some(())
+    })
+    .await;
+    assert!(returned.is_some(), "the reaper gave the units back");
+    app.check_invariants(&sale).await;
+
+    // The second: cut off the same way, then Redis loses the sale before
+    // anyone returns the units; the rebuild reads the order cancelled.
+    app.mongo
+        .cancel_order(&second, &cut_off("crash and loss"))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut redis = app.redis();
+    let k = keys(&sale);
+    let _: () = redis::cmd("DEL")
+        .arg(k.of(flashdrop::store::keys::Role::Sale))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let view = app.get_sale(&sale).await;
+    assert_eq!(view["available"], 4, "rebuilt with both orders cancelled");
+    // The reaper's return of the second finds it returned already.
+    let marked = eventually(Duration::from_secs(15), || async {
+        let mut all = true;
+        for id in [&first, &second] {
+            let copy = app.mongo.cancelled_order(id).await.unwrap();
+            all &= copy.and_then(|o| o.cancelled).is_some_and(|c| c.returned);
+        }
+        all.then_some(())
+    })
+    .await;
+    assert!(marked.is_some(), "both returns recorded");
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (4, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_a_mongodb_pause_is_503_and_changes_nothing() {
+    let mongo = MongoServer::start();
+    let uri = mongo.uri.clone();
+    let app = spawn_app_with(|s| {
+        s.mongodb_uri = flashdrop::config::Secret::new(uri);
+        s.mongodb_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let sale = app.create_sale(json!({"total": 3})).await;
+    let order = bought(&app, &sale, "paused", 1).await;
+    let before = app.get_sale(&sale).await;
+
+    mongo.pause();
+    let resp = admin_cancel(&app, &order, "during the pause").await;
+    assert_eq!(resp.status(), 503);
+    let during = app.get_sale(&sale).await;
+    assert_eq!(
+        (during["available"].clone(), during["sold"].clone()),
+        (before["available"].clone(), before["sold"].clone()),
+        "Redis unchanged"
+    );
+    mongo.resume();
+
+    // Nothing was written: the order stands, and a cancel now goes through
+    // once.
+    let orders = app.orders(&sale).await;
+    assert!(orders[0].cancelled.is_none(), "the order stands");
+    assert_eq!(admin_cancel(&app, &order, "after").await.status(), 200);
+    let (available, _, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, sold), (3, 0));
+}
