@@ -148,10 +148,11 @@
 
   const FIGURES = [
     ["units_sold", "units sold"], ["orders", "orders"], ["revenue_cents", "revenue"],
-    ["holds_created", "holds made"], ["holds_confirmed", "confirmed"], ["holds_cancelled", "cancelled"],
+    ["holds_created", "holds made"], ["holds_confirmed", "confirmed"], ["holds_cancelled", "holds cancelled"],
     ["holds_expired", "expired"], ["conversion", "conversion"], ["promotions", "promotions"],
     ["waitlist_joins", "waiting-list joins"], ["peak_reservations_per_second", "peak holds / s"],
-    ["sold_out_after_seconds", "sold out after"],
+    ["sold_out_after_seconds", "sold out after"], ["orders_cancelled", "orders cancelled"],
+    ["units_returned", "units returned"], ["refunds_due", "refunds due"],
   ];
   async function summary() {
     const sale = state.sale;
@@ -179,6 +180,32 @@
     } catch (err) { showError(err); }
   }
 
+  // A live order's Cancel button; a cancelled one's reason.
+  function orderStatus(o) {
+    if (o.status === "cancelled") {
+      const span = document.createElement("span");
+      span.className = "muted";
+      span.textContent = `cancelled: ${o.cancel_reason}`;
+      return span;
+    }
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.className = "danger small";
+    btn.textContent = "Cancel";
+    btn.dataset.cancel = o.order_id;
+    btn.addEventListener("click", async () => {
+      const reason = prompt(`Cancel order …${o.order_id.slice(-8)}? Its units go to the waiting list first. Reason:`, "cancelled by the shop");
+      if (!reason) return;
+      try {
+        await F.api("POST", `/admin/orders/${o.order_id}/cancel`, { reason });
+        F.say(msg, `Order …${o.order_id.slice(-8)} cancelled; its units went back.`, "ok");
+        orders(state.page);
+        summary();
+      } catch (err) { showError(err); }
+    });
+    return btn;
+  }
+
   async function orders(page) {
     const sale = state.sale;
     const cursor = state.cursors[page];
@@ -191,7 +218,7 @@
       rows.replaceChildren();
       for (const o of body.orders) {
         rows.append(F.row([o.order_id.slice(-8), o.units.join(", "), o.quantity,
-          F.money(o.total_cents, o.currency), F.when(o.created_at)], [2, 3]));
+          F.money(o.total_cents, o.currency), F.when(o.created_at), orderStatus(o)], [2, 3]));
       }
       $("#orders-next").disabled = !body.next_cursor;
       $("#orders-first").disabled = page === 0;

@@ -210,10 +210,12 @@ pub async fn audit(
     ));
 
     // 3. Every 201 is a durable order.
+    // (An order cancelled since is still an order, in `cancelled_orders`.)
+    let cancelled = store.mongo.cancelled_ids(sale).await?;
     let ordered: HashSet<&str> = orders.iter().map(|o| o.id.as_str()).collect();
     let problems: Vec<String> = confirmed
         .iter()
-        .filter(|rid| !ordered.contains(rid.as_str()))
+        .filter(|rid| !ordered.contains(rid.as_str()) && !cancelled.contains(rid.as_str()))
         .map(|rid| format!("{rid} was confirmed but has no order"))
         .collect();
     checks.push(check(
@@ -243,7 +245,6 @@ pub async fn audit(
     ));
 
     // A cancelled order is out of the sale and its units are back.
-    let cancelled = store.mongo.cancelled_ids(sale).await?;
     let mut problems: Vec<String> = orders
         .iter()
         .filter(|o| cancelled.contains(&o.id))

@@ -351,6 +351,27 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     }
     screenshot(&client, "operator").await;
 
+    // Cancel an order from the page: its units come back.
+    click(&client, "#orders button[data-cancel]").await;
+    client.accept_alert().await.unwrap();
+    text_becomes(&client, "[data-figure=orders_cancelled] b", "1").await;
+    text_becomes(&client, "#available", "44").await;
+    let cancelled = client
+        .find(Locator::Css("#orders td span.muted"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(cancelled, "cancelled: cancelled by the shop");
+    assert_eq!(
+        app.orders(&sale).await.len(),
+        1,
+        "one order left in the sale"
+    );
+    app.check_invariants(&sale).await;
+    screenshot(&client, "operator-cancelled").await;
+
     // Close it from the page.
     click(&client, "#close-btn").await;
     client.accept_alert().await.unwrap();

@@ -6,7 +6,8 @@
 //! so an audit can check each is a durable order. With `--pay` (a sale that
 //! takes payment) a buyer pays instead of confirming: the intent, then the
 //! provider's signed webhook says succeeded (a confirmed answer counts as
-//! a 201) or failed, retried while no server answers.
+//! a 201) or failed, retried while no server answers. A buyer who
+//! confirmed sometimes cancels the order (`DELETE /me/orders/{id}`).
 
 use std::{
     collections::BTreeMap,
@@ -181,7 +182,17 @@ pub async fn run(args: MixArgs) -> anyhow::Result<()> {
                             .await;
                             note(format!("confirm {status}"));
                             if status == 200 || status == 201 {
-                                outcomes.lock().unwrap().confirmed.push(rid);
+                                outcomes.lock().unwrap().confirmed.push(rid.clone());
+                                // Some buyers change their mind (a sale
+                                // with cancel_seconds lets them).
+                                if rng.random_bool(0.2) {
+                                    let (status, _) = call(
+                                        http.delete(format!("{api}/me/orders/{rid}"))
+                                            .bearer_auth(&token),
+                                    )
+                                    .await;
+                                    note(format!("cancel order {status}"));
+                                }
                             }
                         }
                         5..8 => {
