@@ -24,6 +24,18 @@ use crate::{
     },
 };
 
+/// What a confirming hold's order is made of, as its script handed it over.
+pub(crate) struct NewOrder {
+    pub buyer: String,
+    pub qty: i64,
+    pub units: Vec<i64>,
+    pub slots: Vec<i64>,
+    pub price: i64,
+    pub currency: String,
+    /// The payment that confirms it, for a sale that takes payment.
+    pub payment_id: Option<String>,
+}
+
 fn given_up() -> ApiError {
     ApiError::new(
         ErrorCode::ReservationExpired,
@@ -81,21 +93,37 @@ impl Holds {
                 ));
             }
         };
-        let order = OrderDoc {
+        let order = self.new_order(
+            rid,
+            NewOrder {
+                buyer: buyer.to_owned(),
+                qty,
+                units,
+                slots,
+                price,
+                currency,
+                payment_id: None,
+            },
+        );
+        self.write_order(rid, order, lease).await
+    }
+
+    /// The order of a confirming hold, made now.
+    pub(crate) fn new_order(&self, rid: &ReservationId, o: NewOrder) -> OrderDoc {
+        OrderDoc {
             id: rid.to_string(),
             sale_id: rid.sale().to_string(),
-            user_id: buyer.to_owned(),
-            quantity: qty,
-            units,
-            slots,
-            unit_price_cents: price,
-            total_cents: price * qty,
-            currency,
+            user_id: o.buyer,
+            quantity: o.qty,
+            units: o.units,
+            slots: o.slots,
+            unit_price_cents: o.price,
+            total_cents: o.price * o.qty,
+            currency: o.currency,
             created_at: self.store.clock.now_bson(),
-            payment_id: None,
+            payment_id: o.payment_id,
             cancelled: None,
-        };
-        self.write_order(rid, order, lease).await
+        }
     }
 
     /// Writes the order of a hold that is confirming under `lease` and

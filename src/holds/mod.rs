@@ -13,6 +13,7 @@ mod group_commit;
 pub use group_commit::FINISH_CHUNK;
 
 pub use cancel_order::{Canceller, OrderStatus};
+pub(crate) use confirm::NewOrder;
 pub use coverage::Coverage;
 
 use std::{sync::Arc, time::Duration};

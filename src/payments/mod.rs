@@ -24,11 +24,11 @@ use poem_openapi::{Enum, Object};
 use crate::{
     config::Settings,
     error::{ApiError, ErrorCode},
-    holds::{Holds, Outcome},
+    holds::{Holds, NewOrder, Outcome},
     ids::ReservationId,
     store::{
         Store,
-        mongo::{Fence, OrderDoc, PaymentDoc, PaymentEventDoc, RefundDoc},
+        mongo::{Fence, PaymentDoc, PaymentEventDoc, RefundDoc},
         redis::PaymentEnd,
         scripts::{PayBeginReply, PaySettleReply},
     },
@@ -344,20 +344,18 @@ impl Payments {
                 currency,
                 lease,
             } => {
-                let order = OrderDoc {
-                    id: rid.to_string(),
-                    sale_id: rid.sale().to_string(),
-                    user_id: user,
-                    quantity: qty,
-                    units,
-                    slots,
-                    unit_price_cents: price,
-                    total_cents: price * qty,
-                    currency,
-                    created_at: self.store.clock.now_bson(),
-                    payment_id: Some(intent.id.clone()),
-                    cancelled: None,
-                };
+                let order = self.holds.new_order(
+                    rid,
+                    NewOrder {
+                        buyer: user,
+                        qty,
+                        units,
+                        slots,
+                        price,
+                        currency,
+                        payment_id: Some(intent.id.clone()),
+                    },
+                );
                 self.holds.write_order(rid, order, lease).await?;
                 Ok(EventOutcome::Confirmed)
             }
