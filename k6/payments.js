@@ -28,6 +28,8 @@ export const options = {
     'http_req_duration{op:reserve}': ['p(95)<250'],
     'http_req_duration{op:intent}': ['p(95)<500'],
     'http_req_duration{op:webhook}': ['p(95)<500'],
+    'http_reqs{op:reserve}': ['count>0'],
+    'http_reqs{op:intent}': ['count>0'],
     'http_reqs{op:webhook}': ['count>0'],
     http_req_failed: ['rate<0.01'],
     checks: ['rate>0.99'],
