@@ -692,3 +692,30 @@ async fn the_readme_signing_and_verifying_snippets_agree_with_the_server() {
     );
     assert_eq!(python(check(text, now + 301)).await.trim(), "False");
 }
+
+/// A hold that outlives its sale's end may still be paid for, but its
+/// deadline moves to the end plus `payment_seconds`, not to now plus it.
+#[tokio::test]
+async fn the_payment_deadline_never_passes_the_end_plus_the_payment_time() {
+    let app = spawn_app().await;
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let sale = payment_sale(
+        &app,
+        json!({"total": 2, "hold_seconds": 6, "payment_seconds": 30, "ends_at": ends.to_rfc3339()}),
+    )
+    .await;
+    let rid = hold(&app, &sale, "after-hours", 1).await;
+    let ended = eventually(Duration::from_secs(5), || async {
+        (app.get_sale(&sale).await["status"] == "ended").then_some(())
+    })
+    .await;
+    assert!(ended.is_some(), "the sale ended");
+    let intent = intent(&app, &rid, "after-hours").await;
+    let at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .timestamp_millis()
+    };
+    let ends_ms = at(&app.get_sale(&sale).await["ends_at"]);
+    assert_eq!(at(&intent["expires_at"]), ends_ms + 30_000);
+}
