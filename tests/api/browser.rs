@@ -456,6 +456,17 @@ async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
     let mine = hmac_hex(&seed, "lobby-page");
     let place = order.iter().position(|v| *v == mine).unwrap() + 1;
     click(&client, "#lobby-proof summary").await;
+    // The button is enabled once the page has the revealed seed (it reads
+    // the lobby again at the next second's figures), as a buyer sees it.
+    let verify = client
+        .find(Locator::Css("#lobby-verify-btn"))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !verify.is_enabled().await.unwrap() {
+        assert!(Instant::now() < deadline, "the check never became possible");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     click(&client, "#lobby-verify-btn").await;
     text_becomes(
         &client,
@@ -475,6 +486,19 @@ async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
     let orders = app.orders(&sale).await;
     assert_eq!(orders.len(), 1);
     assert_eq!(orders[0].user_id, "lobby-page");
+    // The audit reads the admissions from MongoDB, which the recorder
+    // copies there a moment after each one; the other buyer in the lobby
+    // may be let in meanwhile. Wait for that, then check everything.
+    let recorded = crate::helpers::eventually(Duration::from_secs(10), || async {
+        crate::lobbies::recorded(&app, &sale).await;
+        crate::helpers::audit(&app, &sale)
+            .await
+            .iter()
+            .all(|c| c.ok)
+            .then_some(())
+    })
+    .await;
+    assert!(recorded.is_some(), "the lobby's log reached MongoDB");
     let (available, held, sold) = app.check_invariants(&sale).await;
     assert_eq!((available, held, sold), (4, 0, 1));
     client.close().await.unwrap();
