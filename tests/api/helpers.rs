@@ -102,12 +102,43 @@ pub fn lasting<T: Send + Sync + 'static>(start: impl FnOnce() -> T + Send + 'sta
     rx.recv().expect("test servers started")
 }
 
+/// A free port never handed out before in this test run: two tests that
+/// start servers at once must not both be given the port the OS has just
+/// released (one server would fail to bind, and its test would talk to
+/// the other's).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Waits until `child` listens on `port`: false when it exited first (the
+/// port was taken by something else meanwhile), so the caller can start
+/// it on another.
+fn child_listens(child: &mut Child, port: u16, what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            // A server that failed to bind exits at once: make sure the
+            // listener is ours.
+            std::thread::sleep(Duration::from_millis(50));
+            return child.try_wait().ok().flatten().is_none();
+        }
+        assert!(Instant::now() < deadline, "{what} did not start on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
@@ -138,11 +169,22 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> Self {
-        Self::start_on(free_port())
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start_on(free_port()) {
+                return server;
+            }
+        }
+        panic!("redis-server could not bind a free port in five tries");
     }
 
+    /// On this port (a restart on the port it had).
     pub fn start_on(port: u16) -> Self {
-        let child = die_with_parent(
+        Self::try_start_on(port)
+            .unwrap_or_else(|| panic!("redis-server exited instead of listening on {port}"))
+    }
+
+    fn try_start_on(port: u16) -> Option<Self> {
+        let mut child = die_with_parent(
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -151,12 +193,11 @@ impl RedisServer {
         )
         .spawn()
         .expect("redis-server is installed (scripts/test installs it)");
-        wait_for_port(port, "redis-server");
-        Self {
+        child_listens(&mut child, port, "redis-server").then(|| Self {
             url: format!("redis://127.0.0.1:{port}"),
             port,
             child: Some(child),
-        }
+        })
     }
 
     pub fn stop(&mut self) {
@@ -183,6 +224,15 @@ pub struct MongoServer {
 
 impl MongoServer {
     pub fn start() -> Self {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start() {
+                return server;
+            }
+        }
+        panic!("secantusd-rs could not bind a free port in five tries");
+    }
+
+    fn try_start() -> Option<Self> {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!(
             "flashdrop-test-mongo-{}-{port}",
@@ -190,7 +240,7 @@ impl MongoServer {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let bin = std::env::var("SECANTUSD").unwrap_or_else(|_| "secantusd-rs".into());
-        let child = die_with_parent(
+        let mut child = die_with_parent(
             Command::new(&bin)
                 .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
                 .arg("--storage-path")
@@ -200,12 +250,15 @@ impl MongoServer {
         )
         .spawn()
         .expect("secantusd-rs is installed (scripts/test installs it)");
-        wait_for_port(port, "secantusd-rs");
-        Self {
+        if !child_listens(&mut child, port, "secantusd-rs") {
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        Some(Self {
             uri: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
             child,
             dir,
-        }
+        })
     }
 
     fn signal(&self, signal: i32) {
