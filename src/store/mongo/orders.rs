@@ -283,31 +283,51 @@ impl Mongo {
 
     /// Everything a sale has sold, for a rebuild of its live state.
     pub async fn sold_units(&self, sale: &SaleId) -> Result<SoldUnits, StoreError> {
-        let cancelled = self.cancelled_ids(sale).await?;
-        self.bounded_long(async {
-            let mut sold = SoldUnits::default();
-            let mut orders = self
-                .orders
-                .clone_with_type::<bson::Document>()
-                .find(doc! {"sale_id": sale.as_str()})
-                .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
-                .await?;
-            while let Some(order) = orders.try_next().await? {
-                // Cancelled, and not yet out of `orders`.
-                if cancelled.contains(order.get_str("_id").unwrap_or_default()) {
-                    continue;
+        // A cancel copies the order into `cancelled_orders`, then takes it
+        // out of `orders`. Cancelled ids are read before and after the
+        // orders (which stream): one cancelled in between may have been
+        // counted (then its units were, and its return is still to come)
+        // or not (then it is returned already, as far as this rebuild goes).
+        let before = self.cancelled_ids(sale).await?;
+        let mut sold = self
+            .bounded_long(async {
+                let mut sold = SoldUnits::default();
+                let mut orders = self
+                    .orders
+                    .clone_with_type::<bson::Document>()
+                    .find(doc! {"sale_id": sale.as_str()})
+                    .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
+                    .await?;
+                while let Some(order) = orders.try_next().await? {
+                    // Cancelled, and not yet out of `orders`.
+                    if before.contains(order.get_str("_id").unwrap_or_default()) {
+                        continue;
+                    }
+                    let units = order.get_array("units").map_err(anyhow::Error::from)?;
+                    sold.serials
+                        .extend(units.iter().filter_map(bson::Bson::as_i64));
+                    let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
+                    *sold.bought.entry(user.to_owned()).or_default() +=
+                        order.get_i64("quantity").map_err(anyhow::Error::from)?;
                 }
-                let units = order.get_array("units").map_err(anyhow::Error::from)?;
-                sold.serials
-                    .extend(units.iter().filter_map(bson::Bson::as_i64));
-                let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
-                *sold.bought.entry(user.to_owned()).or_default() +=
-                    order.get_i64("quantity").map_err(anyhow::Error::from)?;
+                sold.serials.sort_unstable();
+                Ok(sold)
+            })
+            .await?;
+        let after = self.cancelled_ids(sale).await?;
+        for id in after.difference(&before) {
+            let Some(order) = self.cancelled_order(id).await? else {
+                continue;
+            };
+            let counted = order
+                .units
+                .first()
+                .is_some_and(|u| sold.serials.binary_search(u).is_ok());
+            if !counted {
+                sold.returned.push(id.clone());
             }
-            sold.serials.sort_unstable();
-            sold.returned = cancelled.into_iter().collect();
-            Ok(sold)
-        })
-        .await
+        }
+        sold.returned.extend(before);
+        Ok(sold)
     }
 }
