@@ -22,8 +22,12 @@ use flashdrop::{
     store::{
         Conn, Redis,
         keys::{Role, SaleKeys},
+        redis::PaymentEnd,
         redis::{LobbyStage, Staging, Waiter},
-        scripts::{DrawStep, LiveSettings, LobbyCounts, LobbyWaiter, RECLAIM_HOLDS, Restored},
+        scripts::{
+            DrawStep, LiveSettings, LobbyCounts, LobbyWaiter, PaySettleReply, RECLAIM_HOLDS,
+            ReserveReply, Restored, ReturnReply,
+        },
     },
 };
 use futures::{StreamExt, stream};
@@ -440,6 +444,58 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
     measured.push(("confirm_finish", format!("{FINISH_CHUNK} holds"), t));
     let t = work(&mut conn, &snap, || redis.read_sale(&big), |r| r.is_ok()).await;
     measured.push(("read_sale", "1,000,000 units".into(), t));
+
+    // Past the hold: a payment of 1,000 units settled (failed: the units
+    // go back; succeeded: confirming), and a cancelled order of 1,000
+    // units coming back.
+    let _: () = conn.hset(kb.sale(), "pay_ms", 60_000).await.unwrap();
+    // No rebuild holds the sale now (the restore above took the lock).
+    let _: () = conn.del(kb.restore()).await.unwrap();
+    let payer = ReservationId::new(&big);
+    let made = redis
+        .reserve(&payer, "bounds-payer", 1000, None)
+        .await
+        .unwrap();
+    assert!(matches!(made, ReserveReply::Created { .. }), "{made:?}");
+    redis
+        .pay_begin(&payer, "bounds-payer", "pay_bounds")
+        .await
+        .unwrap();
+    let snap = Snapshot::take(&mut conn, &big, &[]).await;
+    let t = work(
+        &mut conn,
+        &snap,
+        || redis.pay_settle(&payer, "pay_bounds", PaymentEnd::Failed, lease),
+        |r| matches!(r, Ok(PaySettleReply::Released)),
+    )
+    .await;
+    measured.push(("pay_settle", "a failed payment of 1,000 units".into(), t));
+    let t = work(
+        &mut conn,
+        &snap,
+        || redis.pay_settle(&payer, "pay_bounds", PaymentEnd::Succeeded, lease),
+        |r| matches!(r, Ok(PaySettleReply::Confirming { .. })),
+    )
+    .await;
+    measured.push(("pay_settle", "a success for 1,000 units".into(), t));
+    let t = work(
+        &mut conn,
+        &snap,
+        || redis.pay_begin(&payer, "bounds-payer", "pay_bounds"),
+        |r| r.is_ok(),
+    )
+    .await;
+    measured.push(("pay_begin", "a repeat, 50,000 holds out".into(), t));
+    let cancelled = ReservationId::new(&big);
+    let units: Vec<i64> = (1..=1000).collect();
+    let t = work(
+        &mut conn,
+        &snap,
+        || redis.return_order(&cancelled, "bounds-returner", 1000, &units),
+        |r| matches!(r, Ok(ReturnReply::Returned)),
+    )
+    .await;
+    measured.push(("return_order", "1,000 units back".into(), t));
 
     // The lobby: a chunk of the draw placed, joins and reads at 20,000,
     // then admissions at full speed.
