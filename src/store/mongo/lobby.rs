@@ -1,11 +1,86 @@
-//! Lobbies: one entry per buyer and sale, the frozen draws, and the
-//! admissions, lapses and uses the recorder copies from Redis.
+//! Lobbies: their documents (a sale's lobby settings, one entry per buyer
+//! and sale, the frozen draws) and the admissions, lapses and uses the
+//! recorder copies from Redis.
 
 use bson::{DateTime, doc};
 use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
 
-use super::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, Mongo, is_duplicate_key};
+use super::{Mongo, is_duplicate_key};
 use crate::{ids::SaleId, store::StoreError};
+
+/// A buyer's place in a sale's lobby. `_id` is `<sale>:<buyer>`, so a buyer
+/// has at most one. Whether they joined in time for the draw is not kept
+/// here: the frozen draw ([`DrawDoc`]) lists who it placed, and everyone
+/// else queues behind it in the order of `joined_at`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LobbyEntryDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub sale_id: String,
+    pub buyer: String,
+    /// When they joined, on the Redis clock.
+    pub joined_at: DateTime,
+    /// When the buyer was let in, and until when the admission lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<DateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_expires_at: Option<DateTime>,
+    /// The admission made a hold or a place in the waiting list.
+    #[serde(default)]
+    pub used: bool,
+    /// The admission ran out unused, and its turn went to the next buyer.
+    #[serde(default)]
+    pub lapsed: bool,
+}
+
+/// A sale's lobby settings and its draw's seed: sealed until the draw is
+/// made at the start, its SHA-256 public from the lobby's opening.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LobbyDoc {
+    pub opens_at: DateTime,
+    pub admit_per_second: i64,
+    pub admission_seconds: i64,
+    /// The seed sealed with `FLASHDROP_SEED_KEY` (see `lobby/seal.rs`):
+    /// reading the database does not reveal it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_sealed: Option<String>,
+    /// A seed in the clear, as sales made before seeds were sealed keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    pub seed_sha256: String,
+}
+
+/// A lobby's draw, frozen once at the start. The head is written after
+/// its chunks, so a draw exists once its head does; `_id` is the sale.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrawDoc {
+    #[serde(rename = "_id")]
+    pub sale_id: String,
+    /// The seed, revealed with the draw.
+    pub seed: String,
+    pub seed_sha256: String,
+    /// Buyers in the draw.
+    pub count: i64,
+    /// The freeze that made it: names its chunks.
+    pub freeze: String,
+    pub chunks: i64,
+    pub made_at: DateTime,
+}
+
+/// A run of the draw in order: `values[i]` is `buyers[i]`'s, who joined at
+/// `joined[i]` (ms, Redis clock).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DrawChunkDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub sale_id: String,
+    pub freeze: String,
+    pub index: i64,
+    pub values: Vec<String>,
+    pub buyers: Vec<String>,
+    pub joined: Vec<i64>,
+}
 
 /// What a lobby's log says happened to buyers, as the recorder hands it
 /// over (in log order).
