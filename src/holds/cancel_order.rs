@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use poem_openapi::Enum;
 
 use super::{Holds, OrderView};
@@ -51,10 +50,6 @@ impl Canceller {
 /// How long a return waits for a rebuild of its sale before it answers 503
 /// (the reaper finishes it later).
 const REBUILD_WAIT: Duration = Duration::from_secs(5);
-
-pub fn cancelled_at(order: &OrderDoc) -> Option<DateTime<Utc>> {
-    order.cancelled.as_ref().map(|c| c.at.to_chrono())
-}
 
 impl Holds {
     /// Cancels an order (a repeat answers the same). Its units come back

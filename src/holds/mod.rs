@@ -75,10 +75,13 @@ pub struct OrderView {
 
 impl From<OrderDoc> for OrderView {
     fn from(o: OrderDoc) -> Self {
-        let cancelled_at = cancel_order::cancelled_at(&o);
-        let (status, cancel_reason) = match o.cancelled {
-            Some(c) => (OrderStatus::Cancelled, Some(c.reason.clone())),
-            None => (OrderStatus::Confirmed, None),
+        let (status, cancelled_at, cancel_reason) = match o.cancelled {
+            Some(c) => (
+                OrderStatus::Cancelled,
+                Some(c.at.to_chrono()),
+                Some(c.reason),
+            ),
+            None => (OrderStatus::Confirmed, None, None),
         };
         OrderView {
             order_id: o.id.clone(),

@@ -49,8 +49,9 @@ pub struct PaymentIntent {
 }
 
 /// How a payment ended, as the provider reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, strum::IntoStaticStr)]
 #[oai(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PaymentStatus {
     Succeeded,
     Failed,
@@ -75,8 +76,9 @@ pub struct PaymentEvent {
 }
 
 /// What an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, strum::IntoStaticStr, strum::EnumString)]
 #[oai(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventOutcome {
     /// The hold is now an order (or was, by an earlier event).
     Confirmed,
@@ -86,26 +88,6 @@ pub enum EventOutcome {
     Released,
     /// Nothing to do (a failure after a success, or for an ended hold).
     Ignored,
-}
-
-impl EventOutcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Confirmed => "confirmed",
-            Self::RefundDue => "refund_due",
-            Self::Released => "released",
-            Self::Ignored => "ignored",
-        }
-    }
-
-    fn parse(s: &str) -> Self {
-        match s {
-            "confirmed" => Self::Confirmed,
-            "refund_due" => Self::RefundDue,
-            "released" => Self::Released,
-            _ => Self::Ignored,
-        }
-    }
 }
 
 /// The webhook's answer.
@@ -281,7 +263,8 @@ impl Payments {
         };
         let mongo = &self.store.mongo;
         if let Some(done) = mongo.payment_event(&event.event_id).await? {
-            return Ok(answer(EventOutcome::parse(&done.outcome), true));
+            let outcome = done.outcome.parse().unwrap_or(EventOutcome::Ignored);
+            return Ok(answer(outcome, true));
         }
         let Some(intent) = mongo.payment(&event.payment_id).await? else {
             return Err(ApiError::not_found("payment"));
@@ -305,14 +288,14 @@ impl Payments {
             .record_payment_event(&PaymentEventDoc {
                 id: event.event_id.clone(),
                 payment_id: intent.id.clone(),
-                status: format!("{:?}", event.status).to_lowercase(),
-                outcome: outcome.as_str().to_owned(),
+                status: <&str>::from(event.status).to_owned(),
+                outcome: <&str>::from(outcome).to_owned(),
                 received_at: self.store.clock.now_bson(),
             })
             .await?;
-        metrics::counter!("flashdrop_payment_events_total", "outcome" => outcome.as_str())
-            .increment(1);
-        tracing::info!(%rid, payment_id = %intent.id, outcome = outcome.as_str(), "payment event settled");
+        let label: &'static str = outcome.into();
+        metrics::counter!("flashdrop_payment_events_total", "outcome" => label).increment(1);
+        tracing::info!(%rid, payment_id = %intent.id, outcome = label, "payment event settled");
         Ok(answer(outcome, false))
     }
 
@@ -324,17 +307,7 @@ impl Payments {
         intent: &PaymentDoc,
         event_id: &str,
     ) -> Result<EventOutcome, ApiError> {
-        let reply = self
-            .store
-            .redis
-            .pay_settle(
-                rid,
-                &intent.id,
-                PaymentEnd::Succeeded,
-                self.holds.confirm_lease(),
-            )
-            .await?;
-        match reply {
+        match self.settle(rid, intent, PaymentEnd::Succeeded).await? {
             PaySettleReply::Confirming {
                 user,
                 qty,
@@ -360,14 +333,13 @@ impl Payments {
                 Ok(EventOutcome::Confirmed)
             }
             PaySettleReply::Confirmed => Ok(EventOutcome::Confirmed),
-            PaySettleReply::Late { state } => {
-                let reason = format!("{state:?}").to_lowercase();
-                self.late(rid, intent, event_id, &reason).await
-            }
+            PaySettleReply::Late { state } => self.late(rid, intent, event_id, state.into()).await,
             PaySettleReply::Missing => self.late(rid, intent, event_id, "lost").await,
-            PaySettleReply::Released | PaySettleReply::Unchanged { .. } => Err(ApiError::Internal(
-                anyhow::anyhow!("pay_settle answered a success with {reply:?}"),
-            )),
+            other @ (PaySettleReply::Released | PaySettleReply::Unchanged { .. }) => {
+                Err(ApiError::Internal(anyhow::anyhow!(
+                    "pay_settle answered a success with {other:?}"
+                )))
+            }
         }
     }
 
@@ -415,20 +387,25 @@ impl Payments {
         rid: &ReservationId,
         intent: &PaymentDoc,
     ) -> Result<EventOutcome, ApiError> {
-        let reply = self
-            .store
-            .redis
-            .pay_settle(
-                rid,
-                &intent.id,
-                PaymentEnd::Failed,
-                self.holds.confirm_lease(),
-            )
-            .await?;
-        Ok(match reply {
+        Ok(match self.settle(rid, intent, PaymentEnd::Failed).await? {
             PaySettleReply::Released => EventOutcome::Released,
             _ => EventOutcome::Ignored,
         })
+    }
+
+    /// `lua/pay_settle.lua` for the hold of `intent`: the one place a
+    /// payment's end meets the hold's deadline.
+    async fn settle(
+        &self,
+        rid: &ReservationId,
+        intent: &PaymentDoc,
+        end: PaymentEnd,
+    ) -> Result<PaySettleReply, ApiError> {
+        Ok(self
+            .store
+            .redis
+            .pay_settle(rid, &intent.id, end, self.holds.confirm_lease())
+            .await?)
     }
 
     /// Refunds due, newest first, of one sale or of all.

@@ -212,9 +212,12 @@ pub fn sale_of_channel(channel: &str) -> Option<SaleId> {
 // A hold's state: the one definition, as `lua/prelude.lua` writes it in
 // the `holds` hash and as the API shows it (`HoldStatus` in the document,
 // which says nothing more of it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, poem_openapi::Enum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, poem_openapi::Enum, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
 #[oai(rename = "HoldStatus", rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum HoldState {
     Held,
     /// Its buyer asked to pay (a sale that takes payment): the deadline

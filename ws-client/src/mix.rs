@@ -158,12 +158,11 @@ pub async fn run(args: MixArgs) -> anyhow::Result<()> {
                                 continue;
                             }
                         };
-                        let apis: Vec<String> = args
+                        let mut apis: Vec<String> = args
                             .servers
                             .iter()
                             .map(|s| format!("{}/api/v1", s.trim_end_matches('/')))
                             .collect();
-                        let mut apis = apis;
                         apis.rotate_left(rng.random_range(0..args.servers.len()));
                         let (code, outcome) =
                             crate::pay::pay(&http, &apis, &token, &rid, status, &secret, 20).await;

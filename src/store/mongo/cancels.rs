@@ -109,21 +109,8 @@ impl Mongo {
         limit: i64,
         cursor: Option<&str>,
     ) -> Result<Vec<OrderDoc>, StoreError> {
-        let mut filter = doc! {"sale_id": sale.as_str()};
-        if let Some(cursor) = cursor {
-            filter.insert("_id", doc! {"$gt": cursor});
-        }
-        self.bounded(async {
-            Ok(self
-                .cancelled_orders
-                .find(filter)
-                .sort(doc! {"_id": 1})
-                .limit(limit)
-                .await?
-                .try_collect()
-                .await?)
-        })
-        .await
+        self.page_of_sale(&self.cancelled_orders, sale, limit, cursor)
+            .await
     }
 
     /// A buyer's cancelled orders, newest first.
@@ -132,17 +119,8 @@ impl Mongo {
         buyer: &str,
         limit: i64,
     ) -> Result<Vec<OrderDoc>, StoreError> {
-        self.bounded(async {
-            Ok(self
-                .cancelled_orders
-                .find(doc! {"user_id": buyer})
-                .sort(doc! {"created_at": -1})
-                .limit(limit)
-                .await?
-                .try_collect()
-                .await?)
-        })
-        .await
+        self.newest_of_buyer(&self.cancelled_orders, buyer, limit)
+            .await
     }
 
     /// Records that Redis has a cancelled order's units back.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use bson::doc;
 use futures_util::TryStreamExt;
 
-use mongodb::error::ErrorKind;
+use mongodb::{Collection, error::ErrorKind};
 
 use super::{DUPLICATE_KEY, Mongo, OrderDoc, never_sent};
 
@@ -195,9 +195,28 @@ impl Mongo {
         buyer: &str,
         limit: i64,
     ) -> Result<Vec<OrderDoc>, StoreError> {
+        self.newest_of_buyer(&self.orders, buyer, limit).await
+    }
+
+    /// A page of a sale's orders by id, after `cursor`.
+    pub async fn orders_page(
+        &self,
+        sale: &SaleId,
+        limit: i64,
+        cursor: Option<&str>,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
+        self.page_of_sale(&self.orders, sale, limit, cursor).await
+    }
+
+    /// `orders` or `cancelled_orders`: a buyer's, newest first.
+    pub(super) async fn newest_of_buyer(
+        &self,
+        orders: &Collection<OrderDoc>,
+        buyer: &str,
+        limit: i64,
+    ) -> Result<Vec<OrderDoc>, StoreError> {
         self.bounded(async {
-            Ok(self
-                .orders
+            Ok(orders
                 .find(doc! {"user_id": buyer})
                 .sort(doc! {"created_at": -1})
                 .limit(limit)
@@ -208,23 +227,20 @@ impl Mongo {
         .await
     }
 
-    /// A page of a sale's orders by id, after `cursor`.
-    pub async fn orders_page(
+    /// `orders` or `cancelled_orders`: a sale's by id, after `cursor`.
+    pub(super) async fn page_of_sale(
         &self,
+        orders: &Collection<OrderDoc>,
         sale: &SaleId,
         limit: i64,
         cursor: Option<&str>,
     ) -> Result<Vec<OrderDoc>, StoreError> {
+        let mut filter = doc! {"sale_id": sale.as_str()};
+        if let Some(cursor) = cursor {
+            filter.insert("_id", doc! {"$gt": cursor});
+        }
         self.bounded(async {
-            // Cancelled orders too: they left the sale (see cancel_order).
-            let of_sale =
-                doc! {"$or": [{"sale_id": sale.as_str()}, {"cancelled.sale_id": sale.as_str()}]};
-            let mut filter = of_sale;
-            if let Some(cursor) = cursor {
-                filter.insert("_id", doc! {"$gt": cursor});
-            }
-            Ok(self
-                .orders
+            Ok(orders
                 .find(filter)
                 .sort(doc! {"_id": 1})
                 .limit(limit)
