@@ -26,3 +26,4 @@ pub mod stopping;
 pub mod store;
 pub mod telemetry;
 pub mod waitlist;
+pub mod webhooks;

@@ -22,7 +22,11 @@ use crate::{
     holds::Coverage,
     ids::SaleId,
     recovery::{Lost, Recovery},
-    store::{Store, StoreError, events::StreamEntry, mongo::StockEventDoc},
+    store::{
+        Store, StoreError,
+        events::StreamEntry,
+        mongo::{Message, StockEventDoc, sells_out},
+    },
 };
 
 const BATCH: usize = 500;
@@ -152,8 +156,16 @@ impl Persister {
             return Ok(false);
         }
         let docs: Vec<StockEventDoc> = entries.iter().filter_map(|e| e.event.clone()).collect();
+        // A sell-out's `sale.sold_out` message: staged before, ready after.
+        let messages: Vec<Message> = docs
+            .iter()
+            .filter(|d| sells_out(d))
+            .map(Message::sold_out)
+            .collect();
+        self.store.mongo.stage_messages(&messages).await?;
         let refused = self.store.mongo.insert_events(&docs).await?;
         let reused = self.keep_reused(sale, &docs, &refused, log).await?;
+        self.store.mongo.ready_messages(&messages).await?;
         for doc in &docs {
             metrics::counter!("flashdrop_stock_events_total", "kind" => doc.kind.clone())
                 .increment(1);

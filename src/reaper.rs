@@ -5,7 +5,7 @@
 //! Redis only: the list of sales comes from [`Coverage`], and a sale that
 //! fails (its rebuild waits for MongoDB, say) holds up no other.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,11 @@ use crate::{
     ids::{ReservationId, SaleId},
     recovery::Recovery,
     sales::Sales,
-    store::{Store, StoreError, scripts::ReapReply},
+    store::{
+        Store, StoreError,
+        mongo::{Message, SaleDoc},
+        scripts::ReapReply,
+    },
 };
 
 /// Longest sleep between passes: a hold made by another instance is at
@@ -46,6 +50,7 @@ pub struct Reaper {
 impl Reaper {
     pub async fn run(self, shutdown: CancellationToken) {
         tokio::spawn(refresh_coverage(
+            self.store.clone(),
             self.sales.clone(),
             self.holds.clone(),
             self.coverage.clone(),
@@ -141,16 +146,22 @@ impl Reaper {
 
 /// Keeps the coverage in line with MongoDB; when MongoDB cannot answer, the
 /// last list stays (a new sale's holds add it anyway). Finishes the
-/// returns of cancelled orders cut off before their units came back.
+/// returns of cancelled orders cut off before their units came back, and
+/// posts `sale.ended` for each recent sale whose window is over.
 async fn refresh_coverage(
+    store: Store,
     sales: Sales,
     holds: Holds,
     coverage: Arc<Coverage>,
     shutdown: CancellationToken,
 ) {
+    let mut ended_posted: HashSet<(String, i64)> = HashSet::new();
     loop {
         match sales.recent().await {
-            Ok(docs) => coverage.replace(docs.iter().filter_map(|d| SaleId::parse(&d.id).ok())),
+            Ok(docs) => {
+                coverage.replace(docs.iter().filter_map(|d| SaleId::parse(&d.id).ok()));
+                post_ended(&store, &docs, &mut ended_posted).await;
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot list recent sales; reaping the last known ones")
             }
@@ -162,5 +173,28 @@ async fn refresh_coverage(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(REFRESH_SALES) => {}
         }
+    }
+}
+
+/// Posts `sale.ended` once for each sale whose window is over (the end
+/// itself is the cause: nothing to fence). `posted` spares repeats.
+async fn post_ended(store: &Store, docs: &[SaleDoc], posted: &mut HashSet<(String, i64)>) {
+    let now = store.clock.now_ms();
+    let ended: Vec<Message> = docs
+        .iter()
+        .filter(|d| d.ends_at.timestamp_millis() <= now)
+        .filter(|d| !posted.contains(&(d.id.clone(), d.ends_at.timestamp_millis())))
+        .map(Message::ended)
+        .collect();
+    if ended.is_empty() {
+        return;
+    }
+    match store.mongo.post_messages(&ended).await {
+        Ok(()) => posted.extend(
+            ended
+                .iter()
+                .map(|m| (m.sale_id.clone(), m.at.timestamp_millis())),
+        ),
+        Err(err) => tracing::warn!(error = %err, "sale.ended messages wait"),
     }
 }

@@ -35,6 +35,7 @@ use crate::{
     store::{Mongo, Redis, Store},
     telemetry,
     waitlist::Waitlist,
+    webhooks::{Webhooks, deliverer::Deliverer},
 };
 
 /// Largest request body accepted; larger ones are answered 413.
@@ -59,6 +60,7 @@ struct Background {
     ended_hold_retention: Duration,
     event_claim_idle: Duration,
     drain: Duration,
+    webhooks: crate::config::WebhookSettings,
 }
 
 impl Application {
@@ -110,6 +112,7 @@ impl Application {
             payments: Payments::new(store.clone(), holds.clone(), &settings),
             holds,
             reports: Reports::new(store.clone(), recovery.clone()),
+            webhooks: Webhooks::new(store.clone(), &settings.webhooks),
             live_context: LiveContext {
                 sales: sales.clone(),
                 lobby: lobby.clone(),
@@ -145,6 +148,7 @@ impl Application {
                 ended_hold_retention: settings.ended_hold_retention,
                 event_claim_idle: settings.event_claim_idle,
                 drain: settings.drain,
+                webhooks: settings.webhooks.clone(),
             },
             signals,
         })
@@ -210,6 +214,8 @@ impl Application {
         let pruner = tokio::spawn(prune_limits(self.limits.clone(), shutdown.clone()));
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(shutdown.clone()));
         let persister = tokio::spawn(persister.run(shutdown.clone()));
+        let deliverer = Deliverer::new(state.store.clone(), self.background.webhooks.clone());
+        let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
         let (stopping, drain) = (state.live_context.stopping.clone(), self.background.drain);
         let stop = async move {
@@ -232,6 +238,7 @@ impl Application {
         let _ = pruner.await;
         let _ = upkeep.await;
         let _ = persister.await;
+        let _ = deliverer.await;
         tracing::info!("flashdrop stopped");
         result
     }

@@ -6,6 +6,7 @@ use std::{ops::Deref, sync::Arc};
 use crate::{
     holds::Holds, live::Hub, live::socket::LiveContext, lobby::Lobby, payments::Payments,
     recovery::Recovery, reports::Reports, sales::Sales, store::Store, waitlist::Waitlist,
+    webhooks::Webhooks,
 };
 
 /// Shared behind one `Arc`: every request gets a copy of it.
@@ -33,6 +34,7 @@ pub struct Services {
     pub payments: Payments,
     pub waitlist: Waitlist,
     pub reports: Reports,
+    pub webhooks: Webhooks,
     pub recovery: Recovery,
     /// Fans the Redis subscription out to this process's WebSockets.
     pub live: Arc<Hub>,

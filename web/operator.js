@@ -286,6 +286,73 @@
     } catch (err) { showError(err); }
   });
 
+  // --- webhooks -------------------------------------------------------------
+  // Each endpoint with its state and its last deliveries; a disabled one
+  // says why and can be enabled again.
+  async function loadWebhooks() {
+    try {
+      const { body: endpoints } = await F.api("GET", "/admin/webhooks");
+      const box = $("#webhooks");
+      const cards = [];
+      for (const e of endpoints) {
+        const card = document.createElement("div");
+        card.className = "hook";
+        card.dataset.endpoint = e.id;
+        const head = document.createElement("div");
+        head.className = "row";
+        const url = document.createElement("code");
+        url.textContent = e.url;
+        head.append(url, F.badge(e.enabled ? "enabled" : "disabled"));
+        if (!e.enabled) {
+          const enable = document.createElement("button");
+          enable.type = "button"; enable.className = "secondary small"; enable.textContent = "Enable";
+          enable.addEventListener("click", async () => {
+            try { await F.api("POST", `/admin/webhooks/${e.id}/enable`); loadWebhooks(); } catch (err) { showError(err); }
+          });
+          head.append(enable);
+        }
+        card.append(head);
+        if (e.disabled_reason) {
+          const why = document.createElement("p");
+          why.className = "muted"; why.textContent = e.disabled_reason;
+          card.append(why);
+        }
+        const { body: deliveries } = await F.api("GET", `/admin/webhooks/${e.id}/deliveries?limit=5`);
+        const table = document.createElement("table");
+        const rows = document.createElement("tbody");
+        for (const d of deliveries) {
+          const last = d.attempts[d.attempts.length - 1] || {};
+          const answer = last.status ? `HTTP ${last.status}` : (last.error || "");
+          rows.append(F.row([d.type || "", `#${d.sequence}`, F.badge(d.state), answer,
+            `${d.attempts.length} ${d.attempts.length === 1 ? "try" : "tries"}`], [1]));
+        }
+        if (!deliveries.length) rows.append(F.row(["No deliveries yet"]));
+        table.append(rows);
+        card.append(table);
+        cards.push(card);
+      }
+      if (!cards.length) {
+        const none = document.createElement("p");
+        none.className = "muted"; none.textContent = "No endpoints: messages wait in the outbox for none.";
+        cards.push(none);
+      }
+      box.replaceChildren(...cards);
+    } catch (err) { showError(err); }
+  }
+  $("#hook-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const { body } = await F.api("POST", "/admin/webhooks", { url: $("#hook-url").value });
+      const shown = $("#hook-secret");
+      shown.textContent = `Secret for ${body.url} (shown once): ${body.secret}`;
+      shown.classList.remove("hidden");
+      $("#hook-url").value = "";
+      loadWebhooks();
+    } catch (err) { showError(err); }
+  });
+  setInterval(loadWebhooks, 3000);
+  loadWebhooks();
+
   window.addEventListener("resize", draw);
   setInterval(() => { if (state.sale) draw(); }, 1000);
   legend();

@@ -13,6 +13,7 @@ pub mod payments;
 pub mod reservations;
 pub mod sales;
 pub mod waitlist;
+pub mod webhooks;
 
 #[derive(Tags)]
 pub enum Tag {
@@ -28,6 +29,8 @@ pub enum Tag {
     Payments,
     /// Scheduling and managing sales.
     Admin,
+    /// Outgoing webhooks (admin): endpoints and their deliveries.
+    Webhooks,
 }
 
 pub type Apis = (
@@ -38,6 +41,7 @@ pub type Apis = (
     lobby::LobbyApi,
     payments::PaymentsApi,
     admin::AdminApi,
+    webhooks::WebhooksApi,
 );
 
 pub fn service() -> OpenApiService<Apis, ()> {
@@ -50,6 +54,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             lobby::LobbyApi,
             payments::PaymentsApi,
             admin::AdminApi,
+            webhooks::WebhooksApi,
         ),
         "Flashdrop",
         env!("CARGO_PKG_VERSION"),

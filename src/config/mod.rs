@@ -3,6 +3,10 @@
 
 use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
 
+mod webhooks;
+
+pub use webhooks::{RETRY_CAP, WebhookSettings};
+
 /// A value that must never reach a log line.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -115,6 +119,8 @@ pub struct Settings {
     /// (`FLASHDROP_DRAIN`): the time a load balancer takes to stop
     /// sending it work.
     pub drain: Duration,
+    /// How webhooks are sent and retried.
+    pub webhooks: WebhookSettings,
     /// Test-only fault point: stop a confirm right after the order is written,
     /// as a crash there would. Never set from the environment.
     #[doc(hidden)]
@@ -386,6 +392,7 @@ impl Settings {
             live_ping: Duration::from_secs(15),
             live_send_timeout: Duration::from_secs(10),
             drain,
+            webhooks: WebhookSettings::from_lookup(&lookup)?,
             live_personal_buffer: 64,
             ended_hold_retention: Duration::from_secs(24 * 3600),
             fault_after_order_write: false,

@@ -18,7 +18,7 @@ use crate::{
     recovery::Recovery,
     store::{
         Store, StoreError,
-        mongo::{OrderDoc, OrderWrite},
+        mongo::{Message, OrderDoc, OrderWrite},
         scripts::{FinishReply, HoldFinish},
     },
 };
@@ -159,7 +159,7 @@ impl Batcher {
         }
         let orders: Vec<&OrderDoc> = batch.iter().map(|p| &p.order).collect();
         let started = Instant::now();
-        let writes = self.store.mongo.insert_orders(&orders).await;
+        let writes = self.write(&orders).await;
         metrics::histogram!("flashdrop_confirm_write_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("flashdrop_order_batch_size").record(batch.len() as f64);
@@ -193,6 +193,47 @@ impl Batcher {
             };
             let _ = pending.done.send((pending.order, committed));
         }
+    }
+
+    /// Writes the orders with their `order.confirmed` messages: staged
+    /// before, ready after for the orders that landed, void for those
+    /// certainly not written; one whose fate is unknown stays staged for
+    /// the deliverer to settle (fencing the order off if it never landed).
+    async fn write(&self, orders: &[&OrderDoc]) -> Vec<OrderWrite> {
+        let mongo = &self.store.mongo;
+        let messages: Vec<Message> = orders.iter().map(|o| Message::order_confirmed(o)).collect();
+        if let Err(e) = mongo.stage_messages(&messages).await {
+            let message = e.to_string();
+            return orders
+                .iter()
+                .map(|_| OrderWrite::NotSent(StoreError::Unavailable(message.clone())))
+                .collect();
+        }
+        let writes = mongo.insert_orders(orders).await;
+        let (mut ready, mut void) = (Vec::new(), Vec::new());
+        for (write, message) in writes.iter().zip(messages) {
+            match write {
+                OrderWrite::Inserted => ready.push(message),
+                OrderWrite::NotSent(_) => void.push(message),
+                // The id may be this order, written before.
+                OrderWrite::Refused => match mongo.order(&message.cause).await {
+                    Ok(Some(_)) => ready.push(message),
+                    Ok(None) => void.push(message),
+                    Err(_) => {}
+                },
+                OrderWrite::Unknown(_) => {}
+            }
+        }
+        // Left staged if this fails: the deliverer settles them.
+        let settled = futures_util::future::try_join(
+            mongo.ready_messages(&ready),
+            mongo.void_messages(&void),
+        )
+        .await;
+        if let Err(e) = settled {
+            tracing::warn!(error = %e, "order messages left staged; the deliverer settles them");
+        }
+        writes
     }
 
     /// Marks the holds of one sale confirmed, one outcome per hold, a

@@ -503,3 +503,70 @@ async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
     assert_eq!((available, held, sold), (4, 0, 1));
     client.close().await.unwrap();
 }
+
+/// The operator adds a webhook endpoint on the page, sees its secret once
+/// and its last deliveries; an endpoint that kept failing shows as
+/// disabled, with why, and an Enable button.
+#[tokio::test]
+async fn the_operator_adds_a_webhook_endpoint_and_sees_its_deliveries() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.webhooks.retry_first = Duration::from_millis(50);
+        s.webhooks.retry_for = Duration::from_secs(1);
+    })
+    .await;
+    let receiver = crate::receiver::Receiver::start().await;
+    // One endpoint nobody answers: it is disabled after the retry period.
+    let dead = app
+        .http
+        .post(app.api("/admin/webhooks"))
+        .bearer_auth(admin_token())
+        .json(&json!({"url": format!("http://127.0.0.1:{}/gone", free_port())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dead.status(), 201);
+    let client = browser(1400, 1100).await;
+    open(&client, &app, "/operator", Some(&admin_token())).await;
+    shown(&client, "#hook-form").await;
+    fill(&client, "#hook-url", &receiver.url()).await;
+    click(&client, "#hook-form button").await;
+    shown(&client, "#hook-secret").await;
+    let shown_secret = client
+        .find(Locator::Css("#hook-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let secret = shown_secret.rsplit(' ').next().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{shown_secret}");
+    receiver.set_secret(&secret);
+
+    let sale = app.create_sale(json!({"total": 5})).await;
+    for i in 0..3 {
+        let buyer = format!("hook-{i}");
+        let rid = hold(&app, &sale, &buyer, 1).await;
+        assert_eq!(app.confirm(&rid, &buyer).await.status(), 201);
+    }
+    // The page lists the receiver's three deliveries as delivered, and
+    // the dead endpoint as disabled with its reason.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let delivered = client.find_all(Locator::Css(".hook .badge")).await.unwrap();
+        let mut texts = Vec::new();
+        for b in delivered {
+            texts.push(b.text().await.unwrap_or_default());
+        }
+        let n = texts.iter().filter(|t| *t == "delivered").count();
+        if n == 3 && texts.iter().any(|t| t == "disabled") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page shows {texts:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(crate::receiver::accepted(&receiver.received()).len() == 3);
+    assert!(receiver.received().iter().all(|r| r.verified));
+    shown(&client, ".hook button").await;
+    screenshot(&client, "operator-webhooks").await;
+    client.close().await.unwrap();
+}

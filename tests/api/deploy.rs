@@ -60,13 +60,14 @@ fn the_dashboard_charts_only_metrics_the_server_exports() {
     }
 }
 
-/// Every `FLASHDROP_*` variable the server reads (config/mod.rs).
+/// Every `FLASHDROP_*` variable the server reads (`src/config/`).
 fn variables_read(root: &Path) -> BTreeSet<String> {
-    let config = std::fs::read_to_string(root.join("src/config/mod.rs")).unwrap();
+    let config = ["mod.rs", "webhooks.rs"].map(|f| {
+        let text = std::fs::read_to_string(root.join("src/config").join(f)).unwrap();
+        text.split("#[cfg(test)]").next().unwrap().to_owned()
+    });
     let code: String = config
-        .split("#[cfg(test)]")
-        .next()
-        .unwrap()
+        .join("\n")
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()

@@ -10,7 +10,8 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["error"],
     &[
-        "sales", "holds", "waitlist", "lobby", "recovery", "reports", "audit", "limits", "payments",
+        "sales", "holds", "waitlist", "lobby", "recovery", "reports", "audit", "limits",
+        "payments", "webhooks",
     ],
     &["reaper", "persister", "keeper", "recorder", "live"],
     &["state", "auth", "telemetry", "api"],

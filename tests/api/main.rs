@@ -5,6 +5,7 @@
 mod helpers;
 mod lobbies;
 mod proxy;
+mod receiver;
 mod redis_cluster;
 
 mod admission;
@@ -33,4 +34,5 @@ mod restart;
 mod sales;
 mod scripts;
 mod waitlist;
+mod webhooks;
 mod ws_client;

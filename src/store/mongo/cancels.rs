@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use bson::{DateTime, doc};
 use futures_util::TryStreamExt;
 
-use super::{CancelDoc, Mongo, OrderDoc, is_duplicate_key};
+use super::{CancelDoc, Mongo, OrderDoc, is_duplicate_key, outbox::Message};
 use crate::{ids::SaleId, store::StoreError};
 
 /// Why and by whom an order is cancelled.
@@ -45,6 +45,9 @@ impl Mongo {
             by: request.by.clone(),
             returned: false,
         }));
+        // Its `order.cancelled` message: staged before, ready after.
+        let message = [Message::order_cancelled(&order)];
+        self.stage_messages(&message).await?;
         let inserted = self
             .bounded(async {
                 match self.cancelled_orders.insert_one(&order).await {
@@ -62,6 +65,7 @@ impl Mongo {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("cancelled order {id} is gone"))?,
         };
+        self.ready_messages(&message).await?;
         self.leave_sale(&order).await?;
         Ok(Some(order))
     }

@@ -8,14 +8,20 @@ mod cancels;
 mod events;
 mod lobby;
 mod orders;
+mod outbox;
 mod payments;
 mod sales;
+mod webhooks;
 
 pub use cancels::CancelRequest;
 pub use events::SummaryFigures;
 pub use lobby::{DrawChunkDoc, DrawDoc, LobbyDoc, LobbyEntryDoc, LobbyRecord};
 pub use orders::{Fence, OrderLookup, OrderWrite};
+pub use outbox::{Message, MessageState, MessageType, OutboxDoc, sells_out};
 pub use payments::{PaymentDoc, PaymentEventDoc, RefundDoc};
+pub use webhooks::{
+    AttemptDoc, CursorDoc, DeliveryDoc, DeliveryState, DisabledDoc, EndpointDoc, cursor_id,
+};
 
 use std::time::Duration;
 
@@ -155,6 +161,13 @@ pub struct Mongo {
     payments: Collection<PaymentDoc>,
     payment_events: Collection<PaymentEventDoc>,
     refunds: Collection<RefundDoc>,
+    /// Messages for webhook endpoints, written with their causes, and each
+    /// sale's last place in its sequence (`outbox.rs`).
+    outbox: Collection<OutboxDoc>,
+    outbox_seqs: Collection<bson::Document>,
+    webhook_endpoints: Collection<EndpointDoc>,
+    webhook_cursors: Collection<CursorDoc>,
+    webhook_deliveries: Collection<DeliveryDoc>,
     /// How long one operation may take before its caller gives up.
     timeout: Duration,
 }
@@ -208,6 +221,11 @@ impl Mongo {
             payments: db.collection_with_options("payments", durable.clone()),
             payment_events: db.collection_with_options("payment_events", durable.clone()),
             refunds: db.collection_with_options("refunds", durable.clone()),
+            outbox: db.collection_with_options("outbox", durable.clone()),
+            outbox_seqs: db.collection_with_options("outbox_seqs", durable.clone()),
+            webhook_endpoints: db.collection_with_options("webhook_endpoints", durable.clone()),
+            webhook_cursors: db.collection_with_options("webhook_cursors", durable.clone()),
+            webhook_deliveries: db.collection("webhook_deliveries"),
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
             orders_raw: db.collection_with_options("orders", durable.clone()),
@@ -320,7 +338,7 @@ impl Mongo {
                     .build(),
             )
             .await?;
-        Ok(())
+        self.ensure_outbox_indexes().await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

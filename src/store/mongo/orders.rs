@@ -142,7 +142,7 @@ impl Mongo {
 
     /// What `orders` holds under `_id`, read with majority read concern so
     /// what it saw cannot roll back.
-    async fn lookup(&self, id: &str) -> Result<OrderLookup, StoreError> {
+    pub(super) async fn lookup(&self, id: &str) -> Result<OrderLookup, StoreError> {
         self.bounded(async {
             let found = self.orders_read.find_one(doc! {"_id": id}).await?;
             Ok(match found {

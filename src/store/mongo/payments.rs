@@ -6,7 +6,7 @@ use bson::{DateTime, doc};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Mongo, is_duplicate_key};
+use super::{Mongo, is_duplicate_key, outbox::Message};
 use crate::{ids::SaleId, store::StoreError};
 
 /// A payment intent as the buyer was given it. `_id` is the payment id;
@@ -94,15 +94,27 @@ impl Mongo {
 
     /// Records a refund due; one recorded before for the payment stays.
     /// True when this call recorded it.
+    /// Its `payment.refund_due` message is staged before and made ready
+    /// after (see `outbox.rs`).
     pub async fn insert_refund(&self, refund: &RefundDoc) -> Result<bool, StoreError> {
-        self.bounded(async {
-            match self.refunds.insert_one(refund).await {
-                Ok(_) => Ok(true),
-                Err(e) if is_duplicate_key(&e) => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        })
-        .await
+        let message = [Message::refund_due(refund)];
+        self.stage_messages(&message).await?;
+        let inserted = self
+            .bounded(async {
+                match self.refunds.insert_one(refund).await {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_duplicate_key(&e) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        self.ready_messages(&message).await?;
+        Ok(inserted)
+    }
+
+    pub async fn refund(&self, payment_id: &str) -> Result<Option<RefundDoc>, StoreError> {
+        self.bounded(async { Ok(self.refunds.find_one(doc! {"_id": payment_id}).await?) })
+            .await
     }
 
     /// Refunds due, newest first, of one sale or of all.

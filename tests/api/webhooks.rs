@@ -1,0 +1,639 @@
+//! Outgoing webhooks through the outbox, against a real HTTP receiver
+//! that checks every signature itself: every message arrives, in order per
+//! sale, under one `webhook-id` however often it is sent, through failing,
+//! slow, refusing and vanished receivers and a killed instance.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{
+        TestApp, admin_token, buyer_token, eventually, free_port, hold, json, serve_command,
+        spawn_app_with, unique_db, wait_for_port,
+    },
+    receiver::{Received, Receiver, accepted},
+};
+use flashdrop::store::mongo::{Message, MessageState, OrderDoc};
+
+async fn register(app: &TestApp, receiver: &Receiver, types: Option<Value>) -> (String, String) {
+    let mut body = json!({"url": receiver.url(), "description": "fulfilment"});
+    if let Some(types) = types {
+        body["types"] = types;
+    }
+    let resp = app
+        .http
+        .post(app.api("/admin/webhooks"))
+        .bearer_auth(admin_token())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created = json(resp).await;
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    receiver.set_secret(&secret);
+    (created["id"].as_str().unwrap().to_owned(), secret)
+}
+
+/// Quick retries, so a test sees several.
+fn quick(s: &mut flashdrop::config::Settings) {
+    s.webhooks.retry_first = Duration::from_millis(50);
+    s.webhooks.timeout = Duration::from_secs(2);
+}
+
+/// `n` buyers each buy one unit at once; the orders' ids.
+async fn buy_all(app: &TestApp, sale: &str, n: usize) -> Vec<String> {
+    let buys = (0..n).map(|i| async move {
+        let buyer = format!("buyer-{i}");
+        let resp = app.reserve(sale, &buyer, 1).await;
+        if resp.status() != 201 {
+            return None;
+        }
+        let rid = json(resp).await["reservation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (app.confirm(&rid, &buyer).await.status() == 201).then_some(rid)
+    });
+    join_all(buys).await.into_iter().flatten().collect()
+}
+
+async fn admin_cancel(app: &TestApp, order: &str) {
+    let resp = app
+        .http
+        .post(app.api(&format!("/admin/orders/{order}/cancel")))
+        .bearer_auth(admin_token())
+        .json(&json!({"reason": "out of stock at the warehouse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+async fn deliveries(app: &TestApp, endpoint: &str) -> Vec<Value> {
+    let resp = app
+        .http
+        .get(app.api(&format!("/admin/webhooks/{endpoint}/deliveries?limit=200")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    json(resp).await.as_array().unwrap().clone()
+}
+
+/// Waits until the receiver accepted `n` messages; returns them.
+async fn until_accepted(receiver: &Receiver, n: usize, within: Duration) -> Vec<Received> {
+    eventually(within, || async {
+        let got = accepted(&receiver.received());
+        (got.len() >= n).then_some(got)
+    })
+    .await
+    .unwrap_or_else(|| {
+        let got = accepted(&receiver.received());
+        panic!(
+            "{} of {n} messages accepted: {:?}",
+            got.len(),
+            got.iter().map(|r| r.kind().to_owned()).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Every request verified; every attempt at one id carried the same body;
+/// each sale's messages were first accepted in ascending sequence.
+fn check_signed_same_and_ordered(received: &[Received]) {
+    assert!(received.iter().all(|r| r.verified), "a signature failed");
+    let mut bodies: HashMap<&str, &str> = HashMap::new();
+    for r in received {
+        let first = bodies.entry(&r.id).or_insert(&r.body);
+        assert_eq!(*first, r.body, "{} was sent with two bodies", r.id);
+    }
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for r in accepted(received) {
+        let before = last.insert(r.sale().to_owned(), r.sequence()).unwrap_or(0);
+        assert!(
+            r.sequence() > before,
+            "sale {} went from {before} to {}",
+            r.sale(),
+            r.sequence()
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_message_arrives_signed_once_per_id_in_order_through_failures_and_slowness() {
+    let app = spawn_app_with(quick).await;
+    let receiver = Receiver::start().await;
+    // The first two attempts at every message fail; every fifth is slow.
+    receiver.behave(|_, attempt| match attempt {
+        1 | 2 => (500, Duration::ZERO),
+        n if n % 5 == 0 => (200, Duration::from_millis(300)),
+        _ => (200, Duration::ZERO),
+    });
+    let (endpoint, _) = register(&app, &receiver, None).await;
+    let a = app
+        .create_sale(json!({"total": 8, "per_user_limit": 1, "waitlist_enabled": false}))
+        .await;
+    let b = app
+        .create_sale(json!({"total": 6, "per_user_limit": 1, "waitlist_enabled": false}))
+        .await;
+    let (orders_a, orders_b) = tokio::join!(buy_all(&app, &a, 10), buy_all(&app, &b, 6));
+    assert_eq!((orders_a.len(), orders_b.len()), (8, 6));
+    for order in &orders_a[..3] {
+        admin_cancel(&app, order).await;
+    }
+    let close = app
+        .http
+        .post(app.api(&format!("/admin/sales/{b}/close")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(close.status(), 200);
+
+    // a: 8 confirmed, sold out, 3 cancelled; b: 6 confirmed, sold out, ended.
+    let got = until_accepted(&receiver, 12 + 8, Duration::from_secs(60)).await;
+    let received = receiver.received();
+    check_signed_same_and_ordered(&received);
+    let kinds = |sale: &str| {
+        let mut k: Vec<String> = got
+            .iter()
+            .filter(|r| r.sale() == sale)
+            .map(|r| r.kind().to_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    let expect = |pairs: &[(&str, usize)]| {
+        let mut k: Vec<String> = pairs
+            .iter()
+            .flat_map(|(t, n)| std::iter::repeat_n(t.to_string(), *n))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        kinds(&a),
+        expect(&[
+            ("order.confirmed", 8),
+            ("sale.sold_out", 1),
+            ("order.cancelled", 3)
+        ])
+    );
+    assert_eq!(
+        kinds(&b),
+        expect(&[
+            ("order.confirmed", 6),
+            ("sale.sold_out", 1),
+            ("sale.ended", 1)
+        ])
+    );
+    // Each confirmed message is an order MongoDB has, and names it.
+    let confirmed: Vec<&str> = got
+        .iter()
+        .filter(|r| r.kind() == "order.confirmed")
+        .map(|r| r.json["data"]["order_id"].as_str().unwrap())
+        .collect();
+    for order in orders_a.iter().chain(&orders_b) {
+        assert!(confirmed.contains(&order.as_str()), "{order} not told");
+    }
+    // An order's cancel comes after its confirmation.
+    for cancel in got.iter().filter(|r| r.kind() == "order.cancelled") {
+        let order = &cancel.json["data"]["order_id"];
+        let confirmed = got
+            .iter()
+            .find(|r| r.kind() == "order.confirmed" && r.json["data"]["order_id"] == *order)
+            .unwrap();
+        assert!(confirmed.sequence() < cancel.sequence());
+        assert_eq!(
+            cancel.json["data"]["reason"],
+            "out of stock at the warehouse"
+        );
+    }
+    // Every message was tried three times at least (two failures, then
+    // accepted), under one id; the deliveries say so too.
+    let mut tries: HashMap<&str, usize> = HashMap::new();
+    for r in &received {
+        *tries.entry(&r.id).or_default() += 1;
+    }
+    assert!(tries.values().all(|n| *n >= 3), "{tries:?}");
+    let shown = deliveries(&app, &endpoint).await;
+    assert_eq!(shown.len(), 20);
+    for d in &shown {
+        assert_eq!(d["state"], "delivered", "{d}");
+        let statuses: Vec<i64> = d["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status"].as_i64().unwrap())
+            .collect();
+        assert_eq!(&statuses[..3], &[500, 500, 200], "{d}");
+    }
+    // Nothing left staged, nothing waiting.
+    let db = app.mongo.database_name();
+    let client = mongodb::Client::with_uri_str(crate::helpers::servers().mongo_uri.as_str())
+        .await
+        .unwrap();
+    let outbox = client.database(&db).collection::<bson::Document>("outbox");
+    let staged = outbox
+        .count_documents(bson::doc! {"state": "staged"})
+        .await
+        .unwrap();
+    assert_eq!(staged, 0);
+}
+
+#[tokio::test]
+async fn a_receiver_that_goes_away_gets_everything_in_order_when_it_comes_back() {
+    let app = spawn_app_with(quick).await;
+    let mut receiver = Receiver::start().await;
+    let (endpoint, _) = register(&app, &receiver, Some(json!(["order.confirmed"]))).await;
+    receiver.go_away().await;
+    let sale = app
+        .create_sale(json!({"total": 5, "per_user_limit": 1, "waitlist_enabled": false}))
+        .await;
+    let orders = buy_all(&app, &sale, 5).await;
+    assert_eq!(orders.len(), 5);
+    // The first message is tried and fails without an answer.
+    let failing = eventually(Duration::from_secs(20), || async {
+        let shown = deliveries(&app, &endpoint).await;
+        let first = shown.first()?.clone();
+        (first["attempts"].as_array()?.len() >= 2).then_some(first)
+    })
+    .await
+    .expect("attempts while the receiver is away");
+    assert_eq!(failing["state"], "pending");
+    assert_eq!(failing["attempts"][0]["error"], "could not connect");
+    assert!(failing["next_attempt_at"].is_string());
+
+    receiver.come_back().await;
+    // The retry schedule grows fourfold from 50 ms: the next try comes
+    // within seconds.
+    let got = until_accepted(&receiver, 5, Duration::from_secs(60)).await;
+    check_signed_same_and_ordered(&receiver.received());
+    assert!(got.iter().all(|r| r.kind() == "order.confirmed"));
+    let mut told: Vec<&str> = got
+        .iter()
+        .map(|r| r.json["data"]["order_id"].as_str().unwrap())
+        .collect();
+    told.sort();
+    let mut expected: Vec<&str> = orders.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(told, expected);
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried_but_408_and_429_are() {
+    let app = spawn_app_with(quick).await;
+    let receiver = Receiver::start().await;
+    // By the order's first unit: refuse the first, rate-limit the second,
+    // time out the third once.
+    receiver.behave(|m, attempt| {
+        let unit = m["data"]["units"][0].as_i64().unwrap_or(0);
+        match (unit, attempt) {
+            (1, _) => (422, Duration::ZERO),
+            (2, 1) => (429, Duration::ZERO),
+            (3, 1) => (408, Duration::ZERO),
+            _ => (204, Duration::ZERO),
+        }
+    });
+    let (endpoint, _) = register(&app, &receiver, Some(json!(["order.confirmed"]))).await;
+    let sale = app
+        .create_sale(json!({"total": 4, "per_user_limit": 4, "waitlist_enabled": false}))
+        .await;
+    for _ in 0..4 {
+        let rid = hold(&app, &sale, "collector", 1).await;
+        assert_eq!(app.confirm(&rid, "collector").await.status(), 201);
+    }
+    // The refused one is not retried; the others are accepted.
+    until_accepted(&receiver, 3, Duration::from_secs(30)).await;
+    let shown = deliveries(&app, &endpoint).await;
+    let by_unit = |unit: i64| {
+        let d = shown
+            .iter()
+            .find(|d| {
+                receiver.received().iter().any(|r| {
+                    r.id == d["message_id"].as_str().unwrap() && r.json["data"]["units"][0] == unit
+                })
+            })
+            .unwrap_or_else(|| panic!("no delivery of unit {unit}"));
+        (
+            d["state"].as_str().unwrap().to_owned(),
+            d["attempts"].as_array().unwrap().len(),
+        )
+    };
+    assert_eq!(by_unit(1), ("failed".into(), 1));
+    assert_eq!(by_unit(2), ("delivered".into(), 2));
+    assert_eq!(by_unit(3), ("delivered".into(), 2));
+    assert_eq!(by_unit(4), ("delivered".into(), 1));
+    check_signed_same_and_ordered(&receiver.received());
+
+    // An admin's retry sends it again now, under the same id.
+    let refused = shown
+        .iter()
+        .find(|d| d["state"] == "failed")
+        .unwrap()
+        .clone();
+    let message = refused["message_id"].as_str().unwrap();
+    receiver.behave(|_, _| (200, Duration::ZERO));
+    let resp = app
+        .http
+        .post(app.api(&format!(
+            "/admin/webhooks/{endpoint}/deliveries/{message}/retry"
+        )))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let retried = json(resp).await;
+    assert_eq!(retried["state"], "delivered");
+    assert_eq!(retried["attempts"][1]["manual"], true);
+    assert_eq!(retried["attempts"][1]["status"], 200);
+    let last = receiver.received().last().unwrap().clone();
+    assert_eq!(last.id, message);
+    assert!(last.verified);
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_the_retry_period_is_disabled_and_enabling_it_sends_the_rest() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.webhooks.retry_for = Duration::from_secs(1);
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.behave(|_, _| (503, Duration::ZERO));
+    let (endpoint, _) = register(&app, &receiver, Some(json!(["order.confirmed"]))).await;
+    let sale = app
+        .create_sale(json!({"total": 3, "per_user_limit": 1, "waitlist_enabled": false}))
+        .await;
+    assert_eq!(buy_all(&app, &sale, 3).await.len(), 3);
+    let listed = eventually(Duration::from_secs(30), || async {
+        let resp = app
+            .http
+            .get(app.api("/admin/webhooks"))
+            .bearer_auth(admin_token())
+            .send()
+            .await
+            .unwrap();
+        let list = json(resp).await;
+        (list[0]["enabled"] == false).then_some(list)
+    })
+    .await
+    .expect("the failing endpoint is disabled");
+    let reason = listed[0]["disabled_reason"].as_str().unwrap();
+    assert!(reason.contains("HTTP 503"), "{reason}");
+    assert!(listed[0].get("secret").is_none());
+    // Nothing was accepted, and nothing moves while it is disabled.
+    assert!(accepted(&receiver.received()).is_empty());
+
+    receiver.behave(|_, _| (200, Duration::ZERO));
+    let resp = app
+        .http
+        .post(app.api(&format!("/admin/webhooks/{endpoint}/enable")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["enabled"], true);
+    let got = until_accepted(&receiver, 3, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3);
+    check_signed_same_and_ordered(&receiver.received());
+}
+
+#[tokio::test]
+async fn an_instance_killed_mid_delivery_loses_nothing() {
+    let db = unique_db();
+    let receiver = Receiver::start().await;
+    let first = free_port();
+    let mut a = serve_command(first, &db)
+        .env("FLASHDROP_WEBHOOK_TIMEOUT", "1s")
+        .env("FLASHDROP_WEBHOOK_RETRY_FIRST", "100ms")
+        .spawn()
+        .unwrap();
+    wait_for_port(first, "the first instance");
+    let base = format!("http://127.0.0.1:{first}/api/v1");
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{base}/admin/webhooks"))
+        .bearer_auth(admin_token())
+        .json(&json!({"url": receiver.url(), "types": ["order.confirmed"]}))
+        .send()
+        .await
+        .unwrap();
+    let created = json(created).await;
+    receiver.set_secret(created["secret"].as_str().unwrap());
+    // Every first attempt hangs long enough for the kill to land.
+    receiver.behave(|_, attempt| match attempt {
+        1 => (200, Duration::from_millis(700)),
+        _ => (200, Duration::ZERO),
+    });
+    let sale = http
+        .post(format!("{base}/admin/sales"))
+        .bearer_auth(admin_token())
+        .json(&crate::helpers::sale_body(
+            json!({"total": 6, "per_user_limit": 1, "waitlist_enabled": false}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let sale = json(sale).await["id"].as_str().unwrap().to_owned();
+    let arrived = receiver.shared.arrived.notified();
+    for i in 0..6 {
+        let buyer = format!("b{i}");
+        let held = http
+            .post(format!("{base}/sales/{sale}/reservations"))
+            .bearer_auth(buyer_token(&buyer))
+            .json(&json!({"quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        let rid = json(held).await["reservation_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let confirmed = http
+            .post(format!("{base}/reservations/{rid}/confirm"))
+            .bearer_auth(buyer_token(&buyer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 201);
+    }
+    // Killed while its first request is out.
+    arrived.await;
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    let second = free_port();
+    let _b = serve_command(second, &db)
+        .env("FLASHDROP_WEBHOOK_TIMEOUT", "1s")
+        .env("FLASHDROP_WEBHOOK_RETRY_FIRST", "100ms")
+        .spawn()
+        .unwrap();
+    wait_for_port(second, "the second instance");
+    // The second takes the sequence over once the dead one's lease (3 s)
+    // runs out, and sends everything, the interrupted message again.
+    let got = until_accepted(&receiver, 6, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 6);
+    let received = receiver.received();
+    check_signed_same_and_ordered(&received);
+    let first_id = &received[0].id;
+    assert!(
+        received.iter().filter(|r| &r.id == first_id).count() >= 2,
+        "the interrupted message was sent again under its id"
+    );
+}
+
+#[tokio::test]
+async fn endpoints_are_checked_and_their_secret_shown_once() {
+    let app = spawn_app_with(quick).await;
+    let post = |body: Value, token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.api("/admin/webhooks"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for bad in [
+        json!({"url": "ftp://example.com/x"}),
+        json!({"url": "/relative"}),
+        json!({"url": "http://example.com", "types": []}),
+        json!({"url": "http://example.com", "types": ["order.shipped"]}),
+        json!({"url": "http://example.com", "colour": "red"}),
+    ] {
+        let resp = post(bad.clone(), admin_token()).await;
+        assert_eq!(resp.status(), 400, "{bad}");
+        assert_eq!(json(resp).await["code"], "invalid_request");
+    }
+    let resp = post(json!({"url": "http://example.com"}), buyer_token("b")).await;
+    assert_eq!(resp.status(), 403);
+    let resp = post(json!({"url": "http://example.com/hook"}), admin_token()).await;
+    assert_eq!(resp.status(), 201);
+    let created = json(resp).await;
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(created["types"].as_array().unwrap().len(), 5);
+    let listed = app
+        .http
+        .get(app.api("/admin/webhooks"))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    let listed = json(listed).await;
+    assert_eq!(listed[0]["id"], id);
+    assert!(listed[0].get("secret").is_none());
+    let retry = app
+        .http
+        .post(app.api(&format!("/admin/webhooks/{id}/deliveries/msg_none/retry")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 404);
+    let delete = |id: String| {
+        let app = &app;
+        async move {
+            app.http
+                .delete(app.api(&format!("/admin/webhooks/{id}")))
+                .bearer_auth(admin_token())
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(delete(id.to_owned()).await, 204);
+    assert_eq!(delete(id.to_owned()).await, 404);
+    let gone = app
+        .http
+        .get(app.api(&format!("/admin/webhooks/{id}/deliveries")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
+
+fn order(rid: &str, sale: &str, unit: i64) -> OrderDoc {
+    OrderDoc {
+        id: rid.to_owned(),
+        sale_id: sale.to_owned(),
+        user_id: "buyer".into(),
+        quantity: 1,
+        units: vec![unit],
+        slots: vec![1],
+        unit_price_cents: 100,
+        total_cents: 100,
+        currency: "EUR".into(),
+        created_at: bson::DateTime::now(),
+        payment_id: None,
+        cancelled: None,
+    }
+}
+
+/// A writer that stopped between staging and its cause: the message is
+/// settled from the cause. An order that landed makes it ready; one that
+/// did not is fenced off (it can never land) and its message void; a
+/// cancel whose message was voided while it was in flight brings it back
+/// under a fresh place.
+#[tokio::test]
+async fn a_message_left_staged_is_settled_from_its_cause() {
+    let app = spawn_app_with(quick).await;
+    let mongo = &app.mongo;
+    let sale = app.create_sale(json!({"total": 5})).await;
+    let landed = order(&format!("{sale}-{}", "a".repeat(24)), &sale, 1);
+    let lost = order(&format!("{sale}-{}", "b".repeat(24)), &sale, 2);
+    let messages = [
+        Message::order_confirmed(&landed),
+        Message::order_confirmed(&lost),
+    ];
+    mongo.stage_messages(&messages).await.unwrap();
+    mongo.insert_orders(&[&landed]).await;
+    for m in &messages {
+        let doc = mongo.message(&m.id).await.unwrap().unwrap();
+        assert_eq!(doc.state, MessageState::Staged);
+        mongo.settle_staged(&doc).await.unwrap();
+    }
+    let state = |id: String| async move { mongo.message(&id).await.unwrap().unwrap().state };
+    assert_eq!(state(messages[0].id.clone()).await, MessageState::Ready);
+    assert_eq!(state(messages[1].id.clone()).await, MessageState::Void);
+    // The lost order is fenced: it cannot land now.
+    let late = mongo.insert_orders(&[&lost]).await;
+    assert!(matches!(
+        late[0],
+        flashdrop::store::mongo::OrderWrite::Refused
+    ));
+
+    // A staging repeated for a written message keeps its place.
+    let before = mongo.message(&messages[0].id).await.unwrap().unwrap().seq;
+    mongo.stage_messages(&messages[..1]).await.unwrap();
+    assert_eq!(
+        mongo.message(&messages[0].id).await.unwrap().unwrap().seq,
+        before
+    );
+    // A void message whose cause lands after all comes back, later in line.
+    let mut cancelled = landed.clone();
+    cancelled.cancelled = Some(Box::new(flashdrop::store::mongo::CancelDoc {
+        at: bson::DateTime::now(),
+        reason: "r".into(),
+        by: "admin:a".into(),
+        returned: false,
+    }));
+    let cancel = [Message::order_cancelled(&cancelled)];
+    mongo.stage_messages(&cancel).await.unwrap();
+    mongo.void_messages(&cancel).await.unwrap();
+    let voided = mongo.message(&cancel[0].id).await.unwrap().unwrap();
+    mongo.ready_messages(&cancel).await.unwrap();
+    let back = mongo.message(&cancel[0].id).await.unwrap().unwrap();
+    assert_eq!(back.state, MessageState::Ready);
+    assert!(back.seq > voided.seq);
+}
