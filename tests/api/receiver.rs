@@ -24,12 +24,16 @@ use sha2::Sha256;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub id: String,
+    pub timestamp: String,
+    pub signature: String,
     pub body: String,
     pub json: Value,
     /// The signature checked out against the secret, in time.
     pub verified: bool,
     /// What the receiver answered.
     pub answered: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -92,15 +96,11 @@ async fn receive(req: &Request, body: String, shared: Data<&Arc<Shared>>) -> Res
             .to_owned()
     };
     let id = header("webhook-id");
+    let (timestamp, signature) = (header("webhook-timestamp"), header("webhook-signature"));
     let secret = shared.secret.lock().unwrap().clone();
-    let verified = verify(
-        &secret,
-        &id,
-        &header("webhook-timestamp"),
-        &body,
-        &header("webhook-signature"),
-    );
+    let verified = verify(&secret, &id, &timestamp, &body, &signature);
     let json: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let at = std::time::Instant::now();
     let attempt = {
         let mut attempts = shared.attempts.lock().unwrap();
         let n = attempts.entry(id.clone()).or_default();
@@ -113,10 +113,13 @@ async fn receive(req: &Request, body: String, shared: Data<&Arc<Shared>>) -> Res
     tokio::time::sleep(delay).await;
     shared.received.lock().unwrap().push(Received {
         id,
+        timestamp,
+        signature,
         body,
         json,
         verified,
         answered: status,
+        at,
     });
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap())

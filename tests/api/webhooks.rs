@@ -220,6 +220,27 @@ async fn every_message_arrives_signed_once_per_id_in_order_through_failures_and_
         *tries.entry(&r.id).or_default() += 1;
     }
     assert!(tries.values().all(|n| *n >= 3), "{tries:?}");
+    // The figures of the run: from a message's first attempt to its
+    // acceptance.
+    let longest = got
+        .iter()
+        .map(|g| {
+            let first = received.iter().find(|r| r.id == g.id).unwrap().at;
+            let ok = received
+                .iter()
+                .find(|r| r.id == g.id && (200..300).contains(&r.answered))
+                .unwrap()
+                .at;
+            ok - first
+        })
+        .max()
+        .unwrap();
+    eprintln!(
+        "webhook figures: {} messages, {} attempts, {} accepted, longest first-try-to-accepted {longest:?}",
+        tries.len(),
+        received.len(),
+        got.len()
+    );
     let shown = deliveries(&app, &endpoint).await;
     assert_eq!(shown.len(), 20);
     for d in &shown {
@@ -636,4 +657,47 @@ async fn a_message_left_staged_is_settled_from_its_cause() {
     let back = mongo.message(&cancel[0].id).await.unwrap().unwrap();
     assert_eq!(back.state, MessageState::Ready);
     assert!(back.seq > voided.seq);
+}
+
+/// The README's receiver snippet accepts a message as the server sent it
+/// and refuses it changed.
+#[tokio::test]
+async fn the_readme_receiver_snippet_verifies_a_real_delivery() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Webhooks out").expect("the section")..];
+    let snippet = section
+        .split("```python\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the snippet");
+    let app = spawn_app_with(quick).await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = register(&app, &receiver, None).await;
+    let sale = app.create_sale(json!({"total": 3})).await;
+    let rid = hold(&app, &sale, "reader", 1).await;
+    assert_eq!(app.confirm(&rid, "reader").await.status(), 201);
+    let got = until_accepted(&receiver, 1, Duration::from_secs(20)).await;
+    let m = &got[0];
+    let run = |body: String| {
+        let code = format!(
+            "{snippet}\nprint(verify({secret:?}, {{'webhook-id': {:?}, 'webhook-timestamp': {:?}, 'webhook-signature': {:?}}}, {body:?}.encode()))",
+            m.id, m.timestamp, m.signature
+        );
+        async move {
+            let out = tokio::process::Command::new("python3")
+                .arg("-c")
+                .arg(&code)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        }
+    };
+    assert_eq!(run(m.body.clone()).await, "True");
+    assert_eq!(run(m.body.replace("reader", "robber")).await, "False");
 }

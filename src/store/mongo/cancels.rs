@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use bson::{DateTime, doc};
 use futures_util::TryStreamExt;
 
-use super::{CancelDoc, Mongo, OrderDoc, is_duplicate_key, outbox::Message};
+use super::{CancelDoc, Mongo, OrderDoc, is_duplicate_key, messages::Message};
 use crate::{ids::SaleId, store::StoreError};
 
 /// Why and by whom an order is cancelled.

@@ -7,6 +7,7 @@
 mod cancels;
 mod events;
 mod lobby;
+mod messages;
 mod orders;
 mod outbox;
 mod payments;
@@ -16,8 +17,8 @@ mod webhooks;
 pub use cancels::CancelRequest;
 pub use events::SummaryFigures;
 pub use lobby::{DrawChunkDoc, DrawDoc, LobbyDoc, LobbyEntryDoc, LobbyRecord};
+pub use messages::{Message, MessageState, MessageType, OutboxDoc, sells_out};
 pub use orders::{Fence, OrderLookup, OrderWrite};
-pub use outbox::{Message, MessageState, MessageType, OutboxDoc, sells_out};
 pub use payments::{PaymentDoc, PaymentEventDoc, RefundDoc};
 pub use webhooks::{
     AttemptDoc, CursorDoc, DeliveryDoc, DeliveryState, DisabledDoc, EndpointDoc, cursor_id,

@@ -6,7 +6,7 @@ use bson::{DateTime, doc};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Mongo, is_duplicate_key, outbox::Message};
+use super::{Mongo, is_duplicate_key, messages::Message};
 use crate::{ids::SaleId, store::StoreError};
 
 /// A payment intent as the buyer was given it. `_id` is the payment id;

@@ -7,7 +7,7 @@ use futures_util::TryStreamExt;
 use mongodb::{IndexModel, options::ReturnDocument};
 use serde::{Deserialize, Serialize};
 
-use super::{Mongo, is_duplicate_key, outbox::MessageType};
+use super::{Mongo, is_duplicate_key, messages::MessageType};
 use crate::store::StoreError;
 
 /// Attempts kept per delivery (the newest).
