@@ -44,7 +44,8 @@ fn quick(s: &mut flashdrop::config::Settings) {
     s.webhooks.timeout = Duration::from_secs(2);
 }
 
-/// `n` buyers each buy one unit at once; the orders' ids.
+/// `n` buyers each buy one unit at once; the orders' ids. A confirm that
+/// answers 503 (a loaded machine) is repeated, as a client would.
 async fn buy_all(app: &TestApp, sale: &str, n: usize) -> Vec<String> {
     let buys = (0..n).map(|i| async move {
         let buyer = format!("buyer-{i}");
@@ -56,7 +57,14 @@ async fn buy_all(app: &TestApp, sale: &str, n: usize) -> Vec<String> {
             .as_str()
             .unwrap()
             .to_owned();
-        (app.confirm(&rid, &buyer).await.status() == 201).then_some(rid)
+        for _ in 0..5 {
+            match app.confirm(&rid, &buyer).await.status().as_u16() {
+                200 | 201 => return Some(rid),
+                503 => continue,
+                other => panic!("confirm answered {other}"),
+            }
+        }
+        None
     });
     join_all(buys).await.into_iter().flatten().collect()
 }

@@ -199,10 +199,12 @@ impl Message {
     }
 
     /// The change that sold the sale out (a `sale_closed` with nothing
-    /// left and nothing held); found again by its time.
+    /// left and nothing held). Told once per sale and count sold: closing
+    /// a sold-out sale, or selling it out again after cancels, is not a
+    /// new sell-out.
     pub fn sold_out(event: &StockEventDoc) -> Self {
         let data = serde_json::json!({"sold": event.sold});
-        let cause = event.at.timestamp_millis().to_string();
+        let cause = event.sold.to_string();
         Self::new(
             MessageType::SaleSoldOut,
             &event.sale_id,

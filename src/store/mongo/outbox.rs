@@ -21,7 +21,7 @@ use super::{
     orders::Fence,
 };
 use crate::{ids::ReservationId, store::StoreError};
-use bson::{DateTime, doc};
+use bson::doc;
 use futures_util::TryStreamExt;
 use mongodb::{
     IndexModel,
@@ -361,12 +361,12 @@ impl Mongo {
             MessageType::OrderCancelled => self.cancelled_order(&doc.cause).await?.is_some(),
             MessageType::PaymentRefundDue => self.refund(&doc.cause).await?.is_some(),
             MessageType::SaleSoldOut => {
-                let at = doc.cause.parse::<i64>().unwrap_or(-1);
+                let sold = doc.cause.parse::<i64>().unwrap_or(-1);
                 self.bounded(async {
                     Ok(self
                         .stock_events
                         .find_one(doc! {"sale_id": &doc.sale_id, "kind": "sale_closed",
-                        "at": DateTime::from_millis(at)})
+                        "sold": sold, "available": 0_i64, "held": 0_i64})
                         .await?
                         .is_some())
                 })
