@@ -210,29 +210,37 @@ impl Batcher {
                 .collect();
         }
         let writes = mongo.insert_orders(orders).await;
-        let (mut ready, mut void) = (Vec::new(), Vec::new());
+        let (mut ready, mut void, mut refused) = (Vec::new(), Vec::new(), Vec::new());
         for (write, message) in writes.iter().zip(messages) {
             match write {
                 OrderWrite::Inserted => ready.push(message),
                 OrderWrite::NotSent(_) => void.push(message),
-                // The id may be this order, written before.
-                OrderWrite::Refused => match mongo.order(&message.cause).await {
-                    Ok(Some(_)) => ready.push(message),
-                    Ok(None) => void.push(message),
-                    Err(_) => {}
-                },
+                OrderWrite::Refused => refused.push(message),
                 OrderWrite::Unknown(_) => {}
             }
         }
-        // Left staged if this fails: the deliverer settles them.
-        let settled = futures_util::future::try_join(
-            mongo.ready_messages(&ready),
-            mongo.void_messages(&void),
-        )
-        .await;
-        if let Err(e) = settled {
-            tracing::warn!(error = %e, "order messages left staged; the deliverer settles them");
-        }
+        // Off the buyer's path: the orders are durable already, and a
+        // message left staged (this fails, the process stops) is settled
+        // by the deliverer from its order.
+        let mongo = mongo.clone();
+        tokio::spawn(async move {
+            for message in refused {
+                // The id may be this order, written before.
+                match mongo.order(&message.cause).await {
+                    Ok(Some(_)) => ready.push(message),
+                    Ok(None) => void.push(message),
+                    Err(_) => {}
+                }
+            }
+            let settled = futures_util::future::try_join(
+                mongo.ready_messages(&ready),
+                mongo.void_messages(&void),
+            )
+            .await;
+            if let Err(e) = settled {
+                tracing::warn!(error = %e, "order messages left staged; the deliverer settles them");
+            }
+        });
         writes
     }
 
