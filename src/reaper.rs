@@ -176,10 +176,17 @@ async fn refresh_coverage(
     }
 }
 
-/// Posts `sale.ended` once for each sale whose window is over (the end
-/// itself is the cause: nothing to fence). `posted` spares repeats.
+/// Posts `sale.ended` once for each sale whose window is over, on the
+/// Redis clock (the end itself is the cause: nothing to fence). `posted`
+/// spares repeats.
 async fn post_ended(store: &Store, docs: &[SaleDoc], posted: &mut HashSet<(String, i64)>) {
-    let now = store.clock.now_ms();
+    let now = match store.redis.now_ms().await {
+        Ok(now) => now,
+        Err(err) => {
+            tracing::warn!(error = %err, "sale.ended messages wait");
+            return;
+        }
+    };
     let ended: Vec<Message> = docs
         .iter()
         .filter(|d| d.ends_at.timestamp_millis() <= now)

@@ -35,7 +35,7 @@ use crate::{
     store::{Mongo, Redis, Store},
     telemetry,
     waitlist::Waitlist,
-    webhooks::{Webhooks, deliverer::Deliverer},
+    webhooks::Webhooks,
 };
 
 /// Largest request body accepted; larger ones are answered 413.
@@ -60,7 +60,6 @@ struct Background {
     ended_hold_retention: Duration,
     event_claim_idle: Duration,
     drain: Duration,
-    webhooks: crate::config::WebhookSettings,
 }
 
 impl Application {
@@ -148,7 +147,6 @@ impl Application {
                 ended_hold_retention: settings.ended_hold_retention,
                 event_claim_idle: settings.event_claim_idle,
                 drain: settings.drain,
-                webhooks: settings.webhooks.clone(),
             },
             signals,
         })
@@ -214,7 +212,7 @@ impl Application {
         let pruner = tokio::spawn(prune_limits(self.limits.clone(), shutdown.clone()));
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(shutdown.clone()));
         let persister = tokio::spawn(persister.run(shutdown.clone()));
-        let deliverer = Deliverer::new(state.store.clone(), self.background.webhooks.clone());
+        let deliverer = state.webhooks.deliverer();
         let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
         let (stopping, drain) = (state.live_context.stopping.clone(), self.background.drain);

@@ -5,7 +5,7 @@ use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
 
 mod webhooks;
 
-pub use webhooks::{RETRY_CAP, WebhookSettings};
+pub use webhooks::WebhookSettings;
 
 /// A value that must never reach a log line.
 #[derive(Clone)]

@@ -26,7 +26,8 @@ use crate::{
     store::{
         Store, StoreError,
         mongo::{
-            AttemptDoc, CursorDoc, DeliveryDoc, DeliveryState, EndpointDoc, MessageState, OutboxDoc,
+            AttemptDoc, CursorDoc, DeliveryDoc, DeliveryState, EndpointDoc, MessageState,
+            MessageType, OutboxDoc,
         },
     },
 };
@@ -34,9 +35,9 @@ use crate::{
 const PASS_EVERY: Duration = Duration::from_millis(200);
 /// A message staged this long ago whose writer never made it ready is
 /// settled from its cause (far beyond a write's timeout).
-pub const SETTLE_AFTER: Duration = Duration::from_secs(10);
+const SETTLE_AFTER: Duration = Duration::from_secs(10);
 /// A place in a sequence empty this long belongs to a writer that stopped.
-pub const GAP_WAIT: Duration = Duration::from_secs(5);
+const GAP_WAIT: Duration = Duration::from_secs(5);
 /// Messages read at once.
 const BATCH: i64 = 50;
 /// Sequences worked on at once by one instance.
@@ -60,9 +61,9 @@ enum Left {
 }
 
 impl Deliverer {
-    pub fn new(store: Store, settings: WebhookSettings) -> Self {
+    pub(super) fn new(store: Store, sender: Sender, settings: WebhookSettings) -> Self {
         Self {
-            sender: Sender::new(settings.timeout),
+            sender,
             store,
             settings,
             owner: format!("{}-{}", std::process::id(), SaleId::new()),
@@ -205,17 +206,18 @@ impl Deliverer {
                         return Ok(Left::Waiting(doc.created_at));
                     }
                     MessageState::Void => cursor.done = doc.seq,
-                    MessageState::Ready
-                        if !endpoint.types.contains(&doc.kind)
-                            || doc.created_at < endpoint.created_at =>
-                    {
-                        cursor.done = doc.seq
-                    }
                     MessageState::Ready => {
+                        // Not one it takes, or from before it was added.
+                        let Some(kind) = doc.kind.filter(|k| {
+                            endpoint.types.contains(k) && doc.created_at >= endpoint.created_at
+                        }) else {
+                            cursor.done = doc.seq;
+                            continue;
+                        };
                         if shutdown.is_cancelled() {
                             return Ok(Left::Waiting(doc.created_at));
                         }
-                        if !self.deliver(endpoint, cursor, &doc).await? {
+                        if !self.deliver(endpoint, cursor, &doc, kind).await? {
                             return Ok(Left::Waiting(doc.created_at));
                         }
                         // Progress is recorded before the next send: a
@@ -246,6 +248,7 @@ impl Deliverer {
         endpoint: &EndpointDoc,
         cursor: &mut CursorDoc,
         doc: &OutboxDoc,
+        kind: MessageType,
     ) -> Result<bool, StoreError> {
         let (verdict, attempt) = self.sender.send(endpoint, doc, false).await;
         let now = self.now().await?;
@@ -255,7 +258,7 @@ impl Deliverer {
             message_id: doc.id.clone(),
             sale_id: doc.sale_id.clone(),
             seq: doc.seq,
-            kind: doc.kind,
+            kind,
             state: DeliveryState::Delivered,
             attempts: vec![],
             next_attempt_at: None,

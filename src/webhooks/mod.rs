@@ -7,7 +7,7 @@ mod sender;
 pub mod signature;
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{Enum, Object};
+use poem_openapi::Object;
 use strum::IntoEnumIterator;
 
 use crate::{
@@ -23,37 +23,6 @@ use sender::{Sender, Verdict};
 /// Most endpoints registered at once.
 pub const MAX_ENDPOINTS: usize = 20;
 
-/// The events an endpoint may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum, strum::EnumIter)]
-pub enum EventType {
-    #[oai(rename = "order.confirmed")]
-    OrderConfirmed,
-    #[oai(rename = "order.cancelled")]
-    OrderCancelled,
-    #[oai(rename = "sale.sold_out")]
-    SaleSoldOut,
-    #[oai(rename = "sale.ended")]
-    SaleEnded,
-    #[oai(rename = "payment.refund_due")]
-    PaymentRefundDue,
-}
-
-impl From<EventType> for MessageType {
-    fn from(t: EventType) -> Self {
-        match t {
-            EventType::OrderConfirmed => MessageType::OrderConfirmed,
-            EventType::OrderCancelled => MessageType::OrderCancelled,
-            EventType::SaleSoldOut => MessageType::SaleSoldOut,
-            EventType::SaleEnded => MessageType::SaleEnded,
-            EventType::PaymentRefundDue => MessageType::PaymentRefundDue,
-        }
-    }
-}
-
-fn event_type(t: MessageType) -> Option<EventType> {
-    EventType::iter().find(|e| MessageType::from(*e) == t)
-}
-
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct CreateEndpoint {
@@ -62,7 +31,7 @@ pub struct CreateEndpoint {
     pub url: String,
     /// The events sent to it; all of them when left out.
     #[oai(validator(max_items = 5, unique_items = true))]
-    pub types: Option<Vec<EventType>>,
+    pub types: Option<Vec<MessageType>>,
     /// A note for operators, at most 200 characters.
     #[oai(validator(max_length = 200))]
     pub description: Option<String>,
@@ -72,7 +41,7 @@ pub struct CreateEndpoint {
 pub struct EndpointView {
     pub id: String,
     pub url: String,
-    pub types: Vec<EventType>,
+    pub types: Vec<MessageType>,
     #[oai(skip_serializing_if_is_none)]
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -87,7 +56,7 @@ pub struct EndpointView {
 impl From<EndpointDoc> for EndpointView {
     fn from(d: EndpointDoc) -> Self {
         Self {
-            types: d.types.iter().filter_map(|t| event_type(*t)).collect(),
+            types: d.types,
             enabled: d.disabled.is_none(),
             disabled_at: d.disabled.as_ref().map(|x| x.at.to_chrono()),
             disabled_reason: d.disabled.map(|x| x.reason),
@@ -142,7 +111,7 @@ pub struct DeliveryView {
     /// The message's place in its sale's sequence (`data.sequence`).
     pub sequence: i64,
     #[oai(rename = "type")]
-    pub kind: Option<EventType>,
+    pub kind: MessageType,
     /// `pending` (to be tried again), `delivered`, or `failed` (refused).
     pub state: DeliveryState,
     #[oai(skip_serializing_if_is_none)]
@@ -157,7 +126,7 @@ impl From<DeliveryDoc> for DeliveryView {
             message_id: d.message_id,
             sale_id: d.sale_id,
             sequence: d.seq,
-            kind: event_type(d.kind),
+            kind: d.kind,
             state: d.state,
             next_attempt_at: d.next_attempt_at.map(|t| t.to_chrono()),
             attempts: d.attempts.into_iter().map(Into::into).collect(),
@@ -169,6 +138,7 @@ impl From<DeliveryDoc> for DeliveryView {
 pub struct Webhooks {
     store: Store,
     sender: Sender,
+    settings: WebhookSettings,
 }
 
 impl Webhooks {
@@ -176,7 +146,17 @@ impl Webhooks {
         Self {
             store,
             sender: Sender::new(settings.timeout),
+            settings: settings.clone(),
         }
+    }
+
+    /// The background loop that sends the outbox, with the same client.
+    pub fn deliverer(&self) -> deliverer::Deliverer {
+        deliverer::Deliverer::new(
+            self.store.clone(),
+            self.sender.clone(),
+            self.settings.clone(),
+        )
     }
 
     pub async fn create(&self, spec: CreateEndpoint) -> Result<CreatedEndpoint, ApiError> {
@@ -195,12 +175,12 @@ impl Webhooks {
                 return Err(ApiError::invalid("types must name at least one event"));
             }
             Some(t) => t,
-            None => EventType::iter().collect(),
+            None => MessageType::iter().collect(),
         };
         let doc = EndpointDoc {
             id: format!("ep_{}", bson::oid::ObjectId::new().to_hex()),
             url: url.to_string(),
-            types: types.into_iter().map(Into::into).collect(),
+            types,
             secret: signature::new_secret(),
             description: spec.description,
             created_at: crate::clock::LocalClock::default().now_bson(),
@@ -288,7 +268,7 @@ impl Webhooks {
         Ok(mongo
             .delivery(&delivery_id)
             .await?
-            .map_or(delivery, |d| d)
+            .unwrap_or(delivery)
             .into())
     }
 }

@@ -712,3 +712,31 @@ pub async fn leave(app: &TestApp, sale: &str, buyer: &str) -> reqwest::Response 
         .await
         .unwrap()
 }
+
+/// The first `n` Python blocks of a README section (from its heading on).
+pub fn readme_python(heading: &str, n: usize) -> Vec<&'static str> {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find(heading).expect("the section")..];
+    section
+        .split("```python\n")
+        .skip(1)
+        .take(n)
+        .map(|b| b.split("```").next().unwrap())
+        .collect()
+}
+
+/// Runs Python code; expects it to succeed and returns what it printed.
+pub async fn python(code: &str) -> String {
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     PAYMENT_SECRET, TestApp, admin_token, buyer_token, eventually, free_port, hold, join, json,
-    sale_body, serve_command, servers, spawn_app, unique_db, wait_for_port, waitlist_me,
+    python, readme_python, sale_body, serve_command, servers, spawn_app, unique_db, wait_for_port,
+    waitlist_me,
 };
 use flashdrop::payments::signature::sign;
 
@@ -635,30 +636,9 @@ async fn scripts_pay_plays_the_provider() {
 /// refuses a changed body or an old time.
 #[tokio::test]
 async fn the_readme_signing_and_verifying_snippets_agree_with_the_server() {
-    let readme = include_str!("../../README.md");
-    let section = &readme[readme.find("## Payments").expect("the section")..];
-    let blocks: Vec<&str> = section
-        .split("```python\n")
-        .skip(1)
-        .take(2)
-        .map(|b| b.split("```").next().unwrap())
-        .collect();
-    let python = |code: String| async move {
-        let out = tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(&code)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let blocks = readme_python("## Payments", 2);
     // Signing: the header it makes is one the server accepts for the body.
-    let signed = python(format!(
+    let signed = python(&format!(
         "secret = {PAYMENT_SECRET:?}\n{}\nprint(headers['Flashdrop-Signature']); print(body.decode())",
         blocks[0]
     ))
@@ -685,12 +665,12 @@ async fn the_readme_signing_and_verifying_snippets_agree_with_the_server() {
         )
     };
     let text = std::str::from_utf8(body).unwrap();
-    assert_eq!(python(check(text, now)).await.trim(), "True");
+    assert_eq!(python(&check(text, now)).await.trim(), "True");
     assert_eq!(
-        python(check(r#"{"event_id":"f"}"#, now)).await.trim(),
+        python(&check(r#"{"event_id":"f"}"#, now)).await.trim(),
         "False"
     );
-    assert_eq!(python(check(text, now + 301)).await.trim(), "False");
+    assert_eq!(python(&check(text, now + 301)).await.trim(), "False");
 }
 
 /// A hold that outlives its sale's end may still be paid for, but its

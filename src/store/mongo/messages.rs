@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::{OrderDoc, RefundDoc, SaleDoc, StockEventDoc};
 
-/// What a message tells.
+/// What a message tells; the event types an endpoint takes.
 #[derive(
     Debug,
     Clone,
@@ -17,30 +17,31 @@ use super::{OrderDoc, RefundDoc, SaleDoc, StockEventDoc};
     Hash,
     Serialize,
     Deserialize,
+    poem_openapi::Enum,
     strum::IntoStaticStr,
-    strum::EnumString,
     strum::EnumIter,
 )]
 pub enum MessageType {
     #[serde(rename = "order.confirmed")]
     #[strum(serialize = "order.confirmed")]
+    #[oai(rename = "order.confirmed")]
     OrderConfirmed,
     #[serde(rename = "order.cancelled")]
     #[strum(serialize = "order.cancelled")]
+    #[oai(rename = "order.cancelled")]
     OrderCancelled,
     #[serde(rename = "sale.sold_out")]
     #[strum(serialize = "sale.sold_out")]
+    #[oai(rename = "sale.sold_out")]
     SaleSoldOut,
     #[serde(rename = "sale.ended")]
     #[strum(serialize = "sale.ended")]
+    #[oai(rename = "sale.ended")]
     SaleEnded,
     #[serde(rename = "payment.refund_due")]
     #[strum(serialize = "payment.refund_due")]
+    #[oai(rename = "payment.refund_due")]
     PaymentRefundDue,
-    /// A tombstone closing a place nobody used; never sent.
-    #[serde(rename = "gap")]
-    #[strum(serialize = "gap")]
-    Gap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,8 +64,9 @@ pub struct OutboxDoc {
     pub sale_id: String,
     /// Its place in the sale's sequence: sent in this order.
     pub seq: i64,
+    /// None for a tombstone closing a place nobody used (never sent).
     #[serde(rename = "type")]
-    pub kind: MessageType,
+    pub kind: Option<MessageType>,
     pub state: MessageState,
     /// What the cause is found by: an order id, a payment id, a time.
     pub cause: String,
@@ -83,7 +85,7 @@ impl OutboxDoc {
             serde_json::from_str(&self.data).unwrap_or_default();
         data.insert("sale_id".into(), self.sale_id.clone().into());
         data.insert("sequence".into(), self.seq.into());
-        let kind: &'static str = self.kind.into();
+        let kind: &'static str = self.kind.map_or("gap", Into::into);
         serde_json::json!({
             "type": kind,
             "timestamp": self.at.to_chrono().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -226,7 +228,7 @@ impl Message {
             id: self.id.clone(),
             sale_id: self.sale_id.clone(),
             seq,
-            kind: self.kind,
+            kind: Some(self.kind),
             state,
             cause: self.cause.clone(),
             data: self.data.to_string(),

@@ -306,7 +306,7 @@ impl Mongo {
             id: format!("gap:{sale}:{seq}"),
             sale_id: sale.to_owned(),
             seq,
-            kind: MessageType::Gap,
+            kind: None,
             state: MessageState::Void,
             cause: String::new(),
             data: "{}".into(),
@@ -346,7 +346,10 @@ impl Mongo {
         .await?;
         // A cause that landed between the look and the void (its writer
         // stopped before making it ready) brings its message back.
-        if !caused && doc.kind != MessageType::OrderConfirmed && self.cause_is_durable(doc).await? {
+        if !caused
+            && doc.kind != Some(MessageType::OrderConfirmed)
+            && self.cause_is_durable(doc).await?
+        {
             self.revive(&doc.id, &doc.sale_id, MessageState::Ready)
                 .await?;
         }
@@ -356,7 +359,10 @@ impl Mongo {
     }
 
     async fn cause_is_durable(&self, doc: &OutboxDoc) -> Result<bool, StoreError> {
-        Ok(match doc.kind {
+        let Some(kind) = doc.kind else {
+            return Ok(false);
+        };
+        Ok(match kind {
             MessageType::OrderConfirmed => self.order_is_durable(&doc.cause).await?,
             MessageType::OrderCancelled => self.cancelled_order(&doc.cause).await?.is_some(),
             MessageType::PaymentRefundDue => self.refund(&doc.cause).await?.is_some(),
@@ -373,7 +379,6 @@ impl Mongo {
                 .await?
             }
             MessageType::SaleEnded => true,
-            MessageType::Gap => false,
         })
     }
 

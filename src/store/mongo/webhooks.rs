@@ -11,7 +11,7 @@ use super::{Mongo, is_duplicate_key, messages::MessageType};
 use crate::store::StoreError;
 
 /// Attempts kept per delivery (the newest).
-pub const ATTEMPTS_KEPT: i64 = 30;
+const ATTEMPTS_KEPT: i64 = 30;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndpointDoc {
