@@ -422,6 +422,9 @@ async fn an_endpoint_failing_for_the_retry_period_is_disabled_and_enabling_it_se
     assert!(listed[0].get("secret").is_none());
     // Nothing was accepted, and nothing moves while it is disabled.
     assert!(accepted(&receiver.received()).is_empty());
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("flashdrop_webhook_endpoints_disabled_total"));
 
     receiver.behave(|_, _| (200, Duration::ZERO));
     let resp = admin_post(&app, &format!("/admin/webhooks/{endpoint}/enable"), None).await;
@@ -575,6 +578,14 @@ async fn endpoints_are_checked_and_their_secret_shown_once() {
     assert_eq!(delete(id.to_owned()).await, 404);
     let gone = admin_get(&app, &format!("/admin/webhooks/{id}/deliveries")).await;
     assert_eq!(gone.status(), 404);
+    // At most 20 endpoints.
+    for i in 0..20 {
+        let url = format!("http://example.com/hook/{i}");
+        assert_eq!(post(json!({"url": url}), admin_token()).await.status(), 201);
+    }
+    let resp = post(json!({"url": "http://example.com/21"}), admin_token()).await;
+    assert_eq!(resp.status(), 409);
+    assert_eq!(json(resp).await["code"], "limit_exceeded");
 }
 
 fn order(rid: &str, sale: &str, unit: i64) -> OrderDoc {
@@ -674,4 +685,32 @@ async fn the_readme_receiver_snippet_verifies_a_real_delivery() {
     };
     assert_eq!(run(m.body.clone()).await, "True");
     assert_eq!(run(m.body.replace("reader", "robber")).await, "False");
+}
+
+/// The first messages of a sale, staged by many writers at once, each get
+/// a place: the sale's sequence is created by whichever comes first.
+#[tokio::test]
+async fn writers_racing_for_a_new_sales_first_places_all_get_one() {
+    let app = spawn_app_with(quick).await;
+    let mongo = &app.mongo;
+    let sale = app.create_sale(json!({"total": 50})).await;
+    let orders: Vec<OrderDoc> = (0..16)
+        .map(|i| order(&format!("{sale}-{i:024x}"), &sale, i + 1))
+        .collect();
+    let staged = futures_util::future::join_all(
+        orders
+            .iter()
+            .map(|o| async move { mongo.stage_messages(&[Message::order_confirmed(o)]).await }),
+    )
+    .await;
+    for result in &staged {
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let mut seqs = Vec::new();
+    for o in &orders {
+        let id = Message::order_confirmed(o).id;
+        seqs.push(mongo.message(&id).await.unwrap().unwrap().seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, (1..=16).collect::<Vec<i64>>());
 }

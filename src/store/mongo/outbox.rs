@@ -195,21 +195,35 @@ impl Mongo {
     }
 
     /// Hands out `n` places of the sale's sequence; returns the last.
+    /// The first writers of a sale race to create its sequence: the
+    /// losers' upsert is refused as a duplicate (or, on some servers,
+    /// answers nothing) and is made again on the sequence the winner made.
     async fn take_places(&self, sale: &str, n: i64) -> Result<i64, StoreError> {
         self.bounded(async {
-            let d = self
-                .outbox_seqs
-                .find_one_and_update(
-                    doc! {"_id": sale},
-                    doc! {"$inc": {"seq": n}, "$set": {"at": crate::clock::LocalClock::default().now_bson()}},
-                )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no outbox sequence for sale {sale}"))?;
-            Ok(d.get_i64("seq")
-                .or_else(|_| d.get_i32("seq").map(i64::from))
-                .unwrap_or(0))
+            for _ in 0..3 {
+                let taken = self
+                    .outbox_seqs
+                    .find_one_and_update(
+                        doc! {"_id": sale},
+                        doc! {"$inc": {"seq": n},
+                        "$set": {"at": crate::clock::LocalClock::default().now_bson()}},
+                    )
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .await;
+                match taken {
+                    Ok(Some(d)) => {
+                        return Ok(d
+                            .get_i64("seq")
+                            .or_else(|_| d.get_i32("seq").map(i64::from))
+                            .unwrap_or(0));
+                    }
+                    Ok(None) => {}
+                    Err(e) if is_duplicate_key(&e) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(anyhow::anyhow!("no outbox sequence for sale {sale}").into())
         })
         .await
     }
