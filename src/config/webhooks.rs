@@ -82,3 +82,41 @@ impl WebhookSettings {
         self.timeout * 3
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default waits and the number of attempts the README gives: 5 s
+    /// growing fourfold to a 6 h cap, about ten attempts within 24 h.
+    #[test]
+    fn the_default_schedule_is_the_one_the_readme_gives() {
+        let s = WebhookSettings::default();
+        let waits: Vec<u64> = (1..=9).map(|n| s.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 20, 80, 320, 1280, 5120, 20480, 21600, 21600]);
+        // Attempts made before the next wait would pass the retry period
+        // (jitter left out).
+        let (mut attempts, mut elapsed) = (1, Duration::ZERO);
+        while elapsed + s.backoff(attempts) <= s.retry_for {
+            elapsed += s.backoff(attempts);
+            attempts += 1;
+        }
+        assert_eq!(attempts, 10);
+    }
+
+    #[test]
+    fn durations_are_read_and_bounded() {
+        let vars = |k: &str| match k {
+            "FLASHDROP_WEBHOOK_RETRY_FIRST" => Some("250ms".to_owned()),
+            "FLASHDROP_WEBHOOK_TIMEOUT" => Some("2s".to_owned()),
+            _ => None,
+        };
+        let s = WebhookSettings::from_lookup(&vars).unwrap();
+        assert_eq!(s.retry_first, Duration::from_millis(250));
+        assert_eq!(s.lease(), Duration::from_secs(6));
+        assert_eq!(s.retry_for, Duration::from_secs(24 * 3600));
+        let too_long = |k: &str| (k == "FLASHDROP_WEBHOOK_TIMEOUT").then(|| "2m".to_owned());
+        let err = WebhookSettings::from_lookup(&too_long).unwrap_err();
+        assert_eq!(err.var, "FLASHDROP_WEBHOOK_TIMEOUT");
+    }
+}
