@@ -195,12 +195,12 @@ impl Mongo {
     }
 
     /// Hands out `n` places of the sale's sequence; returns the last.
-    /// The first writers of a sale race to create its sequence: the
-    /// losers' upsert is refused as a duplicate (or, on some servers,
-    /// answers nothing) and is made again on the sequence the winner made.
+    /// A sale's sequence is created (at 0) by the first writer that finds
+    /// none; writers racing to create it all go on with the one that won.
+    /// No upsert: one whose answer was lost would leave a place unused.
     async fn take_places(&self, sale: &str, n: i64) -> Result<i64, StoreError> {
         self.bounded(async {
-            for _ in 0..3 {
+            for _ in 0..2 {
                 let taken = self
                     .outbox_seqs
                     .find_one_and_update(
@@ -208,19 +208,19 @@ impl Mongo {
                         doc! {"$inc": {"seq": n},
                         "$set": {"at": crate::clock::LocalClock::default().now_bson()}},
                     )
-                    .upsert(true)
                     .return_document(ReturnDocument::After)
-                    .await;
-                match taken {
-                    Ok(Some(d)) => {
-                        return Ok(d
-                            .get_i64("seq")
-                            .or_else(|_| d.get_i32("seq").map(i64::from))
-                            .unwrap_or(0));
-                    }
-                    Ok(None) => {}
-                    Err(e) if is_duplicate_key(&e) => {}
-                    Err(e) => return Err(e.into()),
+                    .await?;
+                if let Some(d) = taken {
+                    return Ok(d
+                        .get_i64("seq")
+                        .or_else(|_| d.get_i32("seq").map(i64::from))
+                        .unwrap_or(0));
+                }
+                let start = doc! {"_id": sale, "seq": 0_i64};
+                if let Err(e) = self.outbox_seqs.insert_one(start).await
+                    && !is_duplicate_key(&e)
+                {
+                    return Err(e.into());
                 }
             }
             Err(anyhow::anyhow!("no outbox sequence for sale {sale}").into())
