@@ -89,16 +89,15 @@ impl Deliverer {
         self.gaps
             .lock()
             .retain(|_, seen| seen.elapsed() < Duration::from_secs(600));
-        let endpoints: Vec<EndpointDoc> = mongo
-            .endpoints()
-            .await?
-            .into_iter()
-            .filter(|e| e.disabled.is_none())
-            .collect();
+        let endpoints = mongo.endpoints().await?;
         if endpoints.is_empty() {
             metrics::gauge!("flashdrop_webhook_oldest_undelivered_seconds").set(0.0);
             return Ok(());
         }
+        let endpoints: Vec<EndpointDoc> = endpoints
+            .into_iter()
+            .filter(|e| e.disabled.is_none())
+            .collect();
         let heads = mongo.outbox_heads().await?;
         let cursors: HashMap<String, CursorDoc> = mongo
             .cursors()
@@ -136,9 +135,13 @@ impl Deliverer {
             .buffer_unordered(AT_ONCE)
             .collect()
             .await;
+        // Sequences waiting for their next retry, or for their endpoint to
+        // be enabled, count from when their message began to fail.
+        let failing = cursors.values().filter_map(|c| c.failing_since);
         let oldest = waits
             .into_iter()
             .flatten()
+            .chain(failing)
             .map(|at| (now.timestamp_millis() - at.timestamp_millis()).max(0) as f64 / 1000.0)
             .fold(0.0, f64::max);
         metrics::gauge!("flashdrop_webhook_oldest_undelivered_seconds").set(oldest);
