@@ -207,9 +207,10 @@ impl Mongo {
         .await
     }
 
-    /// Claims an endpoint's cursor in a sale for `lease` (creating it at
-    /// the start of the sequence), unless another instance holds it or it
-    /// is not due.
+    /// Claims an endpoint's cursor in a sale for `lease`, unless another
+    /// instance holds it or it is not due. One not there yet is made at
+    /// the start of the sequence by a plain insert (no upsert: one whose
+    /// answer was lost would hold the cursor for a lease unseen).
     pub async fn claim_cursor(
         &self,
         endpoint: &str,
@@ -218,27 +219,40 @@ impl Mongo {
         lease: std::time::Duration,
         now: DateTime,
     ) -> Result<Option<CursorDoc>, StoreError> {
+        let id = cursor_id(endpoint, sale);
         let until = DateTime::from_millis(now.timestamp_millis() + lease.as_millis() as i64);
         self.bounded(async {
-            match self
-                .webhook_cursors
-                .find_one_and_update(
-                    doc! {"_id": cursor_id(endpoint, sale), "until": {"$lte": now},
-                    "next_at": {"$lte": now}},
-                    doc! {"$set": {"owner": owner, "until": until},
-                    "$setOnInsert": {"endpoint_id": endpoint, "sale_id": sale,
-                        "done": 0_i64, "attempts": 0_i64, "failing_since": null,
-                        "next_at": now}},
-                )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .await
-            {
-                Ok(found) => Ok(found),
-                // It exists, and is held or not due.
-                Err(e) if is_duplicate_key(&e) => Ok(None),
-                Err(e) => Err(e.into()),
+            for _ in 0..2 {
+                let claimed = self
+                    .webhook_cursors
+                    .find_one_and_update(
+                        doc! {"_id": &id, "until": {"$lte": now}, "next_at": {"$lte": now}},
+                        doc! {"$set": {"owner": owner, "until": until}},
+                    )
+                    .return_document(ReturnDocument::After)
+                    .await?;
+                if claimed.is_some() {
+                    return Ok(claimed);
+                }
+                let start = CursorDoc {
+                    id: id.clone(),
+                    endpoint_id: endpoint.to_owned(),
+                    sale_id: sale.to_owned(),
+                    done: 0,
+                    attempts: 0,
+                    failing_since: None,
+                    next_at: now,
+                    owner: None,
+                    until: now,
+                };
+                match self.webhook_cursors.insert_one(&start).await {
+                    Ok(_) => {}
+                    // It exists, and is held or not due.
+                    Err(e) if is_duplicate_key(&e) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
             }
+            Ok(None)
         })
         .await
     }
