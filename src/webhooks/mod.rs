@@ -26,11 +26,16 @@ pub const MAX_ENDPOINTS: usize = 20;
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct CreateEndpoint {
-    /// Where messages are POSTed: an absolute `http://` or `https://` URL.
-    #[oai(validator(min_length = 1, max_length = 2048))]
+    /// Where messages are POSTed: an absolute `http://` or `https://` URL
+    /// with a host.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    ))]
     pub url: String,
     /// The events sent to it; all of them when left out.
-    #[oai(validator(max_items = 5, unique_items = true))]
+    #[oai(validator(min_items = 1, max_items = 5, unique_items = true))]
     pub types: Option<Vec<MessageType>>,
     /// A note for operators, at most 200 characters.
     #[oai(validator(max_length = 200))]
@@ -170,13 +175,8 @@ impl Webhooks {
                 format!("at most {MAX_ENDPOINTS} webhook endpoints: delete one first"),
             ));
         }
-        let types = match spec.types {
-            Some(t) if t.is_empty() => {
-                return Err(ApiError::invalid("types must name at least one event"));
-            }
-            Some(t) => t,
-            None => MessageType::iter().collect(),
-        };
+        // At least one, says the document's validator.
+        let types = spec.types.unwrap_or_else(|| MessageType::iter().collect());
         let doc = EndpointDoc {
             id: format!("ep_{}", bson::oid::ObjectId::new().to_hex()),
             url: url.to_string(),
