@@ -243,29 +243,25 @@ local function fd_publish(target, message)
 end
 
 -- Bump the sale's seq and announce the change with the counts after it
--- (`s`, kept current by fd_update): appended to the sale's event stream
--- (trimmed by the persister once the change is durable in MongoDB) and
--- published for the live feed.
+-- (`s`, kept current by fd_update): one JSON document, encoded once,
+-- appended to the sale's event stream as its one field `e` (trimmed by
+-- the persister once the change is durable in MongoDB) and published for
+-- the live feed.
 -- extra: optional kind-specific fields (rid, user, qty, ...).
 local function fd_emit(s, kind, now, extra)
   local seq = redis.call('HINCRBY', K.sale, 'seq', 1)
-  local waiting = fd_waiting(s)
   local ev = {
     seq = seq, kind = kind, ts = now, available = s.available, held = s.held,
     sold = s.sold, total = s.total, status = fd_status(s, now),
-    waitlist_length = waiting, epoch = s.epoch,
+    waitlist_length = fd_waiting(s), epoch = s.epoch,
   }
-  local fields = {'seq', seq, 'kind', kind, 'ts', now, 'available', s.available,
-    'held', s.held, 'sold', s.sold, 'waitlist_length', waiting}
   if extra then
-    for k, v in pairs(extra) do
-      ev[k] = v
-      fields[#fields + 1] = k
-      fields[#fields + 1] = v
-    end
+    for k, v in pairs(extra) do ev[k] = v end
   end
-  redis.call('XADD', K.events, '*', unpack(fields))
-  fd_publish(ARGV[1], ev)
+  local json = cjson.encode(ev)
+  redis.call('XADD', K.events, '*', 'e', json)
+  local publish, channel = string.match(ARGV[1], '^(%u+) (.+)$')
+  redis.call(publish, channel, json)
   return seq
 end
 

@@ -166,22 +166,105 @@ pub fn field_i64(entry: &StreamId, name: &str) -> Option<i64> {
     field_str(entry, name)?.parse().ok()
 }
 
-/// The stream entry `fd_emit` in `lua/prelude.lua` wrote, as a document.
+/// A change as `fd_emit` in `lua/prelude.lua` encodes it, the fields the
+/// log keeps.
+#[derive(serde::Deserialize)]
+struct Emitted {
+    seq: i64,
+    kind: String,
+    ts: i64,
+    #[serde(default)]
+    available: i64,
+    #[serde(default)]
+    held: i64,
+    #[serde(default)]
+    sold: i64,
+    qty: Option<i64>,
+    user: Option<String>,
+    rid: Option<String>,
+    ticket: Option<i64>,
+}
+
+/// The stream entry `fd_emit` in `lua/prelude.lua` wrote, as a document:
+/// one JSON field `e`, or (entries an older version wrote before an
+/// upgrade) one stream field per change field.
 fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
-    let ts = field_i64(e, "ts")?;
+    let emitted = match e.map.get("e") {
+        Some(Value::BulkString(json)) => serde_json::from_slice(json).ok()?,
+        _ => Emitted {
+            seq: field_i64(e, "seq")?,
+            kind: field_str(e, "kind")?,
+            ts: field_i64(e, "ts")?,
+            available: field_i64(e, "available").unwrap_or(0),
+            held: field_i64(e, "held").unwrap_or(0),
+            sold: field_i64(e, "sold").unwrap_or(0),
+            qty: field_i64(e, "qty"),
+            user: field_str(e, "user"),
+            rid: field_str(e, "rid"),
+            ticket: field_i64(e, "ticket"),
+        },
+    };
+    let Emitted { seq, kind, ts, .. } = emitted;
     Some(StockEventDoc {
         sale_id: sale.to_string(),
-        seq: field_i64(e, "seq")?,
-        kind: field_str(e, "kind")?,
-        quantity: field_i64(e, "qty"),
-        buyer: field_str(e, "user"),
-        reservation_id: field_str(e, "rid"),
-        ticket: field_i64(e, "ticket"),
+        seq,
+        kind,
+        quantity: emitted.qty,
+        buyer: emitted.user,
+        reservation_id: emitted.rid,
+        ticket: emitted.ticket,
         restamped_from: None,
-        available: field_i64(e, "available").unwrap_or(0),
-        held: field_i64(e, "held").unwrap_or(0),
-        sold: field_i64(e, "sold").unwrap_or(0),
+        available: emitted.available,
+        held: emitted.held,
+        sold: emitted.sold,
         at: bson::DateTime::from_millis(ts),
         second: ts.div_euclid(1000),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: "1-0".into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::BulkString(v.as_bytes().to_vec())))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_change_reads_the_same_from_one_json_field_and_from_an_older_versions_fields() {
+        let sale = SaleId::new();
+        let json = entry(&[(
+            "e",
+            r#"{"seq":7,"kind":"reserved","ts":1700000000123,"available":93,"held":7,"sold":0,"total":100,"status":"active","waitlist_length":0,"epoch":"x","rid":"r1","user":"ann","qty":2}"#,
+        )]);
+        let fields = entry(&[
+            ("seq", "7"),
+            ("kind", "reserved"),
+            ("ts", "1700000000123"),
+            ("available", "93"),
+            ("held", "7"),
+            ("sold", "0"),
+            ("waitlist_length", "0"),
+            ("rid", "r1"),
+            ("user", "ann"),
+            ("qty", "2"),
+        ]);
+        let (a, b) = (
+            event_of(&sale, &json).unwrap(),
+            event_of(&sale, &fields).unwrap(),
+        );
+        assert_eq!(
+            bson::to_document(&a).unwrap(),
+            bson::to_document(&b).unwrap()
+        );
+        assert_eq!((a.seq, a.quantity, a.second), (7, Some(2), 1_700_000_000));
+        assert!(event_of(&sale, &entry(&[("e", "not json")])).is_none());
+    }
 }
