@@ -212,6 +212,13 @@ impl Application {
         let pruner = tokio::spawn(prune_limits(self.limits.clone(), shutdown.clone()));
         let upkeep = tokio::spawn(telemetry::metrics_upkeep(shutdown.clone()));
         let persister = tokio::spawn(persister.run(shutdown.clone()));
+        let interest = tokio::spawn(
+            state
+                .store
+                .mongo
+                .clone()
+                .keep_outbox_interest(shutdown.clone()),
+        );
         let deliverer = state.webhooks.deliverer();
         let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
         tracing::info!(port = self.port, "flashdrop listening");
@@ -237,6 +244,7 @@ impl Application {
         let _ = upkeep.await;
         let _ = persister.await;
         let _ = deliverer.await;
+        let _ = interest.await;
         tracing::info!("flashdrop stopped");
         result
     }

@@ -187,6 +187,9 @@ impl Webhooks {
             disabled: None,
         };
         self.store.mongo.insert_endpoint(&doc).await?;
+        // Answered once every instance writes the endpoint's types: each
+        // message whose cause comes after this answer reaches it.
+        tokio::time::sleep(crate::store::mongo::INTEREST_SETTLE).await;
         tracing::info!(endpoint = %doc.id, url = %doc.url, "webhook endpoint registered");
         let secret = doc.secret.clone();
         Ok(CreatedEndpoint {

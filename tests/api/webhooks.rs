@@ -60,8 +60,13 @@ fn quick(s: &mut flashdrop::config::Settings) {
 /// `n` buyers each buy one unit at once; the orders' ids. A confirm that
 /// answers 503 (a loaded machine) is repeated, as a client would.
 async fn buy_all(app: &TestApp, sale: &str, n: usize) -> Vec<String> {
+    buy_as(app, sale, "buyer", n).await
+}
+
+/// As [`buy_all`], with buyers named `<prefix>-<i>`.
+async fn buy_as(app: &TestApp, sale: &str, prefix: &str, n: usize) -> Vec<String> {
     let buys = (0..n).map(|i| async move {
-        let buyer = format!("buyer-{i}");
+        let buyer = format!("{prefix}-{i}");
         let resp = app.reserve(sale, &buyer, 1).await;
         if resp.status() != 201 {
             return None;
@@ -285,6 +290,51 @@ async fn every_message_arrives_signed_once_per_id_in_order_through_failures_and_
         .await
         .unwrap();
     assert_eq!(staged, 0);
+}
+
+/// The sale's messages of one type in the app's outbox.
+async fn outbox_count(app: &TestApp, sale: &str, kind: &str) -> u64 {
+    let client = mongodb::Client::with_uri_str(crate::helpers::servers().mongo_uri.as_str())
+        .await
+        .unwrap();
+    client
+        .database(&app.mongo.database_name())
+        .collection::<bson::Document>("outbox")
+        .count_documents(bson::doc! {"sale_id": sale, "type": kind})
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_message_no_endpoint_wants_is_not_written_and_an_added_endpoint_hears_every_later_one() {
+    let app = spawn_app_with(quick).await;
+    let ended_only = Receiver::start().await;
+    register(&app, &ended_only, Some(json!(["sale.ended"]))).await;
+    let sale = app
+        .create_sale(json!({"total": 20, "per_user_limit": 1, "waitlist_enabled": false}))
+        .await;
+    let unheard = buy_as(&app, &sale, "early", 6).await;
+    assert_eq!(unheard.len(), 6);
+    // The orders are durable; their messages were never written.
+    assert_eq!(app.orders(&sale).await.len(), 6);
+    assert_eq!(outbox_count(&app, &sale, "order.confirmed").await, 0);
+
+    // Once the endpoint's creation is answered, every later order reaches it.
+    let receiver = Receiver::start().await;
+    register(&app, &receiver, Some(json!(["order.confirmed"]))).await;
+    let heard = buy_as(&app, &sale, "late", 8).await;
+    assert_eq!(heard.len(), 8);
+    let got = until_accepted(&receiver, 8, Duration::from_secs(30)).await;
+    check_signed_same_and_ordered(&receiver.received());
+    let mut told: Vec<&str> = got
+        .iter()
+        .map(|r| r.json["data"]["order_id"].as_str().unwrap())
+        .collect();
+    told.sort();
+    let mut expected: Vec<&str> = heard.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(told, expected);
+    assert_eq!(outbox_count(&app, &sale, "order.confirmed").await, 8);
 }
 
 #[tokio::test]

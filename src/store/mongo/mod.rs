@@ -6,6 +6,7 @@
 
 mod cancels;
 mod events;
+mod interest;
 mod lobby;
 mod messages;
 mod orders;
@@ -16,6 +17,7 @@ mod webhooks;
 
 pub use cancels::CancelRequest;
 pub use events::SummaryFigures;
+pub use interest::INTEREST_SETTLE;
 pub use lobby::{DrawChunkDoc, DrawDoc, LobbyDoc, LobbyEntryDoc, LobbyRecord};
 pub use messages::{Message, MessageState, MessageType, OutboxDoc, sells_out};
 pub use orders::{Fence, OrderLookup, OrderWrite};
@@ -169,6 +171,8 @@ pub struct Mongo {
     webhook_endpoints: Collection<EndpointDoc>,
     webhook_cursors: Collection<CursorDoc>,
     webhook_deliveries: Collection<DeliveryDoc>,
+    /// Which message types some endpoint wants (`interest.rs`).
+    interest: std::sync::Arc<interest::OutboxInterest>,
     /// How long one operation may take before its caller gives up.
     timeout: Duration,
 }
@@ -227,6 +231,7 @@ impl Mongo {
             webhook_endpoints: db.collection_with_options("webhook_endpoints", durable.clone()),
             webhook_cursors: db.collection_with_options("webhook_cursors", durable.clone()),
             webhook_deliveries: db.collection("webhook_deliveries"),
+            interest: Default::default(),
             sales: db.collection("sales"),
             orders: db.collection_with_options("orders", durable.clone()),
             orders_raw: db.collection_with_options("orders", durable.clone()),

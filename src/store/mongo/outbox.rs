@@ -48,18 +48,22 @@ impl Mongo {
 
     /// Stages messages before their causes are written. A message already
     /// staged or ready stays as it is; a void one comes back.
+    /// Messages no endpoint wants are not written (`interest.rs`).
     pub async fn stage_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
-        self.place(messages, MessageState::Staged).await
+        self.place(&self.interest.filter(messages), MessageState::Staged)
+            .await
     }
 
     /// Writes messages whose cause needs no fence (a sale's end), ready.
     pub async fn post_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
-        self.place(messages, MessageState::Ready).await
+        self.place(&self.interest.filter(messages), MessageState::Ready)
+            .await
     }
 
     /// Makes staged messages ready once their causes are durable; one
     /// settled void meanwhile comes back under a fresh place.
     pub async fn ready_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
+        let messages = self.interest.filter(messages);
         if messages.is_empty() {
             return Ok(());
         }
@@ -99,6 +103,7 @@ impl Mongo {
     /// Gives up staged messages whose causes were certainly not written
     /// (a writer that tries again stages them again).
     pub async fn void_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
+        let messages = self.interest.filter(messages);
         if messages.is_empty() {
             return Ok(());
         }
@@ -115,7 +120,7 @@ impl Mongo {
         .await
     }
 
-    async fn place(&self, messages: &[Message], state: MessageState) -> Result<(), StoreError> {
+    async fn place(&self, messages: &[&Message], state: MessageState) -> Result<(), StoreError> {
         let mut by_sale: BTreeMap<&str, Vec<&Message>> = BTreeMap::new();
         for m in messages {
             by_sale.entry(m.sale_id.as_str()).or_default().push(m);
