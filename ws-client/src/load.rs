@@ -33,6 +33,10 @@ pub struct LoadArgs {
     /// The server's pid, to read its resident memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Pids of the stores (Redis, the MongoDB server), whose CPU over the
+    /// measurement is reported per frame too; repeatable.
+    #[arg(long)]
+    store_pid: Vec<u32>,
     /// Drive changes: reserve this many units per second during the
     /// measurement (needs --jwt-secret to mint buyer tokens).
     #[arg(long, default_value_t = 0)]
@@ -159,14 +163,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         None
     };
     let frames_before = stats.frames.load(Ordering::Relaxed);
+    let stores_cpu = || -> Option<f64> { args.store_pid.iter().map(|&p| cpu_seconds(p)).sum() };
     let cpu_before = (
         args.server_pid.and_then(cpu_seconds),
         cpu_seconds(std::process::id()),
+        stores_cpu(),
     );
     tokio::time::sleep(args.duration).await;
     let cpu_after = (
         args.server_pid.and_then(cpu_seconds),
         cpu_seconds(std::process::id()),
+        stores_cpu(),
     );
     measuring.store(false, Ordering::Relaxed);
     let driven = match driver {
@@ -244,6 +251,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 // window, per frame its watchers received.
                 "server_cpu_us_per_frame": match (cpu_before.0, cpu_after.0) {
                     (Some(b), Some(a)) if frames > 0 => Some((a - b) * 1e6 / frames as f64),
+                    _ => None,
+                },
+                // The same for the stores together (--store-pid).
+                "stores_cpu_us_per_frame": match (cpu_before.2, cpu_after.2) {
+                    (Some(b), Some(a)) if frames > 0 && !args.store_pid.is_empty() => Some((a - b) * 1e6 / frames as f64),
                     _ => None,
                 },
             })
