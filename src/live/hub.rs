@@ -14,7 +14,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::admission::Admission;
+use super::{
+    admission::Admission,
+    outlet::{Outlet, Writers},
+};
 use crate::ids::SaleId;
 
 /// A change as `fd_emit` in `lua/prelude.lua` publishes it.
@@ -131,6 +134,8 @@ struct SaleFeed {
     joins: Joins,
     /// Whether Redis sends this instance the sale's changes yet.
     subscribed: watch::Sender<bool>,
+    /// The tasks that write its stock frames, a group of sockets each.
+    writers: Arc<Writers>,
 }
 
 /// What the hub asks of the subscriber.
@@ -156,6 +161,7 @@ pub struct Subscription {
     pub lobby: watch::Receiver<Option<Arc<LobbyUpdate>>>,
     joins: Joins,
     subscribed: watch::Receiver<bool>,
+    writers: Arc<Writers>,
 }
 
 /// What a buyer's socket waits on to hear of the buyer's own lobby join.
@@ -177,6 +183,11 @@ impl Drop for JoinWatch {
 }
 
 impl Subscription {
+    /// Lets the sale's writers send this socket its stock frames.
+    pub fn join_writers(&self, outlet: &Arc<Outlet>) {
+        self.writers.join(outlet, &self.stock);
+    }
+
     /// Signals when `buyer` joins the sale's lobby (on any instance).
     pub fn watch_join(&self, buyer: &str) -> JoinWatch {
         let mut joins = self.joins.lock();
@@ -231,6 +242,7 @@ impl Hub {
                     lobby: watch::channel(None).0,
                     joins: Joins::default(),
                     subscribed: watch::channel(false).0,
+                    writers: Arc::default(),
                 })
             })
             .clone();
@@ -240,6 +252,7 @@ impl Hub {
             lobby: feed.lobby.subscribe(),
             joins: feed.joins.clone(),
             subscribed: feed.subscribed.subscribe(),
+            writers: feed.writers.clone(),
         }
     }
 
@@ -279,12 +292,13 @@ impl Hub {
         }
     }
 
-    /// Forgets a sale's feed once its last socket is gone.
+    /// Forgets a sale's feed once its last socket is gone (its writers
+    /// end with it).
     pub fn release(&self, sale: &SaleId) {
         let mut sales = self.sales.lock();
         if sales
             .get(sale)
-            .is_some_and(|f| f.stock.receiver_count() == 0)
+            .is_some_and(|f| f.personal.receiver_count() == 0)
         {
             sales.remove(sale);
             let _ = self.interest.send(Interest::Leave(sale.clone()));

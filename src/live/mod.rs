@@ -7,6 +7,7 @@
 pub mod admission;
 pub mod hub;
 pub mod lobby;
+pub mod outlet;
 pub mod socket;
 pub mod subscriber;
 

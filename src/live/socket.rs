@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use poem::web::websocket::{Message, WebSocketConfig, WebSocketStream};
 use poem_openapi::types::ToJSON;
 use serde_json::json;
@@ -15,6 +15,7 @@ use super::{
     admission::Permit,
     hub::{Change, Hub, Update},
     lobby::{LobbyTrack, Update as LobbyUpdate},
+    outlet::{Out, Outlet, Sending},
 };
 use crate::{ids::SaleId, lobby::Lobby, sales::Sales, store::redis::LinePlace, waitlist::Waitlist};
 
@@ -43,8 +44,6 @@ pub struct LiveContext {
     /// The instance's stop: sockets close with 1012 when it drains.
     pub stopping: crate::stopping::Stopping,
 }
-
-type Sink = futures_util::stream::SplitSink<WebSocketStream, Message>;
 
 /// How long a new sale's first socket waits for the Redis subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,33 +86,34 @@ async fn socket_loop(
     let token_expiry = tokio::time::sleep(token_left.unwrap_or(Duration::MAX / 4));
     tokio::pin!(token_expiry);
     let (sink, mut stream) = socket.split();
-    let mut out = Out {
+    let outlet = Outlet::new(Out {
         sink,
         timeout: ctx.send_timeout,
-    };
+    });
     // Subscribe before reading the snapshot, so no change falls between.
     let mut sub = ctx.hub.subscribe(sale);
     let subscribed = tokio::time::timeout(SUBSCRIBE_TIMEOUT, sub.subscribed()).await;
     if !matches!(subscribed, Ok(true)) {
-        out.close_unavailable().await;
+        outlet.sending.lock().await.out.close_unavailable().await;
         return Err("no subscription to the sale's changes");
     }
     sub.stock.borrow_and_update();
-    let (mut last_seq, mut epoch) = send_snapshot(ctx, sale, &mut out).await?;
+    // The sale's writers send its stock frames once the snapshot is out; a
+    // change they cannot hand over wakes this task.
+    sub.join_writers(&outlet);
+    send_snapshot(ctx, sale, &mut *outlet.sending.lock().await).await?;
     let mut place = LinePlace::default();
     if let Some(buyer) = buyer {
         // A buyer promoted while away hears of it first thing, as one whose
         // personal events overflowed does.
         place = ctx.waitlist.line_place(sale, buyer).await;
-        for frame in catch_up(ctx, sale, buyer, &place).await {
-            out.json(frame).await?;
-        }
+        let frames = catch_up(ctx, sale, buyer, &place).await;
+        send_frames(&outlet, frames).await?;
     }
     // A lobby sale: its figures for everyone, the buyer's own place.
     let mut lobby = LobbyTrack::default();
-    for frame in lobby.read(&ctx.lobby, sale, buyer).await {
-        out.json(frame).await?;
-    }
+    let frames = lobby.read(&ctx.lobby, sale, buyer).await;
+    send_frames(&outlet, frames).await?;
     // A buyer who joins the lobby after connecting hears of it here.
     let mut join = buyer.filter(|_| lobby.active).map(|b| sub.watch_join(b));
     // A socket silent for three ping intervals is dead.
@@ -126,29 +126,33 @@ async fn socket_loop(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(_)) => silent_pings = 0,
             },
-            changed = sub.stock.changed() => {
-                changed.map_err(|_| "feed closed")?;
+            // What the sale's writer could not hand over: a frame the
+            // socket could not take at once, a rebuilt sale, a resync.
+            () = outlet.wake.notified() => {
+                let fresh = sub.stock.has_changed().map_err(|_| "feed closed")?;
                 let update = sub.stock.borrow_and_update().clone();
+                let sending = &mut *outlet.sending.lock().await;
+                sending.out.flush().await?;
                 match update.as_deref() {
                     // The sale was rebuilt: what this socket has is void.
-                    Some(Update::Change { change, .. }) if change.epoch != epoch => {
-                        out.json(json!({"type": "restored", "seq": change.seq})).await?;
-                        (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
+                    Some(Update::Change { change, .. }) if change.epoch != sending.epoch => {
+                        sending.out.json(json!({"type": "restored", "seq": change.seq})).await?;
+                        send_snapshot(ctx, sale, sending).await?;
                         if lobby.active {
                             for frame in lobby.read(&ctx.lobby, sale, buyer).await {
-                                out.json(frame).await?;
+                                sending.out.json(frame).await?;
                             }
                         }
                     }
-                    Some(Update::Change { change, stock_frame }) if change.seq > last_seq => {
-                        last_seq = change.seq;
-                        out.text(stock_frame.clone()).await?;
+                    Some(Update::Change { change, stock_frame }) if change.seq > sending.last_seq => {
+                        sending.last_seq = change.seq;
+                        sending.out.text(stock_frame.clone()).await?;
                     }
-                    Some(Update::Resync) => {
-                        (last_seq, epoch) = send_snapshot(ctx, sale, &mut out).await?;
+                    Some(Update::Resync) if fresh => {
+                        send_snapshot(ctx, sale, sending).await?;
                         if lobby.active {
                             for frame in lobby.read(&ctx.lobby, sale, buyer).await {
-                                out.json(frame).await?;
+                                sending.out.json(frame).await?;
                             }
                         }
                     }
@@ -158,9 +162,10 @@ async fn socket_loop(
             changed = sub.lobby.changed(), if lobby.active => {
                 changed.map_err(|_| "feed closed")?;
                 let update = sub.lobby.borrow_and_update().clone();
+                let sending = &mut *outlet.sending.lock().await;
                 // Figures of an older copy of the sale: its rebuild resyncs.
-                if let Some(update) = update.filter(|u| u.figures.epoch == epoch) {
-                    out.text(update.frame.clone()).await?;
+                if let Some(update) = update.filter(|u| u.figures.epoch == sending.epoch) {
+                    sending.out.text(update.frame.clone()).await?;
                     if let Some(buyer) = buyer {
                         let frame = match lobby.figures(&update.figures) {
                             LobbyUpdate::Frame(frame) => Some(frame),
@@ -168,48 +173,42 @@ async fn socket_loop(
                             LobbyUpdate::None => None,
                         };
                         if let Some(frame) = frame {
-                            out.json(frame).await?;
+                            sending.out.json(frame).await?;
                         }
                     }
                 }
             }
             _ = tokio::time::sleep_until(lobby.held_until().unwrap_or_else(tokio::time::Instant::now)), if lobby.held_until().is_some() => {
-                if let Some(frame) = lobby.release() {
-                    out.json(frame).await?;
-                }
+                let frames = lobby.release().into_iter().collect();
+                send_frames(&outlet, frames).await?;
             }
             Some(Ok(())) = async { Some(join.as_mut()?.joined.changed().await) }, if join.is_some() => {
-                if let Some(frame) = lobby.reread(&ctx.lobby, sale, buyer.unwrap_or_default()).await {
-                    out.json(frame).await?;
-                }
+                let frames = lobby.reread(&ctx.lobby, sale, buyer.unwrap_or_default()).await.into_iter().collect();
+                send_frames(&outlet, frames).await?;
             }
             personal = sub.personal.recv(), if buyer.is_some() => match personal {
                 Ok(update) => {
                     if let Update::Change { change, .. } = update.as_ref() {
-                        for frame in personal_frames(change, buyer.unwrap_or_default(), &mut place) {
-                            out.json(frame).await?;
-                        }
+                        let frames = personal_frames(change, buyer.unwrap_or_default(), &mut place);
+                        send_frames(&outlet, frames).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed personal events: catch up from Redis.
                     let buyer = buyer.unwrap_or_default();
                     place = ctx.waitlist.line_place(sale, buyer).await;
-                    for frame in catch_up(ctx, sale, buyer, &place).await {
-                        out.json(frame).await?;
+                    let mut frames = catch_up(ctx, sale, buyer, &place).await;
+                    if lobby.active {
+                        frames.extend(lobby.reread(&ctx.lobby, sale, buyer).await);
                     }
-                    if lobby.active
-                        && let Some(frame) = lobby.reread(&ctx.lobby, sale, buyer).await
-                    {
-                        out.json(frame).await?;
-                    }
+                    send_frames(&outlet, frames).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Err("feed closed"),
             },
             // The instance is stopping: the client reconnects elsewhere and
             // resyncs from a snapshot there.
             _ = ctx.stopping.closing() => {
-                let _ = out
+                let _ = outlet.sending.lock().await.out
                     .send(Message::Close(Some((
                         poem::web::websocket::CloseCode::Restart,
                         "service restart".into(),
@@ -218,7 +217,7 @@ async fn socket_loop(
                 return Ok(());
             }
             _ = &mut token_expiry, if token_left.is_some() => {
-                let _ = out
+                let _ = outlet.sending.lock().await.out
                     .send(Message::Close(Some((
                         poem::web::websocket::CloseCode::Policy,
                         "token expired".into(),
@@ -231,10 +230,22 @@ async fn socket_loop(
                 if silent_pings > 3 {
                     return Err("client stopped answering pings");
                 }
-                out.send(Message::Ping(Vec::new())).await?;
+                outlet.sending.lock().await.out.send(Message::Ping(Vec::new())).await?;
             }
         }
     }
+}
+
+/// Sends frames in order, holding the socket's sending half once.
+async fn send_frames(outlet: &Outlet, frames: Vec<serde_json::Value>) -> Result<(), &'static str> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let mut sending = outlet.sending.lock().await;
+    for frame in frames {
+        sending.out.json(frame).await?;
+    }
+    Ok(())
 }
 
 /// What a buyer who connects, or whose personal events overflowed, must not
@@ -322,45 +333,12 @@ fn personal_frames(change: &Change, buyer: &str, place: &mut LinePlace) -> Vec<s
     frames
 }
 
-/// The sending half, each send bounded by the send timeout.
-struct Out {
-    sink: Sink,
-    timeout: Duration,
-}
-
-impl Out {
-    async fn send(&mut self, msg: Message) -> Result<(), &'static str> {
-        tokio::time::timeout(self.timeout, self.sink.send(msg))
-            .await
-            .map_err(|_| "send timed out")?
-            .map_err(|_| "send failed")
-    }
-
-    async fn text(&mut self, text: String) -> Result<(), &'static str> {
-        self.send(Message::Text(text)).await
-    }
-
-    async fn json(&mut self, frame: serde_json::Value) -> Result<(), &'static str> {
-        self.text(frame.to_string()).await
-    }
-
-    /// Tells the client to come back later: the stores cannot serve it now.
-    async fn close_unavailable(&mut self) {
-        let _ = self
-            .send(Message::Close(Some((
-                poem::web::websocket::CloseCode::Again,
-                "stores unavailable; reconnect".into(),
-            ))))
-            .await;
-    }
-}
-
-/// Sends a fresh snapshot; returns its seq and epoch.
+/// Sends a fresh snapshot; the socket's stock is then the snapshot's.
 async fn send_snapshot(
     ctx: &LiveContext,
     sale: &SaleId,
-    out: &mut Out,
-) -> Result<(i64, String), &'static str> {
+    sending: &mut Sending,
+) -> Result<(), &'static str> {
     // Right after Redis comes back the command connection may still be
     // reconnecting: retry for a few seconds before giving up on the socket.
     let mut snapshot = ctx.sales.snapshot(sale).await;
@@ -372,12 +350,15 @@ async fn send_snapshot(
         snapshot = ctx.sales.snapshot(sale).await;
     }
     let Ok((view, seq, epoch)) = snapshot else {
-        out.close_unavailable().await;
+        sending.out.close_unavailable().await;
         return Err("sale unreadable");
     };
-    out.json(json!({"type": "snapshot", "seq": seq, "sale": view.to_json()}))
+    sending
+        .out
+        .json(json!({"type": "snapshot", "seq": seq, "sale": view.to_json()}))
         .await?;
-    Ok((seq, epoch))
+    (sending.last_seq, sending.epoch, sending.ready) = (seq, epoch, true);
+    Ok(())
 }
 
 #[cfg(test)]

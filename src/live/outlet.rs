@@ -1,0 +1,216 @@
+//! A socket's sending half, shared by the socket's own task and its sale's
+//! stock writers. A change wakes one writer task per group of sockets
+//! ([`GROUP_SIZE`]), not one task per socket: the writer hands the frame,
+//! encoded once, to each socket of its group that can take it at once,
+//! with no wait. A socket that cannot (its send buffer is full, its task
+//! is writing, or the change needs more than a frame: a rebuilt sale, a
+//! resync) is woken to do it itself, with its send timeout.
+
+use std::{
+    pin::Pin,
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::{Sink, SinkExt};
+use parking_lot::Mutex;
+use poem::web::websocket::{Message, WebSocketStream};
+use tokio::sync::{Notify, watch};
+
+use super::hub::Update;
+
+/// Sockets one writer task serves.
+pub const GROUP_SIZE: usize = 256;
+
+type SocketSink = futures_util::stream::SplitSink<WebSocketStream, Message>;
+
+/// The sending half, each send bounded by the send timeout.
+pub struct Out {
+    pub sink: SocketSink,
+    pub timeout: Duration,
+}
+
+/// What an attempt to send without waiting did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySend {
+    /// Written to the socket.
+    Sent,
+    /// Taken, not all written yet: someone must flush.
+    Unflushed,
+    /// Not taken: the socket cannot take more now.
+    Busy,
+    /// The connection is broken (its task finds out on its own).
+    Failed,
+}
+
+impl Out {
+    pub async fn send(&mut self, msg: Message) -> Result<(), &'static str> {
+        tokio::time::timeout(self.timeout, self.sink.send(msg))
+            .await
+            .map_err(|_| "send timed out")?
+            .map_err(|_| "send failed")
+    }
+
+    pub async fn text(&mut self, text: String) -> Result<(), &'static str> {
+        self.send(Message::Text(text)).await
+    }
+
+    pub async fn json(&mut self, frame: serde_json::Value) -> Result<(), &'static str> {
+        self.text(frame.to_string()).await
+    }
+
+    /// Writes out what an earlier send left buffered.
+    pub async fn flush(&mut self) -> Result<(), &'static str> {
+        tokio::time::timeout(self.timeout, self.sink.flush())
+            .await
+            .map_err(|_| "send timed out")?
+            .map_err(|_| "send failed")
+    }
+
+    /// Tells the client to come back later: the stores cannot serve it now.
+    pub async fn close_unavailable(&mut self) {
+        let _ = self
+            .send(Message::Close(Some((
+                poem::web::websocket::CloseCode::Again,
+                "stores unavailable; reconnect".into(),
+            ))))
+            .await;
+    }
+
+    /// Sends without waiting, or says why not.
+    pub fn try_send(&mut self, msg: Message) -> TrySend {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut sink = Pin::new(&mut self.sink);
+        match sink.as_mut().poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => return TrySend::Failed,
+            Poll::Pending => return TrySend::Busy,
+        }
+        if sink.as_mut().start_send(msg).is_err() {
+            return TrySend::Failed;
+        }
+        match sink.poll_flush(&mut cx) {
+            Poll::Ready(Ok(())) => TrySend::Sent,
+            Poll::Ready(Err(_)) => TrySend::Failed,
+            Poll::Pending => TrySend::Unflushed,
+        }
+    }
+}
+
+/// A socket's sending half with what it has sent of the sale's stock.
+pub struct Sending {
+    pub out: Out,
+    /// The seq of the last stock the client has (snapshot or frame).
+    pub last_seq: i64,
+    /// The Redis copy of the sale that stock came from.
+    pub epoch: String,
+    /// False until the first snapshot is sent: writers leave it alone.
+    pub ready: bool,
+}
+
+pub struct Outlet {
+    pub sending: tokio::sync::Mutex<Sending>,
+    /// Wakes the socket's task to do what a writer could not.
+    pub wake: Notify,
+}
+
+impl Outlet {
+    pub fn new(out: Out) -> Arc<Self> {
+        Arc::new(Self {
+            sending: tokio::sync::Mutex::new(Sending {
+                out,
+                last_seq: 0,
+                epoch: String::new(),
+                ready: false,
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Sends the stock frame of `update` now if the socket can take it at
+    /// once; else leaves it to the socket's task.
+    fn offer(&self, update: &Update) {
+        let Ok(mut sending) = self.sending.try_lock() else {
+            self.wake.notify_one();
+            return;
+        };
+        let handed = match update {
+            Update::Change {
+                change,
+                stock_frame,
+            } if sending.ready && change.epoch == sending.epoch => {
+                if change.seq <= sending.last_seq {
+                    return;
+                }
+                match sending.out.try_send(Message::Text(stock_frame.clone())) {
+                    TrySend::Sent => {
+                        sending.last_seq = change.seq;
+                        true
+                    }
+                    TrySend::Unflushed => {
+                        sending.last_seq = change.seq;
+                        false
+                    }
+                    TrySend::Busy | TrySend::Failed => false,
+                }
+            }
+            _ => false,
+        };
+        if !handed {
+            drop(sending);
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// The sockets one writer task serves.
+type Group = Arc<Mutex<Vec<Weak<Outlet>>>>;
+
+/// A sale's writer tasks, each with a group of sockets.
+#[derive(Default)]
+pub struct Writers {
+    groups: Mutex<Vec<Group>>,
+}
+
+impl Writers {
+    /// Adds a socket to a group with room, starting a new group's writer
+    /// when every group is full. A writer ends with the sale's feed.
+    pub fn join(&self, outlet: &Arc<Outlet>, stock: &watch::Receiver<Option<Arc<Update>>>) {
+        let mut groups = self.groups.lock();
+        for group in groups.iter() {
+            let mut members = group.lock();
+            members.retain(|m| m.strong_count() > 0);
+            if members.len() < GROUP_SIZE {
+                members.push(Arc::downgrade(outlet));
+                return;
+            }
+        }
+        let group = Arc::new(Mutex::new(vec![Arc::downgrade(outlet)]));
+        groups.push(group.clone());
+        // Out of tokio's cooperative budget: a writer never waits within a
+        // pass, and a budget spent halfway would leave the rest of its
+        // group to their own tasks.
+        tokio::spawn(tokio::task::unconstrained(write_group(
+            group,
+            stock.clone(),
+        )));
+    }
+}
+
+async fn write_group(group: Group, mut stock: watch::Receiver<Option<Arc<Update>>>) {
+    stock.borrow_and_update();
+    while stock.changed().await.is_ok() {
+        let Some(update) = stock.borrow_and_update().clone() else {
+            continue;
+        };
+        let members: Vec<Arc<Outlet>> = {
+            let mut members = group.lock();
+            members.retain(|m| m.strong_count() > 0);
+            members.iter().filter_map(Weak::upgrade).collect()
+        };
+        for outlet in members {
+            outlet.offer(&update);
+        }
+    }
+}
