@@ -34,9 +34,11 @@ fn default_limit() -> i64 {
 
 #[OpenApi(tag = "Tag::Webhooks")]
 impl WebhooksApi {
-    /// Register an endpoint. Every message after this is POSTed to it,
-    /// signed as Standard Webhooks with the secret in this answer (shown
-    /// once), in order per sale, at least once.
+    /// Register an endpoint. Every message whose cause comes after this
+    /// answer is POSTed to it, signed as Standard Webhooks with the secret
+    /// in this answer (shown once), in order per sale, at least once. The
+    /// answer comes 1.5 s after the endpoint is stored, once every instance
+    /// writes the messages it takes.
     #[oai(
         path = "/admin/webhooks",
         method = "post",
