@@ -85,6 +85,9 @@ async fn socket_loop(
     });
     let token_expiry = tokio::time::sleep(token_left.unwrap_or(Duration::MAX / 4));
     tokio::pin!(token_expiry);
+    // The reads a socket makes now and then (a snapshot, its buyer's place,
+    // the lobby) are boxed: an idle socket's task then holds only what it
+    // waits on, not room for the largest of them.
     let (sink, mut stream) = socket.split();
     let outlet = Outlet::new(Out {
         sink,
@@ -101,18 +104,18 @@ async fn socket_loop(
     // The sale's writers send its stock frames once the snapshot is out; a
     // change they cannot hand over wakes this task.
     sub.join_writers(&outlet);
-    send_snapshot(ctx, sale, &mut *outlet.sending.lock().await).await?;
+    Box::pin(send_snapshot(ctx, sale, &mut *outlet.sending.lock().await)).await?;
     let mut place = LinePlace::default();
     if let Some(buyer) = buyer {
         // A buyer promoted while away hears of it first thing, as one whose
         // personal events overflowed does.
-        place = ctx.waitlist.line_place(sale, buyer).await;
-        let frames = catch_up(ctx, sale, buyer, &place).await;
+        place = Box::pin(ctx.waitlist.line_place(sale, buyer)).await;
+        let frames = Box::pin(catch_up(ctx, sale, buyer, &place)).await;
         send_frames(&outlet, frames).await?;
     }
     // A lobby sale: its figures for everyone, the buyer's own place.
     let mut lobby = LobbyTrack::default();
-    let frames = lobby.read(&ctx.lobby, sale, buyer).await;
+    let frames = Box::pin(lobby.read(&ctx.lobby, sale, buyer)).await;
     send_frames(&outlet, frames).await?;
     // A buyer who joins the lobby after connecting hears of it here.
     let mut join = buyer.filter(|_| lobby.active).map(|b| sub.watch_join(b));
@@ -137,9 +140,9 @@ async fn socket_loop(
                     // The sale was rebuilt: what this socket has is void.
                     Some(Update::Change { change, .. }) if change.epoch != sending.epoch => {
                         sending.out.json(json!({"type": "restored", "seq": change.seq})).await?;
-                        send_snapshot(ctx, sale, sending).await?;
+                        Box::pin(send_snapshot(ctx, sale, sending)).await?;
                         if lobby.active {
-                            for frame in lobby.read(&ctx.lobby, sale, buyer).await {
+                            for frame in Box::pin(lobby.read(&ctx.lobby, sale, buyer)).await {
                                 sending.out.json(frame).await?;
                             }
                         }
@@ -149,9 +152,9 @@ async fn socket_loop(
                         sending.out.text(stock_frame.clone()).await?;
                     }
                     Some(Update::Resync) if fresh => {
-                        send_snapshot(ctx, sale, sending).await?;
+                        Box::pin(send_snapshot(ctx, sale, sending)).await?;
                         if lobby.active {
-                            for frame in lobby.read(&ctx.lobby, sale, buyer).await {
+                            for frame in Box::pin(lobby.read(&ctx.lobby, sale, buyer)).await {
                                 sending.out.json(frame).await?;
                             }
                         }
@@ -169,7 +172,7 @@ async fn socket_loop(
                     if let Some(buyer) = buyer {
                         let frame = match lobby.figures(&update.figures) {
                             LobbyUpdate::Frame(frame) => Some(frame),
-                            LobbyUpdate::Reread => lobby.reread(&ctx.lobby, sale, buyer).await,
+                            LobbyUpdate::Reread => Box::pin(lobby.reread(&ctx.lobby, sale, buyer)).await,
                             LobbyUpdate::None => None,
                         };
                         if let Some(frame) = frame {
@@ -183,7 +186,7 @@ async fn socket_loop(
                 send_frames(&outlet, frames).await?;
             }
             Some(Ok(())) = async { Some(join.as_mut()?.joined.changed().await) }, if join.is_some() => {
-                let frames = lobby.reread(&ctx.lobby, sale, buyer.unwrap_or_default()).await.into_iter().collect();
+                let frames = Box::pin(lobby.reread(&ctx.lobby, sale, buyer.unwrap_or_default())).await.into_iter().collect();
                 send_frames(&outlet, frames).await?;
             }
             personal = sub.personal.recv(), if buyer.is_some() => match personal {
@@ -196,10 +199,10 @@ async fn socket_loop(
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // Missed personal events: catch up from Redis.
                     let buyer = buyer.unwrap_or_default();
-                    place = ctx.waitlist.line_place(sale, buyer).await;
-                    let mut frames = catch_up(ctx, sale, buyer, &place).await;
+                    place = Box::pin(ctx.waitlist.line_place(sale, buyer)).await;
+                    let mut frames = Box::pin(catch_up(ctx, sale, buyer, &place)).await;
                     if lobby.active {
-                        frames.extend(lobby.reread(&ctx.lobby, sale, buyer).await);
+                        frames.extend(Box::pin(lobby.reread(&ctx.lobby, sale, buyer)).await);
                     }
                     send_frames(&outlet, frames).await?;
                 }
