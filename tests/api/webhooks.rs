@@ -118,6 +118,22 @@ async fn settled_deliveries(app: &TestApp, endpoint: &str, n: usize) -> Vec<Valu
 }
 
 /// Waits until the receiver accepted `n` messages; returns them.
+/// The orders the messages name, sorted.
+fn told_orders(got: &[Received]) -> Vec<&str> {
+    let mut told: Vec<&str> = got
+        .iter()
+        .map(|r| r.json["data"]["order_id"].as_str().unwrap())
+        .collect();
+    told.sort();
+    told
+}
+
+fn sorted(ids: &[String]) -> Vec<&str> {
+    let mut ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    ids.sort();
+    ids
+}
+
 async fn until_accepted(receiver: &Receiver, n: usize, within: Duration) -> Vec<Received> {
     eventually(within, || async {
         let got = accepted(&receiver.received());
@@ -326,14 +342,7 @@ async fn a_message_no_endpoint_wants_is_not_written_and_an_added_endpoint_hears_
     assert_eq!(heard.len(), 8);
     let got = until_accepted(&receiver, 8, Duration::from_secs(30)).await;
     check_signed_same_and_ordered(&receiver.received());
-    let mut told: Vec<&str> = got
-        .iter()
-        .map(|r| r.json["data"]["order_id"].as_str().unwrap())
-        .collect();
-    told.sort();
-    let mut expected: Vec<&str> = heard.iter().map(String::as_str).collect();
-    expected.sort();
-    assert_eq!(told, expected);
+    assert_eq!(told_orders(&got), sorted(&heard));
     assert_eq!(outbox_count(&app, &sale, "order.confirmed").await, 8);
 }
 
@@ -366,14 +375,7 @@ async fn a_receiver_that_goes_away_gets_everything_in_order_when_it_comes_back()
     let got = until_accepted(&receiver, 5, Duration::from_secs(60)).await;
     check_signed_same_and_ordered(&receiver.received());
     assert!(got.iter().all(|r| r.kind() == "order.confirmed"));
-    let mut told: Vec<&str> = got
-        .iter()
-        .map(|r| r.json["data"]["order_id"].as_str().unwrap())
-        .collect();
-    told.sort();
-    let mut expected: Vec<&str> = orders.iter().map(String::as_str).collect();
-    expected.sort();
-    assert_eq!(told, expected);
+    assert_eq!(told_orders(&got), sorted(&orders));
 }
 
 #[tokio::test]
