@@ -162,7 +162,7 @@ impl Persister {
             .filter(|d| sells_out(d))
             .map(Message::sold_out)
             .collect();
-        self.store.mongo.stage_messages(&messages).await?;
+        let messages = self.store.mongo.stage_messages(&messages).await?;
         let refused = self.store.mongo.insert_events(&docs).await?;
         let reused = self.keep_reused(sale, &docs, &refused, log).await?;
         self.store.mongo.ready_messages(&messages).await?;

@@ -205,16 +205,23 @@ impl Batcher {
     async fn write(&self, orders: &[&OrderDoc]) -> Vec<OrderWrite> {
         let mongo = &self.store.mongo;
         let messages: Vec<Message> = orders.iter().map(|o| Message::order_confirmed(o)).collect();
-        if let Err(e) = mongo.stage_messages(&messages).await {
-            let message = e.to_string();
-            return orders
-                .iter()
-                .map(|_| OrderWrite::NotSent(StoreError::Unavailable(message.clone())))
-                .collect();
-        }
+        let mut staged: HashMap<String, Message> = match mongo.stage_messages(&messages).await {
+            Ok(staged) => staged.into_iter().map(|m| (m.cause.clone(), m)).collect(),
+            Err(e) => {
+                let message = e.to_string();
+                return orders
+                    .iter()
+                    .map(|_| OrderWrite::NotSent(StoreError::Unavailable(message.clone())))
+                    .collect();
+            }
+        };
         let writes = mongo.insert_orders(orders).await;
         let (mut ready, mut void, mut refused) = (Vec::new(), Vec::new(), Vec::new());
-        for (write, message) in writes.iter().zip(messages) {
+        for (write, order) in writes.iter().zip(orders) {
+            // Only what was staged is settled (nobody wanted the rest).
+            let Some(message) = staged.remove(&order.id) else {
+                continue;
+            };
             match write {
                 OrderWrite::Inserted => ready.push(message),
                 OrderWrite::NotSent(_) => void.push(message),

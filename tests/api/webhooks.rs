@@ -715,6 +715,53 @@ async fn a_message_left_staged_is_settled_from_its_cause() {
     assert!(back.seq > voided.seq);
 }
 
+/// Whether a message is written is decided once, when it is staged: an
+/// endpoint deleted between staging and the cause's write does not leave
+/// the message staged (where it would hold up the sale's later messages
+/// until the deliverer settles it).
+#[tokio::test]
+async fn a_message_staged_while_wanted_is_made_ready_though_its_endpoint_went_away() {
+    let app = spawn_app_with(quick).await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = register(&app, &receiver, Some(json!(["order.confirmed"]))).await;
+    let mongo = &app.mongo;
+    mongo.refresh_outbox_interest().await.unwrap();
+    let sale = app.create_sale(json!({"total": 5})).await;
+    let landed = order(&format!("{sale}-{}", "c".repeat(24)), &sale, 1);
+    let lost = order(&format!("{sale}-{}", "d".repeat(24)), &sale, 2);
+    let (confirmed, never) = (
+        [Message::order_confirmed(&landed)],
+        [Message::order_confirmed(&lost)],
+    );
+    let staged = mongo.stage_messages(&confirmed).await.unwrap();
+    let staged_never = mongo.stage_messages(&never).await.unwrap();
+    for m in confirmed.iter().chain(&never) {
+        let doc = mongo.message(&m.id).await.unwrap().unwrap();
+        assert_eq!(doc.state, MessageState::Staged);
+    }
+    let resp = app
+        .http
+        .delete(app.api(&format!("/admin/webhooks/{endpoint}")))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    // This instance now knows nobody wants `order.confirmed`.
+    mongo.refresh_outbox_interest().await.unwrap();
+    mongo.insert_orders(&[&landed]).await;
+    mongo.ready_messages(&staged).await.unwrap();
+    mongo.void_messages(&staged_never).await.unwrap();
+    let state = |id: String| async move { mongo.message(&id).await.unwrap().unwrap().state };
+    assert_eq!(state(confirmed[0].id.clone()).await, MessageState::Ready);
+    assert_eq!(state(never[0].id.clone()).await, MessageState::Void);
+    // And a message staged now, which nobody wants, is not written at all.
+    let later = order(&format!("{sale}-{}", "e".repeat(24)), &sale, 3);
+    let unwanted = [Message::order_confirmed(&later)];
+    assert!(mongo.stage_messages(&unwanted).await.unwrap().is_empty());
+    assert!(mongo.message(&unwanted[0].id).await.unwrap().is_none());
+}
+
 /// The README's receiver snippet accepts a message as the server sent it
 /// and refuses it changed.
 #[tokio::test]

@@ -47,7 +47,7 @@ impl Mongo {
         }));
         // Its `order.cancelled` message: staged before, ready after.
         let message = [Message::order_cancelled(&order)];
-        self.stage_messages(&message).await?;
+        let message = self.stage_messages(&message).await?;
         let inserted = self
             .bounded(async {
                 match self.cancelled_orders.insert_one(&order).await {

@@ -48,10 +48,14 @@ impl Mongo {
 
     /// Stages messages before their causes are written. A message already
     /// staged or ready stays as it is; a void one comes back.
-    /// Messages no endpoint wants are not written (`interest.rs`).
-    pub async fn stage_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
-        self.place(&self.interest.filter(messages), MessageState::Staged)
-            .await
+    /// Messages no endpoint wants are not written (`interest.rs`). Returns
+    /// the messages staged: what to make ready or void once the causes are
+    /// settled, decided here once, so an endpoint that goes away meanwhile
+    /// leaves nothing staged.
+    pub async fn stage_messages(&self, messages: &[Message]) -> Result<Vec<Message>, StoreError> {
+        let wanted = self.interest.filter(messages);
+        self.place(&wanted, MessageState::Staged).await?;
+        Ok(wanted.into_iter().cloned().collect())
     }
 
     /// Writes messages whose cause needs no fence (a sale's end), ready.
@@ -60,10 +64,9 @@ impl Mongo {
             .await
     }
 
-    /// Makes staged messages ready once their causes are durable; one
-    /// settled void meanwhile comes back under a fresh place.
+    /// Makes messages `stage_messages` staged ready once their causes are
+    /// durable; one settled void meanwhile comes back under a fresh place.
     pub async fn ready_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
-        let messages = self.interest.filter(messages);
         if messages.is_empty() {
             return Ok(());
         }
@@ -100,10 +103,9 @@ impl Mongo {
         Ok(())
     }
 
-    /// Gives up staged messages whose causes were certainly not written
-    /// (a writer that tries again stages them again).
+    /// Gives up messages `stage_messages` staged whose causes were
+    /// certainly not written (a writer that tries again stages them again).
     pub async fn void_messages(&self, messages: &[Message]) -> Result<(), StoreError> {
-        let messages = self.interest.filter(messages);
         if messages.is_empty() {
             return Ok(());
         }

@@ -98,7 +98,7 @@ impl Mongo {
     /// after (see `outbox.rs`).
     pub async fn insert_refund(&self, refund: &RefundDoc) -> Result<bool, StoreError> {
         let message = [Message::refund_due(refund)];
-        self.stage_messages(&message).await?;
+        let message = self.stage_messages(&message).await?;
         let inserted = self
             .bounded(async {
                 match self.refunds.insert_one(refund).await {
