@@ -5,10 +5,12 @@
 --
 -- Keys. Every key a script touches arrives in KEYS; no key name is built
 -- here. The layout is documented once, in src/store/keys.rs. K indexes the
--- keys by role, the word after the sale's hash tag (`fd:{S}:<role>[:...]`),
--- so KEYS order does not matter, and reaching for a role the caller did not
--- declare raises an error instead of touching a key Redis Cluster would not
--- route here.
+-- keys by role, the word after the sale's hash tag (`fd:{S}:<role>[:...]`).
+-- The loader (src/store/scripts/mod.rs) opens each script with K holding
+-- the keys every call passes, in its declared order; the keys a caller
+-- adds after them (from KEYS[FD_NAMED_FROM]) are found here by role.
+-- Reaching for a role the caller did not declare raises an error instead
+-- of touching a key Redis Cluster would not route here.
 -- ARGV[1] of every script that changes a sale says how to announce the
 -- change: the publish command and the sale's channel, `PUBLISH fd:{S}:live`
 -- on a single node, `SPUBLISH fd:{S}:live` (the shard channel) on a cluster.
@@ -18,10 +20,11 @@
 -- arguments and of FD_PROMOTIONS below. Work larger than that is done in
 -- chunks over several calls.
 
-local K = {}
-for _, key in ipairs(KEYS) do
-  local role = string.match(key, '}:([%w_]+)')
-  if role then K[role] = key end
+for i, key in ipairs(KEYS) do
+  if i >= FD_NAMED_FROM then
+    local role = string.match(key, '}:([%w_]+)')
+    if role then K[role] = key end
+  end
 end
 setmetatable(K, {__index = function(_, role)
   error('flashdrop: key role ' .. tostring(role) .. ' was not declared in KEYS')

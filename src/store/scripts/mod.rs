@@ -16,6 +16,8 @@ pub use lobby_replies::*;
 pub use pay_replies::*;
 pub use replies::*;
 
+use std::collections::BTreeSet;
+
 use redis::Script;
 
 use super::keys::{Role, SaleKeys};
@@ -23,7 +25,7 @@ use crate::ids::SaleId;
 
 /// A script with the roles of the keys it touches.
 pub(super) struct Lua {
-    source: &'static str,
+    source: String,
     pub(in crate::store) script: Script,
     roles: &'static [Role],
 }
@@ -37,11 +39,7 @@ macro_rules! scripts {
             pub fn load() -> Self {
                 Self {$(
                     $name: Lua::new(
-                        concat!(
-                            include_str!("../../../lua/prelude.lua"),
-                            "\n",
-                            include_str!(concat!("../../../lua/", $file)),
-                        ),
+                        include_str!(concat!("../../../lua/", $file)),
                         &[$(Role::$role),*],
                     ),
                 )*}
@@ -95,10 +93,13 @@ scripts! {
 }
 
 impl Lua {
-    fn new(source: &'static str, roles: &'static [Role]) -> Self {
+    /// The script `body` behind its key table and the prelude helpers it
+    /// uses.
+    fn new(body: &str, roles: &'static [Role]) -> Self {
+        let source = format!("{}{}\n{body}", key_table(roles), prelude_for(body));
         Self {
+            script: Script::new(&source),
             source,
-            script: Script::new(source),
             roles,
         }
     }
@@ -112,6 +113,71 @@ impl Lua {
         }
         call
     }
+}
+
+/// The Lua that opens a script: `K`, its keys by role. The keys every call
+/// passes come first, in the order of `roles` (see [`Lua::on`]), so `K` is
+/// one table constructor, with no string matching per call; the keys a
+/// caller adds after them (an idempotency key, a rebuild's staging keys)
+/// are found by role in the prelude, from `FD_NAMED_FROM`.
+fn key_table(roles: &[Role]) -> String {
+    let fixed: Vec<String> = roles
+        .iter()
+        .filter(|r| !r.is_named())
+        .enumerate()
+        .map(|(i, role)| format!("{} = KEYS[{}]", role.name(), i + 1))
+        .collect();
+    format!(
+        "local K = {{{}}}\nlocal FD_NAMED_FROM = {}\n",
+        fixed.join(", "),
+        fixed.len() + 1
+    )
+}
+
+const PRELUDE: &str = include_str!("../../../lua/prelude.lua");
+const HELPER: &str = "\nlocal function ";
+
+/// The prelude with only the helpers `body` uses, itself or through other
+/// helpers, in the prelude's order. Each helper is a closure Redis makes
+/// anew on every call, so a script pays for those it needs only (a status
+/// read needs a fifth of them).
+fn prelude_for(body: &str) -> String {
+    let mut chunks = PRELUDE.split(HELPER);
+    let head = chunks.next().unwrap_or_default();
+    let helpers: Vec<(String, &str)> = chunks
+        .map(|chunk| (helper_names(chunk).next().unwrap_or_default(), chunk))
+        .collect();
+    let mut needed: BTreeSet<String> = helper_names(head).chain(helper_names(body)).collect();
+    // A helper only calls those defined before it: one pass from the end
+    // closes the set.
+    for (name, chunk) in helpers.iter().rev() {
+        if needed.contains(name) {
+            needed.extend(helper_names(chunk));
+        }
+    }
+    let mut out = head.to_owned();
+    for (name, chunk) in &helpers {
+        if needed.contains(name) {
+            out.push_str(HELPER);
+            out.push_str(chunk);
+        }
+    }
+    out
+}
+
+/// Every `fd_<name>` in Lua source, comments included (a helper kept for
+/// a comment's sake costs a closure, one left out breaks the script).
+fn helper_names(source: &str) -> impl Iterator<Item = String> + '_ {
+    let bytes = source.as_bytes();
+    source.match_indices("fd_").filter_map(move |(i, _)| {
+        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        starts_word.then(|| {
+            source[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+    })
 }
 
 /// Holds one `reclaim_units` call takes units back from.
@@ -132,7 +198,7 @@ pub fn script_hashes() -> Vec<(String, &'static str)> {
 /// The reserve script's source, and the arguments of `EVALSHA` for one
 /// reserve of `sale` by `buyer` as `rid`, so `scripts/bench` can drive the
 /// very script with redis-benchmark (its placeholders in `rid` and `buyer`).
-pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (&'static str, Vec<String>) {
+pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (String, Vec<String>) {
     let scripts = Scripts::load();
     let lua = &scripts.reserve;
     let keys = SaleKeys::new(sale);
@@ -155,8 +221,50 @@ pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (&'static str
         "1".into(),
         "0".into(),
     ]);
-    (lua.source, argv)
+    (lua.source.clone(), argv)
 }
 
 #[cfg(test)]
 mod declared_keys;
+
+#[cfg(test)]
+mod assembly {
+    use super::*;
+
+    /// Each script defines every prelude helper it reaches, and no other.
+    #[test]
+    fn each_script_carries_the_helpers_it_uses_and_only_those() {
+        let all: BTreeSet<String> = PRELUDE
+            .split(HELPER)
+            .skip(1)
+            .filter_map(|chunk| helper_names(chunk).next())
+            .collect();
+        let scripts = Scripts::load();
+        for (file, lua) in DECLARED_FILES.iter().zip(scripts.all()) {
+            let defined: BTreeSet<String> = lua
+                .source
+                .split(HELPER)
+                .skip(1)
+                .filter_map(|chunk| helper_names(chunk).next())
+                .collect();
+            let used: BTreeSet<String> = helper_names(&lua.source)
+                .filter(|name| all.contains(name))
+                .collect();
+            assert_eq!(used, defined, "{file}");
+        }
+        let read = &scripts.read_sale.source;
+        assert!(read.contains("local function fd_status("));
+        assert!(!read.contains("local function fd_promote("));
+    }
+
+    /// `K` is one constructor of the keys every call passes, in declared
+    /// order; a caller's named keys come after.
+    #[test]
+    fn the_key_table_follows_the_declared_roles() {
+        let table = key_table(&[Role::Sale, Role::Wait, Role::Idem]);
+        assert_eq!(
+            table,
+            "local K = {sale = KEYS[1], wait = KEYS[2]}\nlocal FD_NAMED_FROM = 3\n"
+        );
+    }
+}
