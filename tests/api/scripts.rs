@@ -3,9 +3,8 @@
 //! a key Redis Cluster would not route to it.
 
 use crate::helpers::{keys, spawn_app};
+use flashdrop::store::{keys::Role, scripts::assemble};
 use serde_json::json;
-
-const PRELUDE: &str = include_str!("../../lua/prelude.lua");
 
 #[tokio::test]
 async fn a_script_reaching_for_an_undeclared_key_fails_loudly() {
@@ -13,19 +12,22 @@ async fn a_script_reaching_for_an_undeclared_key_fails_loudly() {
     let sale = app.create_sale(json!({"total": 3})).await;
     let keys = keys(&sale);
     let mut conn = app.redis();
-    let script = |body: &str| redis::Script::new(&format!("{PRELUDE}\n{body}"));
+    let script = |body: &str, roles: &[Role]| redis::Script::new(&assemble(body, roles));
 
-    // Declared: found by role, whatever the order.
-    let total: String = script("return redis.call('HGET', K.sale, 'total')")
-        .key(keys.wait())
+    // Declared: found by role, the declared keys in their order and a
+    // key the caller adds after them (as an idempotency key is) by its
+    // name.
+    let read = "return {redis.call('HGET', K.sale, 'total'), redis.call('ZCARD', K.wait)}";
+    let (total, waiting): (String, i64) = script(read, &[Role::Sale])
         .key(keys.sale())
+        .key(keys.wait())
         .invoke_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(total, "3");
+    assert_eq!((total.as_str(), waiting), ("3", 0));
 
     // Not declared: an error, and nothing read or written.
-    let err = script("return redis.call('ZCARD', K.wait)")
+    let err = script("return redis.call('ZCARD', K.wait)", &[Role::Sale])
         .key(keys.sale())
         .invoke_async::<i64>(&mut conn)
         .await

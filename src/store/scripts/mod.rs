@@ -96,7 +96,7 @@ impl Lua {
     /// The script `body` behind its key table and the prelude helpers it
     /// uses.
     fn new(body: &str, roles: &'static [Role]) -> Self {
-        let source = format!("{}{}\n{body}", key_table(roles), prelude_for(body));
+        let source = assemble(body, roles);
         Self {
             script: Script::new(&source),
             source,
@@ -132,6 +132,12 @@ fn key_table(roles: &[Role]) -> String {
         fixed.join(", "),
         fixed.len() + 1
     )
+}
+
+/// A script's whole source as Redis runs it: `body` behind its key table
+/// (the keys of `roles` every call passes) and the prelude helpers it uses.
+pub fn assemble(body: &str, roles: &[Role]) -> String {
+    format!("{}{}\n{body}", key_table(roles), prelude_for(body))
 }
 
 const PRELUDE: &str = include_str!("../../../lua/prelude.lua");
