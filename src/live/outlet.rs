@@ -8,7 +8,10 @@
 
 use std::{
     pin::Pin,
-    sync::{Arc, Weak},
+    sync::{
+        Arc, OnceLock, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -113,6 +116,8 @@ pub struct Outlet {
     pub sending: tokio::sync::Mutex<Sending>,
     /// Wakes the socket's task to do what a writer could not.
     pub wake: Notify,
+    /// Its place in a writer group, given back when the socket is gone.
+    seat: OnceLock<Seat>,
 }
 
 impl Outlet {
@@ -125,6 +130,7 @@ impl Outlet {
                 ready: false,
             }),
             wake: Notify::new(),
+            seat: OnceLock::new(),
         })
     }
 
@@ -165,40 +171,112 @@ impl Outlet {
 }
 
 /// The sockets one writer task serves.
-type Group = Arc<Mutex<Vec<Weak<Outlet>>>>;
+type Group<T> = Arc<Mutex<Vec<Weak<T>>>>;
+
+/// A member's place: when the member is gone, its group is where the next
+/// join looks first.
+struct Seat {
+    open: Arc<AtomicUsize>,
+    group: usize,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.open.fetch_min(self.group, Ordering::AcqRel);
+    }
+}
+
+/// Groups of at most [`GROUP_SIZE`] members. A join costs the same
+/// however many members there are: it starts at `open`, the first group
+/// that may have room (every group before it was full when last looked
+/// at, and a member leaving lowers it to its own group), and prunes the
+/// members gone only from a group it finds full. So freed places are
+/// taken again, and the groups stay as few as the members need.
+struct Seating<T> {
+    groups: Mutex<Vec<Group<T>>>,
+    open: Arc<AtomicUsize>,
+}
+
+impl<T> Default for Seating<T> {
+    fn default() -> Self {
+        Self {
+            groups: Mutex::new(Vec::new()),
+            open: Arc::default(),
+        }
+    }
+}
+
+impl<T> Seating<T> {
+    /// Seats `member`: its seat (to keep while it lives), and the group
+    /// when it is new (its writer is to be started).
+    fn join(&self, member: &Arc<T>) -> (Seat, Option<Group<T>>) {
+        let mut groups = self.groups.lock();
+        let start = self.open.load(Ordering::Acquire);
+        let mut at = start;
+        let mut created = None;
+        loop {
+            let Some(group) = groups.get(at) else {
+                let group: Group<T> = Arc::default();
+                groups.push(group.clone());
+                created = Some(group);
+                continue;
+            };
+            let mut members = group.lock();
+            if members.len() >= GROUP_SIZE {
+                members.retain(|m| m.strong_count() > 0);
+            }
+            if members.len() < GROUP_SIZE {
+                members.push(Arc::downgrade(member));
+                let next = if members.len() < GROUP_SIZE {
+                    at
+                } else {
+                    at + 1
+                };
+                // A member that left meanwhile may have lowered it: keep that.
+                let _ =
+                    self.open
+                        .compare_exchange(start, next, Ordering::AcqRel, Ordering::Acquire);
+                let seat = Seat {
+                    open: self.open.clone(),
+                    group: at,
+                };
+                return (seat, created);
+            }
+            at += 1;
+        }
+    }
+
+    #[cfg(test)]
+    fn groups(&self) -> usize {
+        self.groups.lock().len()
+    }
+}
 
 /// A sale's writer tasks, each with a group of sockets.
 #[derive(Default)]
 pub struct Writers {
-    groups: Mutex<Vec<Group>>,
+    seating: Seating<Outlet>,
 }
 
 impl Writers {
     /// Adds a socket to a group with room, starting a new group's writer
     /// when every group is full. A writer ends with the sale's feed.
     pub fn join(&self, outlet: &Arc<Outlet>, stock: &watch::Receiver<Option<Arc<Update>>>) {
-        let mut groups = self.groups.lock();
-        for group in groups.iter() {
-            let mut members = group.lock();
-            members.retain(|m| m.strong_count() > 0);
-            if members.len() < GROUP_SIZE {
-                members.push(Arc::downgrade(outlet));
-                return;
-            }
+        let (seat, created) = self.seating.join(outlet);
+        let _ = outlet.seat.set(seat);
+        if let Some(group) = created {
+            // Out of tokio's cooperative budget: a writer never waits
+            // within a pass, and a budget spent halfway would leave the
+            // rest of its group to their own tasks.
+            tokio::spawn(tokio::task::unconstrained(write_group(
+                group,
+                stock.clone(),
+            )));
         }
-        let group = Arc::new(Mutex::new(vec![Arc::downgrade(outlet)]));
-        groups.push(group.clone());
-        // Out of tokio's cooperative budget: a writer never waits within a
-        // pass, and a budget spent halfway would leave the rest of its
-        // group to their own tasks.
-        tokio::spawn(tokio::task::unconstrained(write_group(
-            group,
-            stock.clone(),
-        )));
     }
 }
 
-async fn write_group(group: Group, mut stock: watch::Receiver<Option<Arc<Update>>>) {
+async fn write_group(group: Group<Outlet>, mut stock: watch::Receiver<Option<Arc<Update>>>) {
     stock.borrow_and_update();
     while stock.changed().await.is_ok() {
         let Some(update) = stock.borrow_and_update().clone() else {
@@ -212,5 +290,57 @@ async fn write_group(group: Group, mut stock: watch::Receiver<Option<Arc<Update>
         for outlet in members {
             outlet.offer(&update);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Places freed by members gone are taken again, wherever they are,
+    /// and no group is added while one has room.
+    #[test]
+    fn freed_places_are_taken_again_and_groups_stay_few() {
+        let seating: Seating<u32> = Seating::default();
+        let mut members: Vec<Option<(Arc<u32>, Seat)>> = (0..3 * GROUP_SIZE as u32)
+            .map(|i| {
+                let member = Arc::new(i);
+                let (seat, _) = seating.join(&member);
+                Some((member, seat))
+            })
+            .collect();
+        assert_eq!(seating.groups(), 3);
+        // Members leave from the first and the second group.
+        for i in [3, 7, GROUP_SIZE + 5] {
+            members[i] = None;
+        }
+        for i in 0..3 {
+            let member = Arc::new(1000 + i);
+            let (seat, created) = seating.join(&member);
+            assert!(created.is_none(), "a group was added while one had room");
+            assert!(seat.group < 2, "seated in group {}", seat.group);
+            members.push(Some((member, seat)));
+        }
+        // Every group is full again: the next member starts a fourth.
+        let member = Arc::new(2000);
+        let (seat, created) = seating.join(&member);
+        assert!(created.is_some());
+        assert_eq!((seat.group, seating.groups()), (3, 4));
+    }
+
+    /// A join looks at groups from the first that may have room, not from
+    /// the first group: full groups before it are not searched again.
+    #[test]
+    fn a_join_starts_at_the_first_group_with_room() {
+        let seating: Seating<u32> = Seating::default();
+        let kept: Vec<(Arc<u32>, Seat)> = (0..10 * GROUP_SIZE as u32 + 1)
+            .map(|i| {
+                let member = Arc::new(i);
+                let (seat, _) = seating.join(&member);
+                (member, seat)
+            })
+            .collect();
+        assert_eq!(seating.open.load(Ordering::Acquire), 10);
+        assert_eq!(kept.last().map(|(_, s)| s.group), Some(10));
     }
 }
