@@ -17,13 +17,21 @@ use crate::{
 };
 use flashdrop::store::mongo::{Message, MessageState, OrderDoc};
 
-async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
+async fn admin_request(app: &TestApp, method: reqwest::Method, path: &str) -> reqwest::Response {
     app.http
-        .get(app.api(path))
+        .request(method, app.api(path))
         .bearer_auth(admin_token())
         .send()
         .await
         .unwrap()
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> reqwest::Response {
+    admin_request(app, reqwest::Method::GET, path).await
+}
+
+async fn admin_delete(app: &TestApp, path: &str) -> reqwest::Response {
+    admin_request(app, reqwest::Method::DELETE, path).await
 }
 
 async fn admin_post(app: &TestApp, path: &str, body: Option<Value>) -> reqwest::Response {
@@ -614,20 +622,9 @@ async fn endpoints_are_checked_and_their_secret_shown_once() {
     )
     .await;
     assert_eq!(retry.status(), 404);
-    let delete = |id: String| {
-        let app = &app;
-        async move {
-            app.http
-                .delete(app.api(&format!("/admin/webhooks/{id}")))
-                .bearer_auth(admin_token())
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
-    assert_eq!(delete(id.to_owned()).await, 204);
-    assert_eq!(delete(id.to_owned()).await, 404);
+    let path = format!("/admin/webhooks/{id}");
+    assert_eq!(admin_delete(&app, &path).await.status(), 204);
+    assert_eq!(admin_delete(&app, &path).await.status(), 404);
     let gone = admin_get(&app, &format!("/admin/webhooks/{id}/deliveries")).await;
     assert_eq!(gone.status(), 404);
     // At most 20 endpoints.
@@ -739,14 +736,8 @@ async fn a_message_staged_while_wanted_is_made_ready_though_its_endpoint_went_aw
         let doc = mongo.message(&m.id).await.unwrap().unwrap();
         assert_eq!(doc.state, MessageState::Staged);
     }
-    let resp = app
-        .http
-        .delete(app.api(&format!("/admin/webhooks/{endpoint}")))
-        .bearer_auth(admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    let gone = admin_delete(&app, &format!("/admin/webhooks/{endpoint}")).await;
+    assert_eq!(gone.status(), 204);
     // This instance now knows nobody wants `order.confirmed`.
     mongo.refresh_outbox_interest().await.unwrap();
     mongo.insert_orders(&[&landed]).await;
