@@ -140,24 +140,14 @@ async fn socket_loop(
                     // The sale was rebuilt: what this socket has is void.
                     Some(Update::Change { change, .. }) if change.epoch != sending.epoch => {
                         sending.out.json(json!({"type": "restored", "seq": change.seq})).await?;
-                        Box::pin(send_snapshot(ctx, sale, sending)).await?;
-                        if lobby.active {
-                            for frame in Box::pin(lobby.read(&ctx.lobby, sale, buyer)).await {
-                                sending.out.json(frame).await?;
-                            }
-                        }
+                        start_over(ctx, sale, buyer, &mut lobby, sending).await?;
                     }
                     Some(Update::Change { change, stock_frame }) if change.seq > sending.last_seq => {
                         sending.last_seq = change.seq;
                         sending.out.text(stock_frame.clone()).await?;
                     }
                     Some(Update::Resync) if fresh => {
-                        Box::pin(send_snapshot(ctx, sale, sending)).await?;
-                        if lobby.active {
-                            for frame in Box::pin(lobby.read(&ctx.lobby, sale, buyer)).await {
-                                sending.out.json(frame).await?;
-                            }
-                        }
+                        start_over(ctx, sale, buyer, &mut lobby, sending).await?;
                     }
                     _ => {}
                 }
@@ -334,6 +324,24 @@ fn personal_frames(change: &Change, buyer: &str, place: &mut LinePlace) -> Vec<s
         frames.push(json!({"type": "waitlist", "status": "waiting", "position": *position}));
     }
     frames
+}
+
+/// Starts the socket over: a fresh snapshot and, on a lobby sale, the
+/// lobby's figures with the buyer's place.
+async fn start_over(
+    ctx: &LiveContext,
+    sale: &SaleId,
+    buyer: Option<&str>,
+    lobby: &mut LobbyTrack,
+    sending: &mut Sending,
+) -> Result<(), &'static str> {
+    Box::pin(send_snapshot(ctx, sale, sending)).await?;
+    if lobby.active {
+        for frame in Box::pin(lobby.read(&ctx.lobby, sale, buyer)).await {
+            sending.out.json(frame).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Sends a fresh snapshot; the socket's stock is then the snapshot's.
