@@ -3,7 +3,7 @@
 //! and no script builds a key name or reaches KEYS by position.
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{DECLARED, replies::*};
+use super::{DECLARED, PRELUDE, replies::*, split_helpers, words};
 
 /// Roles (`K.<role>`) and prelude helpers (`fd_<name>(`) named in Lua
 /// source, comments stripped.
@@ -13,40 +13,22 @@ fn names(source: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         .map(|l| l.split("--").next().unwrap_or(""))
         .collect::<Vec<_>>()
         .join("\n");
-    let mut roles = BTreeSet::new();
-    let mut helpers = BTreeSet::new();
-    let bytes = code.as_bytes();
-    for (i, _) in code.match_indices("K.") {
-        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        if starts_word {
-            let role: String = code[i + 2..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            roles.insert(role);
-        }
-    }
-    for (i, _) in code.match_indices("fd_") {
-        let name: String = code[i..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if code[i + name.len()..].starts_with('(') {
-            helpers.insert(name);
-        }
-    }
+    let roles = words(&code, "K.")
+        .map(|(_, role)| role["K.".len()..].to_owned())
+        .collect();
+    let helpers = words(&code, "fd_")
+        .filter(|(end, _)| code[*end..].starts_with('('))
+        .map(|(_, name)| name.to_owned())
+        .collect();
     (roles, helpers)
 }
 
 /// Each prelude helper with the roles it touches, itself or through the
 /// helpers it calls.
 fn prelude_roles() -> BTreeMap<String, BTreeSet<String>> {
-    let prelude = include_str!("../../../lua/prelude.lua");
     let mut direct: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-    for chunk in prelude.split("\nlocal function ").skip(1) {
-        let name: String = chunk.chars().take_while(|c| *c != '(').collect();
-        let body = &chunk[name.len()..];
-        direct.insert(name, names(body));
+    for (name, chunk) in split_helpers(PRELUDE).1 {
+        direct.insert(name.to_owned(), names(&chunk[name.len()..]));
     }
     let mut closed = BTreeMap::new();
     for name in direct.keys() {
@@ -85,11 +67,11 @@ fn every_script_declares_exactly_the_keys_it_touches() {
 
 #[test]
 fn no_script_builds_a_key_name() {
-    for (file, source, _) in DECLARED.iter().copied().chain([(
-        "prelude.lua",
-        include_str!("../../../lua/prelude.lua"),
-        &[][..],
-    )]) {
+    for (file, source, _) in DECLARED
+        .iter()
+        .copied()
+        .chain([("prelude.lua", PRELUDE, &[][..])])
+    {
         for (n, line) in source.lines().enumerate() {
             let code = line.split("--").next().unwrap_or("");
             assert!(

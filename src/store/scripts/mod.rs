@@ -148,12 +148,8 @@ const HELPER: &str = "\nlocal function ";
 /// anew on every call, so a script pays for those it needs only (a status
 /// read needs a fifth of them).
 fn prelude_for(body: &str) -> String {
-    let mut chunks = PRELUDE.split(HELPER);
-    let head = chunks.next().unwrap_or_default();
-    let helpers: Vec<(String, &str)> = chunks
-        .map(|chunk| (helper_names(chunk).next().unwrap_or_default(), chunk))
-        .collect();
-    let mut needed: BTreeSet<String> = helper_names(head).chain(helper_names(body)).collect();
+    let (head, helpers) = split_helpers(PRELUDE);
+    let mut needed: BTreeSet<&str> = helper_names(head).chain(helper_names(body)).collect();
     // A helper only calls those defined before it: one pass from the end
     // closes the set.
     for (name, chunk) in helpers.iter().rev() {
@@ -171,18 +167,36 @@ fn prelude_for(body: &str) -> String {
     out
 }
 
+/// Lua source cut at each helper's definition: what comes before the
+/// first, then each helper's name with its chunk (from its name to the
+/// next helper).
+fn split_helpers(source: &str) -> (&str, Vec<(&str, &str)>) {
+    let mut chunks = source.split(HELPER);
+    let head = chunks.next().unwrap_or_default();
+    let helpers = chunks
+        .map(|chunk| (helper_names(chunk).next().unwrap_or_default(), chunk))
+        .collect();
+    (head, helpers)
+}
+
 /// Every `fd_<name>` in Lua source, comments included (a helper kept for
 /// a comment's sake costs a closure, one left out breaks the script).
-fn helper_names(source: &str) -> impl Iterator<Item = String> + '_ {
+fn helper_names(source: &str) -> impl Iterator<Item = &str> {
+    words(source, "fd_").map(|(_, word)| word)
+}
+
+/// Each identifier in `source` that starts a word with `prefix` (which it
+/// includes), with where it ends.
+fn words<'a>(source: &'a str, prefix: &'a str) -> impl Iterator<Item = (usize, &'a str)> {
     let bytes = source.as_bytes();
-    source.match_indices("fd_").filter_map(move |(i, _)| {
-        let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-        starts_word.then(|| {
-            source[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect()
-        })
+    let in_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    source.match_indices(prefix).filter_map(move |(i, _)| {
+        if i > 0 && in_word(bytes[i - 1]) {
+            return None;
+        }
+        let tail = &bytes[i + prefix.len()..];
+        let end = i + prefix.len() + tail.iter().take_while(|b| in_word(**b)).count();
+        Some((end, &source[i..end]))
     })
 }
 
@@ -240,20 +254,18 @@ mod assembly {
     /// Each script defines every prelude helper it reaches, and no other.
     #[test]
     fn each_script_carries_the_helpers_it_uses_and_only_those() {
-        let all: BTreeSet<String> = PRELUDE
-            .split(HELPER)
-            .skip(1)
-            .filter_map(|chunk| helper_names(chunk).next())
-            .collect();
+        let defined = |source| -> BTreeSet<&str> {
+            split_helpers(source)
+                .1
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()
+        };
+        let all = defined(PRELUDE);
         let scripts = Scripts::load();
         for (file, lua) in DECLARED_FILES.iter().zip(scripts.all()) {
-            let defined: BTreeSet<String> = lua
-                .source
-                .split(HELPER)
-                .skip(1)
-                .filter_map(|chunk| helper_names(chunk).next())
-                .collect();
-            let used: BTreeSet<String> = helper_names(&lua.source)
+            let defined = defined(&lua.source);
+            let used: BTreeSet<&str> = helper_names(&lua.source)
                 .filter(|name| all.contains(name))
                 .collect();
             assert_eq!(used, defined, "{file}");
