@@ -7,11 +7,9 @@
 //! resync) is woken to do it itself, with its send timeout.
 
 use std::{
+    collections::BTreeSet,
     pin::Pin,
-    sync::{
-        Arc, OnceLock, Weak,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, OnceLock, Weak},
     task::{Context, Poll},
     time::Duration,
 };
@@ -173,35 +171,42 @@ impl Outlet {
 /// The sockets one writer task serves.
 type Group<T> = Arc<Mutex<Vec<Weak<T>>>>;
 
-/// A member's place: when the member is gone, its group is where the next
-/// join looks first.
+/// The groups that may have room.
+type Open = Arc<Mutex<BTreeSet<usize>>>;
+
+/// A member's place: when the member is gone, its group may have room.
 struct Seat {
-    open: Arc<AtomicUsize>,
+    open: Open,
     group: usize,
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.open.fetch_min(self.group, Ordering::AcqRel);
+        self.open.lock().insert(self.group);
     }
 }
 
 /// Groups of at most [`GROUP_SIZE`] members. A join costs the same
-/// however many members there are: it starts at `open`, the first group
-/// that may have room (every group before it was full when last looked
-/// at, and a member leaving lowers it to its own group), and prunes the
-/// members gone only from a group it finds full. So freed places are
-/// taken again, and the groups stay as few as the members need.
+/// however many members there are: it takes the first group that may
+/// have room (one a member left, or the newest while it fills), and
+/// prunes the members gone only from a group it finds full. So freed
+/// places are taken again, and the groups stay as few as the members
+/// need.
 struct Seating<T> {
     groups: Mutex<Vec<Group<T>>>,
-    open: Arc<AtomicUsize>,
+    open: Open,
+    /// Groups looked at by joins, for the tests.
+    #[cfg(test)]
+    looked: std::sync::atomic::AtomicUsize,
 }
 
 impl<T> Default for Seating<T> {
     fn default() -> Self {
         Self {
             groups: Mutex::new(Vec::new()),
-            open: Arc::default(),
+            open: Open::default(),
+            #[cfg(test)]
+            looked: Default::default(),
         }
     }
 }
@@ -211,38 +216,40 @@ impl<T> Seating<T> {
     /// when it is new (its writer is to be started).
     fn join(&self, member: &Arc<T>) -> (Seat, Option<Group<T>>) {
         let mut groups = self.groups.lock();
-        let start = self.open.load(Ordering::Acquire);
-        let mut at = start;
         let mut created = None;
         loop {
-            let Some(group) = groups.get(at) else {
+            let first = self.open.lock().first().copied();
+            let Some(at) = first else {
                 let group: Group<T> = Arc::default();
                 groups.push(group.clone());
                 created = Some(group);
+                self.open.lock().insert(groups.len() - 1);
                 continue;
             };
-            let mut members = group.lock();
+            #[cfg(test)]
+            self.looked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut members = groups[at].lock();
+            // Held while the group is judged: a member that goes meanwhile
+            // marks it open again after, not before.
+            let mut open = self.open.lock();
             if members.len() >= GROUP_SIZE {
                 members.retain(|m| m.strong_count() > 0);
             }
-            if members.len() < GROUP_SIZE {
+            let seated = members.len() < GROUP_SIZE;
+            if seated {
                 members.push(Arc::downgrade(member));
-                let next = if members.len() < GROUP_SIZE {
-                    at
-                } else {
-                    at + 1
-                };
-                // A member that left meanwhile may have lowered it: keep that.
-                let _ =
-                    self.open
-                        .compare_exchange(start, next, Ordering::AcqRel, Ordering::Acquire);
+            }
+            if members.len() >= GROUP_SIZE {
+                open.remove(&at);
+            }
+            if seated {
                 let seat = Seat {
                     open: self.open.clone(),
                     group: at,
                 };
                 return (seat, created);
             }
-            at += 1;
         }
     }
 
@@ -295,6 +302,8 @@ async fn write_group(group: Group<Outlet>, mut stock: watch::Receiver<Option<Arc
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     /// Places freed by members gone are taken again, wherever they are,
@@ -328,6 +337,32 @@ mod tests {
         assert_eq!((seat.group, seating.groups()), (3, 4));
     }
 
+    /// Members come and go among many full groups: each join looks at a
+    /// group or two, however many there are.
+    #[test]
+    fn a_join_after_a_leave_looks_at_few_groups() {
+        let seating: Seating<u32> = Seating::default();
+        let mut members: Vec<Option<(Arc<u32>, Seat)>> = (0..40 * GROUP_SIZE as u32)
+            .map(|i| {
+                let member = Arc::new(i);
+                let (seat, _) = seating.join(&member);
+                Some((member, seat))
+            })
+            .collect();
+        for round in 0..20 {
+            // One leaves from an early group; two join.
+            members[round * GROUP_SIZE] = None;
+            for _ in 0..2 {
+                let before = seating.looked.load(Ordering::Relaxed);
+                let member = Arc::new(5000);
+                let (seat, _) = seating.join(&member);
+                let looked = seating.looked.load(Ordering::Relaxed) - before;
+                assert!(looked <= 2, "a join looked at {looked} groups");
+                members.push(Some((member, seat)));
+            }
+        }
+    }
+
     /// A join looks at groups from the first that may have room, not from
     /// the first group: full groups before it are not searched again.
     #[test]
@@ -340,7 +375,7 @@ mod tests {
                 (member, seat)
             })
             .collect();
-        assert_eq!(seating.open.load(Ordering::Acquire), 10);
+        assert_eq!(seating.open.lock().first(), Some(&10));
         assert_eq!(kept.last().map(|(_, s)| s.group), Some(10));
     }
 }
