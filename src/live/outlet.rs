@@ -306,18 +306,25 @@ mod tests {
 
     use super::*;
 
-    /// Places freed by members gone are taken again, wherever they are,
-    /// and no group is added while one has room.
-    #[test]
-    fn freed_places_are_taken_again_and_groups_stay_few() {
-        let seating: Seating<u32> = Seating::default();
-        let mut members: Vec<Option<(Arc<u32>, Seat)>> = (0..3 * GROUP_SIZE as u32)
+    type Seated = Vec<Option<(Arc<u32>, Seat)>>;
+
+    /// `n` members seated, each kept with its seat (`None` once gone).
+    fn seat_many(seating: &Seating<u32>, n: usize) -> Seated {
+        (0..n as u32)
             .map(|i| {
                 let member = Arc::new(i);
                 let (seat, _) = seating.join(&member);
                 Some((member, seat))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Places freed by members gone are taken again, wherever they are,
+    /// and no group is added while one has room.
+    #[test]
+    fn freed_places_are_taken_again_and_groups_stay_few() {
+        let seating: Seating<u32> = Seating::default();
+        let mut members = seat_many(&seating, 3 * GROUP_SIZE);
         assert_eq!(seating.groups(), 3);
         // Members leave from the first and the second group.
         for i in [3, 7, GROUP_SIZE + 5] {
@@ -342,13 +349,7 @@ mod tests {
     #[test]
     fn a_join_after_a_leave_looks_at_few_groups() {
         let seating: Seating<u32> = Seating::default();
-        let mut members: Vec<Option<(Arc<u32>, Seat)>> = (0..40 * GROUP_SIZE as u32)
-            .map(|i| {
-                let member = Arc::new(i);
-                let (seat, _) = seating.join(&member);
-                Some((member, seat))
-            })
-            .collect();
+        let mut members = seat_many(&seating, 40 * GROUP_SIZE);
         for round in 0..20 {
             // One leaves from an early group; two join.
             members[round * GROUP_SIZE] = None;
@@ -368,14 +369,9 @@ mod tests {
     #[test]
     fn a_join_starts_at_the_first_group_with_room() {
         let seating: Seating<u32> = Seating::default();
-        let kept: Vec<(Arc<u32>, Seat)> = (0..10 * GROUP_SIZE as u32 + 1)
-            .map(|i| {
-                let member = Arc::new(i);
-                let (seat, _) = seating.join(&member);
-                (member, seat)
-            })
-            .collect();
+        let kept = seat_many(&seating, 10 * GROUP_SIZE + 1);
         assert_eq!(seating.open.lock().first(), Some(&10));
-        assert_eq!(kept.last().map(|(_, s)| s.group), Some(10));
+        let last = kept.last().and_then(Option::as_ref);
+        assert_eq!(last.map(|(_, s)| s.group), Some(10));
     }
 }
