@@ -629,6 +629,11 @@ impl TestApp {
             .map(ToString::to_string)
             .collect();
         assert!(failed.is_empty(), "{failed:#?}");
+        self.counts(sale).await
+    }
+
+    /// The sale's (available, held, sold) in Redis.
+    pub async fn counts(&self, sale: &str) -> (i64, i64, i64) {
         let s = self.redis_sale(sale).await;
         let n = |k: &str| s.get(k).map(|v| v.parse::<i64>().unwrap()).unwrap_or(0);
         (n("available"), n("held"), n("sold"))
