@@ -96,9 +96,11 @@ impl Persister {
         log: &mut Log,
     ) -> Result<(), StoreError> {
         if log.passes.is_multiple_of(RECHECK_LOG_EVERY) {
-            log.last_seq = log
-                .last_seq
-                .max(self.store.mongo.last_event_seq(sale).await?);
+            log.last_seq = self
+                .store
+                .mongo
+                .last_event_seq_from(sale, log.last_seq)
+                .await?;
         }
         log.passes += 1;
         let reused = self.persist_sale(sale, consumer, groups, log).await?;
@@ -215,9 +217,8 @@ impl Persister {
             let mut next = self
                 .store
                 .mongo
-                .last_event_seq(sale)
+                .last_event_seq_from(sale, log.last_seq)
                 .await?
-                .max(log.last_seq)
                 + 1;
             for doc in &mut reused {
                 doc.restamped_from.get_or_insert(doc.seq);

@@ -95,13 +95,22 @@ impl Mongo {
 
     /// The seq of the last change recorded for a sale (0 when none).
     pub async fn last_event_seq(&self, sale: &SaleId) -> Result<i64, StoreError> {
+        self.last_event_seq_from(sale, 0).await
+    }
+
+    /// The seq of the last change recorded for a sale, known to be at
+    /// least `known`. Only the changes above `known` are asked for: a
+    /// server that reads every match before it sorts and stops (the
+    /// MongoDB-wire server used in tests does) then reads what was
+    /// recorded since, not the whole log.
+    pub async fn last_event_seq_from(&self, sale: &SaleId, known: i64) -> Result<i64, StoreError> {
         self.bounded(async {
             Ok(self
                 .stock_events
-                .find_one(doc! {"sale_id": sale.as_str()})
+                .find_one(doc! {"sale_id": sale.as_str(), "seq": {"$gt": known}})
                 .sort(doc! {"seq": -1})
                 .await?
-                .map_or(0, |e| e.seq))
+                .map_or(known, |e| e.seq))
         })
         .await
     }
