@@ -18,17 +18,10 @@ use mongodb::event::{EventHandler, command::CommandEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{eventually, hold, servers, spawn_app, test_settings};
+use crate::helpers::{TestApp, eventually, hold, servers, spawn_app, test_settings};
 
-/// "Is the order there?" decides whether units go back: it must not read
-/// a write a primary step-down can still roll back.
-#[tokio::test]
-async fn order_lookups_read_with_majority_read_concern() {
-    let app = spawn_app().await;
-    let sale = app.create_sale(json!({"total": 4})).await;
-    let rid = hold(&app, &sale, "reader", 1).await;
-    assert_eq!(app.confirm(&rid, "reader").await.status(), 201);
-
+/// A client of the app's database that keeps every `find` it sends.
+async fn watching_finds(app: &TestApp) -> (Mongo, Arc<Mutex<Vec<Document>>>) {
     let finds: Arc<Mutex<Vec<Document>>> = Arc::default();
     let seen = finds.clone();
     let db = app.state.store.mongo.database_name();
@@ -43,6 +36,19 @@ async fn order_lookups_read_with_majority_read_concern() {
     })
     .await
     .unwrap();
+    (mongo, finds)
+}
+
+/// "Is the order there?" decides whether units go back: it must not read
+/// a write a primary step-down can still roll back.
+#[tokio::test]
+async fn order_lookups_read_with_majority_read_concern() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({"total": 4})).await;
+    let rid = hold(&app, &sale, "reader", 1).await;
+    assert_eq!(app.confirm(&rid, "reader").await.status(), 201);
+
+    let (mongo, finds) = watching_finds(&app).await;
     let rid = ReservationId::parse(&rid).unwrap();
     assert!(mongo.order(rid.as_str()).await.unwrap().is_some());
     mongo.order_of(&rid, "reader").await.unwrap();
@@ -73,22 +79,7 @@ async fn the_persister_rereads_the_log_only_above_the_seq_it_knows() {
     let known = app.stock_events(&sale).await.len() as i64;
     assert_eq!(known, 21);
 
-    let filters: Arc<Mutex<Vec<Document>>> = Arc::default();
-    let seen = filters.clone();
-    let db = app.state.store.mongo.database_name();
-    let mongo = Mongo::connect_with(&servers().mongo_uri, &db, |options| {
-        options.command_event_handler = Some(EventHandler::callback(move |event| {
-            if let CommandEvent::Started(started) = event
-                && started.command_name == "find"
-                && started.command.get_str("find") == Ok("stock_events")
-                && let Ok(filter) = started.command.get_document("filter")
-            {
-                seen.lock().unwrap().push(filter.clone());
-            }
-        }));
-    })
-    .await
-    .unwrap();
+    let (mongo, finds) = watching_finds(&app).await;
     let store = Store {
         redis: app.state.store.redis.clone(),
         mongo,
@@ -107,8 +98,14 @@ async fn the_persister_rereads_the_log_only_above_the_seq_it_knows() {
     let running = tokio::spawn(persister.run(stop.clone()));
     // The first read, then the one eight passes later.
     let reads = eventually(Duration::from_secs(10), || async {
-        let filters = filters.lock().unwrap();
-        (filters.len() >= 2).then(|| filters.clone())
+        let filters: Vec<Document> = finds
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|find| find.get_str("find") == Ok("stock_events"))
+            .filter_map(|find| find.get_document("filter").ok().cloned())
+            .collect();
+        (filters.len() >= 2).then_some(filters)
     })
     .await;
     stop.cancel();
