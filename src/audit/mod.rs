@@ -294,8 +294,10 @@ pub async fn audit_dump(
         let (then, now) = (n("seq"), seq_after.unwrap_or(n("seq")));
         let off = if last < then {
             Some(then)
+        } else if last > now {
+            Some(now)
         } else {
-            (last > now).then_some(now)
+            None
         };
         if let Some(seq) = off {
             problems.push(format!("Redis is at seq {seq}, the log at {last}"));

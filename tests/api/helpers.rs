@@ -29,6 +29,7 @@ use flashdrop::{
         Conn, Mongo,
         keys::SaleKeys,
         mongo::{OrderDoc, StockEventDoc},
+        redis::SaleDump,
     },
 };
 use redis::AsyncCommands;
@@ -642,9 +643,16 @@ impl TestApp {
 
 /// The audit of a sale (`flashdrop audit`), with the app's stores.
 pub async fn audit(app: &TestApp, sale: &str) -> Vec<flashdrop::audit::Check> {
+    let redis = &app.state.store.redis;
+    let dump = redis.dump_sale(&SaleId::parse(sale).unwrap()).await;
+    audit_dump(app, sale, dump.unwrap()).await
+}
+
+/// The audit of a sale from a dump of its Redis state read before.
+pub async fn audit_dump(app: &TestApp, sale: &str, dump: SaleDump) -> Vec<flashdrop::audit::Check> {
     let store = &app.state.store;
     let now = store.redis.now_ms().await.unwrap();
-    flashdrop::audit::audit(store, &SaleId::parse(sale).unwrap(), &[], now)
+    flashdrop::audit::audit_dump(store, &SaleId::parse(sale).unwrap(), dump, &[], now)
         .await
         .unwrap()
 }

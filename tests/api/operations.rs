@@ -8,8 +8,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    admin_token, buyer_token, eventually, json, keys, servers, spawn_app, spawn_app_from,
-    spawn_app_with, test_settings,
+    admin_token, audit_dump, buyer_token, eventually, json, keys, servers, spawn_app,
+    spawn_app_from, spawn_app_with, test_settings,
 };
 
 #[tokio::test]
@@ -335,12 +335,7 @@ async fn the_buyer_quota_is_shared_by_every_instance() {
 
 /// The audit's line "every change recorded", from a dump of Redis.
 async fn recorded_line(app: &crate::helpers::TestApp, sale: &str, dump: SaleDump) -> String {
-    let store = &app.state.store;
-    let now = store.redis.now_ms().await.unwrap();
-    let id = SaleId::parse(sale).unwrap();
-    let checks = flashdrop::audit::audit_dump(store, &id, dump, &[], now)
-        .await
-        .unwrap();
+    let checks = audit_dump(app, sale, dump).await;
     let line = checks.iter().find(|c| c.name == "every change recorded");
     line.unwrap().to_string()
 }
