@@ -98,3 +98,28 @@ async fn load_opens_every_watcher_and_reports_latency() {
     assert!(stdout.contains("change-to-client    p50"), "{stdout}");
     assert!(stdout.contains("KiB per connection"), "{stdout}");
 }
+
+/// The floor under a live frame: every frame written reaches its reader
+/// (the command fails otherwise), one per connection per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_floor_writes_a_frame_per_connection_per_round_and_all_arrive() {
+    let bin = ws_client();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args(["send-floor", "--connections", "40", "--rate", "20"])
+            .args(["--bytes", "150", "--duration", "500ms", "--json"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "send-floor failed: {stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let frames = report["frames"].as_u64().unwrap();
+    assert!(frames >= 40 && frames % 40 == 0, "{report}");
+    assert!(
+        report["cpu_us_per_frame"].as_f64().unwrap() >= 0.0,
+        "{report}"
+    );
+}

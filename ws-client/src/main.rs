@@ -8,6 +8,7 @@
 
 mod buy;
 mod ceiling;
+mod floor;
 mod launch;
 mod load;
 mod mix;
@@ -75,6 +76,10 @@ enum Command {
     /// Write order documents with bare `insert_many` calls: the MongoDB
     /// ceiling the server's orders per second are measured against.
     InsertCeiling(ceiling::CeilingArgs),
+    /// Send one small frame per round to each of N loopback TCP
+    /// connections from a plain thread: the kernel's CPU per frame, the
+    /// floor under the server's per delivered live frame.
+    SendFloor(floor::FloorArgs),
     /// Buyers who reserve, confirm, cancel, walk away and wait in line,
     /// spread over several servers; writes the confirmed reservation ids.
     Mix(mix::MixArgs),
@@ -95,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Buy(args) => buy::buy(args).await,
         Command::Status(args) => buy::status(args).await,
         Command::InsertCeiling(args) => ceiling::run(args).await,
+        Command::SendFloor(args) => floor::run(args).await,
         Command::Mix(args) => mix::run(args).await,
         Command::Launch(args) => launch::run(args).await,
     }
