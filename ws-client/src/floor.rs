@@ -12,10 +12,6 @@
 use std::{
     io::Write,
     net::{TcpListener, TcpStream},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
     time::{Duration, Instant},
 };
 
@@ -47,39 +43,31 @@ pub struct FloorArgs {
     read_from: Option<std::net::SocketAddr>,
 }
 
-/// CPU seconds (user + system) of the calling thread, from /proc.
+/// CPU seconds (user + system) of the calling thread.
 fn thread_cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    // Fields after the command name (which may hold spaces): utime and
-    // stime are the 12th and 13th.
-    let rest = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/thread-self/stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / 100.0)
+    crate::cpu::seconds_in("/proc/thread-self/stat")
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/thread-self/stat"))
 }
 
 /// Connects `connections` times, reads every connection to its end and
 /// prints the bytes read.
 async fn read_all(addr: std::net::SocketAddr, connections: usize) -> anyhow::Result<()> {
-    let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::with_capacity(connections);
     for _ in 0..connections {
         let mut reader = tokio::net::TcpStream::connect(addr).await?;
-        let received = received.clone();
         readers.push(tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
+            let (mut buf, mut read) = ([0u8; 1024], 0u64);
             while let Ok(n @ 1..) = reader.read(&mut buf).await {
-                received.fetch_add(n as u64, Ordering::Relaxed);
+                read += n as u64;
             }
+            read
         }));
     }
+    let mut received = 0;
     for reader in readers {
-        reader.await?;
+        received += reader.await?;
     }
-    println!("{}", received.load(Ordering::Relaxed));
+    println!("{received}");
     Ok(())
 }
 

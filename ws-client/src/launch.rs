@@ -76,15 +76,8 @@ fn histogram() -> Histogram<u64> {
 
 /// CPU seconds (user + system) of the processes, from /proc.
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    let tick = 100.0; // USER_HZ on Linux
     pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command name, which may hold spaces.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split(' ').collect();
-            Some((f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?) / tick)
-        })
+        .filter_map(|&pid| crate::cpu::of_process(pid))
         .sum()
 }
 

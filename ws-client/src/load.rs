@@ -72,14 +72,6 @@ fn resident_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -163,16 +155,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         None
     };
     let frames_before = stats.frames.load(Ordering::Relaxed);
-    let stores_cpu = || -> Option<f64> { args.store_pid.iter().map(|&p| cpu_seconds(p)).sum() };
+    let stores_cpu = || -> Option<f64> {
+        args.store_pid
+            .iter()
+            .map(|&p| crate::cpu::of_process(p))
+            .sum()
+    };
     let cpu_before = (
-        args.server_pid.and_then(cpu_seconds),
-        cpu_seconds(std::process::id()),
+        args.server_pid.and_then(crate::cpu::of_process),
+        crate::cpu::of_process(std::process::id()),
         stores_cpu(),
     );
     tokio::time::sleep(args.duration).await;
     let cpu_after = (
-        args.server_pid.and_then(cpu_seconds),
-        cpu_seconds(std::process::id()),
+        args.server_pid.and_then(crate::cpu::of_process),
+        crate::cpu::of_process(std::process::id()),
         stores_cpu(),
     );
     measuring.store(false, Ordering::Relaxed);

@@ -8,6 +8,7 @@
 
 mod buy;
 mod ceiling;
+mod cpu;
 mod floor;
 mod launch;
 mod load;
