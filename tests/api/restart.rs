@@ -152,9 +152,23 @@ impl Seen {
     }
 }
 
+/// What a buyer does with the k-th hold on its sale: `plan[k % plan.len()]`.
+/// Counted per hold, not per round of a buyer's loop: the buyers start
+/// together and loop at the same pace, so their rounds stay in step, and
+/// a line's promotions, which come when holds lapse, all fell on the same
+/// round of five ("walk away"); the line sale then sold nothing.
+type Plan = &'static [&'static str];
+
+/// The open sale: most buyers confirm.
+const SELLING: Plan = &["cancel", "walk away", "confirm", "confirm", "confirm"];
+/// The line sale: few confirm, so its 15 units last and its line moves
+/// (by cancels and lapsed holds) all through the restarts.
+const LINE: Plan = &["cancel", "walk away", "confirm", "cancel", "walk away"];
+
 async fn buyer(
     balancer: Balancer,
     sale: String,
+    (plan, holds): (Plan, Arc<AtomicUsize>),
     n: usize,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
@@ -225,20 +239,18 @@ async fn buyer(
             .unwrap_or_default()
             .to_owned();
         let base = balancer.pick().await;
-        // Most confirm; some give the units back; some walk away.
-        let (what, req, expected): (&str, _, &[u16]) = match round % 5 {
-            0 => (
-                "cancel",
+        // Confirm, give the units back or walk away, as the plan says.
+        let what = plan[holds.fetch_add(1, Ordering::Relaxed) % plan.len()];
+        let (req, expected): (_, &[u16]) = match what {
+            "cancel" => (
                 http.delete(format!("{base}/api/v1/reservations/{rid}")),
                 &[204, 410, 409],
             ),
-            1 => (
-                "walk away",
+            "walk away" => (
                 http.get(format!("{base}/api/v1/reservations/{rid}")),
                 &[200],
             ),
             _ => (
-                "confirm",
                 http.post(format!("{base}/api/v1/reservations/{rid}/confirm")),
                 &[200, 201, 410, 409],
             ),
@@ -361,12 +373,15 @@ async fn a_rolling_restart_under_load_drops_no_buyer() {
     );
     let balancer = Balancer::new(vec![a.address(), b.address()], stop.clone());
     let seen = Arc::new(Mutex::new(Seen::default()));
+    let plans = [(SELLING, Arc::default()), (LINE, Arc::default())];
     let buyers: Vec<_> = (0..40)
         .map(|n| {
             let sale = sales[n % 2].clone();
+            let (plan, holds) = &plans[n % 2];
             tokio::spawn(buyer(
                 balancer.clone(),
                 sale,
+                (*plan, Arc::clone(holds)),
                 n,
                 seen.clone(),
                 Arc::clone(&stop_buyers),
