@@ -157,13 +157,24 @@ impl Seen {
 /// together and loop at the same pace, so their rounds stay in step, and
 /// a line's promotions, which come when holds lapse, all fell on the same
 /// round of five ("walk away"); the line sale then sold nothing.
-type Plan = &'static [&'static str];
+type Plan = &'static [Action];
+
+/// What a buyer does with a hold: confirm it, give it back, or leave it to
+/// lapse.
+#[derive(Clone, Copy)]
+enum Action {
+    Cancel,
+    WalkAway,
+    Confirm,
+}
+
+use Action::{Cancel, Confirm, WalkAway};
 
 /// The open sale: most buyers confirm.
-const SELLING: Plan = &["cancel", "walk away", "confirm", "confirm", "confirm"];
+const SELLING: Plan = &[Cancel, WalkAway, Confirm, Confirm, Confirm];
 /// The line sale: few confirm, so its 15 units last and its line moves
 /// (by cancels and lapsed holds) all through the restarts.
-const LINE: Plan = &["cancel", "walk away", "confirm", "cancel", "walk away"];
+const LINE: Plan = &[Cancel, WalkAway, Confirm, Cancel, WalkAway];
 
 async fn buyer(
     balancer: Balancer,
@@ -240,21 +251,24 @@ async fn buyer(
             .to_owned();
         let base = balancer.pick().await;
         // Confirm, give the units back or walk away, as the plan says.
-        let what = plan[holds.fetch_add(1, Ordering::Relaxed) % plan.len()];
-        let (req, expected): (_, &[u16]) = match what {
-            "cancel" => (
-                http.delete(format!("{base}/api/v1/reservations/{rid}")),
-                &[204, 410, 409],
-            ),
-            "walk away" => (
-                http.get(format!("{base}/api/v1/reservations/{rid}")),
-                &[200],
-            ),
-            _ => (
-                http.post(format!("{base}/api/v1/reservations/{rid}/confirm")),
-                &[200, 201, 410, 409],
-            ),
-        };
+        let (what, req, expected): (&str, _, &[u16]) =
+            match plan[holds.fetch_add(1, Ordering::Relaxed) % plan.len()] {
+                Cancel => (
+                    "cancel",
+                    http.delete(format!("{base}/api/v1/reservations/{rid}")),
+                    &[204, 410, 409],
+                ),
+                WalkAway => (
+                    "walk away",
+                    http.get(format!("{base}/api/v1/reservations/{rid}")),
+                    &[200],
+                ),
+                Confirm => (
+                    "confirm",
+                    http.post(format!("{base}/api/v1/reservations/{rid}/confirm")),
+                    &[200, 201, 410, 409],
+                ),
+            };
         match send(req).await {
             Ok(r) => {
                 let status = r.status().as_u16();
