@@ -643,9 +643,11 @@ impl TestApp {
 
 /// The audit of a sale (`flashdrop audit`), with the app's stores.
 pub async fn audit(app: &TestApp, sale: &str) -> Vec<flashdrop::audit::Check> {
-    let redis = &app.state.store.redis;
-    let dump = redis.dump_sale(&SaleId::parse(sale).unwrap()).await;
-    audit_dump(app, sale, dump.unwrap()).await
+    let store = &app.state.store;
+    let now = store.redis.now_ms().await.unwrap();
+    flashdrop::audit::audit(store, &SaleId::parse(sale).unwrap(), &[], now)
+        .await
+        .unwrap()
 }
 
 /// The audit of a sale from a dump of its Redis state read before.
