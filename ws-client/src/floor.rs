@@ -108,7 +108,9 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<()> {
     .await??;
     let frame = vec![b'x'; args.bytes];
     let (rate, duration) = (args.rate.max(1), args.duration);
-    let writer = std::thread::spawn(move || -> anyhow::Result<(u64, f64, Duration)> {
+    // One blocking-pool thread does every write, so its own CPU time is
+    // the writes'.
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, f64, Duration)> {
         let cpu_before = thread_cpu_seconds()?;
         let started = Instant::now();
         let mut sent = 0u64;
@@ -129,9 +131,7 @@ pub async fn run(args: FloorArgs) -> anyhow::Result<()> {
         drop(senders);
         Ok((sent, cpu, slowest))
     });
-    let (sent, cpu, slowest) = tokio::task::spawn_blocking(move || writer.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+    let (sent, cpu, slowest) = writer.await??;
     // The writer closed every connection: the reader prints what it got,
     // which must be every byte sent, or the floor measured a broken path.
     let output = reader.wait_with_output().await?;
