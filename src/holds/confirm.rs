@@ -51,11 +51,7 @@ impl Holds {
         rid: &ReservationId,
         buyer: &str,
     ) -> Result<(OrderView, Outcome), ApiError> {
-        let begin = self
-            .store
-            .redis
-            .confirm_begin(rid, buyer, self.confirm_lease)
-            .await?;
+        let begin = self.begins.run((rid.clone(), buyer.to_owned())).await?;
         let (qty, units, slots, price, currency, lease) = match begin {
             BeginReply::Confirming {
                 qty,

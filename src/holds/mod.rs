@@ -9,12 +9,14 @@ mod cancel_order;
 mod confirm;
 mod coverage;
 mod group_commit;
+mod script_batch;
 
 pub use group_commit::FINISH_CHUNK;
 
 pub use cancel_order::{Canceller, OrderStatus};
 pub(crate) use confirm::NewOrder;
 pub use coverage::Coverage;
+use script_batch::ScriptBatches;
 
 use std::{sync::Arc, time::Duration};
 
@@ -31,7 +33,7 @@ use crate::{
         Store,
         mongo::{OrderDoc, OrderLookup},
         redis::HoldState,
-        scripts::{CancelReply, ReserveReply},
+        scripts::{CancelReply, ReserveItem, ReserveReply},
     },
 };
 
@@ -136,6 +138,8 @@ pub struct Holds {
     recovery: Recovery,
     coverage: Arc<Coverage>,
     group_commit: group_commit::GroupCommit,
+    reserves: ScriptBatches<script_batch::Reserve>,
+    begins: ScriptBatches<script_batch::Begin>,
     confirm_lease: Duration,
     mongodb_timeout: Duration,
 }
@@ -149,11 +153,21 @@ impl Holds {
     ) -> Self {
         let group_commit =
             group_commit::GroupCommit::start(store.clone(), recovery.clone(), settings);
+        let reserves = ScriptBatches::new(script_batch::Reserve {
+            store: store.clone(),
+            idempotency_ttl: IDEMPOTENCY_TTL,
+        });
+        let begins = ScriptBatches::new(script_batch::Begin {
+            store: store.clone(),
+            lease: settings.confirm_lease,
+        });
         Self {
             store,
             recovery,
             coverage,
             group_commit,
+            reserves,
+            begins,
             confirm_lease: settings.confirm_lease,
             mongodb_timeout: settings.mongodb_timeout,
         }
@@ -176,12 +190,15 @@ impl Holds {
             check_idempotency_key(key)?;
         }
         let rid = ReservationId::new(sale);
-        let idempotency = idempotency_key.map(|k| (k, IDEMPOTENCY_TTL));
+        let item = ReserveItem {
+            rid: rid.clone(),
+            buyer: buyer.to_owned(),
+            quantity,
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
         let reply = self
             .recovery
-            .with_sale(sale, || {
-                self.store.redis.reserve(&rid, buyer, quantity, idempotency)
-            })
+            .with_sale(sale, || self.reserves.run(item.clone()))
             .await?;
         let refused = |code, message: String| Err(ApiError::new(code, message));
         match reply {

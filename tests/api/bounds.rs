@@ -13,7 +13,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use flashdrop::{
-    holds::FINISH_CHUNK,
+    holds::{FINISH_CHUNK, MAX_QUANTITY},
     ids::{ReservationId, SaleId},
     keeper::MOST_PER_CALL,
     lobby::LOAD_CHUNK,
@@ -25,8 +25,9 @@ use flashdrop::{
         redis::PaymentEnd,
         redis::{LobbyStage, Staging, Waiter},
         scripts::{
-            DrawStep, LiveSettings, LobbyCounts, LobbyWaiter, PaySettleReply, RECLAIM_HOLDS,
-            ReserveReply, Restored, ReturnReply,
+            BATCH_CHUNK, BeginBatchReply, DrawStep, LiveSettings, LobbyCounts, LobbyWaiter,
+            PaySettleReply, RECLAIM_HOLDS, ReserveBatchReply, ReserveItem, ReserveReply, Restored,
+            ReturnReply,
         },
     },
 };
@@ -47,6 +48,15 @@ const TRIES: usize = 5;
 /// mid-call), while a script whose work grows with the sale is over the
 /// bound on every try.
 const MAX_TRIES: usize = 20;
+
+fn reserve_item(sale: &SaleId, buyer: &str, quantity: i64) -> ReserveItem {
+    ReserveItem {
+        rid: ReservationId::new(sale),
+        buyer: buyer.to_owned(),
+        quantity,
+        idempotency_key: None,
+    }
+}
 
 /// Every key of a sale, as it is, to put back before each try.
 struct Snapshot {
@@ -391,18 +401,20 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
     .await;
     measured.push(("apply_order", "1,000 units reclaimed before".into(), t));
 
-    // reserve 1,000 units; confirm_begin and confirm_finish of a chunk.
-    let rid = ReservationId::new(&big);
+    // reserve: one of 1,000 units, and a full batch (as many reserves as a
+    // call takes, as many units as one reserve may take); confirm_begin
+    // and confirm_finish of a full batch of holds of 1,000 units.
+    let created = |r: &Result<ReserveBatchReply, _>, n: usize| {
+        matches!(r, Ok(ReserveBatchReply::Done { holds }) if holds.len() == n
+            && holds.iter().all(|h| matches!(h, ReserveReply::Created { .. })))
+    };
+    let one = reserve_item(&big, "thousand", MAX_QUANTITY);
+    let one = [&one];
     let t = work(
         &mut conn,
         &snap,
-        || redis.reserve(&rid, "thousand", 1000, None),
-        |r| {
-            matches!(
-                r,
-                Ok(flashdrop::store::scripts::ReserveReply::Created { .. })
-            )
-        },
+        || redis.reserve(&big, &one, day),
+        |r| created(r, 1),
     )
     .await;
     measured.push((
@@ -410,30 +422,55 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
         "1,000 units of 1,000,000, 50,000 holds out".into(),
         t,
     ));
-    let live: Vec<String> = conn
-        .zrange(kb.deadlines(), 0, FINISH_CHUNK as isize - 1)
-        .await
-        .unwrap();
-    let mut chunk: Vec<(ReservationId, String)> = Vec::new();
-    for r in live {
-        let rid = ReservationId::parse(&r).unwrap();
-        let user = redis.hold(&rid).await.unwrap().unwrap().user;
-        chunk.push((rid, user));
-    }
-    assert_eq!(chunk.len(), FINISH_CHUNK);
+    let each = MAX_QUANTITY / BATCH_CHUNK as i64;
+    let items: Vec<ReserveItem> = (0..BATCH_CHUNK)
+        .map(|i| reserve_item(&big, &format!("batch-{i}"), each))
+        .collect();
+    let batch: Vec<&ReserveItem> = items.iter().collect();
     let t = work(
         &mut conn,
         &snap,
-        || redis.confirm_begin(&chunk[0].0, &chunk[0].1, lease),
-        |r| r.is_ok(),
+        || redis.reserve(&big, &batch, day),
+        |r| created(r, BATCH_CHUNK),
     )
     .await;
-    measured.push(("confirm_begin", "one hold".into(), t));
-    for (rid, buyer) in &chunk {
-        redis.confirm_begin(rid, buyer, day).await.unwrap();
+    measured.push((
+        "reserve",
+        format!(
+            "a batch of {BATCH_CHUNK}, {} units",
+            each * BATCH_CHUNK as i64
+        ),
+        t,
+    ));
+    let big_holds: Vec<ReserveItem> = (0..BATCH_CHUNK.max(FINISH_CHUNK))
+        .map(|i| reserve_item(&big, &format!("big-{i}"), MAX_QUANTITY))
+        .collect();
+    for item in &big_holds {
+        let made = redis.reserve(&big, &[item], day).await.unwrap();
+        assert!(created(&Ok(made), 1));
+    }
+    let chunk: Vec<(&ReservationId, &str)> = big_holds
+        .iter()
+        .map(|i| (&i.rid, i.buyer.as_str()))
+        .collect();
+    let snap = Snapshot::take(&mut conn, &big, &[]).await;
+    let t = work(
+        &mut conn,
+        &snap,
+        || redis.confirm_begin(&big, &chunk[..BATCH_CHUNK], lease),
+        |r| matches!(r, Ok(BeginBatchReply::Done { holds }) if holds.len() == BATCH_CHUNK),
+    )
+    .await;
+    measured.push((
+        "confirm_begin",
+        format!("a batch of {BATCH_CHUNK} holds of 1,000 units"),
+        t,
+    ));
+    for batch in chunk[..FINISH_CHUNK].chunks(BATCH_CHUNK) {
+        redis.confirm_begin(&big, batch, day).await.unwrap();
     }
     let snap = Snapshot::take(&mut conn, &big, &[]).await;
-    let rids: Vec<&ReservationId> = chunk.iter().map(|(r, _)| r).collect();
+    let rids: Vec<&ReservationId> = chunk[..FINISH_CHUNK].iter().map(|(r, _)| *r).collect();
     let t = work(
         &mut conn,
         &snap,
@@ -452,11 +489,12 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
     // No rebuild holds the sale now (the restore above took the lock).
     let _: () = conn.del(kb.restore()).await.unwrap();
     let payer = ReservationId::new(&big);
-    let made = redis
-        .reserve(&payer, "bounds-payer", 1000, None)
-        .await
-        .unwrap();
-    assert!(matches!(made, ReserveReply::Created { .. }), "{made:?}");
+    let payer_item = ReserveItem {
+        rid: payer.clone(),
+        ..reserve_item(&big, "bounds-payer", MAX_QUANTITY)
+    };
+    let made = redis.reserve(&big, &[&payer_item], day).await.unwrap();
+    assert!(created(&Ok(made), 1));
     redis
         .pay_begin(&payer, "bounds-payer", "pay_bounds")
         .await

@@ -9,7 +9,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungsten
 
 use flashdrop::{
     ids::{ReservationId, SaleId},
-    store::scripts::ReserveReply,
+    store::scripts::{ReserveBatchReply, ReserveItem, ReserveReply},
 };
 
 use crate::helpers::{
@@ -219,13 +219,20 @@ async fn a_client_that_never_reads_skips_to_the_newest_state_and_delays_no_one()
     let driver = tokio::spawn(async move {
         futures::stream::iter(0..changes)
             .map(|i| {
-                let (redis, rid) = (redis.clone(), ReservationId::new(&id));
-                async move { redis.reserve(&rid, &format!("b{i}"), 1, None).await }
+                let (redis, id) = (redis.clone(), id.clone());
+                let item = ReserveItem {
+                    rid: ReservationId::new(&id),
+                    buyer: format!("b{i}"),
+                    quantity: 1,
+                    idempotency_key: None,
+                };
+                async move { redis.reserve(&id, &[&item], Duration::ZERO).await }
             })
             .buffer_unordered(64)
             .for_each(|reply| async move {
                 assert!(
-                    matches!(reply, Ok(ReserveReply::Created { .. })),
+                    matches!(&reply, Ok(ReserveBatchReply::Done { holds })
+                        if matches!(holds[..], [ReserveReply::Created { .. }])),
                     "{reply:?}"
                 );
             })

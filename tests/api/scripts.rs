@@ -124,3 +124,137 @@ async fn lobby_member_and_admission_formats_round_trip_through_the_scripts() {
         (Some(deadline), Some(at), Some(joined))
     );
 }
+
+/// A batch is served in order, each request answered as if it had come
+/// alone: a buyer's second reserve in the same call finds the first hold,
+/// the limit and the stock count what the batch took before, an
+/// idempotency key made in one call answers the repeat in the next, and
+/// confirms begun together each get their own hold's answer. Checked in
+/// the replies and in Redis.
+#[tokio::test]
+async fn a_batch_answers_each_request_as_if_it_came_alone() {
+    use flashdrop::{
+        ids::{ReservationId, SaleId},
+        store::scripts::{
+            BeginBatchReply, BeginReply, ReserveBatchReply, ReserveItem, ReserveReply,
+        },
+    };
+    use redis::AsyncCommands;
+    use std::{collections::HashMap, time::Duration};
+
+    let app = spawn_app().await;
+    let sale = app
+        .create_sale(json!({"total": 5, "per_user_limit": 2}))
+        .await;
+    let id = &SaleId::parse(&sale).unwrap();
+    let redis = &app.state.store.redis;
+    let item = |buyer: &str, quantity: i64, key: Option<&str>| ReserveItem {
+        rid: ReservationId::new(id),
+        buyer: buyer.to_owned(),
+        quantity,
+        idempotency_key: key.map(str::to_owned),
+    };
+    let day = Duration::from_secs(86_400);
+    let reserve = |items: Vec<ReserveItem>| async move {
+        let refs: Vec<&ReserveItem> = items.iter().collect();
+        match redis.reserve(id, &refs, day).await.unwrap() {
+            ReserveBatchReply::Done { holds } => (items.clone(), holds),
+            ReserveBatchReply::Missing => panic!("the sale is in Redis"),
+        }
+    };
+
+    let (first, replies) = reserve(vec![
+        item("ann", 2, None),
+        item("ann", 1, None),
+        item("bob", 3, None),
+        item("cat", 1, Some("k1")),
+        item("dan", 2, None),
+        item("eve", 1, None),
+    ])
+    .await;
+    assert!(
+        matches!(replies[0], ReserveReply::Created { .. }),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(&replies[1], ReserveReply::Existing { rid, repeat_key: false } if *rid == first[0].rid.to_string()),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(
+            replies[2],
+            ReserveReply::LimitExceeded {
+                bought: 0,
+                limit: 2
+            }
+        ),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[3], ReserveReply::Created { .. }),
+        "{replies:?}"
+    );
+    assert!(
+        matches!(replies[4], ReserveReply::Created { .. }),
+        "{replies:?}"
+    );
+    // ann 2, cat 1 and dan 2 took all five.
+    assert!(
+        matches!(
+            replies[5],
+            ReserveReply::SoldOut {
+                available: 0,
+                waiting: 0
+            }
+        ),
+        "{replies:?}"
+    );
+    assert_eq!(app.counts(&sale).await, (0, 5, 0));
+
+    // The key made above answers its repeat, in a call of its own.
+    let (_, again) = reserve(vec![item("cat", 1, Some("k1"))]).await;
+    assert!(
+        matches!(&again[0], ReserveReply::Existing { rid, repeat_key: true } if *rid == first[3].rid.to_string()),
+        "{again:?}"
+    );
+
+    // Confirms begun together: ann's hold, ann's hold asked for by bob,
+    // a hold Redis never had, dan's hold.
+    let unknown = ReservationId::new(id);
+    let holds = [
+        (&first[0].rid, "ann"),
+        (&first[0].rid, "bob"),
+        (&unknown, "cat"),
+        (&first[4].rid, "dan"),
+    ];
+    let begun = match redis
+        .confirm_begin(id, &holds, Duration::from_secs(10))
+        .await
+        .unwrap()
+    {
+        BeginBatchReply::Done { holds } => holds,
+        BeginBatchReply::Missing => panic!("the sale is in Redis"),
+    };
+    assert!(
+        matches!(
+            begun[..],
+            [
+                BeginReply::Confirming { qty: 2, .. },
+                BeginReply::NotFound,
+                BeginReply::Missing,
+                BeginReply::Confirming { qty: 2, .. },
+            ]
+        ),
+        "{begun:?}"
+    );
+    let states: HashMap<String, String> = app.redis().hgetall(keys(&sale).holds()).await.unwrap();
+    let state = |rid: &ReservationId| -> String {
+        let hold: serde_json::Value = serde_json::from_str(&states[&rid.to_string()]).unwrap();
+        hold["state"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(state(&first[0].rid), "confirming");
+    assert_eq!(state(&first[3].rid), "held");
+    assert_eq!(state(&first[4].rid), "confirming");
+    assert_eq!(states.len(), 3, "one hold each for ann, cat and dan");
+    assert_eq!(app.check_invariants(&sale).await, (0, 5, 0));
+}

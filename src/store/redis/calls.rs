@@ -27,37 +27,51 @@ impl Redis {
             .map_err(|e| StoreError::Other(anyhow::anyhow!("bad script reply {raw:?}: {e}")))
     }
 
+    /// Reserves of one sale in one call, answered in order (see
+    /// `lua/reserve.lua`): at most [`BATCH_CHUNK`], at most one with an
+    /// idempotency key, which `idempotency_ttl` keeps.
     pub async fn reserve(
         &self,
-        rid: &ReservationId,
-        buyer: &str,
-        quantity: i64,
-        idempotency: Option<(&str, Duration)>,
-    ) -> Result<ReserveReply, StoreError> {
-        let keys = SaleKeys::new(rid.sale());
+        sale: &SaleId,
+        items: &[&ReserveItem],
+        idempotency_ttl: Duration,
+    ) -> Result<ReserveBatchReply, StoreError> {
+        debug_assert!(!items.is_empty() && items.len() <= BATCH_CHUNK);
+        debug_assert!(items.iter().filter(|i| i.idempotency_key.is_some()).count() <= 1);
+        let keys = SaleKeys::new(sale);
         let mut call = self.scripts.reserve.on(&keys);
-        if let Some((key, _)) = idempotency {
-            call.key(keys.idempotency(buyer, key));
-        }
         call.arg(self.announce(&keys))
-            .arg(rid.as_str())
-            .arg(buyer)
-            .arg(quantity)
-            .arg(idempotency.map_or(0, |(_, ttl)| ttl.as_secs()));
+            .arg(idempotency_ttl.as_secs());
+        for item in items {
+            debug_assert_eq!(item.rid.sale(), sale);
+            if let Some(key) = &item.idempotency_key {
+                call.key(keys.idempotency(&item.buyer, key));
+            }
+            call.arg(item.rid.as_str())
+                .arg(&item.buyer)
+                .arg(item.quantity)
+                .arg(u8::from(item.idempotency_key.is_some()));
+        }
         self.run(&call).await
     }
 
+    /// Confirms of one sale's holds begun in one call, answered in order
+    /// (see `lua/confirm_begin.lua`): at most [`BATCH_CHUNK`] of
+    /// (reservation id, buyer).
     pub async fn confirm_begin(
         &self,
-        rid: &ReservationId,
-        buyer: &str,
+        sale: &SaleId,
+        holds: &[(&ReservationId, &str)],
         lease: Duration,
-    ) -> Result<BeginReply, StoreError> {
-        let keys = SaleKeys::new(rid.sale());
+    ) -> Result<BeginBatchReply, StoreError> {
+        debug_assert!(!holds.is_empty() && holds.len() <= BATCH_CHUNK);
+        let keys = SaleKeys::new(sale);
         let mut call = self.scripts.confirm_begin.on(&keys);
-        call.arg(rid.as_str())
-            .arg(buyer)
-            .arg(lease.as_millis() as u64);
+        call.arg(lease.as_millis() as u64);
+        for (rid, buyer) in holds {
+            debug_assert_eq!(rid.sale(), sale);
+            call.arg(rid.as_str()).arg(*buyer);
+        }
         self.run(&call).await
     }
 

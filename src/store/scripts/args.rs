@@ -1,5 +1,19 @@
 //! The typed arguments the scripts take beyond ids: a sale's settings as
-//! Redis keeps them, a rebuilt sale's hash, why a confirm is undone.
+//! Redis keeps them, a rebuilt sale's hash, why a confirm is undone, one
+//! buyer's reserve in a batch.
+
+use crate::ids::ReservationId;
+
+/// One buyer's reserve, sent with others of the same sale in one call.
+#[derive(Debug, Clone)]
+pub struct ReserveItem {
+    /// The hold's id if one is made (it names the sale).
+    pub rid: ReservationId,
+    pub buyer: String,
+    pub quantity: i64,
+    /// The request's `Idempotency-Key`: a call carries at most one.
+    pub idempotency_key: Option<String>,
+}
 
 /// What Redis keeps of a sale's settings: `open_sale` writes all of them,
 /// `update_sale` the ones an admin may change.

@@ -200,6 +200,11 @@ fn words<'a>(source: &'a str, prefix: &'a str) -> impl Iterator<Item = (usize, &
     })
 }
 
+/// Most requests one `reserve` or `confirm_begin` call serves: a call
+/// stays short (see their bounds); more requests of a sale take several
+/// calls.
+pub const BATCH_CHUNK: usize = 25;
+
 /// Holds one `reclaim_units` call takes units back from.
 pub const RECLAIM_HOLDS: usize = 25;
 
@@ -216,7 +221,7 @@ pub fn script_hashes() -> Vec<(String, &'static str)> {
 }
 
 /// The reserve script's source, and the arguments of `EVALSHA` for one
-/// reserve of `sale` by `buyer` as `rid`, so `scripts/bench` can drive the
+/// reserve (a batch of one) of `sale` by `buyer` as `rid`, so `scripts/bench` can drive the
 /// very script with redis-benchmark (its placeholders in `rid` and `buyer`).
 pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (String, Vec<String>) {
     let scripts = Scripts::load();
@@ -236,6 +241,7 @@ pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (String, Vec<
     argv.extend(declared);
     argv.extend([
         format!("PUBLISH {}", keys.channel()),
+        "0".into(),
         rid.to_owned(),
         buyer.to_owned(),
         "1".into(),

@@ -47,6 +47,7 @@ pub enum ReserveReply {
         rid: String,
         repeat_key: bool,
     },
+    /// The sale is not in Redis (the batch's reply said so for all).
     Missing,
     Upcoming,
     Ended,
@@ -60,6 +61,24 @@ pub enum ReserveReply {
         available: i64,
         waiting: i64,
     },
+}
+
+/// What a reserve batch did: one [`ReserveReply`] per reserve, in the
+/// order they were sent, or `Missing` for all of them.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum ReserveBatchReply {
+    Done { holds: Vec<ReserveReply> },
+    Missing,
+}
+
+/// What a batch of confirms begun did: one [`BeginReply`] per hold, in the
+/// order they were sent, or `Missing` for all of them.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "r", rename_all = "snake_case")]
+pub enum BeginBatchReply {
+    Done { holds: Vec<BeginReply> },
+    Missing,
 }
 
 #[derive(Debug, Deserialize)]
