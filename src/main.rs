@@ -71,6 +71,9 @@ enum Command {
         sale: Option<String>,
         #[arg(long)]
         source: bool,
+        /// Reserves per call, as a batch of the server sends them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=25))]
+        batch: u16,
     },
 }
 
@@ -134,10 +137,15 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::BenchReserve { sale, source } => {
+        Command::BenchReserve {
+            sale,
+            source,
+            batch,
+        } => {
             let sale = SaleId::parse(sale.as_deref().unwrap_or("000000000000000000000000"))?;
             let rid = format!("{sale}-__rand_int____rand_int__");
-            let (script, argv) = reserve_benchmark(&sale, &rid, "bench-__rand_int__");
+            let (script, argv) =
+                reserve_benchmark(&sale, &rid, "bench-__rand_int__", usize::from(batch));
             if source {
                 print!("{script}");
             } else {

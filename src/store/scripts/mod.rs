@@ -220,10 +220,16 @@ pub fn script_hashes() -> Vec<(String, &'static str)> {
         .collect()
 }
 
-/// The reserve script's source, and the arguments of `EVALSHA` for one
-/// reserve (a batch of one) of `sale` by `buyer` as `rid`, so `scripts/bench` can drive the
-/// very script with redis-benchmark (its placeholders in `rid` and `buyer`).
-pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (String, Vec<String>) {
+/// The reserve script's source, and the arguments of `EVALSHA` for a
+/// batch of `batch` reserves of `sale` by `buyer` as `rid`, so
+/// `scripts/bench` can drive the very script with redis-benchmark (which
+/// fills each placeholder in `rid` and `buyer` with its own number).
+pub fn reserve_benchmark(
+    sale: &SaleId,
+    rid: &str,
+    buyer: &str,
+    batch: usize,
+) -> (String, Vec<String>) {
     let scripts = Scripts::load();
     let lua = &scripts.reserve;
     let keys = SaleKeys::new(sale);
@@ -239,14 +245,10 @@ pub fn reserve_benchmark(sale: &SaleId, rid: &str, buyer: &str) -> (String, Vec<
         declared.len().to_string(),
     ];
     argv.extend(declared);
-    argv.extend([
-        format!("PUBLISH {}", keys.channel()),
-        "0".into(),
-        rid.to_owned(),
-        buyer.to_owned(),
-        "1".into(),
-        "0".into(),
-    ]);
+    argv.extend([format!("PUBLISH {}", keys.channel()), "0".into()]);
+    for _ in 0..batch {
+        argv.extend([rid.to_owned(), buyer.to_owned(), "1".into(), "0".into()]);
+    }
     (lua.source.clone(), argv)
 }
 
