@@ -258,6 +258,7 @@ async fn metrics_are_served_in_prometheus_text() {
         "flashdrop_http_requests_total",
         "flashdrop_http_request_duration_seconds_bucket",
         "flashdrop_reservations_total{outcome=\"created\"}",
+        "flashdrop_script_batch_size{script=\"reserve\",quantile=\"0.5\"}",
         "flashdrop_live_sockets",
     ] {
         assert!(text.contains(name), "{name} missing");
