@@ -102,23 +102,21 @@ impl<B: Batched> ScriptBatches<B> {
     /// Runs the item with its sale's next call. Dropping the future before
     /// the call leaves withdraws the item; after, the script may run it.
     pub async fn run(&self, item: B::Item) -> Answer<B> {
-        let sale = B::sale(&item).clone();
         let (done, answer) = oneshot::channel();
+        let pending = Pending { item, done };
+        // The sale's id is copied only by the request that starts its task.
         let lead = {
             let mut queues = self.shared.queues.lock();
-            let pending = Pending { item, done };
-            match queues.get_mut(&sale) {
-                Some(queue) => {
-                    queue.push_back(pending);
-                    false
-                }
-                None => {
-                    queues.insert(sale.clone(), VecDeque::from([pending]));
-                    true
-                }
+            if let Some(queue) = queues.get_mut(B::sale(&pending.item)) {
+                queue.push_back(pending);
+                None
+            } else {
+                let sale = B::sale(&pending.item).clone();
+                queues.insert(sale.clone(), VecDeque::from([pending]));
+                Some(sale)
             }
         };
-        if lead {
+        if let Some(sale) = lead {
             let server = Server {
                 shared: self.shared.clone(),
                 sale,
@@ -196,9 +194,9 @@ impl<B: Batched> Server<B> {
                     replies.len(),
                     batch.len()
                 ));
-                batch.iter().map(|_| Err(shared(&wrong))).collect()
+                batch.iter().map(|_| Err(copied(&wrong))).collect()
             }
-            Err(e) => batch.iter().map(|_| Err(shared(&e))).collect(),
+            Err(e) => batch.iter().map(|_| Err(copied(&e))).collect(),
         };
         for (pending, answer) in batch.into_iter().zip(answers) {
             let _ = pending.done.send(answer);
@@ -218,7 +216,7 @@ impl<B: Batched> Drop for Server<B> {
 }
 
 /// One call's error, for each request it carried.
-fn shared(e: &StoreError) -> StoreError {
+fn copied(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
         StoreError::Other(e) => StoreError::Other(anyhow::anyhow!("{e:#}")),
