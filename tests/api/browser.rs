@@ -103,6 +103,20 @@ async fn click(client: &Client, css: &str) {
         .unwrap();
 }
 
+/// Opens a `<details>` by its summary, as a buyer does: the lobby card's
+/// figures change every second and can move the summary under a click
+/// (CI saw the check's button stay hidden in a closed `<details>`), so
+/// the summary is clicked again while the details stays closed.
+async fn open_details(client: &Client, css: &str) {
+    let details = client.find(Locator::Css(css)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while details.attr("open").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{css} never opened");
+        click(client, &format!("{css} summary")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn fill(client: &Client, css: &str, value: &str) {
     let el = client.find(Locator::Css(css)).await.unwrap();
     el.clear().await.unwrap();
@@ -455,7 +469,7 @@ async fn a_lobby_buyer_joins_checks_the_draw_and_buys_when_let_in() {
     let (seed, _, order) = draw(&app, &sale).await;
     let mine = hmac_hex(&seed, "lobby-page");
     let place = order.iter().position(|v| *v == mine).unwrap() + 1;
-    click(&client, "#lobby-proof summary").await;
+    open_details(&client, "#lobby-proof").await;
     // The button is enabled once the page has the revealed seed (it reads
     // the lobby again at the next second's figures), as a buyer sees it.
     let verify = client
