@@ -144,9 +144,9 @@ pub async fn cap_body<E: Endpoint>(next: E, mut req: Request, max: usize) -> Res
             .headers()
             .contains_key(poem::http::header::TRANSFER_ENCODING) =>
         {
-            let bytes = req
-                .take_body()
-                .into_bytes_limit(max)
+            // Rare, so boxed: inline, reading the body (about 4 KB of
+            // state) would be part of every in-flight request.
+            let bytes = Box::pin(req.take_body().into_bytes_limit(max))
                 .await
                 .map_err(|e| match e {
                     ReadBodyError::PayloadTooLarge => too_large(max),

@@ -73,8 +73,13 @@ impl Recovery {
         if !reply.sale_missing() {
             return Ok(reply);
         }
-        let doc = self.sale_doc(sale).await?;
-        self.restore(&doc).await?;
+        // Rare, so boxed: inline, a rebuild's state (about 4 KB) would be
+        // part of every in-flight reserve, confirm and status read.
+        Box::pin(async {
+            let doc = self.sale_doc(sale).await?;
+            self.restore(&doc).await.map_err(ApiError::from)
+        })
+        .await?;
         Ok(run().await?)
     }
 

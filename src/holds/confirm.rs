@@ -156,33 +156,52 @@ impl Holds {
                 }
                 Ok((order.into(), Outcome::Created))
             }
-            // A unique index refused it: written before, fenced off, or
-            // units or slots MongoDB has sold and Redis forgot.
-            Committed::Refused => match self.store.mongo.order_of(rid, buyer).await? {
-                OrderLookup::Order(earlier) => {
-                    self.finish_confirm(rid, &earlier).await?;
-                    Ok((earlier.into(), Outcome::Existing))
-                }
-                OrderLookup::Voided => Err(given_up()),
-                OrderLookup::Absent => Err(self.repair_conflict(rid, &order).await),
-            },
+            // The rare outcomes are boxed: inline, their state (about 5 KB)
+            // would be part of every in-flight confirm.
+            Committed::Refused => Box::pin(self.write_refused(rid, buyer, &order)).await,
             Committed::NotSent(err) => {
-                self.abort_confirm(rid, AbortCause::Unwritten { lease })
-                    .await;
+                Box::pin(self.abort_confirm(rid, AbortCause::Unwritten { lease })).await;
                 Err(err.into())
             }
-            // It may land yet: only a fence may undo this confirm.
-            Committed::Unknown(err) => match self.store.mongo.order_of(rid, buyer).await {
-                Ok(OrderLookup::Order(earlier)) => {
-                    self.finish_confirm(rid, &earlier).await?;
-                    Ok((earlier.into(), Outcome::Existing))
-                }
-                Ok(OrderLookup::Voided) => Err(given_up()),
-                Ok(OrderLookup::Absent) | Err(_) => {
-                    tracing::warn!(%rid, error = %err, "confirm outcome unknown; the reaper settles it when the lease ends");
-                    Err(err.into())
-                }
-            },
+            Committed::Unknown(err) => Box::pin(self.write_unknown(rid, buyer, err)).await,
+        }
+    }
+
+    /// A unique index refused the order: written before, fenced off, or
+    /// units or slots MongoDB has sold and Redis forgot.
+    async fn write_refused(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        order: &OrderDoc,
+    ) -> Result<(OrderView, Outcome), ApiError> {
+        match self.store.mongo.order_of(rid, buyer).await? {
+            OrderLookup::Order(earlier) => {
+                self.finish_confirm(rid, &earlier).await?;
+                Ok((earlier.into(), Outcome::Existing))
+            }
+            OrderLookup::Voided => Err(given_up()),
+            OrderLookup::Absent => Err(self.repair_conflict(rid, order).await),
+        }
+    }
+
+    /// The order may land yet: only a fence may undo this confirm.
+    async fn write_unknown(
+        &self,
+        rid: &ReservationId,
+        buyer: &str,
+        err: StoreError,
+    ) -> Result<(OrderView, Outcome), ApiError> {
+        match self.store.mongo.order_of(rid, buyer).await {
+            Ok(OrderLookup::Order(earlier)) => {
+                self.finish_confirm(rid, &earlier).await?;
+                Ok((earlier.into(), Outcome::Existing))
+            }
+            Ok(OrderLookup::Voided) => Err(given_up()),
+            Ok(OrderLookup::Absent) | Err(_) => {
+                tracing::warn!(%rid, error = %err, "confirm outcome unknown; the reaper settles it when the lease ends");
+                Err(err.into())
+            }
         }
     }
 
