@@ -190,15 +190,16 @@ impl Holds {
             check_idempotency_key(key)?;
         }
         let rid = ReservationId::new(sale);
-        let item = ReserveItem {
-            rid: rid.clone(),
-            buyer: buyer.to_owned(),
-            quantity,
-            idempotency_key: idempotency_key.map(str::to_owned),
-        };
         let reply = self
             .recovery
-            .with_sale(sale, || self.reserves.run(item.clone()))
+            .with_sale(sale, || {
+                self.reserves.run(ReserveItem {
+                    rid: rid.clone(),
+                    buyer: buyer.to_owned(),
+                    quantity,
+                    idempotency_key: idempotency_key.map(str::to_owned),
+                })
+            })
             .await?;
         let refused = |code, message: String| Err(ApiError::new(code, message));
         match reply {
