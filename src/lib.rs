@@ -25,5 +25,6 @@ pub mod state;
 pub mod stopping;
 pub mod store;
 pub mod telemetry;
+pub mod text;
 pub mod waitlist;
 pub mod webhooks;

@@ -12,6 +12,7 @@ use crate::{
     reports::{OrdersPage, SaleSummary},
     sales::rules::{CreateSale, PatchSale, SaleView},
     state::AppState,
+    text::Text,
 };
 
 pub struct AdminApi;
@@ -32,7 +33,7 @@ fn default_limit() -> i64 {
 pub struct CancelOrder {
     /// Why, 1..=500 characters: kept with the order.
     #[oai(validator(min_length = 1, max_length = 500))]
-    pub reason: String,
+    pub reason: Text,
 }
 
 #[OpenApi(tag = "Tag::Admin")]

@@ -72,10 +72,15 @@ fn body_problem(reason: &str, body: &[u8]) -> String {
 }
 
 /// The request type named in ` (occurred while parsing "CreateSale")` or
-/// `failed to parse "CreateSale": ...`.
+/// `failed to parse "CreateSale": ...`. An optional field adds its own
+/// context first (`(occurred while parsing "optional_string")`): the
+/// body's type is the last one named.
 fn context_type(reason: &str) -> Option<&str> {
-    between(reason, "(occurred while parsing \"", "\")")
-        .or_else(|| between(reason, "failed to parse \"", "\""))
+    const CONTEXT: &str = "(occurred while parsing \"";
+    match reason.rsplit_once(CONTEXT) {
+        Some((_, last)) => between(last, "", "\")"),
+        None => between(reason, "failed to parse \"", "\""),
+    }
 }
 
 /// The first field of `object` that breaks the type or presence its
@@ -306,6 +311,13 @@ mod tests {
         assert_eq!(
             body_problem(reason, br#"{"quantity": 5000}"#),
             "field `quantity` must be at most 1000"
+        );
+        // An optional field's parser adds its own context before the
+        // body's: the body's type is the last one named.
+        let reason = r#"Expected input type "string", found 7. (occurred while parsing "optional_string") (occurred while parsing "PatchSale")"#;
+        assert_eq!(
+            body_problem(reason, br#"{"name": 7}"#),
+            "field `name` must be a string, not 7"
         );
         assert_eq!(
             body_problem("", b"{"),

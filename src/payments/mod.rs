@@ -32,6 +32,7 @@ use crate::{
         redis::PaymentEnd,
         scripts::{PayBeginReply, PaySettleReply},
     },
+    text::Text,
 };
 
 /// What the buyer pays, and until when.
@@ -65,14 +66,14 @@ pub struct PaymentEvent {
     /// The provider's id of this event, 1..=200 characters: each counts
     /// once.
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub event_id: String,
+    pub event_id: Text,
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub payment_id: String,
+    pub payment_id: Text,
     pub status: PaymentStatus,
     /// Must equal the intent's.
     pub amount_cents: i64,
     /// Must equal the intent's.
-    pub currency: String,
+    pub currency: Text,
 }
 
 /// What an event did.
@@ -256,8 +257,8 @@ impl Payments {
             .map_err(|e| ApiError::new(ErrorCode::BadSignature, e.to_string()))?;
         let event = parse(raw)?;
         let answer = |outcome, duplicate| EventAnswer {
-            event_id: event.event_id.clone(),
-            payment_id: event.payment_id.clone(),
+            event_id: event.event_id.to_string(),
+            payment_id: event.payment_id.to_string(),
             outcome,
             duplicate,
         };
@@ -269,7 +270,7 @@ impl Payments {
         let Some(intent) = mongo.payment(&event.payment_id).await? else {
             return Err(ApiError::not_found("payment"));
         };
-        if intent.amount_cents != event.amount_cents || intent.currency != event.currency {
+        if intent.amount_cents != event.amount_cents || event.currency != intent.currency {
             return Err(ApiError::new(
                 ErrorCode::PaymentMismatch,
                 format!(
@@ -286,7 +287,7 @@ impl Payments {
         };
         mongo
             .record_payment_event(&PaymentEventDoc {
-                id: event.event_id.clone(),
+                id: event.event_id.to_string(),
                 payment_id: intent.id.clone(),
                 status: <&str>::from(event.status).to_owned(),
                 outcome: <&str>::from(outcome).to_owned(),

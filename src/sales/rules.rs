@@ -13,6 +13,7 @@ use crate::{
         mongo::{LobbyDoc, SaleDoc},
         scripts::{LiveSale, LiveStatus},
     },
+    text::Text,
 };
 
 pub const MAX_TOTAL: i64 = 10_000_000;
@@ -131,13 +132,13 @@ impl SaleView {
 pub struct CreateSale {
     /// 1..=200 characters, not only blanks.
     #[oai(validator(min_length = 1, max_length = 200, pattern = "\\S"))]
-    pub name: String,
+    pub name: Text,
     /// Price of one unit in minor units, 0..=10^15.
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
     pub price_cents: i64,
     /// Three upper-case letters (ISO 4217).
     #[oai(validator(pattern = "^[A-Z]{3}$"))]
-    pub currency: String,
+    pub currency: Text,
     /// Units on sale, 1..=10,000,000.
     #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub total: i64,
@@ -214,13 +215,13 @@ fn default_payment_seconds() -> i64 {
 pub struct PatchSale {
     /// 1..=200 characters, not only blanks.
     #[oai(validator(min_length = 1, max_length = 200, pattern = "\\S"))]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// 0..=10^15; before the start only.
     #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
     pub price_cents: Option<i64>,
     /// Three upper-case letters; before the start only.
     #[oai(validator(pattern = "^[A-Z]{3}$"))]
-    pub currency: Option<String>,
+    pub currency: Option<Text>,
     /// 1..=10,000,000, never lower than before.
     #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
     pub total: Option<i64>,
@@ -330,9 +331,9 @@ impl CreateSale {
         };
         Ok(SaleDoc {
             id: id.to_string(),
-            name: self.name,
+            name: self.name.into(),
             price_cents: self.price_cents,
-            currency: self.currency,
+            currency: self.currency.into(),
             total: self.total,
             per_user_limit: self.per_user_limit,
             starts_at: BsonDateTime::from_chrono(self.starts_at),
@@ -350,9 +351,9 @@ impl CreateSale {
 
     fn from_doc(d: &SaleDoc) -> Self {
         CreateSale {
-            name: d.name.clone(),
+            name: d.name.as_str().into(),
             price_cents: d.price_cents,
-            currency: d.currency.clone(),
+            currency: d.currency.as_str().into(),
             total: d.total,
             per_user_limit: d.per_user_limit,
             starts_at: d.starts_at.to_chrono(),

@@ -38,7 +38,7 @@ fn each_rule_is_enforced_with_a_message_naming_the_field() {
     type Breaker = Box<dyn Fn(&mut CreateSale)>;
     let cases: Vec<(&str, Breaker)> = vec![
         ("name", Box::new(|s| s.name = " ".into())),
-        ("name", Box::new(|s| s.name = "x".repeat(201))),
+        ("name", Box::new(|s| s.name = "x".repeat(201).into())),
         ("price_cents", Box::new(|s| s.price_cents = -1)),
         (
             "price_cents",

@@ -17,6 +17,7 @@ use crate::{
         Store,
         mongo::{AttemptDoc, DeliveryDoc, DeliveryState, EndpointDoc, MessageType},
     },
+    text::Text,
 };
 use sender::{Sender, Verdict};
 
@@ -33,13 +34,13 @@ pub struct CreateEndpoint {
         max_length = 2048,
         pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
     ))]
-    pub url: String,
+    pub url: Text,
     /// The events sent to it; all of them when left out.
     #[oai(validator(min_items = 1, max_items = 5, unique_items = true))]
     pub types: Option<Vec<MessageType>>,
     /// A note for operators, at most 200 characters.
     #[oai(validator(max_length = 200))]
-    pub description: Option<String>,
+    pub description: Option<Text>,
 }
 
 #[derive(Debug, Object)]
@@ -182,7 +183,7 @@ impl Webhooks {
             url: url.to_string(),
             types,
             secret: signature::new_secret(),
-            description: spec.description,
+            description: spec.description.map(String::from),
             created_at: crate::clock::LocalClock::default().now_bson(),
             disabled: None,
         };

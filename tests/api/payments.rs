@@ -203,6 +203,10 @@ async fn webhooks_that_are_not_the_providers_are_refused_and_change_nothing() {
     wrong_currency["currency"] = json!("USD");
     let mut unknown = good.clone();
     unknown["payment_id"] = json!("pay_nothing-here");
+    // A number is not the event's id: poem-openapi's `String` took it as
+    // "7" and the payment counted under an id the provider never sent.
+    let mut numbered = good.clone();
+    numbered["event_id"] = json!(7);
     let signed = |v: &Value| {
         let raw = serde_json::to_vec(v).unwrap();
         (Some(sign(secret, now_secs(), &raw)), raw)
@@ -273,6 +277,13 @@ async fn webhooks_that_are_not_the_providers_are_refused_and_change_nothing() {
             signed(&unknown).1,
             404,
             "not_found",
+        ),
+        (
+            "a number for the event's id",
+            signed(&numbered).0,
+            signed(&numbered).1,
+            400,
+            "invalid_request",
         ),
         (
             "an unknown field",

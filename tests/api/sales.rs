@@ -307,3 +307,87 @@ async fn a_field_the_api_does_not_know_is_refused_by_name_and_nothing_changes() 
         );
     }
 }
+
+/// poem-openapi's `String` takes a JSON number or boolean and makes text of
+/// it; the schema fuzzer had `{"description": 6.27e16}` make a webhook
+/// endpoint. Every text field of every request body takes JSON strings
+/// only, names the field when it gets something else, and nothing changes.
+#[tokio::test]
+async fn a_number_or_a_boolean_where_the_document_says_string_is_refused_and_nothing_changes() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({"total": 10, "name": "Kept"})).await;
+    let rid = crate::helpers::hold(&app, &sale, "texty", 1).await;
+    assert_eq!(app.confirm(&rid, "texty").await.status(), 201);
+    let sales = app.mongo.list_sales(1000).await.unwrap().len();
+    let cases = [
+        (
+            "POST",
+            "/api/v1/admin/sales".to_owned(),
+            crate::helpers::sale_body(json!({"name": 123})),
+            "name",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/sales".to_owned(),
+            crate::helpers::sale_body(json!({"name": true})),
+            "name",
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/admin/sales/{sale}"),
+            json!({"name": 7}),
+            "name",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/webhooks".to_owned(),
+            json!({"description": 6.274019507408948e16, "url": "HTTP://P"}),
+            "description",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/webhooks".to_owned(),
+            json!({"description": false, "url": "http://example.com/hook"}),
+            "description",
+        ),
+        (
+            "POST",
+            format!("/api/v1/admin/orders/{rid}/cancel"),
+            json!({"reason": 12}),
+            "reason",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let resp = app
+            .http
+            .request(method.parse().unwrap(), app.url(&path))
+            .bearer_auth(admin_token())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{method} {path} {body}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["code"], "invalid_request", "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("field `{field}` must be a string")),
+            "{body}: {message}"
+        );
+    }
+    // Nothing changed: no new sale, the name as it was, no endpoint, the
+    // order still standing.
+    assert_eq!(app.mongo.list_sales(1000).await.unwrap().len(), sales);
+    assert_eq!(app.get_sale(&sale).await["name"], "Kept");
+    let endpoints = app
+        .http
+        .get(app.api("/admin/webhooks"))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crate::helpers::json(endpoints).await, json!([]));
+    let orders = app.orders(&sale).await;
+    assert_eq!(orders.len(), 1);
+    assert_eq!(orders[0].id, rid);
+}
