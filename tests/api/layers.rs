@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, path::Path};
 /// Each top-level module's layer, lowest first. A module may use its own
 /// layer and the ones below it, never one above.
 const LAYERS: &[&[&str]] = &[
-    &["ids", "config", "clock", "stopping"],
+    &["ids", "config", "clock", "stopping", "text"],
     &["store"],
     &["error"],
     &[
