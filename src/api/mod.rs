@@ -83,10 +83,11 @@ pub fn swagger_ui_html(api: &OpenApiService<Apis, ()>, spec: &str) -> String {
     api.swagger_ui_html().replacen(&api.spec(), spec, 1)
 }
 
-/// Every request body refuses fields it does not know
-/// (`#[oai(deny_unknown_fields)]`), but poem-openapi leaves that out of the
-/// schema: say it, `additionalProperties: false`, on every schema a request
-/// body refers to.
+/// What poem-openapi's parser does with a request body and its schema
+/// leaves out, said on every schema a request body refers to: fields it
+/// does not know are refused (`#[oai(deny_unknown_fields)]`), so
+/// `additionalProperties: false`; an optional field sent as `null` is read
+/// as left out, so each optional property is `nullable`.
 fn closed_request_bodies(spec: &str) -> String {
     let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(spec) else {
         return spec.to_owned();
@@ -121,6 +122,20 @@ fn closed_request_bodies(spec: &str) -> String {
                 "additionalProperties".to_owned(),
                 serde_json::Value::Bool(false),
             );
+            let required = schema.get("required").cloned().unwrap_or_default();
+            let required = required.as_array().map(Vec::as_slice).unwrap_or_default();
+            for (field, property) in schema
+                .get_mut("properties")
+                .and_then(|p| p.as_object_mut())
+                .into_iter()
+                .flatten()
+            {
+                if !required.iter().any(|r| r == field.as_str())
+                    && let Some(property) = property.as_object_mut()
+                {
+                    property.insert("nullable".to_owned(), serde_json::Value::Bool(true));
+                }
+            }
         }
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())

@@ -391,3 +391,85 @@ async fn a_number_or_a_boolean_where_the_document_says_string_is_refused_and_not
     assert_eq!(orders.len(), 1);
     assert_eq!(orders[0].id, rid);
 }
+
+/// An optional field sent as `null` is as if it were left out (poem-openapi
+/// reads it so), and the document says so: every optional property of a
+/// request body is `nullable`; a required one sent as `null` is refused.
+#[tokio::test]
+async fn null_for_an_optional_field_is_leaving_it_out_as_the_document_says() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({"total": 10, "name": "Kept"})).await;
+    let resp = app
+        .http
+        .patch(app.api(&format!("/admin/sales/{sale}")))
+        .bearer_auth(admin_token())
+        .json(&json!({"name": null, "hold_seconds": 120}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let view = app.get_sale(&sale).await;
+    assert_eq!(
+        (view["name"].as_str(), view["hold_seconds"].as_i64()),
+        (Some("Kept"), Some(120))
+    );
+    let resp = app
+        .http
+        .post(app.api("/admin/webhooks"))
+        .bearer_auth(admin_token())
+        .json(&json!({"url": "http://example.com/hook", "description": null, "types": null}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    assert!(created.get("description").is_none(), "{created}");
+    assert_eq!(created["types"].as_array().unwrap().len(), 5);
+    let resp = app
+        .http
+        .post(app.api("/admin/sales"))
+        .bearer_auth(admin_token())
+        .json(&crate::helpers::sale_body(json!({"name": null})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["message"], "field `name` is required");
+
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let mut optional = 0;
+    for name in [
+        "CreateSale",
+        "PatchSale",
+        "ReserveRequest",
+        "JoinRequest",
+        "CancelOrder",
+        "CreateEndpoint",
+        "PaymentEvent",
+    ] {
+        let required = schemas[name]["required"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (field, property) in schemas[name]["properties"].as_object().unwrap() {
+            let is_required = required.iter().any(|r| r == field);
+            assert_eq!(
+                property["nullable"] == json!(true),
+                !is_required,
+                "{name}.{field}: {property}"
+            );
+            optional += usize::from(!is_required);
+        }
+    }
+    assert!(optional >= 20, "{optional}");
+}
