@@ -20,16 +20,6 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Text(String);
 
-impl Text {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
 impl Type for Text {
     const IS_REQUIRED: bool = true;
 
@@ -114,12 +104,6 @@ impl From<&str> for Text {
 impl From<Text> for String {
     fn from(t: Text) -> Self {
         t.0
-    }
-}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
     }
 }
 
