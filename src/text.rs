@@ -2,8 +2,9 @@
 //! nothing else.
 //!
 //! poem-openapi's `String` also takes a JSON number or boolean and makes
-//! text of it (`6.27e16` becomes `"62740195074089480"`), so a body the
-//! document says is wrong would be kept. `Text` has the same schema
+//! text of it (a description sent as the number `6.27e16` was kept as the
+//! text `"6.274019507408948e+16"`), so a body the document says is wrong
+//! would be kept. `Text` has the same schema
 //! (`type: string`) and the same validators (`min_length`, `max_length`,
 //! `pattern`), and refuses anything but a string; the refusal reads
 //! "field `name` must be a string, not 123" like every other wrong type.
@@ -17,7 +18,7 @@ use poem_openapi::{
 use serde_json::Value;
 
 /// A JSON string from a request body; see the module's comment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Text(String);
 
 impl Type for Text {
