@@ -54,8 +54,7 @@ return fd_with_sale(function(s, now)
   if #reclaimed > 0 then redis.call('SREM', K.taken, unpack(reclaimed)) end
   local counted = #fresh + #freed
   fd_update(s, {taken_n = s.taken_n + #fresh, available = s.available - counted,
-    sold = s.sold + counted})
-  redis.call('HINCRBY', K.sale, 'holds_confirmed', 1)
+    sold = s.sold + counted, holds_confirmed = s.holds_confirmed + 1})
   redis.call('HINCRBY', K.bought, buyer, #units)
   local record = h or {user = buyer, qty = #units, units = ARGV[4], slots = '',
     created = now, expires = now}

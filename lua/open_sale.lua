@@ -20,5 +20,7 @@ redis.call('HSET', K.sale, 'total', ARGV[2], 'limit', ARGV[3], 'starts', ARGV[4]
   'epoch', ARGV[11], 'version', ARGV[12], 'admit_rate', ARGV[13],
   'admit_ms', ARGV[14], 'opens', ARGV[15], 'commit', ARGV[16], 'drawn', 0,
   'pay_ms', ARGV[17])
-fd_emit(fd_sale(), 'opened', fd_now())
+local s = fd_sale()
+fd_emit(s, 'opened', fd_now())
+fd_flush(s)
 return fd_reply({r = 'opened'})

@@ -37,6 +37,10 @@ end})
 local FD_PROMOTIONS = 25
 local fd_promotions_left = FD_PROMOTIONS
 
+-- The sale's fields this call changed (see fd_update), written once at
+-- its end.
+local fd_dirty = {}
+
 local function fd_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -53,14 +57,15 @@ end
 -- The sale's live fields, or nil when Redis does not have the sale. The
 -- epoch names this Redis copy of the sale: every rebuild makes a new one,
 -- so a watcher can tell it must start over. A
--- script loads them once and changes them through fd_update, which keeps
--- this table and Redis alike. Money stays a string: cjson would print
+-- script loads them once and changes them through fd_update, and in Redis
+-- with fd_flush. Money stays a string: cjson would print
 -- large numbers in exponent form.
 local function fd_sale()
   local v = redis.call('HMGET', K.sale, 'total', 'limit', 'starts', 'ends',
     'hold_ms', 'closed', 'next', 'available', 'held', 'sold', 'waitlist',
     'wl_closed', 'price', 'currency', 'epoch', 'admit_rate', 'admit_ms',
-    'opens', 'drawn', 'taken_n', 'pay_ms')
+    'opens', 'drawn', 'taken_n', 'pay_ms', 'seq', 'holds_created',
+    'holds_confirmed')
   if not v[1] then return nil end
   return {
     total = fd_num(v[1]), limit = fd_num(v[2]), starts = fd_num(v[3]),
@@ -70,26 +75,46 @@ local function fd_sale()
     price = v[13] or '0', currency = v[14] or '', epoch = v[15] or '',
     admit_rate = fd_num(v[16]), admit_ms = fd_num(v[17]), opens = fd_num(v[18]),
     drawn = fd_num(v[19]), taken_n = fd_num(v[20]), pay_ms = fd_num(v[21]),
+    seq = fd_num(v[22]), holds_created = fd_num(v[23]),
+    holds_confirmed = fd_num(v[24]),
   }
 end
 
--- Sets fields of the sale, in Redis and in `s`, in one call.
+-- Sets fields of the sale in `s`; fd_flush writes them to Redis. A call
+-- changes the sale's fields many times (each reserve of a batch, each
+-- change's seq) and writes them once. Nothing else in a script writes a
+-- field that passes through here, and nothing reads one from Redis after
+-- changing it here: `s` is the call's copy.
 local function fd_update(s, fields)
-  local args = {}
   for field, value in pairs(fields) do
     s[field] = value
-    args[#args + 1] = field
-    args[#args + 1] = value
+    fd_dirty[field] = true
   end
-  redis.call('HSET', K.sale, unpack(args))
 end
 
--- Runs `body(s, now)` on the sale and encodes the table it returns; a sale
--- Redis does not have answers {r = 'missing'} (the caller rebuilds it).
+-- Writes the fields fd_update changed since the last flush, in one HSET.
+local function fd_flush(s)
+  local args = {}
+  for field in pairs(fd_dirty) do
+    args[#args + 1] = field
+    args[#args + 1] = s[field]
+  end
+  if #args > 0 then redis.call('HSET', K.sale, unpack(args)) end
+  fd_dirty = {}
+end
+
+-- Runs `body(s, now)` on the sale, writes the fields it changed, and
+-- encodes the table it returns; a sale Redis does not have answers
+-- {r = 'missing'} (the caller rebuilds it). A body that fails still has
+-- its changes to the sale written, as its other writes stay (Redis does
+-- not undo a script's writes): the sale's counts stay with its holds.
 local function fd_with_sale(body)
   local s = fd_sale()
   if not s then return fd_reply({r = 'missing'}) end
-  return fd_reply(body(s, fd_now()))
+  local ok, reply = pcall(body, s, fd_now())
+  fd_flush(s)
+  if not ok then error(reply, 0) end
+  return fd_reply(reply)
 end
 
 -- 'ended' or 'upcoming' outside the sale's window, nil inside it.
@@ -252,7 +277,8 @@ end
 -- the live feed.
 -- extra: optional kind-specific fields (rid, user, qty, ...).
 local function fd_emit(s, kind, now, extra)
-  local seq = redis.call('HINCRBY', K.sale, 'seq', 1)
+  local seq = s.seq + 1
+  fd_update(s, {seq = seq})
   local ev = {
     seq = seq, kind = kind, ts = now, available = s.available, held = s.held,
     sold = s.sold, total = s.total, status = fd_status(s, now),
@@ -308,8 +334,7 @@ local function fd_take_hold(s, buyer, bought, qty, rid, now)
   redis.call('ZADD', K.deadlines, expires, rid)
   redis.call('HSET', K.holding, buyer, rid)
   fd_update(s, {next = next, available = s.available - qty,
-    held = s.held + qty})
-  redis.call('HINCRBY', K.sale, 'holds_created', 1)
+    held = s.held + qty, holds_created = s.holds_created + 1})
   return expires
 end
 
@@ -327,8 +352,8 @@ end
 
 -- A live hold's order is durable: the hold ends confirmed, its units sold.
 local function fd_confirm_hold(s, rid, h, now)
-  fd_update(s, {held = s.held - h.qty, sold = s.sold + h.qty})
-  redis.call('HINCRBY', K.sale, 'holds_confirmed', 1)
+  fd_update(s, {held = s.held - h.qty, sold = s.sold + h.qty,
+    holds_confirmed = s.holds_confirmed + 1})
   redis.call('HINCRBY', K.bought, h.user, h.qty)
   fd_end_hold(rid, h, 'confirmed', now)
   fd_emit(s, 'confirmed', now, {rid = rid, user = h.user, qty = h.qty})

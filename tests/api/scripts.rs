@@ -258,3 +258,99 @@ async fn a_batch_answers_each_request_as_if_it_came_alone() {
     assert_eq!(states.len(), 3, "one hold each for ann, cat and dan");
     assert_eq!(app.check_invariants(&sale).await, (0, 5, 0));
 }
+
+/// A call keeps its changes to the sale's fields (the counts, the seq,
+/// the counters) in its copy of the sale and writes them once at its end:
+/// after a batch the sale reads as if each request had written its own,
+/// every change has its own seq, and a call that fails midway still
+/// writes what it changed before, as its other writes stay.
+#[tokio::test]
+async fn a_call_writes_the_sales_fields_once_and_a_failing_call_keeps_its_changes() {
+    use flashdrop::{
+        ids::{ReservationId, SaleId},
+        store::scripts::{FinishReply, ReserveBatchReply, ReserveItem},
+    };
+    use redis::AsyncCommands;
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({"total": 10})).await;
+    let id = &SaleId::parse(&sale).unwrap();
+    let redis = &app.state.store.redis;
+    let items: Vec<ReserveItem> = ["ann", "bob", "cat"]
+        .iter()
+        .map(|buyer| ReserveItem {
+            rid: ReservationId::new(id),
+            buyer: (*buyer).to_owned(),
+            quantity: 1,
+            idempotency_key: None,
+        })
+        .collect();
+    let refs: Vec<&ReserveItem> = items.iter().collect();
+    let day = Duration::from_secs(86_400);
+    assert!(matches!(
+        redis.reserve(id, &refs, day).await.unwrap(),
+        ReserveBatchReply::Done { .. }
+    ));
+    let rids = [&items[0].rid, &items[1].rid];
+    assert!(matches!(
+        redis.confirm_finish(id, &rids).await.unwrap(),
+        FinishReply::Done { .. }
+    ));
+    // The sale opened (seq 1), three holds (2 to 4), two confirmed (5, 6).
+    let stored = app.redis_sale(&sale).await;
+    let field = |name: &str| stored.get(name).cloned().unwrap_or_default();
+    assert_eq!(
+        [
+            "seq",
+            "available",
+            "held",
+            "sold",
+            "holds_created",
+            "holds_confirmed"
+        ]
+        .map(field),
+        ["6", "7", "1", "2", "3", "2"].map(str::to_owned),
+        "{stored:?}"
+    );
+    let seqs: Vec<i64> = app
+        .stock_events(&sale)
+        .await
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<_>>());
+
+    // A call that changes the sale, announces it, then fails.
+    let keys = keys(&sale);
+    let failing = "return fd_with_sale(function(s, now)
+        fd_update(s, {taken_n = s.taken_n + 5})
+        fd_emit(s, 'checked', now)
+        error('stopped on purpose')
+      end)";
+    let err = redis::Script::new(&assemble(failing, &[Role::Sale, Role::Events, Role::Wait]))
+        .key(keys.sale())
+        .key(keys.events())
+        .key(keys.wait())
+        .arg(format!("PUBLISH {}", keys.channel()))
+        .invoke_async::<String>(&mut app.redis())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped on purpose"), "{err}");
+    let stored = app.redis_sale(&sale).await;
+    assert_eq!(
+        (stored["seq"].as_str(), stored["taken_n"].as_str()),
+        ("7", "5"),
+        "the failed call's changes were written: {stored:?}"
+    );
+    let last: Vec<(String, Vec<(String, String)>)> = app
+        .redis()
+        .xrevrange_count(keys.events(), "+", "-", 1)
+        .await
+        .unwrap();
+    let change: serde_json::Value = serde_json::from_str(&last[0].1[0].1).unwrap();
+    assert_eq!(
+        (change["seq"].as_i64(), change["kind"].as_str()),
+        (Some(7), Some("checked"))
+    );
+}

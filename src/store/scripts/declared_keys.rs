@@ -105,3 +105,113 @@ fn replies_decode_into_their_enums() {
     assert!(matches!(reap, ReapReply::Ok { ref claimed, .. } if claimed.is_empty()));
     assert!(serde_json::from_str::<CancelReply>(r#"{"r":"surprise"}"#).is_err());
 }
+
+/// Lua source without its comments.
+fn code_of(source: &str) -> String {
+    source
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The argument text of every call of `callee` in `code`, split at its
+/// top-level commas.
+fn call_args(code: &str, callee: &str) -> Vec<Vec<String>> {
+    let opener = format!("{callee}(");
+    let mut found = Vec::new();
+    for (at, _) in code.match_indices(&opener) {
+        let (mut depth, mut args, mut arg) = (1, Vec::new(), String::new());
+        for c in code[at + opener.len()..].chars() {
+            match c {
+                '(' | '{' | '[' => depth += 1,
+                ')' | '}' | ']' => depth -= 1,
+                ',' if depth == 1 => {
+                    args.push(arg.trim().to_owned());
+                    arg.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            if depth == 0 {
+                break;
+            }
+            arg.push(c);
+        }
+        args.push(arg.trim().to_owned());
+        found.push(args);
+    }
+    found
+}
+
+/// A call keeps its changes to the sale's fields in `s` and writes them
+/// once at its end (`fd_update`, `fd_flush` in the prelude), so a field
+/// that passes through `fd_update` anywhere must not be written to the
+/// sale's hash any other way: the end of the call would write it back
+/// over. The two scripts that write a whole sale anew do so before they
+/// read it.
+#[test]
+fn the_sales_kept_fields_are_written_only_through_fd_update() {
+    let sources: Vec<(&str, String)> = DECLARED
+        .iter()
+        .map(|(file, source, _)| (*file, code_of(source)))
+        .chain([("prelude.lua", code_of(PRELUDE))])
+        .collect();
+    let mut kept = BTreeSet::new();
+    for (_, code) in &sources {
+        for args in call_args(code, "fd_update") {
+            let Some(table) = args.get(1).and_then(|t| t.strip_prefix('{')) else {
+                continue; // the helper's own definition
+            };
+            for entry in call_args(&format!("table({table})"), "table").concat() {
+                if let Some((field, _)) = entry.split_once('=') {
+                    kept.insert(field.trim().to_owned());
+                }
+            }
+        }
+    }
+    for field in [
+        "seq",
+        "available",
+        "held",
+        "sold",
+        "holds_created",
+        "holds_confirmed",
+    ] {
+        assert!(kept.contains(field), "{field} is kept: {kept:?}");
+    }
+    // Written whole before it is read; a counter of ended holds by state
+    // (cancelled, expired: fd_release's callers), never a kept one.
+    let anew = ["open_sale.lua", "restore_sale.lua"];
+    let allowed = ["unpack(args)", "'holds_' .. state"];
+    for (file, code) in &sources {
+        for args in call_args(code, "redis.call") {
+            let [command, key, rest @ ..] = &args[..] else {
+                continue;
+            };
+            if key != "K.sale" || anew.contains(file) {
+                continue;
+            }
+            let fields: Vec<&String> = match command.trim_matches('\'') {
+                "HSET" | "HSETNX" => rest.iter().step_by(2).collect(),
+                "HINCRBY" | "HINCRBYFLOAT" => rest.iter().take(1).collect(),
+                "HDEL" => rest.iter().collect(),
+                _ => continue,
+            };
+            for field in fields {
+                if allowed.contains(&field.as_str()) {
+                    continue;
+                }
+                let name = field.trim_matches('\'');
+                assert!(
+                    name.len() + 2 == field.len(),
+                    "{file}: {command} of the sale's field {field}, not a literal: say why it is never a kept field"
+                );
+                assert!(
+                    !kept.contains(name),
+                    "{file}: {command} writes the kept field {name}; change it through fd_update"
+                );
+            }
+        }
+    }
+}
