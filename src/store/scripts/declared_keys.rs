@@ -8,11 +8,7 @@ use super::{DECLARED, PRELUDE, replies::*, split_helpers, words};
 /// Roles (`K.<role>`) and prelude helpers (`fd_<name>(`) named in Lua
 /// source, comments stripped.
 fn names(source: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-    let code: String = source
-        .lines()
-        .map(|l| l.split("--").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let code = code_of(source);
     let roles = words(&code, "K.")
         .map(|(_, role)| role["K.".len()..].to_owned())
         .collect();
