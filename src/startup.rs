@@ -104,7 +104,11 @@ impl Application {
         let waitlist = Waitlist::new(store.clone(), recovery.clone());
         let admission =
             live::admission::Admission::new(settings.ws_max_connections, settings.ws_max_per_ip);
-        let (hub, interest) = live::Hub::new(settings.live_personal_buffer, admission);
+        let (hub, interest) = live::Hub::new(
+            settings.live_personal_buffer,
+            settings.ws_stock_frame_gap,
+            admission,
+        );
         let hub = Arc::new(hub);
         let holds = Holds::new(store.clone(), recovery.clone(), coverage.clone(), &settings);
         let state = AppState::new(Services {

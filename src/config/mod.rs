@@ -97,6 +97,9 @@ pub struct Settings {
     /// Most live sockets this instance serves, and per client address.
     pub ws_max_connections: usize,
     pub ws_max_per_ip: Option<usize>,
+    /// At most one stock frame per socket per this long; the changes in
+    /// between reach it as the newest (`None`: every change is a frame).
+    pub ws_stock_frame_gap: Option<Duration>,
     /// How long a confirm may take before the reaper checks MongoDB for the
     /// order and settles the hold.
     pub confirm_lease: Duration,
@@ -360,6 +363,16 @@ impl Settings {
         let ws_max_connections =
             count("FLASHDROP_WS_MAX_CONNECTIONS", "50000")?.unwrap_or(usize::MAX);
         let ws_max_per_ip = count("FLASHDROP_WS_MAX_PER_IP", "1000")?;
+        let ws_stock_frame_gap = match count("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "off")? {
+            None => None,
+            Some(n @ 1..=1000) => Some(Duration::from_secs(1) / n as u32),
+            Some(n) => {
+                return Err(ConfigError::new(
+                    "FLASHDROP_WS_STOCK_FRAMES_PER_SECOND",
+                    format!("{n} is more than 1000 frames a second"),
+                ));
+            }
+        };
 
         Ok(Settings {
             listen,
@@ -387,6 +400,7 @@ impl Settings {
             mongodb_timeout,
             ws_max_connections,
             ws_max_per_ip,
+            ws_stock_frame_gap,
             confirm_lease: CONFIRM_LEASE,
             event_claim_idle: EVENT_CLAIM_IDLE,
             live_ping: Duration::from_secs(15),

@@ -18,6 +18,15 @@ fn defaults_apply_when_only_the_secret_is_set() {
     assert_eq!(s.mongodb_db, "flashdrop");
     assert_eq!(s.log_format, LogFormat::Text);
     assert_eq!(s.rate_limit_ip, DEFAULT_RATE_LIMIT_IP.parse().unwrap());
+    assert_eq!(s.ws_stock_frame_gap, None, "every change is a frame");
+}
+
+#[test]
+fn stock_frames_per_second_become_the_gap_between_two_frames() {
+    let s = settings(&[SECRET, ("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "5")]).unwrap();
+    assert_eq!(s.ws_stock_frame_gap, Some(Duration::from_millis(200)));
+    let s = settings(&[SECRET, ("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "off")]).unwrap();
+    assert_eq!(s.ws_stock_frame_gap, None);
 }
 
 #[test]
@@ -37,6 +46,8 @@ fn every_bad_value_names_its_variable() {
         ("FLASHDROP_REDIS_URL", "redis://a:1,redis://b:2"),
         ("FLASHDROP_WS_MAX_CONNECTIONS", "0"),
         ("FLASHDROP_WS_MAX_PER_IP", "many"),
+        ("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "0"),
+        ("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "1001"),
         ("FLASHDROP_SEED_KEY", "short"),
         ("FLASHDROP_DRAIN", "soon"),
         ("FLASHDROP_SEED_KEY", SECRET.1),

@@ -8,6 +8,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Weak},
+    time::Duration,
 };
 
 use parking_lot::Mutex;
@@ -151,6 +152,9 @@ pub struct Hub {
     /// Personal events buffered per sale before a slow socket falls behind
     /// (and then catches up from Redis).
     personal_buffer: usize,
+    /// At most one stock frame per socket per this long (`None`: one per
+    /// change).
+    stock_gap: Option<Duration>,
     /// Who may open a socket.
     pub admission: Arc<Admission>,
 }
@@ -218,6 +222,7 @@ impl Hub {
     /// A hub and the stream of subscriptions it needs.
     pub fn new(
         personal_buffer: usize,
+        stock_gap: Option<Duration>,
         admission: Admission,
     ) -> (Self, mpsc::UnboundedReceiver<Interest>) {
         let (interest, wanted) = mpsc::unbounded_channel();
@@ -225,6 +230,7 @@ impl Hub {
             sales: Mutex::default(),
             interest,
             personal_buffer: personal_buffer.max(1),
+            stock_gap,
             admission: Arc::new(admission),
         };
         (hub, wanted)
@@ -242,7 +248,7 @@ impl Hub {
                     lobby: watch::channel(None).0,
                     joins: Joins::default(),
                     subscribed: watch::channel(false).0,
-                    writers: Arc::default(),
+                    writers: Arc::new(Writers::new(self.stock_gap)),
                 })
             })
             .clone();
@@ -381,7 +387,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_socket_that_does_not_read_keeps_only_the_newest_stock_and_bounded_events() {
-        let (hub, _interest) = Hub::new(64, Admission::new(10, None));
+        let (hub, _interest) = Hub::new(64, None, Admission::new(10, None));
         let sale = SaleId::new();
         let mut sub = hub.subscribe(&sale);
         for seq in 1..=1000 {
@@ -402,7 +408,7 @@ pub(super) mod tests {
 
     #[test]
     fn the_first_socket_asks_for_a_sale_and_the_last_one_leaves_it() {
-        let (hub, mut interest) = Hub::new(64, Admission::new(10, None));
+        let (hub, mut interest) = Hub::new(64, None, Admission::new(10, None));
         let (a, b) = (SaleId::new(), SaleId::new());
         let sub_a = hub.subscribe(&a);
         let again_a = hub.subscribe(&a);
@@ -423,7 +429,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_lobby_join_wakes_only_the_joiners_sockets_and_is_forgotten_with_them() {
-        let (hub, _interest) = Hub::new(64, Admission::new(10, None));
+        let (hub, _interest) = Hub::new(64, None, Admission::new(10, None));
         let sale = SaleId::new();
         let sub = hub.subscribe(&sale);
         let (mut one, two) = (sub.watch_join("ann"), sub.watch_join("ann"));

@@ -17,7 +17,10 @@ use std::{
 use futures_util::{Sink, SinkExt};
 use parking_lot::Mutex;
 use poem::web::websocket::{Message, WebSocketStream};
-use tokio::sync::{Notify, watch};
+use tokio::{
+    sync::{Notify, watch},
+    time::Instant,
+};
 
 use super::hub::Update;
 
@@ -260,12 +263,22 @@ impl<T> Seating<T> {
 }
 
 /// A sale's writer tasks, each with a group of sockets.
-#[derive(Default)]
 pub struct Writers {
     seating: Seating<Outlet>,
+    /// At most one stock frame per socket per this long.
+    gap: Option<Duration>,
 }
 
 impl Writers {
+    /// Writers that hand each socket a stock frame per change, or with a
+    /// `gap` at most one per gap: the newest of the changes since.
+    pub fn new(gap: Option<Duration>) -> Self {
+        Self {
+            seating: Seating::default(),
+            gap,
+        }
+    }
+
     /// Adds a socket to a group with room, starting a new group's writer
     /// when every group is full. A writer ends with the sale's feed.
     pub fn join(&self, outlet: &Arc<Outlet>, stock: &watch::Receiver<Option<Arc<Update>>>) {
@@ -278,24 +291,103 @@ impl Writers {
             tokio::spawn(tokio::task::unconstrained(write_group(
                 group,
                 stock.clone(),
+                self.gap,
             )));
         }
     }
 }
 
-async fn write_group(group: Group<Outlet>, mut stock: watch::Receiver<Option<Arc<Update>>>) {
+/// Offers `update` to each socket of the group.
+fn offer_all(group: &Group<Outlet>, update: &Update) {
+    let members: Vec<Arc<Outlet>> = {
+        let mut members = group.lock();
+        members.retain(|m| m.strong_count() > 0);
+        members.iter().filter_map(Weak::upgrade).collect()
+    };
+    for outlet in members {
+        outlet.offer(update);
+    }
+}
+
+/// When a writer hands its group a stock frame: each change as it comes,
+/// or with a gap, at most one per gap. The first change after a quiet
+/// spell goes at once; one that comes sooner than a gap after the last
+/// frame waits for it, and only the newest of those that waited goes (a
+/// stock frame carries whole counts, so the skipped ones lose nothing).
+/// A resync never waits, and voids the change waiting: each socket sends
+/// the sale afresh.
+struct Pace {
+    gap: Option<Duration>,
+    /// When the next stock frame may go.
+    due: Instant,
+    waiting: Option<Arc<Update>>,
+}
+
+impl Pace {
+    fn new(gap: Option<Duration>, now: Instant) -> Self {
+        Self {
+            gap,
+            due: now,
+            waiting: None,
+        }
+    }
+
+    /// `update` came: what to hand the group now, if anything.
+    fn came(&mut self, update: Arc<Update>, now: Instant) -> Option<Arc<Update>> {
+        let change = matches!(*update, Update::Change { .. });
+        if change && self.gap.is_some() && now < self.due {
+            self.waiting = Some(update);
+            return None;
+        }
+        self.waiting = None;
+        Some(self.handed(update, now))
+    }
+
+    /// When the change waiting may go.
+    fn waiting_until(&self) -> Option<Instant> {
+        self.waiting.as_ref().map(|_| self.due)
+    }
+
+    /// The change waiting, now that its time has come.
+    fn take(&mut self, now: Instant) -> Option<Arc<Update>> {
+        let update = self.waiting.take()?;
+        Some(self.handed(update, now))
+    }
+
+    fn handed(&mut self, update: Arc<Update>, now: Instant) -> Arc<Update> {
+        if let (Some(gap), Update::Change { .. }) = (self.gap, &*update) {
+            self.due = now + gap;
+        }
+        update
+    }
+}
+
+/// Hands the group the sale's changes, paced by `gap`.
+async fn write_group(
+    group: Group<Outlet>,
+    mut stock: watch::Receiver<Option<Arc<Update>>>,
+    gap: Option<Duration>,
+) {
     stock.borrow_and_update();
-    while stock.changed().await.is_ok() {
-        let Some(update) = stock.borrow_and_update().clone() else {
-            continue;
+    let mut pace = Pace::new(gap, Instant::now());
+    loop {
+        let waiting_until = pace.waiting_until();
+        let update = tokio::select! {
+            changed = stock.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(update) = stock.borrow_and_update().clone() else {
+                    continue;
+                };
+                pace.came(update, Instant::now())
+            }
+            () = tokio::time::sleep_until(waiting_until.unwrap_or_else(Instant::now)), if waiting_until.is_some() => {
+                pace.take(Instant::now())
+            }
         };
-        let members: Vec<Arc<Outlet>> = {
-            let mut members = group.lock();
-            members.retain(|m| m.strong_count() > 0);
-            members.iter().filter_map(Weak::upgrade).collect()
-        };
-        for outlet in members {
-            outlet.offer(&update);
+        if let Some(update) = update {
+            offer_all(&group, &update);
         }
     }
 }
@@ -373,5 +465,75 @@ mod tests {
         assert_eq!(seating.open.lock().first(), Some(&10));
         let last = kept.last().and_then(Option::as_ref);
         assert_eq!(last.map(|(_, s)| s.group), Some(10));
+    }
+
+    fn change(seq: i64) -> Arc<Update> {
+        let change = serde_json::from_value(serde_json::json!({
+            "seq": seq, "kind": "reserved", "ts": 1, "available": 1, "held": 0,
+            "sold": 0, "status": "active",
+        }))
+        .unwrap();
+        Arc::new(Update::Change {
+            change,
+            stock_frame: String::new(),
+        })
+    }
+
+    fn seq(update: Option<Arc<Update>>) -> Option<i64> {
+        match update.as_deref() {
+            Some(Update::Change { change, .. }) => Some(change.seq),
+            Some(Update::Resync) => Some(-1),
+            None => None,
+        }
+    }
+
+    /// Without a gap every change goes as it comes.
+    #[test]
+    fn without_a_gap_every_change_goes_at_once() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(None, t0);
+        for n in 1..=3 {
+            assert_eq!(seq(pace.came(change(n), t0)), Some(n));
+        }
+        assert_eq!(pace.waiting_until(), None);
+    }
+
+    /// With a gap: the first change of a quiet spell at once, the ones
+    /// that come within the gap wait, and only the newest goes when the
+    /// gap has passed; then quiet again, the next goes at once.
+    #[test]
+    fn with_a_gap_a_quiet_spells_first_change_goes_at_once_and_a_bursts_newest_after_the_gap() {
+        let gap = Duration::from_millis(200);
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut pace = Pace::new(Some(gap), t0);
+        assert_eq!(seq(pace.came(change(1), t0 + ms(5))), Some(1));
+        assert_eq!(seq(pace.came(change(2), t0 + ms(50))), None);
+        assert_eq!(seq(pace.came(change(3), t0 + ms(90))), None);
+        assert_eq!(pace.waiting_until(), Some(t0 + ms(205)));
+        assert_eq!(seq(pace.take(t0 + ms(205))), Some(3));
+        assert_eq!(pace.waiting_until(), None);
+        // The next frame may go a gap after that one.
+        assert_eq!(seq(pace.came(change(4), t0 + ms(300))), None);
+        assert_eq!(seq(pace.take(t0 + ms(405))), Some(4));
+        // Quiet for longer than the gap: at once.
+        assert_eq!(seq(pace.came(change(5), t0 + ms(700))), Some(5));
+    }
+
+    /// A resync goes at once, and the change waiting goes with it (each
+    /// socket sends the sale afresh).
+    #[test]
+    fn a_resync_never_waits_and_voids_the_change_waiting() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut pace = Pace::new(Some(ms(200)), t0);
+        assert_eq!(seq(pace.came(change(1), t0)), Some(1));
+        assert_eq!(seq(pace.came(change(2), t0 + ms(10))), None);
+        assert_eq!(
+            seq(pace.came(Arc::new(Update::Resync), t0 + ms(20))),
+            Some(-1)
+        );
+        assert_eq!(pace.waiting_until(), None);
+        assert_eq!(seq(pace.take(t0 + ms(300))), None);
     }
 }

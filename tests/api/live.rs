@@ -184,6 +184,66 @@ async fn five_hundred_sockets_all_see_a_change() {
     }
 }
 
+/// With `FLASHDROP_WS_STOCK_FRAMES_PER_SECOND` a socket gets at most one
+/// stock frame per gap, however fast the sale changes, and the last one
+/// it gets is the newest state.
+#[tokio::test]
+async fn a_frame_rate_sends_at_most_one_stock_frame_per_gap_ending_at_the_newest() {
+    let gap = Duration::from_millis(400);
+    let app = spawn_app_with(|s| s.ws_stock_frame_gap = Some(gap)).await;
+    let changes: i64 = 50;
+    let sale = app
+        .create_sale(json!({"total": changes, "per_user_limit": 1}))
+        .await;
+    let mut socket = connect(&app, &sale, None).await;
+    let first_seq = next_of(&mut socket, "snapshot").await["seq"]
+        .as_i64()
+        .unwrap();
+
+    // One change after another, straight through the store.
+    let started = std::time::Instant::now();
+    let redis = app.state.store.redis.clone();
+    let id = SaleId::parse(&sale).unwrap();
+    for i in 0..changes {
+        let item = ReserveItem {
+            rid: ReservationId::new(&id),
+            buyer: format!("b{i}"),
+            quantity: 1,
+            idempotency_key: None,
+        };
+        let reply = redis.reserve(&id, &[&item], Duration::ZERO).await;
+        assert!(
+            matches!(&reply, Ok(ReserveBatchReply::Done { holds })
+                if matches!(holds[..], [ReserveReply::Created { .. }])),
+            "{reply:?}"
+        );
+    }
+
+    let (mut frames, mut previous) = (0, first_seq);
+    loop {
+        let frame = next_of(&mut socket, "stock").await;
+        let seq = frame["seq"].as_i64().unwrap();
+        assert!(seq > previous, "seq only rises: {seq} after {previous}");
+        previous = seq;
+        frames += 1;
+        if seq == first_seq + changes {
+            assert_eq!(
+                (frame["available"].as_i64(), frame["held"].as_i64()),
+                (Some(0), Some(changes)),
+                "{frame}"
+            );
+            break;
+        }
+    }
+    // The n-th frame went at least (n - 1) gaps after the first.
+    let elapsed = started.elapsed();
+    let most = (elapsed.as_secs_f64() / gap.as_secs_f64()).floor() as usize + 1;
+    assert!(
+        frames <= most,
+        "{frames} stock frames for {changes} changes in {elapsed:?}, at most {most} with a gap of {gap:?}"
+    );
+}
+
 /// A client that stops reading fills its TCP buffers; from then on the
 /// server skips it to the newest state instead of queueing every frame,
 /// while a reading client keeps up.
