@@ -511,20 +511,32 @@ impl Shoppers {
 
 /// A buyer may be told to come back (503 with Retry-After) while a slot is
 /// half-moved or a master fails over, never that something broke (500).
-/// The holds here last a second, less than a failover takes: a confirm
-/// that waited out the failover may find its hold over (410
-/// `reservation_expired`), the hold's own rule and not a breakage.
-fn assert_only_created_or_retry(answers: &BTreeMap<u16, u32>, failures: &[String]) {
+/// The holds here last a second, less than a fault may hold a request up:
+/// a confirm that waited it out may find its hold over (410
+/// `reservation_expired`), the hold's own rule. `also` are the other
+/// answers the fault may give, each a status and its code.
+fn assert_only_created_or_retry(
+    answers: &BTreeMap<u16, u32>,
+    failures: &[String],
+    also: &[(u16, &str)],
+) {
+    let allowed: Vec<(u16, &str)> = [(503, "unavailable"), (410, "reservation_expired")]
+        .into_iter()
+        .chain(also.iter().copied())
+        .collect();
     assert!(
-        answers.keys().all(|code| [201, 410, 503].contains(code)),
+        answers
+            .keys()
+            .all(|code| *code == 201 || allowed.iter().any(|(c, _)| c == code)),
         "{answers:?} {failures:?}"
     );
     assert!(answers.get(&201).copied().unwrap_or(0) > 20, "{answers:?}");
     assert!(
-        failures.iter().all(
-            |f| (f.starts_with("503 ") && f.contains(r#""code":"unavailable""#))
-                || (f.starts_with("410 ") && f.contains(r#""code":"reservation_expired""#))
-        ),
+        failures
+            .iter()
+            .all(|f| allowed.iter().any(|(status, code)| {
+                f.starts_with(&format!("{status} ")) && f.contains(&format!(r#""code":"{code}""#))
+            })),
         "{failures:?}"
     );
 }
@@ -582,7 +594,7 @@ async fn a_sale_moved_to_another_master_mid_sale_keeps_selling() {
     let (answers, failures) = shoppers.stop().await;
     eprintln!("slot {slot} moved {source} -> {target} in {moved:?}; answers {answers:?}");
     assert_eq!(cluster.owner_of(slot).port, target);
-    assert_only_created_or_retry(&answers, &failures);
+    assert_only_created_or_retry(&answers, &failures, &[]);
     assert_sells_and_settles(&app, &sale, &mut socket).await;
     let on_target: i64 = redis::cmd("EXISTS")
         .arg(keys(&sale).sale())
@@ -623,7 +635,10 @@ async fn a_master_killed_mid_sale_fails_over_to_its_replica() {
     eprintln!(
         "master {master} killed; replica {promoted} serves slot {slot} after {failed_over:?}; answers {answers:?}"
     );
-    assert_only_created_or_retry(&answers, &failures);
+    // The replica may have missed the master's last writes: a hold made
+    // just before the kill may be gone, and its confirm finds nothing
+    // (README: what a Redis back older than it was stops).
+    assert_only_created_or_retry(&answers, &failures, &[(404, "not_found")]);
     assert_sells_and_settles(&app, &sale, &mut socket).await;
     // The replica may have missed the master's last writes (replication is
     // asynchronous): then the sale was rebuilt and its seq went back, and
