@@ -382,9 +382,13 @@ async fn write_group(
                 };
                 pace.came(update, Instant::now())
             }
-            () = tokio::time::sleep_until(waiting_until.unwrap_or_else(Instant::now)), if waiting_until.is_some() => {
-                pace.take(Instant::now())
-            }
+            // A timer only while a change waits: none per change otherwise.
+            () = async {
+                match waiting_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => pace.take(Instant::now()),
         };
         if let Some(update) = update {
             offer_all(&group, &update);
