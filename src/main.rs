@@ -20,6 +20,9 @@ use flashdrop::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long a command waits for MongoDB to end its sessions as it exits.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
 #[derive(Parser)]
 #[command(
     version,
@@ -93,7 +96,10 @@ async fn main() -> anyhow::Result<()> {
             }
             telemetry::init(&settings.log, settings.log_format);
             let app = Application::build(settings).await?;
-            app.run_until_stopped().await?;
+            let mongo = app.state().store.mongo.clone();
+            let served = app.run_until_stopped().await;
+            mongo.shutdown(CLOSE_WITHIN).await;
+            served?;
         }
         Command::Token { sub, role, ttl } => {
             let secret = std::env::var("FLASHDROP_JWT_SECRET").context(
@@ -128,8 +134,13 @@ async fn main() -> anyhow::Result<()> {
                 mongo: Mongo::connect(settings.mongodb_uri.expose(), &settings.mongodb_db).await?,
                 clock: LocalClock::default(),
             };
-            let now = store.redis.now_ms().await?;
-            let checks = audit::audit(&store, &sale, &confirmed, now).await?;
+            let checks = async {
+                let now = store.redis.now_ms().await?;
+                audit::audit(&store, &sale, &confirmed, now).await
+            }
+            .await;
+            store.mongo.shutdown(CLOSE_WITHIN).await;
+            let checks = checks?;
             for check in &checks {
                 println!("{check}");
             }

@@ -347,6 +347,21 @@ impl Mongo {
         self.ensure_outbox_indexes().await
     }
 
+    /// Ends the client's sessions and closes its connections, waiting at
+    /// most `limit`; every handle to this client fails after it. A process
+    /// calls it before it returns: otherwise the driver ends the sessions
+    /// in a task it spawns when the last handle drops, which panics when
+    /// the runtime has begun to stop under it.
+    pub async fn shutdown(&self, limit: Duration) {
+        let closed = self.db.client().clone().shutdown();
+        if tokio::time::timeout(limit, closed).await.is_err() {
+            tracing::warn!(
+                ?limit,
+                "MongoDB did not close the client's sessions in time"
+            );
+        }
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.bounded(async {
             self.db.run_command(doc! {"ping": 1}).await?;
