@@ -98,6 +98,9 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let rate = written.load(Ordering::Relaxed) as f64 / seconds;
     db.drop().await?;
+    // Ended here, not by the driver's task as the runtime stops (which can
+    // panic).
+    client.shutdown().await;
     if args.json {
         println!(
             "{}",
