@@ -133,6 +133,24 @@ async fn the_kubernetes_deployment_sets_what_the_server_reads_and_probes_real_pa
                 set.insert(key.as_str().unwrap().to_owned());
             }
         }
+        // The grace period outlasts the whole stop: preStop, the drain,
+        // requests in flight (10 s) and closing MongoDB's sessions (5 s).
+        let pod = &deployment["spec"]["template"]["spec"];
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+            .as_u64()
+            .unwrap();
+        let drain = docs
+            .iter()
+            .filter(|d| d["kind"].as_str() == Some("ConfigMap"))
+            .find_map(|d| d["data"]["FLASHDROP_DRAIN"].as_str())
+            .and_then(|v| humantime::parse_duration(v).ok())
+            .expect("FLASHDROP_DRAIN in a ConfigMap")
+            .as_secs();
+        assert!(
+            grace > pre_stop + drain + 10 + 5,
+            "{overlay}: a grace period of {grace} s does not cover {pre_stop} + {drain} + 10 + 5 s"
+        );
         let missing: Vec<&String> = read.difference(&set).collect();
         assert!(
             missing.is_empty(),
