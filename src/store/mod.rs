@@ -47,7 +47,11 @@ impl From<::redis::RedisError> for StoreError {
                     | ::redis::ServerErrorKind::ReadOnly
             )
         );
+        // No connection to the slot's node (one just lost, say): the
+        // cluster client reconnects from its seeds on a later call.
+        let unreachable_node = err.kind() == ::redis::ErrorKind::ClusterConnectionNotFound;
         if transient
+            || unreachable_node
             || err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()
@@ -99,6 +103,13 @@ mod tests {
                 "{kind:?}"
             );
         }
+        // The cluster client has no connection to the slot's node: a master
+        // just killed, before the replica took over.
+        let lost = RedisError::from((
+            ErrorKind::ClusterConnectionNotFound,
+            "Requested connection not found",
+        ));
+        assert!(matches!(StoreError::from(lost), StoreError::Unavailable(_)));
         let bug = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "bug"));
         assert!(matches!(StoreError::from(bug), StoreError::Other(_)));
     }

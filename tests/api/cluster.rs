@@ -509,6 +509,13 @@ impl Shoppers {
     }
 }
 
+/// The server answers a 500 with "internal error" and logs its cause:
+/// print the server's errors, so a fault test that sees a 500 also shows
+/// why (once per process; later tests in it print theirs too).
+fn print_server_errors() {
+    flashdrop::telemetry::init("flashdrop=error", flashdrop::config::LogFormat::Text);
+}
+
 /// A buyer may be told to come back (503 with Retry-After) while a slot is
 /// half-moved or a master fails over, never that something broke (500).
 /// The holds here last a second, less than a fault may hold a request up:
@@ -564,6 +571,7 @@ async fn assert_sells_and_settles(app: &TestApp, sale: &str, socket: &mut Socket
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_moved_to_another_master_mid_sale_keeps_selling() {
+    print_server_errors();
     let cluster = shared_cluster();
     let app = Arc::new(cluster_app().await);
     // More than the buyers can take in the time: the sale never sells out.
@@ -606,6 +614,7 @@ async fn a_sale_moved_to_another_master_mid_sale_keeps_selling() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_mid_sale_fails_over_to_its_replica() {
+    print_server_errors();
     // A cluster of this test's own, with a replica per master.
     let mut cluster = RedisCluster::start_with_replicas(3, 1);
     let app = Arc::new(spawn_app_with(|s| on_cluster(s, &cluster)).await);
