@@ -36,7 +36,9 @@ impl From<::redis::RedisError> for StoreError {
     fn from(err: ::redis::RedisError) -> Self {
         metrics::counter!("flashdrop_store_errors_total", "store" => "redis").increment(1);
         // Redis loading its data after a restart, a failover in progress,
-        // a replica that is read-only for now: retry later, not a bug.
+        // a replica that is read-only for now, a cluster node the client
+        // has no connection to (it reconnects from its seeds on a later
+        // call): retry later, not a bug.
         let transient = matches!(
             err.kind(),
             ::redis::ErrorKind::Server(
@@ -45,13 +47,9 @@ impl From<::redis::RedisError> for StoreError {
                     | ::redis::ServerErrorKind::ClusterDown
                     | ::redis::ServerErrorKind::MasterDown
                     | ::redis::ServerErrorKind::ReadOnly
-            )
+            ) | ::redis::ErrorKind::ClusterConnectionNotFound
         );
-        // No connection to the slot's node (one just lost, say): the
-        // cluster client reconnects from its seeds on a later call.
-        let unreachable_node = err.kind() == ::redis::ErrorKind::ClusterConnectionNotFound;
         if transient
-            || unreachable_node
             || err.is_io_error()
             || err.is_timeout()
             || err.is_connection_dropped()

@@ -15,6 +15,21 @@ fn flashdrop() -> Command {
     cmd
 }
 
+/// `flashdrop` against the shared test servers, with a database of its own.
+fn flashdrop_on_servers() -> Command {
+    let servers = crate::helpers::servers();
+    let mut cmd = flashdrop();
+    cmd.env("FLASHDROP_JWT_SECRET", JWT_SECRET)
+        .env("FLASHDROP_REDIS_URL", &servers.redis_url)
+        .env(
+            "FLASHDROP_REDIS_CLUSTER",
+            servers.redis_url.contains(',').to_string(),
+        )
+        .env("FLASHDROP_MONGODB_URI", &servers.mongo_uri)
+        .env("FLASHDROP_MONGODB_DB", crate::helpers::unique_db());
+    cmd
+}
+
 #[test]
 fn token_prints_a_verifiable_jwt_on_its_last_line() {
     let out = flashdrop()
@@ -70,17 +85,12 @@ fn openapi_prints_the_spec() {
 
 #[test]
 fn serve_shuts_down_gracefully_on_sigterm() {
-    let servers = crate::helpers::servers();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = flashdrop()
-        .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
-        .env("FLASHDROP_REDIS_URL", &servers.redis_url)
-        .env("FLASHDROP_MONGODB_URI", &servers.mongo_uri)
-        .env("FLASHDROP_MONGODB_DB", crate::helpers::unique_db())
+    let mut child = flashdrop_on_servers()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -118,26 +128,17 @@ fn serve_shuts_down_gracefully_on_sigterm() {
 /// The MongoDB driver ends its sessions in a task it spawns when the last
 /// handle of a client drops; a process that lets the runtime stop first
 /// printed that task's panic (`connection_requester.rs`, `SendError`) on
-/// about one exit in a hundred. Each command shuts its client down before
+/// one or two exits in a hundred. Each command shuts its client down before
 /// it returns, so no exit prints one.
 #[test]
 fn audit_exits_without_a_panic_from_the_mongodb_driver() {
-    let servers = crate::helpers::servers();
     let sale = flashdrop::ids::SaleId::new().to_string();
     let runs = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..2 {
             scope.spawn(|| {
                 while runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 400 {
-                    let out = flashdrop()
-                        .env("FLASHDROP_JWT_SECRET", JWT_SECRET)
-                        .env("FLASHDROP_REDIS_URL", &servers.redis_url)
-                        .env(
-                            "FLASHDROP_REDIS_CLUSTER",
-                            servers.redis_url.contains(',').to_string(),
-                        )
-                        .env("FLASHDROP_MONGODB_URI", &servers.mongo_uri)
-                        .env("FLASHDROP_MONGODB_DB", crate::helpers::unique_db())
+                    let out = flashdrop_on_servers()
                         .args(["audit", &sale])
                         .output()
                         .unwrap();
