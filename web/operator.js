@@ -113,15 +113,16 @@
     const t1 = Date.now();
     const span = Math.min(WINDOW_MS, Math.max(20000, pts.length ? t1 - pts[0].t : 0));
     const t0 = t1 - span;
-    let max = 1;
-    for (const p of pts) for (const s of SERIES) if (typeof p[s.key] === "number") max = Math.max(max, p[s.key]);
+    let highest = 1;
+    for (const p of pts) for (const s of SERIES) if (typeof p[s.key] === "number") highest = Math.max(highest, p[s.key]);
+    const step = roundStep(highest), max = step * Math.ceil(highest / step);
     const x = (t) => pad.l + ((t - t0) / span) * (w - pad.l - pad.r);
     const y = (v) => h - pad.b - (v / max) * (h - pad.t - pad.b);
     g.strokeStyle = "#d8dde3"; g.fillStyle = "#5b6470"; g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
-    for (let i = 0; i <= 4; i++) {
-      const v = (max * i) / 4, yy = y(v);
+    for (let v = 0; v <= max; v += step) {
+      const yy = y(v);
       g.beginPath(); g.moveTo(pad.l, yy); g.lineTo(w - pad.r, yy); g.stroke();
-      g.fillText(String(Math.round(v)), 4, yy + 4);
+      g.fillText(String(v), 4, yy + 4);
     }
     g.fillText(span >= 120000 ? `${Math.round(span / 60000)} min ago` : `${Math.round(span / 1000)} s ago`, pad.l, h - 6);
     g.fillText("now", w - pad.r - 22, h - 6);
@@ -135,6 +136,14 @@
       }
       if (started) { g.lineTo(x(t1), y(pts[pts.length - 1][s.key] ?? 0)); g.stroke(); }
     }
+  }
+  // The scale's step: 1, 2 or 5 times a power of ten, at least 1 (the
+  // figures are counts), so that at most five steps reach `highest`.
+  function roundStep(highest) {
+    const rough = highest / 5;
+    const unit = Math.pow(10, Math.floor(Math.log10(Math.max(rough, 1))));
+    const step = [1, 2, 5, 10].map((m) => m * unit).find((s) => s >= rough);
+    return Math.max(1, step);
   }
   function legend() {
     const el = $("#legend");

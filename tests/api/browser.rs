@@ -340,6 +340,7 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     assert_eq!(view["total"], 50);
     text_becomes(&client, "#available", "50").await;
     let points_before = chart_points(&client).await;
+    record_chart_labels(&client).await;
 
     for i in 0..4 {
         let rid = hold(&app, &sale, &format!("chart-{i}"), 2).await;
@@ -350,6 +351,10 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     text_becomes(&client, "#available", "42").await;
     text_becomes(&client, "#sold", "4").await;
     assert!(chart_points(&client).await > points_before);
+    // The scale reads true: round, evenly spaced values, up to at least
+    // the sale's 50 units.
+    let labels = chart_labels(&client).await;
+    assert_round_scale(&labels, 50);
     // The summary and the orders come from the server too.
     text_becomes(&client, "[data-figure=units_sold] b", "4").await;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -392,6 +397,56 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     text_becomes(&client, "#d-status", "ended").await;
     assert_eq!(app.get_sale(&sale).await["status"], "ended");
     client.close().await.unwrap();
+}
+
+/// From now on, the numbers the operator's chart writes on its canvas are
+/// kept in `window.chartLabels`, those of its latest drawing only.
+async fn record_chart_labels(client: &Client) {
+    client
+        .execute(
+            "const fill = CanvasRenderingContext2D.prototype.fillText;
+             const clear = CanvasRenderingContext2D.prototype.clearRect;
+             window.chartLabels = [];
+             CanvasRenderingContext2D.prototype.clearRect = function (...a) {
+               window.chartLabels = []; return clear.apply(this, a); };
+             CanvasRenderingContext2D.prototype.fillText = function (text, ...a) {
+               if (/^\\d+$/.test(text)) window.chartLabels.push(Number(text));
+               return fill.call(this, text, ...a); };",
+            vec![],
+        )
+        .await
+        .unwrap();
+}
+
+async fn chart_labels(client: &Client) -> Vec<i64> {
+    let labels = client
+        .execute("return window.chartLabels", vec![])
+        .await
+        .unwrap();
+    serde_json::from_value(labels).unwrap()
+}
+
+/// Labels from 0 in equal steps of 1, 2 or 5 times a power of ten, the
+/// last at least `covers`.
+fn assert_round_scale(labels: &[i64], covers: i64) {
+    assert!(labels.len() >= 2, "the chart wrote no scale: {labels:?}");
+    let step = labels[1] - labels[0];
+    let mut unit = 1;
+    while unit * 10 <= step {
+        unit *= 10;
+    }
+    assert!(
+        labels[0] == 0 && [1, 2, 5].contains(&(step / unit)) && step % unit == 0,
+        "the scale is not in round steps: {labels:?}"
+    );
+    assert!(
+        labels.windows(2).all(|w| w[1] - w[0] == step),
+        "the scale's steps are not equal: {labels:?}"
+    );
+    assert!(
+        *labels.last().unwrap() >= covers,
+        "the scale stops below {covers}: {labels:?}"
+    );
 }
 
 async fn chart_points(client: &Client) -> usize {
