@@ -449,6 +449,48 @@ fn assert_round_scale(labels: &[i64], covers: i64) {
     );
 }
 
+/// The new-sale form as laid out across the page (no sale open): every
+/// field shows its whole value, and the waiting list's checkbox sits on
+/// its label's line.
+async fn new_sale_form_fits(client: &Client) {
+    let layout = client
+        .execute(
+            "// A date field's text is not in its scroll width: measure it as
+             // shown (the browser's locale), and its picker icon.
+             const g = document.createElement('canvas').getContext('2d');
+             const shown = (i) => new Date(i.value).toLocaleString(undefined, {year: 'numeric',
+               month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit'});
+             const needs = (i) => {
+               if (i.type !== 'datetime-local') return i.scrollWidth;
+               g.font = getComputedStyle(i).font;
+               return g.measureText(shown(i)).width + 24;
+             };
+             const room = (i) => {
+               const style = getComputedStyle(i);
+               return i.clientWidth - (i.type === 'datetime-local'
+                 ? parseFloat(style.paddingLeft) + parseFloat(style.paddingRight) : 0);
+             };
+             const cut = [...document.querySelectorAll('#create-form input:not([type=checkbox])')]
+               .filter((i) => needs(i) > room(i))
+               .map((i) => `${i.id}: ${Math.ceil(needs(i))} px of value in ${room(i)}`);
+             const box = document.querySelector('#c-waitlist').getBoundingClientRect();
+             const label = document.querySelector('label[for=c-waitlist]').getBoundingClientRect();
+             return {cut, box: [box.width, box.height], label: label.height};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(layout["cut"], json!([]), "fields cut short: {layout}");
+    let (box_width, label_height) = (
+        layout["box"][0].as_f64().unwrap(),
+        layout["label"].as_f64().unwrap(),
+    );
+    assert!(
+        box_width < 2.0 * layout["box"][1].as_f64().unwrap() && label_height < 40.0,
+        "the checkbox is not on its label's line: {layout}"
+    );
+}
+
 async fn chart_points(client: &Client) -> usize {
     let canvas = client.find(Locator::Css("#chart")).await.unwrap();
     canvas
@@ -599,6 +641,7 @@ async fn the_operator_adds_a_webhook_endpoint_and_sees_its_deliveries() {
     let client = browser(1400, 1100).await;
     open(&client, &app, "/operator", Some(&admin_token())).await;
     shown(&client, "#hook-form").await;
+    new_sale_form_fits(&client).await;
     fill(&client, "#hook-url", &receiver.url()).await;
     click(&client, "#hook-form button").await;
     shown(&client, "#hook-secret").await;
