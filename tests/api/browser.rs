@@ -168,6 +168,9 @@ async fn a_buyer_reserves_and_confirms_through_the_page() {
     click(&client, "#reserve-btn").await;
     shown(&client, "#hold-card").await;
     text_becomes(&client, "#held", "2").await;
+    // Counts in words as people write them.
+    text_becomes(&client, "#message", "Held 2 units. Confirm to buy.").await;
+    text_becomes(&client, "#hold-units", "2 units").await;
     let countdown = client.find(Locator::Css("#hold-countdown")).await.unwrap();
     assert!(countdown.text().await.unwrap().ends_with("left"));
     screenshot(&client, "buyer-hold").await;
@@ -175,6 +178,17 @@ async fn a_buyer_reserves_and_confirms_through_the_page() {
     click(&client, "#confirm-btn").await;
     shown(&client, "#order-card").await;
     text_becomes(&client, "#sold", "2").await;
+    let summary = client
+        .find(Locator::Css("#order-summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        summary.starts_with("2 units, serials "),
+        "the order reads {summary:?}"
+    );
     screenshot(&client, "buyer-order").await;
     // What the page showed is what the stores hold.
     let orders = app.orders(&sale).await;
