@@ -50,6 +50,11 @@
         button.addEventListener("click", () => select(s.id));
         rows.append(F.row([button, F.badge(s.status), `${s.sold} / ${s.total}`], [2]));
       }
+      if (sales.length === 0) {
+        const none = F.row(["No sales yet: create one below."]);
+        none.firstChild.colSpan = 3; none.firstChild.className = "muted";
+        rows.append(none);
+      }
       if (selectId) select(selectId);
     } catch (err) { showError(err); }
   }
@@ -328,6 +333,7 @@
         }
         const { body: deliveries } = await F.api("GET", `/admin/webhooks/${e.id}/deliveries?limit=5`);
         const table = document.createElement("table");
+        table.className = "deliveries";
         const rows = document.createElement("tbody");
         for (const d of deliveries) {
           const last = d.attempts[d.attempts.length - 1] || {};

@@ -656,6 +656,8 @@ async fn the_operator_adds_a_webhook_endpoint_and_sees_its_deliveries() {
     open(&client, &app, "/operator", Some(&admin_token())).await;
     shown(&client, "#hook-form").await;
     new_sale_form_fits(&client).await;
+    // This test's database has no sale: the list says so.
+    text_becomes(&client, "#sales", "No sales yet: create one below.").await;
     fill(&client, "#hook-url", &receiver.url()).await;
     click(&client, "#hook-form button").await;
     shown(&client, "#hook-secret").await;
@@ -695,6 +697,16 @@ async fn the_operator_adds_a_webhook_endpoint_and_sees_its_deliveries() {
     assert!(crate::receiver::accepted(&receiver.received()).len() == 3);
     assert!(receiver.received().iter().all(|r| r.verified));
     shown(&client, ".hook button").await;
+    // The two endpoints' deliveries line up in the same columns.
+    let columns = client
+        .execute(
+            "return [...document.querySelectorAll('.hook table')].map((t) =>
+               [...t.rows[0].cells].map((c) => Math.round(c.getBoundingClientRect().left)))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns[0], columns[1], "the columns differ: {columns}");
     screenshot(&client, "operator-webhooks").await;
     client.close().await.unwrap();
 }
