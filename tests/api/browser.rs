@@ -79,6 +79,17 @@ async fn text_becomes(client: &Client, css: &str, want: &str) {
     panic!("{css} shows {seen:?}, never {want:?}");
 }
 
+/// The element's text now.
+async fn text_of(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Waits until the element is displayed.
 async fn shown(client: &Client, css: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -178,13 +189,7 @@ async fn a_buyer_reserves_and_confirms_through_the_page() {
     click(&client, "#confirm-btn").await;
     shown(&client, "#order-card").await;
     text_becomes(&client, "#sold", "2").await;
-    let summary = client
-        .find(Locator::Css("#order-summary"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let summary = text_of(&client, "#order-summary").await;
     assert!(
         summary.starts_with("2 units, serials "),
         "the order reads {summary:?}"
@@ -222,21 +227,9 @@ async fn a_buyer_pays_through_the_page_and_the_webhook_places_the_order() {
     click(&client, "#confirm-btn").await;
     shown(&client, "#payment-box").await;
     text_becomes(&client, "#confirm-btn", "Waiting for payment…").await;
-    let payment = client
-        .find(Locator::Css("#payment-id"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let payment = text_of(&client, "#payment-id").await;
     assert!(payment.starts_with("pay_"), "{payment}");
-    let countdown = client
-        .find(Locator::Css("#hold-countdown"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let countdown = text_of(&client, "#hold-countdown").await;
     assert!(
         countdown.starts_with('4') || countdown.starts_with('5'),
         "the extended deadline: {countdown}"
@@ -341,13 +334,7 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     click(&client, "#create-btn").await;
     shown(&client, "#detail").await;
     text_becomes(&client, "#d-name", "Operator drop").await;
-    let sale = client
-        .find(Locator::Css("#d-id"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let sale = text_of(&client, "#d-id").await;
     // The sale the page made is the sale the server holds.
     let view = app.get_sale(&sale).await;
     assert_eq!(view["name"], "Operator drop");
@@ -389,13 +376,7 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     client.accept_alert().await.unwrap();
     text_becomes(&client, "[data-figure=orders_cancelled] b", "1").await;
     text_becomes(&client, "#available", "44").await;
-    let cancelled = client
-        .find(Locator::Css("#orders td span.muted"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cancelled = text_of(&client, "#orders td span.muted").await;
     assert_eq!(cancelled, "cancelled: cancelled by the shop");
     assert_eq!(
         app.orders(&sale).await.len(),
@@ -661,13 +642,7 @@ async fn the_operator_adds_a_webhook_endpoint_and_sees_its_deliveries() {
     fill(&client, "#hook-url", &receiver.url()).await;
     click(&client, "#hook-form button").await;
     shown(&client, "#hook-secret").await;
-    let shown_secret = client
-        .find(Locator::Css("#hook-secret"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown_secret = text_of(&client, "#hook-secret").await;
     let secret = shown_secret.rsplit(' ').next().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"), "{shown_secret}");
     receiver.set_secret(&secret);
