@@ -62,9 +62,11 @@ impl AdminApi {
             validator(minimum(value = "1"), maximum(value = "200"))
         )]
         limit: Query<i64>,
+        /// The id of the last sale of the page before: the sales after it.
+        after: Query<Option<String>>,
     ) -> Result<Json<Vec<SaleView>>, ErrorResponse> {
         caller.require_admin()?;
-        Ok(Json(state.sales.list(limit.0).await?))
+        Ok(Json(state.sales.list(limit.0, after.as_deref()).await?))
     }
 
     /// Change a sale. Before it starts: anything, stock only upwards. Once

@@ -15,6 +15,9 @@ fn default_limit() -> i64 {
 #[OpenApi(tag = "Tag::Sales")]
 impl SalesApi {
     /// List sales, newest start first, with live counts.
+    ///
+    /// A page at a time: pass the last sale's `id` as `after` for the next
+    /// page.
     #[oai(path = "/sales", method = "get", operation_id = "listSales")]
     async fn list(
         &self,
@@ -25,8 +28,10 @@ impl SalesApi {
             validator(minimum(value = "1"), maximum(value = "200"))
         )]
         limit: Query<i64>,
+        /// The id of the last sale of the page before: the sales after it.
+        after: Query<Option<String>>,
     ) -> Result<Json<Vec<SaleView>>, ErrorResponse> {
-        Ok(Json(state.sales.list(limit.0).await?))
+        Ok(Json(state.sales.list(limit.0, after.as_deref()).await?))
     }
 
     /// One sale with its live status and counts.

@@ -119,11 +119,51 @@ impl Sales {
     }
 
     /// The newest sales first, with live counts: no MongoDB read per
-    /// request.
-    pub async fn list(&self, limit: i64) -> Result<Vec<SaleView>, ApiError> {
-        let ids = self.newest_ids().await?;
+    /// request. With `after` (the last sale of the page before), the
+    /// sales that follow it: from the newest sales this instance knows
+    /// when it is among them, else from MongoDB.
+    pub async fn list(&self, limit: i64, after: Option<&str>) -> Result<Vec<SaleView>, ApiError> {
         let limit = usize::try_from(limit).unwrap_or(0);
-        try_join_all(ids.iter().take(limit).map(|id| self.view(id))).await
+        let ids = self.newest_ids().await?;
+        let ids = match after {
+            None => ids.into_iter().take(limit).collect(),
+            Some(after) => {
+                let last = SaleId::parse(after).map_err(|_| Self::unknown_after(after))?;
+                match ids.iter().position(|id| *id == last) {
+                    // The listing holds every sale up to its size: past its
+                    // end, MongoDB has the rest.
+                    Some(i) if i + 1 + limit <= ids.len() || ids.len() < LISTING_MAX as usize => {
+                        ids.into_iter().skip(i + 1).take(limit).collect()
+                    }
+                    _ => self.ids_after(&last, limit).await?,
+                }
+            }
+        };
+        try_join_all(ids.iter().map(|id| self.view(id))).await
+    }
+
+    async fn ids_after(&self, last: &SaleId, limit: usize) -> Result<Vec<SaleId>, ApiError> {
+        let Some(doc) = self.store.mongo.find_sale(last).await? else {
+            return Err(Self::unknown_after(last.as_str()));
+        };
+        let docs = self
+            .store
+            .mongo
+            .list_sales_after(&doc, i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| SaleId::parse(&d.id).ok())
+            .collect())
+    }
+
+    fn unknown_after(after: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "after: no sale {after:?} to list after; pass the id of the last sale of the page before"
+            ),
+        )
     }
 
     async fn newest_ids(&self) -> Result<Vec<SaleId>, ApiError> {

@@ -466,3 +466,99 @@ async fn null_for_an_optional_field_is_leaving_it_out_as_the_document_says() {
     }
     assert!(optional >= 20, "{optional}");
 }
+
+/// GET /sales (or /admin/sales) a page at a time from the start, each
+/// page after the last sale of the one before, until a page comes back
+/// empty.
+async fn every_page(app: &crate::helpers::TestApp, path: &str, limit: usize) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{path}?limit={limit}");
+        if let Some(after) = &after {
+            url.push_str(&format!("&after={after}"));
+        }
+        let resp = app
+            .http
+            .get(app.api(&url))
+            .bearer_auth(admin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+        let page: Vec<Value> = resp.json().await.unwrap();
+        assert!(page.len() <= limit);
+        let Some(last) = page.last() else {
+            return pages;
+        };
+        after = Some(last["id"].as_str().unwrap().to_owned());
+        pages.push(page);
+        assert!(pages.len() <= 1_000, "{path}: the pages never end");
+    }
+}
+
+#[tokio::test]
+async fn the_sales_list_pages_through_every_sale_once_past_the_newest_two_hundred() {
+    use futures::{StreamExt, stream};
+    let app = spawn_app().await;
+    // 205 sales, their starts on seven minutes: many share a start.
+    let now = chrono::Utc::now();
+    let created: Vec<String> = stream::iter(0..205)
+        .map(|i| {
+            let starts = now - chrono::Duration::minutes(i % 7);
+            let body = json!({"starts_at": starts.to_rfc3339(), "ends_at": (now + chrono::Duration::hours(1)).to_rfc3339()});
+            let app = &app;
+            async move { app.create_sale(body).await }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut created_sorted = created.clone();
+    created_sorted.sort();
+
+    // Pages of 50 (within the newest 200 each instance keeps, then past
+    // them), and of 200 (the second page past them): every sale once, in
+    // the listing's order, newest start first, then id.
+    for (path, limit, pages) in [
+        ("/sales", 50, 5),
+        ("/admin/sales", 200, 2),
+        ("/sales", 7, 30),
+    ] {
+        let got = every_page(&app, path, limit).await;
+        assert_eq!(got.len(), pages, "{path} in pages of {limit}");
+        let listed: Vec<&Value> = got.iter().flatten().collect();
+        let key = |s: &Value| {
+            (
+                chrono::DateTime::parse_from_rfc3339(s["starts_at"].as_str().unwrap()).unwrap(),
+                s["id"].as_str().unwrap().to_owned(),
+            )
+        };
+        assert!(
+            listed.windows(2).all(|w| key(w[0]) > key(w[1])),
+            "{path} in pages of {limit}: not newest start first, then id"
+        );
+        let mut ids: Vec<String> = listed
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, created_sorted, "{path} in pages of {limit}");
+    }
+
+    // After a sale there is none of, or no id at all: 400, said plainly.
+    for after in [SaleId::new().to_string(), "not-a-sale".to_owned()] {
+        let resp = app
+            .http
+            .get(app.api(&format!("/sales?after={after}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "after={after}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_request");
+        assert!(
+            body["message"].as_str().unwrap().contains("after"),
+            "{body}"
+        );
+    }
+}

@@ -317,7 +317,13 @@ impl Mongo {
             ])
             .await?;
         self.sales
-            .create_index(IndexModel::builder().keys(doc! {"ends_at": 1}).build())
+            .create_indexes([
+                IndexModel::builder().keys(doc! {"ends_at": 1}).build(),
+                // The listing's order, read a page at a time.
+                IndexModel::builder()
+                    .keys(doc! {"starts_at": -1, "_id": -1})
+                    .build(),
+            ])
             .await?;
         self.refunds
             .create_index(

@@ -40,6 +40,29 @@ impl Mongo {
         .await
     }
 
+    /// The sales that come after `last` in the listing's order (newest
+    /// start first, then id): the next page after a page that ended there.
+    pub async fn list_sales_after(
+        &self,
+        last: &SaleDoc,
+        limit: i64,
+    ) -> Result<Vec<SaleDoc>, StoreError> {
+        self.bounded(async {
+            Ok(self
+                .sales
+                .find(doc! {"$or": [
+                    {"starts_at": {"$lt": last.starts_at}},
+                    {"starts_at": last.starts_at, "_id": {"$lt": &last.id}},
+                ]})
+                .sort(doc! {"starts_at": -1, "_id": -1})
+                .limit(limit)
+                .await?
+                .try_collect()
+                .await?)
+        })
+        .await
+    }
+
     pub async fn insert_sale(&self, sale: &SaleDoc) -> Result<(), StoreError> {
         self.bounded(async {
             self.sales.insert_one(sale).await?;
