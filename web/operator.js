@@ -15,7 +15,8 @@
     { key: "holds_per_second", label: "holds / s", color: "#b3261e" },
   ];
   const WINDOW_MS = 5 * 60 * 1000;
-  const state = { sale: null, feed: null, points: [], lastHolds: null, cursors: [null], page: 0, timer: null };
+  const state = { sale: null, feed: null, points: [], lastHolds: null, cursors: [null], page: 0, timer: null, salePages: 1 };
+  const SALES_PAGE = 100;
 
   function showError(err) { F.say(msg, err.message, "error"); }
   const localInput = (date) => new Date(date.getTime() - date.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
@@ -38,9 +39,19 @@
   }
 
   // --- sales ----------------------------------------------------------------
+  // The pages of sales the operator has opened (each refresh reads them
+  // all again), newest start first.
   async function loadSales(selectId) {
     try {
-      const { body: sales } = await F.api("GET", "/admin/sales?limit=100");
+      const sales = [];
+      let more = false;
+      for (let page = 0; page < state.salePages; page++) {
+        const after = sales.length ? `&after=${encodeURIComponent(sales[sales.length - 1].id)}` : "";
+        const { body } = await F.api("GET", `/admin/sales?limit=${SALES_PAGE}${after}`);
+        sales.push(...body);
+        more = body.length === SALES_PAGE;
+        if (!more) break;
+      }
       const rows = $("#sales");
       rows.replaceChildren();
       for (const s of sales) {
@@ -54,6 +65,15 @@
         const none = F.row(["No sales yet: create one below."]);
         none.firstChild.colSpan = 3; none.firstChild.className = "muted";
         rows.append(none);
+      }
+      if (more) {
+        const button = document.createElement("button");
+        button.type = "button"; button.className = "secondary"; button.id = "more-sales";
+        button.textContent = "More sales";
+        button.addEventListener("click", () => { state.salePages++; loadSales(); });
+        const row = F.row([button]);
+        row.firstChild.colSpan = 3;
+        rows.append(row);
       }
       if (selectId) select(selectId);
     } catch (err) { showError(err); }

@@ -394,6 +394,50 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
     client.close().await.unwrap();
 }
 
+#[tokio::test]
+async fn the_operator_opens_the_sales_past_the_first_page() {
+    use futures::{StreamExt, stream};
+    let app = spawn_app().await;
+    let mut created: Vec<String> = stream::iter(0..101)
+        .map(|_| app.create_sale(json!({})))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    created.sort();
+    let client = browser(1400, 1000).await;
+    open(&client, &app, "/operator", Some(&admin_token())).await;
+    // A page of 100, then the button for the rest.
+    shown(&client, "#more-sales").await;
+    assert_eq!(listed_sales(&client).await.len(), 100);
+    click(&client, "#more-sales").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut listed = listed_sales(&client).await;
+    while listed.len() < 101 {
+        assert!(Instant::now() < deadline, "{} sales listed", listed.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = listed_sales(&client).await;
+    }
+    listed.sort();
+    assert_eq!(listed, created, "every sale once");
+    assert!(
+        client.find(Locator::Css("#more-sales")).await.is_err(),
+        "no more sales to open"
+    );
+    client.close().await.unwrap();
+}
+
+/// The sales the operator's list shows, by id.
+async fn listed_sales(client: &Client) -> Vec<String> {
+    let ids = client
+        .execute(
+            "return [...document.querySelectorAll('#sales button[data-sale]')].map((b) => b.dataset.sale)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(ids).unwrap()
+}
+
 /// From now on, the numbers the operator's chart writes on its canvas are
 /// kept in `window.chartLabels`, those of its latest drawing only.
 async fn record_chart_labels(client: &Client) {
