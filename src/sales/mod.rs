@@ -157,9 +157,10 @@ impl Sales {
             .collect())
     }
 
+    /// As an id in a path that names no sale: 404.
     fn unknown_after(after: &str) -> ApiError {
         ApiError::new(
-            ErrorCode::InvalidRequest,
+            ErrorCode::NotFound,
             format!(
                 "after: no sale {after:?} to list after; pass the id of the last sale of the page before"
             ),

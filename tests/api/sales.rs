@@ -545,17 +545,22 @@ async fn the_sales_list_pages_through_every_sale_once_past_the_newest_two_hundre
         assert_eq!(ids, created_sorted, "{path} in pages of {limit}");
     }
 
-    // After a sale there is none of, or no id at all: 400, said plainly.
-    for after in [SaleId::new().to_string(), "not-a-sale".to_owned()] {
+    // After a sale there is none of, or no id at all: 404, as for an id
+    // in a path, said plainly.
+    for after in [
+        SaleId::new().to_string(),
+        "not-a-sale".to_owned(),
+        String::new(),
+    ] {
         let resp = app
             .http
             .get(app.api(&format!("/sales?after={after}")))
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 400, "after={after}");
+        assert_eq!(resp.status(), 404, "after={after}");
         let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["code"], "invalid_request");
+        assert_eq!(body["code"], "not_found");
         assert!(
             body["message"].as_str().unwrap().contains("after"),
             "{body}"
