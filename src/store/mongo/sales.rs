@@ -1,6 +1,6 @@
 //! Sales as admins scheduled them.
 
-use bson::{DateTime, doc};
+use bson::{DateTime, Document, doc};
 use futures_util::TryStreamExt;
 
 use super::{Mongo, SaleDoc};
@@ -25,35 +25,31 @@ impl Mongo {
         .await
     }
 
-    /// Sales, latest start first.
+    /// Sales, latest start first (then by id).
     pub async fn list_sales(&self, limit: i64) -> Result<Vec<SaleDoc>, StoreError> {
-        self.bounded(async {
-            Ok(self
-                .sales
-                .find(doc! {})
-                .sort(doc! {"starts_at": -1, "_id": -1})
-                .limit(limit)
-                .await?
-                .try_collect()
-                .await?)
-        })
-        .await
+        self.listing(doc! {}, limit).await
     }
 
-    /// The sales that come after `last` in the listing's order (newest
-    /// start first, then id): the next page after a page that ended there.
+    /// The sales that come after `last` in the listing's order: the next
+    /// page after a page that ended there.
     pub async fn list_sales_after(
         &self,
         last: &SaleDoc,
         limit: i64,
     ) -> Result<Vec<SaleDoc>, StoreError> {
+        let after = doc! {"$or": [
+            {"starts_at": {"$lt": last.starts_at}},
+            {"starts_at": last.starts_at, "_id": {"$lt": &last.id}},
+        ]};
+        self.listing(after, limit).await
+    }
+
+    /// The listing's order, on the `(starts_at, _id)` index.
+    async fn listing(&self, filter: Document, limit: i64) -> Result<Vec<SaleDoc>, StoreError> {
         self.bounded(async {
             Ok(self
                 .sales
-                .find(doc! {"$or": [
-                    {"starts_at": {"$lt": last.starts_at}},
-                    {"starts_at": last.starts_at, "_id": {"$lt": &last.id}},
-                ]})
+                .find(filter)
                 .sort(doc! {"starts_at": -1, "_id": -1})
                 .limit(limit)
                 .await?
