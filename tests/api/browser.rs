@@ -419,6 +419,16 @@ async fn the_operator_opens_the_sales_past_the_first_page() {
     }
     listed.sort();
     assert_eq!(listed, created, "every sale once");
+    let mut stored: Vec<String> = app
+        .mongo
+        .list_sales(1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|sale| sale.id)
+        .collect();
+    stored.sort();
+    assert_eq!(listed, stored, "every sale MongoDB holds");
     assert!(
         client.find(Locator::Css("#more-sales")).await.is_err(),
         "no more sales to open"
