@@ -80,7 +80,7 @@
     const canWait = sale.waitlist_enabled && sale.status === "sold_out" && signedIn() && !busy && letIn;
     $("#join-btn").classList.toggle("hidden", !canWait);
     $("#hold-card").classList.toggle("hidden", !state.hold);
-    if (state.hold) F.text($("#hold-units"), F.units(state.hold.quantity));
+    if (state.hold) F.text($("#hold-units"), F.count(state.hold.quantity, "unit"));
     renderPayment();
     const waiting = state.wait && state.wait.status === "waiting";
     $("#wait-card").classList.toggle("hidden", !waiting);
@@ -216,7 +216,7 @@
     setHold(null);
     state.wait = null;
     $("#order-card").classList.remove("hidden");
-    F.text($("#order-summary"), `${F.units(order.quantity)}, ${order.units.length === 1 ? "serial" : "serials"} ${order.units.join(", ")}, ${F.money(order.total_cents, order.currency)}.`);
+    F.text($("#order-summary"), `${F.count(order.quantity, "unit")}, ${order.units.length === 1 ? "serial" : "serials"} ${order.units.join(", ")}, ${F.money(order.total_cents, order.currency)}.`);
     F.say(msg, "Order placed. Thank you!", "ok");
     loadOrders(state.sale.id);
   }
@@ -373,7 +373,7 @@
       try {
         const { body: hold } = await F.api("POST", `/sales/${id}/reservations`, { quantity }, { "Idempotency-Key": newKey() });
         setHold(hold);
-        F.say(msg, `Held ${F.units(hold.quantity)}. ${state.sale.payment === "webhook" ? "Pay" : "Confirm"} to buy.`, "ok");
+        F.say(msg, `Held ${F.count(hold.quantity, "unit")}. ${state.sale.payment === "webhook" ? "Pay" : "Confirm"} to buy.`, "ok");
         $("#confirm-btn").focus();
       } catch (err) {
         showError(err);

@@ -120,8 +120,8 @@ const Flashdrop = (() => {
       return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(cents / 100);
     } catch (_) { return `${(cents / 100).toFixed(2)} ${currency}`; }
   }
-  // "1 unit", "2 units"; `one` and `many` name something else.
-  function units(n, one = "unit", many = `${one}s`) { return `${n} ${n === 1 ? one : many}`; }
+  // A count in words: count(1, "unit") is "1 unit", count(2, "unit") "2 units".
+  function count(n, one, many = `${one}s`) { return `${n} ${n === 1 ? one : many}`; }
   function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
   function text(el, value) { el.textContent = value === undefined || value === null ? "—" : String(value); }
   function $(sel) { return document.querySelector(sel); }
@@ -149,5 +149,5 @@ const Flashdrop = (() => {
     return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
   }
 
-  return { takeToken, setToken, claims, api, ApiError, live, money, units, when, text, $, row, badge, say, duration };
+  return { takeToken, setToken, claims, api, ApiError, live, money, count, when, text, $, row, badge, say, duration };
 })();

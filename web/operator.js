@@ -61,9 +61,11 @@
         button.addEventListener("click", () => select(s.id));
         rows.append(F.row([button, F.badge(s.status), `${s.sold} / ${s.total}`], [2]));
       }
+      // A row across the list's three columns.
+      const across = (content) => { const r = F.row([content]); r.firstChild.colSpan = 3; return r; };
       if (sales.length === 0) {
-        const none = F.row(["No sales yet: create one below."]);
-        none.firstChild.colSpan = 3; none.firstChild.className = "muted";
+        const none = across("No sales yet: create one below.");
+        none.firstChild.className = "muted";
         rows.append(none);
       }
       if (more) {
@@ -71,9 +73,7 @@
         button.type = "button"; button.className = "secondary"; button.id = "more-sales";
         button.textContent = "More sales";
         button.addEventListener("click", () => { state.salePages++; loadSales(); });
-        const row = F.row([button]);
-        row.firstChild.colSpan = 3;
-        rows.append(row);
+        rows.append(across(button));
       }
       if (selectId) select(selectId);
     } catch (err) { showError(err); }
@@ -359,7 +359,7 @@
           const last = d.attempts[d.attempts.length - 1] || {};
           const answer = last.status ? `HTTP ${last.status}` : (last.error || "");
           rows.append(F.row([d.type || "", `#${d.sequence}`, F.badge(d.state), answer,
-            `${d.attempts.length} ${d.attempts.length === 1 ? "try" : "tries"}`], [1]));
+            F.count(d.attempts.length, "try", "tries")], [1]));
         }
         if (!deliveries.length) rows.append(F.row(["No deliveries yet"]));
         table.append(rows);

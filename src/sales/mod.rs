@@ -123,17 +123,17 @@ impl Sales {
     /// sales that follow it: from the newest sales this instance knows
     /// when it is among them, else from MongoDB.
     pub async fn list(&self, limit: i64, after: Option<&str>) -> Result<Vec<SaleView>, ApiError> {
-        let limit = usize::try_from(limit).unwrap_or(0);
+        let take = usize::try_from(limit).unwrap_or(0);
         let ids = self.newest_ids().await?;
         let ids = match after {
-            None => ids.into_iter().take(limit).collect(),
+            None => ids.into_iter().take(take).collect(),
             Some(after) => {
                 let last = SaleId::parse(after).map_err(|_| Self::unknown_after(after))?;
                 match ids.iter().position(|id| *id == last) {
                     // The listing holds every sale up to its size: past its
                     // end, MongoDB has the rest.
-                    Some(i) if i + 1 + limit <= ids.len() || ids.len() < LISTING_MAX as usize => {
-                        ids.into_iter().skip(i + 1).take(limit).collect()
+                    Some(i) if i + 1 + take <= ids.len() || ids.len() < LISTING_MAX as usize => {
+                        ids.into_iter().skip(i + 1).take(take).collect()
                     }
                     _ => self.ids_after(&last, limit).await?,
                 }
@@ -142,19 +142,13 @@ impl Sales {
         try_join_all(ids.iter().map(|id| self.view(id))).await
     }
 
-    async fn ids_after(&self, last: &SaleId, limit: usize) -> Result<Vec<SaleId>, ApiError> {
+    async fn ids_after(&self, last: &SaleId, limit: i64) -> Result<Vec<SaleId>, ApiError> {
         let Some(doc) = self.store.mongo.find_sale(last).await? else {
             return Err(Self::unknown_after(last.as_str()));
         };
-        let docs = self
-            .store
-            .mongo
-            .list_sales_after(&doc, i64::try_from(limit).unwrap_or(i64::MAX))
-            .await?;
-        Ok(docs
-            .iter()
-            .filter_map(|d| SaleId::parse(&d.id).ok())
-            .collect())
+        Ok(ids_of(
+            &self.store.mongo.list_sales_after(&doc, limit).await?,
+        ))
     }
 
     /// As an id in a path that names no sale: 404.
@@ -176,10 +170,7 @@ impl Sales {
         }
         match self.store.mongo.list_sales(LISTING_MAX).await {
             Ok(docs) => {
-                let ids: Vec<SaleId> = docs
-                    .iter()
-                    .filter_map(|d| SaleId::parse(&d.id).ok())
-                    .collect();
+                let ids = ids_of(&docs);
                 *cached = Some(ListingRead {
                     at: Instant::now(),
                     ids: ids.clone(),
@@ -351,6 +342,13 @@ impl Sales {
             CloseReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
         }
     }
+}
+
+/// The listing's sales by id.
+fn ids_of(docs: &[SaleDoc]) -> Vec<SaleId> {
+    docs.iter()
+        .filter_map(|d| SaleId::parse(&d.id).ok())
+        .collect()
 }
 
 fn changed_meanwhile() -> ApiError {
