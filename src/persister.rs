@@ -1,7 +1,8 @@
 //! The stock event log: copies every change from each sale's Redis stream
-//! into MongoDB `stock_events`. A consumer group lets several instances share
-//! the work; an entry is acknowledged and deleted from Redis only once it is
-//! durable, and entries a dead instance had claimed are taken over.
+//! into MongoDB, one document per batch copied. A consumer group lets several
+//! instances share the work; an entry is acknowledged and deleted from Redis
+//! only once it is durable, and entries a dead instance had claimed are taken
+//! over.
 //!
 //! Every few passes it also brings Redis up to admin changes MongoDB
 //! recorded but Redis missed. And it is where a Redis that came back older
@@ -25,7 +26,7 @@ use crate::{
     store::{
         Store, StoreError,
         events::StreamEntry,
-        mongo::{Message, StockEventDoc, sells_out},
+        mongo::{LogTail, Message, StockEventDoc, sells_out},
     },
 };
 
@@ -48,8 +49,9 @@ pub struct Persister {
 /// What this instance knows of one sale's log.
 #[derive(Default)]
 struct Log {
-    /// The last seq recorded in MongoDB, as far as this instance knows.
-    last_seq: i64,
+    /// The log's last batch and seq in MongoDB, as far as this instance
+    /// knows.
+    tail: LogTail,
     passes: u32,
 }
 
@@ -96,21 +98,17 @@ impl Persister {
         log: &mut Log,
     ) -> Result<(), StoreError> {
         if log.passes.is_multiple_of(RECHECK_LOG_EVERY) {
-            log.last_seq = self
-                .store
-                .mongo
-                .last_event_seq_from(sale, log.last_seq)
-                .await?;
+            log.tail = self.store.mongo.log_tail(sale, log.tail).await?;
         }
         log.passes += 1;
         let reused = self.persist_sale(sale, consumer, groups, log).await?;
         let redis_seq = self.store.redis.sale_seq(sale).await?;
-        let behind = redis_seq.is_some_and(|seq| seq < log.last_seq);
+        let behind = redis_seq.is_some_and(|seq| seq < log.tail.top);
         if reused || behind {
-            tracing::error!(sale_id = %sale, ?redis_seq, recorded = log.last_seq, "Redis is older than the event log; rebuilding the sale");
+            tracing::error!(sale_id = %sale, ?redis_seq, recorded = log.tail.top, "Redis is older than the event log; rebuilding the sale");
             if let Some(doc) = self.store.mongo.find_sale(sale).await? {
                 self.recovery
-                    .rebuild(&doc, Lost::StaleBelow(log.last_seq))
+                    .rebuild(&doc, Lost::StaleBelow(log.tail.top))
                     .await?;
             }
         }
@@ -146,8 +144,8 @@ impl Persister {
         }
     }
 
-    /// Writes entries to MongoDB, then acknowledges and deletes them in
-    /// Redis; true when some reused a recorded seq.
+    /// Writes entries to MongoDB as one batch of the log, then acknowledges
+    /// and deletes them in Redis; true when some reused a recorded seq.
     async fn store_entries(
         &self,
         sale: &SaleId,
@@ -165,8 +163,14 @@ impl Persister {
             .map(Message::sold_out)
             .collect();
         let messages = self.store.mongo.stage_messages(&messages).await?;
-        let refused = self.store.mongo.insert_events(&docs).await?;
-        let reused = self.keep_reused(sale, &docs, &refused, log).await?;
+        let recorded = self
+            .store
+            .mongo
+            .record_changes(sale, &docs, &mut log.tail)
+            .await?;
+        if recorded.restamped > 0 {
+            tracing::warn!(sale_id = %sale, changes = recorded.restamped, "kept changes Redis made under recorded seqs");
+        }
         self.store.mongo.ready_messages(&messages).await?;
         for doc in &docs {
             metrics::counter!("flashdrop_stock_events_total", "kind" => doc.kind.clone())
@@ -174,88 +178,8 @@ impl Persister {
             if doc.kind == "promoted" {
                 metrics::counter!("flashdrop_promotions_total").increment(1);
             }
-            log.last_seq = log.last_seq.max(doc.seq);
         }
         self.store.redis.ack_events(sale, &entries).await?;
-        Ok(reused)
+        Ok(recorded.restamped > 0)
     }
-
-    /// Of the changes the log refused as recorded before: the same change
-    /// copied twice is fine; another change under a recorded seq is kept
-    /// under a fresh seq. True when there was any.
-    async fn keep_reused(
-        &self,
-        sale: &SaleId,
-        docs: &[StockEventDoc],
-        refused: &[usize],
-        log: &mut Log,
-    ) -> Result<bool, StoreError> {
-        if refused.is_empty() {
-            return Ok(false);
-        }
-        let seqs: Vec<i64> = refused.iter().map(|&i| docs[i].seq).collect();
-        let recorded: HashMap<i64, StockEventDoc> = self
-            .store
-            .mongo
-            .events_at(sale, &seqs)
-            .await?
-            .into_iter()
-            .map(|e| (e.seq, e))
-            .collect();
-        let mut reused: Vec<StockEventDoc> = refused
-            .iter()
-            .map(|&i| &docs[i])
-            .filter(|doc| !recorded.get(&doc.seq).is_some_and(|r| same_change(r, doc)))
-            .cloned()
-            .collect();
-        if reused.is_empty() {
-            return Ok(false);
-        }
-        // Fresh seqs after the last recorded; another instance may take
-        // them first, so try again above what it took.
-        for _ in 0..10 {
-            let mut next = self
-                .store
-                .mongo
-                .last_event_seq_from(sale, log.last_seq)
-                .await?
-                + 1;
-            for doc in &mut reused {
-                doc.restamped_from.get_or_insert(doc.seq);
-                doc.seq = next;
-                next += 1;
-            }
-            let again = self.store.mongo.insert_events(&reused).await?;
-            log.last_seq = log.last_seq.max(next - 1);
-            tracing::warn!(sale_id = %sale, changes = reused.len(), "kept changes Redis made under recorded seqs");
-            if again.is_empty() {
-                return Ok(true);
-            }
-            reused = again.into_iter().map(|i| reused[i].clone()).collect();
-        }
-        Err(StoreError::Other(anyhow::anyhow!(
-            "could not find free seqs for changes of sale {sale}"
-        )))
-    }
-}
-
-/// Whether two records describe the same change (a copy made twice).
-fn same_change(a: &StockEventDoc, b: &StockEventDoc) -> bool {
-    (
-        a.kind.as_str(),
-        &a.reservation_id,
-        &a.buyer,
-        a.at,
-        a.available,
-        a.held,
-        a.sold,
-    ) == (
-        b.kind.as_str(),
-        &b.reservation_id,
-        &b.buyer,
-        b.at,
-        b.available,
-        b.held,
-        b.sold,
-    )
 }

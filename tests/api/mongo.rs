@@ -2,6 +2,7 @@
 //! monitoring on a real server.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -12,7 +13,10 @@ use flashdrop::{
     ids::{ReservationId, SaleId},
     persister::Persister,
     recovery::Recovery,
-    store::{Mongo, Store},
+    store::{
+        Mongo, Store,
+        mongo::{LogTail, Recorded, StockEventDoc},
+    },
 };
 use mongodb::event::{EventHandler, command::CommandEvent};
 use serde_json::json;
@@ -63,9 +67,9 @@ async fn order_lookups_read_with_majority_read_concern() {
     }
 }
 
-/// Every few passes the persister reads the log's last seq again (other
+/// Every few passes the persister reads the log's last batch again (other
 /// instances record changes too). After its first read it asks only for
-/// changes above the seq it knows, so the read costs what was recorded
+/// batches past the one it knows, so the read costs what was recorded
 /// since, not the whole log: a server that reads every match before it
 /// sorts and stops (the MongoDB-wire server here does) spent 150 ms of CPU
 /// a second rereading a sale of 86,000 changes.
@@ -76,8 +80,11 @@ async fn the_persister_rereads_the_log_only_above_the_seq_it_knows() {
     for i in 0..20 {
         hold(&app, &sale, &format!("early-{i}"), 1).await;
     }
-    let known = app.stock_events(&sale).await.len() as i64;
-    assert_eq!(known, 21);
+    assert_eq!(app.stock_events(&sale).await.len(), 21);
+    let id = SaleId::parse(&sale).unwrap();
+    let known = app.mongo.log_tail(&id, LogTail::default()).await.unwrap();
+    assert_eq!(known.top, 21);
+    assert!(known.n >= 1, "{known:?}");
 
     let (mongo, finds) = watching_finds(&app).await;
     let store = Store {
@@ -97,26 +104,234 @@ async fn the_persister_rereads_the_log_only_above_the_seq_it_knows() {
     let stop = CancellationToken::new();
     let running = tokio::spawn(persister.run(stop.clone()));
     // The first read, then the one eight passes later.
-    let reads = eventually(Duration::from_secs(10), || async {
-        let filters: Vec<Document> = finds
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|find| find.get_str("find") == Ok("stock_events"))
-            .filter_map(|find| find.get_document("filter").ok().cloned())
-            .collect();
-        (filters.len() >= 2).then_some(filters)
+    let reads = |collection: &'static str| {
+        let finds = finds.clone();
+        move || {
+            let filters: Vec<Document> = finds
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|find| find.get_str("find") == Ok(collection))
+                .filter_map(|find| find.get_document("filter").ok().cloned())
+                .collect();
+            filters
+        }
+    };
+    let (batches, older) = (reads("stock_event_batches"), reads("stock_events"));
+    let seen = eventually(Duration::from_secs(10), || async {
+        (batches().len() >= 2 && older().len() >= 2).then_some(())
     })
     .await;
     stop.cancel();
     running.await.unwrap();
-    let reads = reads.expect("the persister read the log's last seq twice");
-    let above = |filter: &Document| {
+    seen.expect("the persister read the log's tail twice");
+    let above = |filter: &Document, field: &str| {
         filter
-            .get_document("seq")
+            .get_document(field)
             .ok()
-            .and_then(|seq| seq.get_i64("$gt").ok())
+            .and_then(|v| v.get_i64("$gt").ok())
     };
-    assert_eq!(above(&reads[0]), Some(0), "{}", reads[0]);
-    assert_eq!(above(&reads[1]), Some(known), "{}", reads[1]);
+    let (batches, older) = (batches(), older());
+    assert_eq!(above(&batches[0], "n"), Some(0), "{}", batches[0]);
+    assert_eq!(above(&batches[1], "n"), Some(known.n), "{}", batches[1]);
+    // Nothing in the log of one document per change, in both reads.
+    assert_eq!(above(&older[0], "seq"), Some(0), "{}", older[0]);
+    assert_eq!(above(&older[1], "seq"), Some(0), "{}", older[1]);
+}
+
+/// A change as the persister copies it from a sale's stream.
+fn change(seq: i64, writer: &str) -> StockEventDoc {
+    StockEventDoc {
+        sale_id: String::new(),
+        seq,
+        kind: "reserved".into(),
+        quantity: Some(1),
+        buyer: Some(format!("{writer}-{seq}")),
+        reservation_id: Some(format!("r-{writer}-{seq}")),
+        ticket: None,
+        restamped_from: None,
+        available: 1000 - seq,
+        held: seq,
+        sold: 0,
+        at: bson::DateTime::from_millis(1_700_000_000_000 + seq),
+        second: 1_700_000_000,
+    }
+}
+
+/// Each change of the log, by its buyer: kept once, whatever its seq.
+fn by_buyer(log: &[StockEventDoc]) -> HashMap<String, &StockEventDoc> {
+    let mut seen = HashMap::new();
+    for c in log {
+        let buyer = c.buyer.clone().unwrap();
+        assert!(seen.insert(buyer, c).is_none(), "{c:?} twice");
+    }
+    seen
+}
+
+/// Writers racing for the log's places, as instances copying one sale do:
+/// one of them (`b`) with changes under seqs another recorded for other
+/// changes, as from a Redis that came back older, and one (`copy`) with
+/// the same changes as another, as from entries taken over from an
+/// instance that stalled. Each seq names one change, and every change is
+/// in the log once.
+#[tokio::test]
+async fn racing_writers_record_each_seq_once_and_lose_no_change() {
+    let app = spawn_app().await;
+    for _ in 0..4 {
+        let sale = SaleId::new();
+        let d: Vec<StockEventDoc> = (151..=200).map(|s| change(s, "d")).collect();
+        let writers = [
+            (1..=100).map(|s| change(s, "a")).collect::<Vec<_>>(),
+            (51..=150).map(|s| change(s, "b")).collect(),
+            d.clone(),
+            d,
+        ];
+        let recorded = futures_util::future::join_all(writers.into_iter().map(|changes| {
+            let (mongo, sale) = (app.mongo.clone(), sale.clone());
+            tokio::spawn(async move {
+                let mut tail = LogTail::default();
+                let mut outcome = Recorded::default();
+                for batch in changes.chunks(10) {
+                    let r = mongo.record_changes(&sale, batch, &mut tail).await.unwrap();
+                    outcome.copies += r.copies;
+                    outcome.restamped += r.restamped;
+                }
+                outcome
+            })
+        }))
+        .await;
+        let recorded: Vec<Recorded> = recorded.into_iter().map(Result::unwrap).collect();
+        let log = app.mongo.event_log(&sale).await.unwrap();
+        let seqs: HashSet<i64> = log.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs.len(), log.len(), "a seq names two changes");
+        let kept = by_buyer(&log);
+        assert_eq!(kept.len(), 250, "a: 100, b: 100, d: 50");
+        assert_eq!(recorded.iter().map(|r| r.copies).sum::<usize>(), 50);
+        // At least one of a and b lost each of seqs 51 to 100.
+        let restamped: Vec<&&StockEventDoc> = kept
+            .values()
+            .filter(|c| c.restamped_from.is_some())
+            .collect();
+        assert!(restamped.len() >= 50, "{}", restamped.len());
+        assert_eq!(
+            restamped.len(),
+            recorded.iter().map(|r| r.restamped).sum::<usize>()
+        );
+        for c in restamped {
+            let came_with = c.buyer.as_ref().unwrap().split('-').nth(1).unwrap();
+            assert_eq!(c.restamped_from.unwrap().to_string(), came_with);
+            assert!(c.seq > 100, "{c:?}");
+        }
+        let tail = app.mongo.log_tail(&sale, LogTail::default()).await.unwrap();
+        assert_eq!(tail.top, *seqs.iter().max().unwrap());
+        assert_eq!(app.mongo.last_event_seq(&sale).await.unwrap(), tail.top);
+    }
+}
+
+/// A log that versions before batches wrote, one document per change, is
+/// read with the batches recorded after it, and a change under one of its
+/// seqs is checked against it as against a batch.
+#[tokio::test]
+async fn a_log_of_one_document_per_change_is_read_and_checked_with_the_batches() {
+    let app = spawn_app().await;
+    let sale = SaleId::new();
+    let client = mongodb::Client::with_uri_str(&servers().mongo_uri)
+        .await
+        .unwrap();
+    let older = client
+        .database(&app.mongo.database_name())
+        .collection::<Document>("stock_events");
+    let mut written: Vec<StockEventDoc> = (1..=10).map(|s| change(s, "old")).collect();
+    written[4].kind = "waitlist_joined".into();
+    let docs: Vec<Document> = written
+        .iter()
+        .map(|c| {
+            let mut d = bson::to_document(c).unwrap();
+            d.insert("sale_id", sale.as_str());
+            d
+        })
+        .collect();
+    older.insert_many(docs).await.unwrap();
+
+    let mut tail = app.mongo.log_tail(&sale, LogTail::default()).await.unwrap();
+    assert_eq!((tail.n, tail.top, tail.legacy), (0, 10, 10));
+    // 8 and 10 copied again; 9 another change under a recorded seq.
+    let mut changes = vec![written[7].clone(), change(9, "new"), written[9].clone()];
+    changes.extend((11..=14).map(|s| change(s, "new")));
+    let recorded = app
+        .mongo
+        .record_changes(&sale, &changes, &mut tail)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Recorded {
+            copies: 2,
+            restamped: 1
+        }
+    );
+    assert_eq!((tail.n, tail.top), (1, 15));
+
+    let log = app.mongo.event_log(&sale).await.unwrap();
+    let seqs: Vec<i64> = log.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+    assert!(log.iter().all(|c| c.sale_id == sale.as_str()));
+    assert_eq!(log[8].buyer.as_deref(), Some("old-9"));
+    assert_eq!(
+        (log[14].buyer.as_deref(), log[14].restamped_from),
+        (Some("new-9"), Some(9))
+    );
+    let line = app.mongo.waitlist_events(&sale).await.unwrap();
+    assert_eq!(line.len(), 1);
+    assert_eq!(line[0].buyer.as_deref(), Some("old-5"));
+    let figures = app.mongo.summary_figures(&sale, 100).await.unwrap();
+    assert_eq!(figures.events.get("reserved"), Some(&14));
+    assert_eq!(figures.events.get("waitlist_joined"), Some(&1));
+    assert_eq!(figures.peak_holds_per_second, 14);
+    assert_eq!(app.mongo.last_event_seq(&sale).await.unwrap(), 15);
+}
+
+/// One batch may hold two changes under one seq: after a rebuild, a Redis
+/// that lost the sale hands out seqs again while changes it made before
+/// still wait in its stream. The first keeps the seq, the other is kept
+/// under a fresh one, and a second copy of either is left out.
+#[tokio::test]
+async fn a_batch_with_two_changes_under_one_seq_keeps_both() {
+    let app = spawn_app().await;
+    let sale = SaleId::new();
+    let mut tail = LogTail::default();
+    let changes = [
+        change(1, "before"),
+        change(2, "before"),
+        change(2, "after"),
+        change(2, "before"),
+        change(3, "after"),
+    ];
+    let recorded = app
+        .mongo
+        .record_changes(&sale, &changes, &mut tail)
+        .await
+        .unwrap();
+    assert_eq!(
+        recorded,
+        Recorded {
+            copies: 1,
+            restamped: 1
+        }
+    );
+    let log = app.mongo.event_log(&sale).await.unwrap();
+    let kept: Vec<(i64, &str, Option<i64>)> = log
+        .iter()
+        .map(|c| (c.seq, c.buyer.as_deref().unwrap(), c.restamped_from))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (1, "before-1", None),
+            (2, "before-2", None),
+            (3, "after-3", None),
+            (4, "after-2", Some(2)),
+        ]
+    );
+    assert_eq!((tail.n, tail.top), (1, 4));
 }

@@ -1,9 +1,12 @@
 //! The stock event log, and the report figures computed from it and from
 //! the orders.
 
-use bson::{Document, doc};
+use std::collections::HashMap;
+
+use bson::{Bson, Document, doc};
 use futures_util::TryStreamExt;
-use mongodb::{Collection, error::ErrorKind};
+use mongodb::Collection;
+use serde::{Deserialize, Serialize};
 
 use super::{Mongo, StockEventDoc, is_duplicate_key};
 use crate::{ids::SaleId, store::StoreError};
@@ -18,7 +21,7 @@ pub struct SummaryFigures {
     pub orders_cancelled: i64,
     pub units_returned: i64,
     /// Changes by kind (`reserved`, `confirmed`, `promoted`, ...).
-    pub events: std::collections::HashMap<String, i64>,
+    pub events: HashMap<String, i64>,
     pub peak_holds_per_second: i64,
     /// When the change that sold the last unit happened.
     pub sold_out_at: Option<bson::DateTime>,
@@ -42,115 +45,384 @@ async fn aggregate<T: Send + Sync>(
         .await?)
 }
 
+/// A batch of changes as the log keeps it: one document per batch the
+/// persister copies (the bucket pattern), instead of one per change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StockBatchDoc {
+    pub sale_id: String,
+    /// The batch's place in the sale's log: 1, 2, 3, ... with no gap.
+    /// `(sale_id, n)` is unique, so a writer records a batch only as the
+    /// next after the last it read, and every writer's batches form one
+    /// order in which each was checked against all before it.
+    pub n: i64,
+    /// The highest seq the sale's log holds with this batch.
+    pub top: i64,
+    /// The lowest and highest seq in this batch.
+    pub first: i64,
+    pub last: i64,
+    pub changes: Vec<StockEventDoc>,
+}
+
+/// What a writer knows of a sale's log: its last batch, its highest seq,
+/// and the highest seq in the older log of one document per change.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogTail {
+    pub n: i64,
+    pub top: i64,
+    pub legacy: i64,
+}
+
+/// What recording a batch of changes came to.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Changes the log had already (copied twice): left out.
+    pub copies: usize,
+    /// Changes that came under a seq the log holds for another change:
+    /// recorded under fresh seqs above the log's highest, with
+    /// `restamped_from` the seq they came with.
+    pub restamped: usize,
+}
+
+/// A batch's head, without its changes.
+#[derive(Deserialize)]
+struct BatchHead {
+    n: i64,
+    top: i64,
+}
+
+/// How many times a writer tries the next place in the log before it
+/// gives up for this pass (each miss means another writer took it).
+const RECORD_TRIES: usize = 20;
+
 impl Mongo {
-    /// Writes changes copied from Redis; returns the indices of those the
-    /// unique `(sale_id, seq)` index refused: a seq recorded before.
-    pub async fn insert_events(&self, events: &[StockEventDoc]) -> Result<Vec<usize>, StoreError> {
+    /// Records changes copied from Redis as the next batch of the sale's
+    /// log after `tail`, and moves `tail` on. A change whose seq the log
+    /// holds already is left out when it is the same change and kept
+    /// under a fresh seq when it is another: each seq names one change.
+    ///
+    /// The check and the write are one step: the batch takes place
+    /// `tail.n + 1`, which a unique index gives to one writer only, so a
+    /// writer that wins it was checked against every batch before it. One
+    /// that loses reads the places taken since and checks again.
+    pub async fn record_changes(
+        &self,
+        sale: &SaleId,
+        changes: &[StockEventDoc],
+        tail: &mut LogTail,
+    ) -> Result<Recorded, StoreError> {
+        if changes.is_empty() {
+            return Ok(Recorded::default());
+        }
+        for _ in 0..RECORD_TRIES {
+            let (batch, recorded) = self.next_batch(sale, changes, tail).await?;
+            let Some(batch) = batch else {
+                return Ok(recorded);
+            };
+            let written = self
+                .bounded(async {
+                    match self.stock_batches.insert_one(&batch).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if is_duplicate_key(&e) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+                .await?;
+            if written {
+                tail.n = batch.n;
+                tail.top = batch.top;
+                return Ok(recorded);
+            }
+            // Another writer took the place (or this one did, and the
+            // answer was lost): read what came since and check again.
+            *tail = self.log_tail(sale, *tail).await?;
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "could not find the next place in the log of sale {sale}"
+        )))
+    }
+
+    /// The batch that records `changes` after `tail`, none when the log
+    /// has all of them.
+    async fn next_batch(
+        &self,
+        sale: &SaleId,
+        changes: &[StockEventDoc],
+        tail: &LogTail,
+    ) -> Result<(Option<StockBatchDoc>, Recorded), StoreError> {
+        let low = changes.iter().map(|c| c.seq).min().unwrap_or(0);
+        let high = changes.iter().map(|c| c.seq).max().unwrap_or(0);
+        // Seqs above everything recorded need no look: the usual case.
+        let recorded = if low > tail.top && tail.legacy == 0 {
+            HashMap::new()
+        } else {
+            self.recorded_between(sale, low, high, tail).await?
+        };
+        let mut outcome = Recorded::default();
+        let mut batch = Vec::with_capacity(changes.len());
+        let mut again = Vec::new();
+        // Each seq once: the first change under it, in the log or in this
+        // batch (a Redis that came back older hands out seqs again while
+        // those it handed out before may still be waiting in its stream).
+        let mut taken: HashMap<i64, &StockEventDoc> = HashMap::new();
+        for change in changes {
+            match recorded
+                .get(&change.seq)
+                .or(taken.get(&change.seq).copied())
+            {
+                None => {
+                    taken.insert(change.seq, change);
+                    batch.push(change.clone());
+                }
+                Some(r) if same_change(r, change) => outcome.copies += 1,
+                Some(_) => again.push(change.clone()),
+            }
+        }
+        // A change under another's seq may have been kept under a fresh
+        // one already, by a copy of it (rare: only after Redis came back
+        // older, so the look may read the whole log).
+        if !again.is_empty() {
+            let kept = self.restamped_between(sale, low, high).await?;
+            again.retain(|change| {
+                let copy = kept
+                    .iter()
+                    .any(|k| k.restamped_from == Some(change.seq) && same_change(k, change));
+                outcome.copies += usize::from(copy);
+                !copy
+            });
+        }
+        let kept_top = batch.iter().map(|c| c.seq).max().unwrap_or(0);
+        let fresh = tail.top.max(tail.legacy).max(kept_top) + 1..;
+        outcome.restamped = again.len();
+        for (seq, mut change) in fresh.zip(again) {
+            change.restamped_from.get_or_insert(change.seq);
+            change.seq = seq;
+            batch.push(change);
+        }
+        if batch.is_empty() {
+            return Ok((None, outcome));
+        }
+        batch.sort_by_key(|c| c.seq);
+        let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
+        let doc = StockBatchDoc {
+            sale_id: sale.to_string(),
+            n: tail.n + 1,
+            top: tail.top.max(tail.legacy).max(last),
+            first,
+            last,
+            changes: batch,
+        };
+        Ok((Some(doc), outcome))
+    }
+
+    /// The changes the log holds at seqs `low..=high` in the batches up to
+    /// `tail.n` and in the older log.
+    async fn recorded_between(
+        &self,
+        sale: &SaleId,
+        low: i64,
+        high: i64,
+        tail: &LogTail,
+    ) -> Result<HashMap<i64, StockEventDoc>, StoreError> {
+        let id = sale.as_str();
         self.bounded(async {
-            if events.is_empty() {
-                return Ok(Vec::new());
+            let batches: Vec<StockBatchDoc> = self
+                .stock_batches
+                .find(
+                    doc! {"sale_id": id, "last": {"$gte": low}, "first": {"$lte": high},
+                    "n": {"$lte": tail.n}},
+                )
+                .await?
+                .try_collect()
+                .await?;
+            let mut found: HashMap<i64, StockEventDoc> = batches
+                .into_iter()
+                .flat_map(|b| b.changes)
+                .filter(|c| (low..=high).contains(&c.seq))
+                .map(|c| (c.seq, c))
+                .collect();
+            if tail.legacy > 0 {
+                let mut older = self
+                    .stock_events
+                    .find(doc! {"sale_id": id, "seq": {"$gte": low, "$lte": high}})
+                    .await?;
+                while let Some(c) = older.try_next().await? {
+                    found.entry(c.seq).or_insert(c);
+                }
             }
-            match self.stock_events.insert_many(events).ordered(false).await {
-                Ok(_) => Ok(Vec::new()),
-                Err(e) if is_duplicate_key(&e) => match &*e.kind {
-                    ErrorKind::InsertMany(failure) => Ok(failure
-                        .write_errors
-                        .iter()
-                        .flatten()
-                        .map(|w| w.index)
-                        .collect()),
-                    _ => Ok((0..events.len()).collect()),
-                },
-                Err(e) => Err(e.into()),
-            }
+            Ok(found)
         })
         .await
     }
 
-    /// The recorded changes of a sale at these seqs.
-    pub async fn events_at(
+    /// The changes the log keeps under a fresh seq that came with a seq in
+    /// `low..=high`.
+    async fn restamped_between(
         &self,
         sale: &SaleId,
-        seqs: &[i64],
+        low: i64,
+        high: i64,
     ) -> Result<Vec<StockEventDoc>, StoreError> {
-        let (Some(&low), Some(&high)) = (seqs.iter().min(), seqs.iter().max()) else {
-            return Ok(Vec::new());
-        };
-        // A range on the unique (sale_id, seq) index, which every server
-        // walks as a range; `$in` is not planned as well everywhere.
+        let came_with = doc! {"$gte": low, "$lte": high};
+        self.changes_where(sale, doc! {"restamped_from": came_with}, None)
+            .await
+    }
+
+    /// The sale's log as far as it goes past `known`: its last batch and
+    /// highest seq. Only batches past `known.n` and older changes above
+    /// `known.legacy` are asked for: a server that reads every match
+    /// before it sorts and stops (the MongoDB-wire server used in tests
+    /// does) then reads what was recorded since, not the whole log.
+    pub async fn log_tail(&self, sale: &SaleId, known: LogTail) -> Result<LogTail, StoreError> {
+        let id = sale.as_str();
         self.bounded(async {
-            let found: Vec<StockEventDoc> = self
-                .stock_events
-                .find(doc! {"sale_id": sale.as_str(), "seq": {"$gte": low, "$lte": high}})
-                .await?
-                .try_collect()
+            let head = self
+                .stock_batches
+                .clone_with_type::<BatchHead>()
+                .find_one(doc! {"sale_id": id, "n": {"$gt": known.n}})
+                .projection(doc! {"_id": 0, "n": 1, "top": 1})
+                .sort(doc! {"n": -1})
                 .await?;
-            Ok(found
-                .into_iter()
-                .filter(|e| seqs.contains(&e.seq))
-                .collect())
+            let legacy = self
+                .stock_events
+                .find_one(doc! {"sale_id": id, "seq": {"$gt": known.legacy}})
+                .sort(doc! {"seq": -1})
+                .await?
+                .map_or(known.legacy, |e| e.seq);
+            let (n, top) = head.map_or((known.n, known.top), |h| (h.n, h.top));
+            Ok(LogTail {
+                n,
+                top: top.max(known.top).max(legacy),
+                legacy,
+            })
         })
         .await
     }
 
     /// The seq of the last change recorded for a sale (0 when none).
     pub async fn last_event_seq(&self, sale: &SaleId) -> Result<i64, StoreError> {
-        self.last_event_seq_from(sale, 0).await
-    }
-
-    /// The seq of the last change recorded for a sale, known to be at
-    /// least `known`. Only the changes above `known` are asked for: a
-    /// server that reads every match before it sorts and stops (the
-    /// MongoDB-wire server used in tests does) then reads what was
-    /// recorded since, not the whole log.
-    pub async fn last_event_seq_from(&self, sale: &SaleId, known: i64) -> Result<i64, StoreError> {
-        self.bounded(async {
-            Ok(self
-                .stock_events
-                .find_one(doc! {"sale_id": sale.as_str(), "seq": {"$gt": known}})
-                .sort(doc! {"seq": -1})
-                .await?
-                .map_or(known, |e| e.seq))
-        })
-        .await
+        Ok(self.log_tail(sale, LogTail::default()).await?.top)
     }
 
     /// A sale's recorded changes, in seq order.
     pub async fn event_log(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
-        self.bounded(async {
-            Ok(self
-                .stock_events
-                .find(doc! {"sale_id": sale.as_str()})
-                .sort(doc! {"seq": 1})
-                .await?
-                .try_collect()
-                .await?)
-        })
-        .await
+        self.changes_where(sale, doc! {}, None).await
     }
 
     /// What a sale's waiting list went through, in seq order: joins,
     /// leaves, promotions and how they ended, closure.
     pub async fn waitlist_events(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
-        self.bounded_long(async {
-            let kinds = [
-                "waitlist_joined",
-                "waitlist_left",
-                "promoted",
-                "confirmed",
-                "cancelled",
-                "expired",
-                "sale_closed",
-            ];
-            Ok(self
-                .stock_events
-                .find(doc! {"sale_id": sale.as_str(), "kind": {"$in": kinds.as_slice()}})
-                .sort(doc! {"seq": 1})
-                .await?
-                .try_collect()
-                .await?)
-        })
-        .await
+        let kinds = [
+            "waitlist_joined",
+            "waitlist_left",
+            "promoted",
+            "confirmed",
+            "cancelled",
+            "expired",
+            "sale_closed",
+        ];
+        self.changes_where(sale, doc! {"kind": {"$in": kinds.as_slice()}}, None)
+            .await
+    }
+
+    /// Whether the log holds a change whose fields match `filter`.
+    pub async fn has_change(&self, sale: &SaleId, filter: Document) -> Result<bool, StoreError> {
+        Ok(!self.changes_where(sale, filter, Some(1)).await?.is_empty())
+    }
+
+    /// The changes of a sale's log whose fields match `filter`, in seq
+    /// order, the first `limit` of them: from the batches and from the
+    /// older log of one document per change.
+    async fn changes_where(
+        &self,
+        sale: &SaleId,
+        filter: Document,
+        limit: Option<i64>,
+    ) -> Result<Vec<StockEventDoc>, StoreError> {
+        let id = sale.as_str();
+        let mut in_batch = Document::new();
+        for (field, value) in &filter {
+            in_batch.insert(format!("changes.{field}"), value.clone());
+        }
+        let mut pipeline = vec![
+            doc! {"$match": {"sale_id": id}},
+            doc! {"$unwind": "$changes"},
+            doc! {"$match": in_batch},
+        ];
+        let mut older = filter;
+        older.insert("sale_id", id);
+        if let Some(limit) = limit {
+            pipeline.extend([doc! {"$sort": {"changes.seq": 1}}, doc! {"$limit": limit}]);
+        }
+        let batched = self
+            .bounded_long(aggregate(&self.stock_batches, pipeline))
+            .await?;
+        let mut log: Vec<StockEventDoc> = self
+            .bounded_long(async {
+                Ok(self
+                    .stock_events
+                    .find(older)
+                    .sort(doc! {"seq": 1})
+                    .limit(limit.unwrap_or(0))
+                    .await?
+                    .try_collect()
+                    .await?)
+            })
+            .await?;
+        for d in batched {
+            let change = d.get_document("changes").map_err(anyhow::Error::from)?;
+            let mut change: StockEventDoc =
+                bson::from_document(change.clone()).map_err(anyhow::Error::from)?;
+            change.sale_id = id.to_owned();
+            log.push(change);
+        }
+        log.sort_by_key(|c| c.seq);
+        log.truncate(limit.map_or(usize::MAX, |l| l as usize));
+        Ok(log)
+    }
+
+    /// Counts of a sale's changes matching `filter` by the value of
+    /// `field`, in the batches and the older log together.
+    async fn count_changes(
+        &self,
+        sale: &SaleId,
+        filter: Document,
+        field: &str,
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let id = sale.as_str();
+        let mut in_batch = Document::new();
+        for (f, value) in &filter {
+            in_batch.insert(format!("changes.{f}"), value.clone());
+        }
+        let mut older = filter;
+        older.insert("sale_id", id);
+        let batched = aggregate(
+            &self.stock_batches,
+            vec![
+                doc! {"$match": {"sale_id": id}},
+                doc! {"$unwind": "$changes"},
+                doc! {"$match": in_batch},
+                doc! {"$group": {"_id": format!("$changes.{field}"), "n": {"$sum": 1}}},
+            ],
+        )
+        .await?;
+        let unbatched = aggregate(
+            &self.stock_events,
+            vec![
+                doc! {"$match": older},
+                doc! {"$group": {"_id": format!("${field}"), "n": {"$sum": 1}}},
+            ],
+        )
+        .await?;
+        let mut counts: HashMap<String, i64> = HashMap::new();
+        for d in batched.iter().chain(&unbatched) {
+            let value = match d.get("_id") {
+                Some(Bson::String(v)) => v.clone(),
+                Some(v) => v.to_string(),
+                None => continue,
+            };
+            *counts.entry(value).or_default() += number(Some(d), "n");
+        }
+        Ok(counts)
     }
 
     pub async fn summary_figures(
@@ -176,29 +448,13 @@ impl Mongo {
             };
             let live = totals(&self.orders).await?;
             let cancelled = totals(&self.cancelled_orders).await?;
-            let by_kind = aggregate(
-                &self.stock_events,
-                vec![
-                    doc! {"$match": {"sale_id": id}},
-                    doc! {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
-                ],
-            )
-            .await?;
-            let peak = aggregate(
-                &self.stock_events,
-                vec![
-                    doc! {"$match": {"sale_id": id, "kind": {"$in": ["reserved", "promoted"]}}},
-                    doc! {"$group": {"_id": "$second", "n": {"$sum": 1}}},
-                    doc! {"$sort": {"n": -1}},
-                    doc! {"$limit": 1},
-                ],
-            )
-            .await?;
+            let by_kind = self.count_changes(sale, doc! {}, "kind").await?;
+            let holds = doc! {"kind": {"$in": ["reserved", "promoted"]}};
+            let per_second = self.count_changes(sale, holds, "second").await?;
             let sold_out = self
-                .stock_events
-                .find_one(doc! {"sale_id": id, "sold": {"$gte": total}})
-                .sort(doc! {"seq": 1})
-                .await?;
+                .changes_where(sale, doc! {"sold": {"$gte": total}}, Some(1))
+                .await?
+                .pop();
             let (live, cancelled) = (live.first(), cancelled.first());
             Ok(SummaryFigures {
                 units_sold: number(live, "units"),
@@ -206,14 +462,32 @@ impl Mongo {
                 revenue_cents: number(live, "revenue"),
                 orders_cancelled: number(cancelled, "orders"),
                 units_returned: number(cancelled, "units"),
-                events: by_kind
-                    .iter()
-                    .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), number(Some(d), "n"))))
-                    .collect(),
-                peak_holds_per_second: number(peak.first(), "n"),
+                events: by_kind,
+                peak_holds_per_second: per_second.into_values().max().unwrap_or(0),
                 sold_out_at: sold_out.map(|e| e.at),
             })
         })
         .await
     }
+}
+
+/// Whether two records describe the same change (a copy made twice).
+fn same_change(a: &StockEventDoc, b: &StockEventDoc) -> bool {
+    (
+        a.kind.as_str(),
+        &a.reservation_id,
+        &a.buyer,
+        a.at,
+        a.available,
+        a.held,
+        a.sold,
+    ) == (
+        b.kind.as_str(),
+        &b.reservation_id,
+        &b.buyer,
+        b.at,
+        b.available,
+        b.held,
+        b.sold,
+    )
 }

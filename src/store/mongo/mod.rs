@@ -1,4 +1,4 @@
-//! MongoDB: `sales`, `orders` and `stock_events`, their documents and
+//! MongoDB: `sales`, `orders` and the stock event log, their documents and
 //! indexes, and the typed queries the services run (one file per
 //! collection). The unique indexes on orders are the last line of defence:
 //! even a Redis that lost data cannot make MongoDB record a unit sold twice
@@ -16,7 +16,7 @@ mod sales;
 mod webhooks;
 
 pub use cancels::CancelRequest;
-pub use events::SummaryFigures;
+pub use events::{LogTail, Recorded, StockBatchDoc, SummaryFigures};
 pub use interest::INTEREST_SETTLE;
 pub use lobby::{DrawChunkDoc, DrawDoc, LobbyDoc, LobbyEntryDoc, LobbyRecord};
 pub use messages::{Message, MessageState, MessageType, OutboxDoc, sells_out};
@@ -113,10 +113,14 @@ pub struct CancelDoc {
     pub returned: bool,
 }
 
-/// One change of a sale's stock, copied from the sale's Redis stream.
-/// `(sale_id, seq)` is unique, so copying twice is harmless.
+/// One change of a sale's stock, copied from the sale's Redis stream. The
+/// log keeps changes in batches (`events::StockBatchDoc`), each seq once;
+/// logs written before batches keep one document per change in
+/// `stock_events`, unique by `(sale_id, seq)`, and are read with them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StockEventDoc {
+    /// Not stored with a change in a batch, which names its sale once.
+    #[serde(default, skip_serializing)]
     pub sale_id: String,
     pub seq: i64,
     pub kind: String,
@@ -154,7 +158,11 @@ pub struct Mongo {
     orders_read: Collection<bson::Document>,
     /// Orders that were cancelled, out of `orders` (see `cancels.rs`).
     cancelled_orders: Collection<OrderDoc>,
+    /// The log of one document per change, as versions before batches
+    /// wrote it: read, no longer written.
     stock_events: Collection<StockEventDoc>,
+    /// The stock event log, a batch of changes per document.
+    stock_batches: Collection<events::StockBatchDoc>,
     /// One entry per buyer and lobby, durable before the join answers.
     lobby_entries: Collection<LobbyEntryDoc>,
     /// Frozen draws: heads and their chunks.
@@ -237,7 +245,8 @@ impl Mongo {
             orders_raw: db.collection_with_options("orders", durable.clone()),
             cancelled_orders: db.collection_with_options("cancelled_orders", durable.clone()),
             orders_read: db.collection_with_options("orders", majority_reads),
-            stock_events: db.collection_with_options("stock_events", durable),
+            stock_events: db.collection_with_options("stock_events", durable.clone()),
+            stock_batches: db.collection_with_options("stock_event_batches", durable),
             db,
             timeout: Duration::from_secs(2),
         })
@@ -349,6 +358,18 @@ impl Mongo {
                     .options(unique("stock_event_seq_unique"))
                     .build(),
             )
+            .await?;
+        self.stock_batches
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "n": 1})
+                    .options(unique("stock_batch_place_unique"))
+                    .build(),
+                // The batches that may hold a seq, by their highest.
+                IndexModel::builder()
+                    .keys(doc! {"sale_id": 1, "last": 1})
+                    .build(),
+            ])
             .await?;
         self.ensure_outbox_indexes().await
     }

@@ -20,7 +20,10 @@ use super::{
     messages::{Message, MessageState, MessageType, OutboxDoc},
     orders::Fence,
 };
-use crate::{ids::ReservationId, store::StoreError};
+use crate::{
+    ids::{ReservationId, SaleId},
+    store::StoreError,
+};
 use bson::doc;
 use futures_util::TryStreamExt;
 use mongodb::{
@@ -389,14 +392,13 @@ impl Mongo {
             MessageType::PaymentRefundDue => self.refund(&doc.cause).await?.is_some(),
             MessageType::SaleSoldOut => {
                 let sold = doc.cause.parse::<i64>().unwrap_or(-1);
-                self.bounded(async {
-                    Ok(self
-                        .stock_events
-                        .find_one(doc! {"sale_id": &doc.sale_id, "kind": "sale_closed",
-                        "sold": sold, "available": 0_i64, "held": 0_i64})
-                        .await?
-                        .is_some())
-                })
+                let Ok(sale) = SaleId::parse(&doc.sale_id) else {
+                    return Ok(false);
+                };
+                self.has_change(
+                    &sale,
+                    doc! {"kind": "sale_closed", "sold": sold, "available": 0_i64, "held": 0_i64},
+                )
                 .await?
             }
             MessageType::SaleEnded => true,
