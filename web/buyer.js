@@ -32,20 +32,34 @@
   $("#sign-out").addEventListener("click", () => { F.setToken(null); location.reload(); });
 
   // --- the list ---------------------------------------------------------------
-  async function showList() {
+  // A page of sales, newest start first; More sales adds the next.
+  const SALES_PAGE = 100;
+  async function showList(after) {
     $("#list-view").classList.remove("hidden");
     document.title = "Sales · Flashdrop";
     try {
-      const { body: sales } = await F.api("GET", "/sales?limit=100");
+      const from = after ? `&after=${encodeURIComponent(after)}` : "";
+      const { body: sales } = await F.api("GET", `/sales?limit=${SALES_PAGE}${from}`);
       const rows = $("#sales");
-      rows.replaceChildren();
+      if (!after) rows.replaceChildren();
+      $("#more-sales")?.closest("tr").remove();
       for (const s of sales) {
         const link = document.createElement("a");
         link.href = `/sales/${s.id}`; link.textContent = s.name;
+        link.dataset.sale = s.id;
         rows.append(F.row([link, F.badge(s.status), F.money(s.price_cents, s.currency),
           `${s.available} / ${s.total}`, F.when(s.starts_at)], [2, 3]));
       }
-      $("#no-sales").classList.toggle("hidden", sales.length > 0);
+      if (sales.length === SALES_PAGE) {
+        const button = document.createElement("button");
+        button.type = "button"; button.className = "secondary"; button.id = "more-sales";
+        button.textContent = "More sales";
+        button.addEventListener("click", () => showList(sales[sales.length - 1].id));
+        const row = F.row([button]);
+        row.firstChild.colSpan = 5;
+        rows.append(row);
+      }
+      $("#no-sales").classList.toggle("hidden", rows.children.length > 0);
     } catch (err) { showError(err); }
   }
   // --- one sale -------------------------------------------------------------

@@ -395,7 +395,7 @@ async fn the_operator_creates_a_sale_and_sees_its_chart_move() {
 }
 
 #[tokio::test]
-async fn the_operator_opens_the_sales_past_the_first_page() {
+async fn the_operator_and_the_buyer_open_the_sales_past_the_first_page() {
     use futures::{StreamExt, stream};
     let app = spawn_app().await;
     let mut created: Vec<String> = stream::iter(0..101)
@@ -404,21 +404,6 @@ async fn the_operator_opens_the_sales_past_the_first_page() {
         .collect()
         .await;
     created.sort();
-    let client = browser(1400, 1000).await;
-    open(&client, &app, "/operator", Some(&admin_token())).await;
-    // A page of 100, then the button for the rest.
-    shown(&client, "#more-sales").await;
-    assert_eq!(listed_sales(&client).await.len(), 100);
-    click(&client, "#more-sales").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut listed = listed_sales(&client).await;
-    while listed.len() < 101 {
-        assert!(Instant::now() < deadline, "{} sales listed", listed.len());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        listed = listed_sales(&client).await;
-    }
-    listed.sort();
-    assert_eq!(listed, created, "every sale once");
     let mut stored: Vec<String> = app
         .mongo
         .list_sales(1_000)
@@ -428,19 +413,53 @@ async fn the_operator_opens_the_sales_past_the_first_page() {
         .map(|sale| sale.id)
         .collect();
     stored.sort();
-    assert_eq!(listed, stored, "every sale MongoDB holds");
+    assert_eq!(created, stored);
+    let client = browser(1400, 1000).await;
+    for (page, token, name) in [
+        ("/operator", Some(admin_token()), "operator-all-sales"),
+        ("/", None, "buyer-all-sales"),
+    ] {
+        open(&client, &app, page, token.as_deref()).await;
+        let listed = every_sale_listed(&client, name).await;
+        assert_eq!(listed, stored, "{page}: every sale MongoDB holds, once");
+    }
+    client.close().await.unwrap();
+}
+
+/// Every sale the page's list shows: a page of 100, then the button for
+/// the rest (its screenshot `name`), until the button is gone.
+async fn every_sale_listed(client: &Client, name: &str) -> Vec<String> {
+    shown(client, "#more-sales").await;
+    assert_eq!(listed_sales(client).await.len(), 100);
+    client
+        .execute(
+            "document.querySelector('#more-sales').scrollIntoView({block: 'center'})",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screenshot(client, name).await;
+    click(client, "#more-sales").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut listed = listed_sales(client).await;
+    while listed.len() < 101 {
+        assert!(Instant::now() < deadline, "{} sales listed", listed.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        listed = listed_sales(client).await;
+    }
     assert!(
         client.find(Locator::Css("#more-sales")).await.is_err(),
         "no more sales to open"
     );
-    client.close().await.unwrap();
+    listed.sort();
+    listed
 }
 
-/// The sales the operator's list shows, by id.
+/// The sales the page's list shows, by id.
 async fn listed_sales(client: &Client) -> Vec<String> {
     let ids = client
         .execute(
-            "return [...document.querySelectorAll('#sales button[data-sale]')].map((b) => b.dataset.sale)",
+            "return [...document.querySelectorAll('#sales [data-sale]')].map((b) => b.dataset.sale)",
             vec![],
         )
         .await
