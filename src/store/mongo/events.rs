@@ -214,8 +214,8 @@ impl Mongo {
         Ok((Some(doc), outcome))
     }
 
-    /// The changes the log holds at seqs `low..=high` in the batches up to
-    /// `tail.n` and in the older log.
+    /// The changes the log holds at seqs `low..=high`, in the batches (at
+    /// least those up to `tail.n`) and in the older log.
     async fn recorded_between(
         &self,
         sale: &SaleId,
@@ -227,10 +227,7 @@ impl Mongo {
         self.bounded(async {
             let batches: Vec<StockBatchDoc> = self
                 .stock_batches
-                .find(
-                    doc! {"sale_id": id, "last": {"$gte": low}, "first": {"$lte": high},
-                    "n": {"$lte": tail.n}},
-                )
+                .find(doc! {"sale_id": id, "last": {"$gte": low}, "first": {"$lte": high}})
                 .await?
                 .try_collect()
                 .await?;
