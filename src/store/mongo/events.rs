@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use bson::{Bson, Document, doc};
+use bson::{Document, doc};
 use futures_util::TryStreamExt;
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
@@ -88,6 +88,43 @@ pub struct Recorded {
 struct BatchHead {
     n: i64,
     top: i64,
+}
+
+/// A batch with only the fields the summary counts.
+#[derive(Deserialize)]
+struct TallyBatch {
+    changes: Vec<TallyChange>,
+}
+
+#[derive(Deserialize)]
+struct TallyChange {
+    seq: i64,
+    kind: String,
+    second: i64,
+    sold: i64,
+    at: bson::DateTime,
+}
+
+/// The summary's counts of a sale's changes.
+#[derive(Default)]
+struct Tally {
+    by_kind: HashMap<String, i64>,
+    /// Holds made (`reserved`, `promoted`) by the second.
+    per_second: HashMap<i64, i64>,
+    /// The first change at or past the sale's total sold: its seq and time.
+    sold_out: Option<(i64, bson::DateTime)>,
+}
+
+impl Tally {
+    fn count(&mut self, c: TallyChange, total: i64) {
+        if matches!(c.kind.as_str(), "reserved" | "promoted") {
+            *self.per_second.entry(c.second).or_default() += 1;
+        }
+        if c.sold >= total && self.sold_out.is_none_or(|(seq, _)| c.seq < seq) {
+            self.sold_out = Some((c.seq, c.at));
+        }
+        *self.by_kind.entry(c.kind).or_default() += 1;
+    }
 }
 
 /// How many times a writer tries the next place in the log before it
@@ -260,8 +297,52 @@ impl Mongo {
         high: i64,
     ) -> Result<Vec<StockEventDoc>, StoreError> {
         let came_with = doc! {"$gte": low, "$lte": high};
-        self.changes_where(sale, doc! {"restamped_from": came_with}, None)
-            .await
+        self.changes_where(sale, doc! {"restamped_from": came_with}, |c| {
+            c.restamped_from.is_some_and(|s| (low..=high).contains(&s))
+        })
+        .await
+    }
+
+    /// The summary's counts of the older log (one document per change),
+    /// counted by the server.
+    async fn older_tally(&self, sale: &SaleId, total: i64) -> Result<Tally, StoreError> {
+        let id = sale.as_str();
+        let by_kind = aggregate(
+            &self.stock_events,
+            vec![
+                doc! {"$match": {"sale_id": id}},
+                doc! {"$group": {"_id": "$kind", "n": {"$sum": 1}}},
+            ],
+        )
+        .await?;
+        let per_second = aggregate(
+            &self.stock_events,
+            vec![
+                doc! {"$match": {"sale_id": id, "kind": {"$in": ["reserved", "promoted"]}}},
+                doc! {"$group": {"_id": "$second", "n": {"$sum": 1}}},
+            ],
+        )
+        .await?;
+        let sold_out = self
+            .stock_events
+            .find_one(doc! {"sale_id": id, "sold": {"$gte": total}})
+            .sort(doc! {"seq": 1})
+            .await?;
+        Ok(Tally {
+            by_kind: by_kind
+                .iter()
+                .filter_map(|d| Some((d.get_str("_id").ok()?.to_owned(), number(Some(d), "n"))))
+                .collect(),
+            per_second: per_second
+                .iter()
+                .filter_map(|d| {
+                    let second = d.get("_id")?;
+                    let second = second.as_i64().or(second.as_i32().map(i64::from))?;
+                    Some((second, number(Some(d), "n")))
+                })
+                .collect(),
+            sold_out: sold_out.map(|e| (e.seq, e.at)),
+        })
     }
 
     /// The sale's log as far as it goes past `known`: its last batch and
@@ -302,7 +383,7 @@ impl Mongo {
 
     /// A sale's recorded changes, in seq order.
     pub async fn event_log(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
-        self.changes_where(sale, doc! {}, None).await
+        self.changes_where(sale, doc! {}, |_| true).await
     }
 
     /// What a sale's waiting list went through, in seq order: joins,
@@ -317,109 +398,66 @@ impl Mongo {
             "expired",
             "sale_closed",
         ];
-        self.changes_where(sale, doc! {"kind": {"$in": kinds.as_slice()}}, None)
-            .await
+        self.changes_where(sale, doc! {"kind": {"$in": kinds.as_slice()}}, |c| {
+            kinds.contains(&c.kind.as_str())
+        })
+        .await
     }
 
     /// Whether the log holds a change whose fields match `filter`.
     pub async fn has_change(&self, sale: &SaleId, filter: Document) -> Result<bool, StoreError> {
-        Ok(!self.changes_where(sale, filter, Some(1)).await?.is_empty())
+        let id = sale.as_str();
+        self.bounded(async {
+            let mut older = filter.clone();
+            older.insert("sale_id", id);
+            Ok(self.stock_events.find_one(older).await?.is_some()
+                || self
+                    .stock_batches
+                    .clone_with_type::<BatchHead>()
+                    .find_one(doc! {"sale_id": id, "changes": {"$elemMatch": filter}})
+                    .projection(doc! {"_id": 0, "n": 1, "top": 1})
+                    .await?
+                    .is_some())
+        })
+        .await
     }
 
-    /// The changes of a sale's log whose fields match `filter`, in seq
-    /// order, the first `limit` of them: from the batches and from the
-    /// older log of one document per change.
+    /// The changes of a sale's log that `keep` keeps, in seq order: of the
+    /// batches that hold a change matching `filter` (fields of a change),
+    /// and of the older log's changes matching it. A batch is read whole,
+    /// so `keep` says again which of its changes are wanted.
     async fn changes_where(
         &self,
         sale: &SaleId,
         filter: Document,
-        limit: Option<i64>,
+        keep: impl Fn(&StockEventDoc) -> bool,
     ) -> Result<Vec<StockEventDoc>, StoreError> {
         let id = sale.as_str();
-        let mut in_batch = Document::new();
-        for (field, value) in &filter {
-            in_batch.insert(format!("changes.{field}"), value.clone());
+        let mut batches = doc! {"sale_id": id};
+        if !filter.is_empty() {
+            batches.insert("changes", doc! {"$elemMatch": filter.clone()});
         }
-        let mut pipeline = vec![
-            doc! {"$match": {"sale_id": id}},
-            doc! {"$unwind": "$changes"},
-            doc! {"$match": in_batch},
-        ];
         let mut older = filter;
         older.insert("sale_id", id);
-        if let Some(limit) = limit {
-            pipeline.extend([doc! {"$sort": {"changes.seq": 1}}, doc! {"$limit": limit}]);
-        }
-        let batched = self
-            .bounded_long(aggregate(&self.stock_batches, pipeline))
-            .await?;
-        let mut log: Vec<StockEventDoc> = self
+        let (batches, mut log): (Vec<StockBatchDoc>, Vec<StockEventDoc>) = self
             .bounded_long(async {
-                Ok(self
-                    .stock_events
-                    .find(older)
-                    .sort(doc! {"seq": 1})
-                    .limit(limit.unwrap_or(0))
-                    .await?
-                    .try_collect()
-                    .await?)
+                let batches = self.stock_batches.find(batches).await?.try_collect();
+                let older = self.stock_events.find(older).await?.try_collect();
+                Ok((batches.await?, older.await?))
             })
             .await?;
-        for d in batched {
-            let change = d.get_document("changes").map_err(anyhow::Error::from)?;
-            let mut change: StockEventDoc =
-                bson::from_document(change.clone()).map_err(anyhow::Error::from)?;
-            change.sale_id = id.to_owned();
-            log.push(change);
-        }
+        log.extend(
+            batches
+                .into_iter()
+                .flat_map(|b| b.changes)
+                .filter(|c| keep(c))
+                .map(|mut c| {
+                    c.sale_id = id.to_owned();
+                    c
+                }),
+        );
         log.sort_by_key(|c| c.seq);
-        log.truncate(limit.map_or(usize::MAX, |l| l as usize));
         Ok(log)
-    }
-
-    /// Counts of a sale's changes matching `filter` by the value of
-    /// `field`, in the batches and the older log together.
-    async fn count_changes(
-        &self,
-        sale: &SaleId,
-        filter: Document,
-        field: &str,
-    ) -> Result<HashMap<String, i64>, StoreError> {
-        let id = sale.as_str();
-        let mut in_batch = Document::new();
-        for (f, value) in &filter {
-            in_batch.insert(format!("changes.{f}"), value.clone());
-        }
-        let mut older = filter;
-        older.insert("sale_id", id);
-        let batched = aggregate(
-            &self.stock_batches,
-            vec![
-                doc! {"$match": {"sale_id": id}},
-                doc! {"$unwind": "$changes"},
-                doc! {"$match": in_batch},
-                doc! {"$group": {"_id": format!("$changes.{field}"), "n": {"$sum": 1}}},
-            ],
-        )
-        .await?;
-        let unbatched = aggregate(
-            &self.stock_events,
-            vec![
-                doc! {"$match": older},
-                doc! {"$group": {"_id": format!("${field}"), "n": {"$sum": 1}}},
-            ],
-        )
-        .await?;
-        let mut counts: HashMap<String, i64> = HashMap::new();
-        for d in batched.iter().chain(&unbatched) {
-            let value = match d.get("_id") {
-                Some(Bson::String(v)) => v.clone(),
-                Some(v) => v.to_string(),
-                None => continue,
-            };
-            *counts.entry(value).or_default() += number(Some(d), "n");
-        }
-        Ok(counts)
     }
 
     pub async fn summary_figures(
@@ -445,13 +483,26 @@ impl Mongo {
             };
             let live = totals(&self.orders).await?;
             let cancelled = totals(&self.cancelled_orders).await?;
-            let by_kind = self.count_changes(sale, doc! {}, "kind").await?;
-            let holds = doc! {"kind": {"$in": ["reserved", "promoted"]}};
-            let per_second = self.count_changes(sale, holds, "second").await?;
-            let sold_out = self
-                .changes_where(sale, doc! {"sold": {"$gte": total}}, Some(1))
-                .await?
-                .pop();
+            // The older log counted by the server; the batches here, each
+            // read once with only the fields counted.
+            let mut tally = self.older_tally(sale, total).await?;
+            let mut batches = self
+                .stock_batches
+                .clone_with_type::<TallyBatch>()
+                .find(doc! {"sale_id": id})
+                .projection(doc! {"_id": 0, "changes.seq": 1, "changes.kind": 1,
+                "changes.second": 1, "changes.sold": 1, "changes.at": 1})
+                .await?;
+            while let Some(batch) = batches.try_next().await? {
+                for c in batch.changes {
+                    tally.count(c, total);
+                }
+            }
+            let Tally {
+                by_kind,
+                per_second,
+                sold_out,
+            } = tally;
             let (live, cancelled) = (live.first(), cancelled.first());
             Ok(SummaryFigures {
                 units_sold: number(live, "units"),
@@ -461,7 +512,7 @@ impl Mongo {
                 units_returned: number(cancelled, "units"),
                 events: by_kind,
                 peak_holds_per_second: per_second.into_values().max().unwrap_or(0),
-                sold_out_at: sold_out.map(|e| e.at),
+                sold_out_at: sold_out.map(|(_, at)| at),
             })
         })
         .await
