@@ -165,6 +165,19 @@ fn change(seq: i64, writer: &str) -> StockEventDoc {
     }
 }
 
+/// Records changes as the next batch after `tail`: how many were left out
+/// as copies and how many were kept under fresh seqs.
+async fn record(
+    app: &TestApp,
+    sale: &SaleId,
+    changes: &[StockEventDoc],
+    tail: &mut LogTail,
+) -> (usize, usize) {
+    let Recorded { copies, restamped } =
+        app.mongo.record_changes(sale, changes, tail).await.unwrap();
+    (copies, restamped)
+}
+
 /// Each change of the log, by its buyer: kept once, whatever its seq.
 fn by_buyer(log: &[StockEventDoc]) -> HashMap<String, &StockEventDoc> {
     let mut seen = HashMap::new();
@@ -265,18 +278,8 @@ async fn a_log_of_one_document_per_change_is_read_and_checked_with_the_batches()
     // 8 and 10 copied again; 9 another change under a recorded seq.
     let mut changes = vec![written[7].clone(), change(9, "new"), written[9].clone()];
     changes.extend((11..=14).map(|s| change(s, "new")));
-    let recorded = app
-        .mongo
-        .record_changes(&sale, &changes, &mut tail)
-        .await
-        .unwrap();
-    assert_eq!(
-        recorded,
-        Recorded {
-            copies: 2,
-            restamped: 1
-        }
-    );
+    // (copies left out, changes restamped)
+    assert_eq!(record(&app, &sale, &changes, &mut tail).await, (2, 1));
     assert_eq!((tail.n, tail.top), (1, 15));
 
     let log = app.mongo.event_log(&sale).await.unwrap();
@@ -314,18 +317,7 @@ async fn a_batch_with_two_changes_under_one_seq_keeps_both() {
         change(2, "before"),
         change(3, "after"),
     ];
-    let recorded = app
-        .mongo
-        .record_changes(&sale, &changes, &mut tail)
-        .await
-        .unwrap();
-    assert_eq!(
-        recorded,
-        Recorded {
-            copies: 1,
-            restamped: 1
-        }
-    );
+    assert_eq!(record(&app, &sale, &changes, &mut tail).await, (1, 1));
     let log = app.mongo.event_log(&sale).await.unwrap();
     let kept: Vec<(i64, &str, Option<i64>)> = log
         .iter()
