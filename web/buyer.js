@@ -50,15 +50,7 @@
         rows.append(F.row([link, F.badge(s.status), F.money(s.price_cents, s.currency),
           `${s.available} / ${s.total}`, F.when(s.starts_at)], [2, 3]));
       }
-      if (sales.length === SALES_PAGE) {
-        const button = document.createElement("button");
-        button.type = "button"; button.className = "secondary"; button.id = "more-sales";
-        button.textContent = "More sales";
-        button.addEventListener("click", () => showList(sales[sales.length - 1].id));
-        const row = F.row([button]);
-        row.firstChild.colSpan = 5;
-        rows.append(row);
-      }
+      if (sales.length === SALES_PAGE) rows.append(F.moreSales(5, () => showList(sales[sales.length - 1].id)));
       $("#no-sales").classList.toggle("hidden", rows.children.length > 0);
     } catch (err) { showError(err); }
   }

@@ -120,6 +120,16 @@ const Flashdrop = (() => {
       return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(cents / 100);
     } catch (_) { return `${(cents / 100).toFixed(2)} ${currency}`; }
   }
+  // A row whose one cell spans a table's `columns`.
+  function across(content, columns) { const r = row([content]); r.firstChild.colSpan = columns; return r; }
+  // A list's last row: the More sales button (`#more-sales`).
+  function moreSales(columns, onClick) {
+    const button = document.createElement("button");
+    button.type = "button"; button.className = "secondary"; button.id = "more-sales";
+    button.textContent = "More sales";
+    button.addEventListener("click", onClick);
+    return across(button, columns);
+  }
   // A count in words: count(1, "unit") is "1 unit", count(2, "unit") "2 units".
   function count(n, one, many = `${one}s`) { return `${n} ${n === 1 ? one : many}`; }
   function when(iso) { return iso ? new Date(iso).toLocaleString() : "—"; }
@@ -149,5 +159,5 @@ const Flashdrop = (() => {
     return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
   }
 
-  return { takeToken, setToken, claims, api, ApiError, live, money, count, when, text, $, row, badge, say, duration };
+  return { takeToken, setToken, claims, api, ApiError, live, money, count, when, text, $, row, across, moreSales, badge, say, duration };
 })();

@@ -61,20 +61,12 @@
         button.addEventListener("click", () => select(s.id));
         rows.append(F.row([button, F.badge(s.status), `${s.sold} / ${s.total}`], [2]));
       }
-      // A row across the list's three columns.
-      const across = (content) => { const r = F.row([content]); r.firstChild.colSpan = 3; return r; };
       if (sales.length === 0) {
-        const none = across("No sales yet: create one below.");
+        const none = F.across("No sales yet: create one below.", 3);
         none.firstChild.className = "muted";
         rows.append(none);
       }
-      if (more) {
-        const button = document.createElement("button");
-        button.type = "button"; button.className = "secondary"; button.id = "more-sales";
-        button.textContent = "More sales";
-        button.addEventListener("click", () => { state.salePages++; loadSales(); });
-        rows.append(across(button));
-      }
+      if (more) rows.append(F.moreSales(3, () => { state.salePages++; loadSales(); }));
       if (selectId) select(selectId);
     } catch (err) { showError(err); }
   }

@@ -63,8 +63,9 @@ pub struct StockBatchDoc {
     pub changes: Vec<StockEventDoc>,
 }
 
-/// What a writer knows of a sale's log: its last batch, its highest seq,
-/// and the highest seq in the older log of one document per change.
+/// What a writer knows of a sale's log: its last batch, its highest seq
+/// (of the batches and the older log alike), and the highest seq in the
+/// older log of one document per change.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LogTail {
     pub n: i64,
@@ -228,7 +229,7 @@ impl Mongo {
             });
         }
         let kept_top = batch.iter().map(|c| c.seq).max().unwrap_or(0);
-        let fresh = tail.top.max(tail.legacy).max(kept_top) + 1..;
+        let fresh = tail.top.max(kept_top) + 1..;
         outcome.restamped = again.len();
         for (seq, mut change) in fresh.zip(again) {
             change.restamped_from.get_or_insert(change.seq);
@@ -243,7 +244,7 @@ impl Mongo {
         let doc = StockBatchDoc {
             sale_id: sale.to_string(),
             n: tail.n + 1,
-            top: tail.top.max(tail.legacy).max(last),
+            top: tail.top.max(last),
             first,
             last,
             changes: batch,

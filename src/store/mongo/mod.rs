@@ -16,7 +16,7 @@ mod sales;
 mod webhooks;
 
 pub use cancels::CancelRequest;
-pub use events::{LogTail, Recorded, StockBatchDoc, SummaryFigures};
+pub use events::{LogTail, Recorded, SummaryFigures};
 pub use interest::INTEREST_SETTLE;
 pub use lobby::{DrawChunkDoc, DrawDoc, LobbyDoc, LobbyEntryDoc, LobbyRecord};
 pub use messages::{Message, MessageState, MessageType, OutboxDoc, sells_out};
