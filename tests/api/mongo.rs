@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use bson::Document;
+use bson::{Document, doc};
 use flashdrop::{
     holds::Coverage,
     ids::{ReservationId, SaleId},
@@ -15,14 +15,15 @@ use flashdrop::{
     recovery::Recovery,
     store::{
         Mongo, Store,
-        mongo::{LogTail, Recorded, StockEventDoc},
+        mongo::{LogTail, OrderDoc, OrderWrite, Recorded, StockEventDoc},
     },
 };
+use futures::TryStreamExt;
 use mongodb::event::{EventHandler, command::CommandEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, eventually, hold, servers, spawn_app, test_settings};
+use crate::helpers::{TestApp, eventually, hold, servers, spawn_app, test_settings, unique_db};
 
 /// A client of the app's database that keeps every `find` it sends.
 async fn watching_finds(app: &TestApp) -> (Mongo, Arc<Mutex<Vec<Document>>>) {
@@ -376,4 +377,138 @@ async fn the_summary_reads_the_logs_batches_once_with_only_the_fields_it_counts(
             && projection.contains_key("changes.kind"),
         "{projection}"
     );
+}
+
+/// An order of one unit and one purchase slot, as the confirm writes it.
+fn one_unit_order(id: &str, sale: &str, buyer: &str, unit: i64, at_ms: i64) -> OrderDoc {
+    OrderDoc {
+        id: id.to_owned(),
+        sale_id: sale.to_owned(),
+        user_id: buyer.to_owned(),
+        quantity: 1,
+        units: vec![unit],
+        slots: vec![1],
+        unit_price_cents: 1,
+        total_cents: 1,
+        currency: "EUR".into(),
+        created_at: bson::DateTime::from_millis(at_ms),
+        payment_id: None,
+        cancelled: None,
+    }
+}
+
+/// The orders' indexes, by name, with their keys and whether unique.
+async fn order_indexes(db: &mongodb::Database) -> HashMap<String, (Document, bool)> {
+    let mut indexes = db
+        .collection::<Document>("orders")
+        .list_indexes()
+        .await
+        .unwrap();
+    let mut found = HashMap::new();
+    while let Some(index) = indexes.try_next().await.unwrap() {
+        let unique = index.options.as_ref().and_then(|o| o.unique) == Some(true);
+        let name = index.options.and_then(|o| o.name).unwrap();
+        found.insert(name, (index.keys, unique));
+    }
+    found
+}
+
+/// A buyer's purchase slots are unique per sale under `(user_id, sale_id,
+/// slots)`, which also finds a buyer's orders: an index entry less per order
+/// than a slots index led by the sale plus one for the buyer's orders. A
+/// database an older version made has those two; start-up replaces them,
+/// and MongoDB still refuses a buyer over the limit.
+#[tokio::test]
+async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_buyer_over_the_limit()
+ {
+    let name = unique_db();
+    let client = mongodb::Client::with_uri_str(&servers().mongo_uri)
+        .await
+        .unwrap();
+    let db = client.database(&name);
+    let orders = db.collection::<OrderDoc>("orders");
+    let older = [
+        mongodb::IndexModel::builder()
+            .keys(doc! {"sale_id": 1, "units": 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .name("order_units_unique".to_owned())
+                    .build(),
+            )
+            .build(),
+        mongodb::IndexModel::builder()
+            .keys(doc! {"sale_id": 1, "user_id": 1, "slots": 1})
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .name("order_slots_unique".to_owned())
+                    .build(),
+            )
+            .build(),
+        mongodb::IndexModel::builder()
+            .keys(doc! {"user_id": 1, "created_at": -1})
+            .build(),
+    ];
+    orders.create_indexes(older).await.unwrap();
+    orders
+        .insert_one(one_unit_order("old", "s1", "ann", 1, 1_000))
+        .await
+        .unwrap();
+
+    let mongo = Mongo::connect(&servers().mongo_uri, &name).await.unwrap();
+    mongo.ensure_indexes().await.unwrap();
+    // A second start-up, or two at once in a rolling restart, finds nothing
+    // left to replace.
+    let (a, b) = tokio::join!(mongo.ensure_indexes(), mongo.ensure_indexes());
+    a.unwrap();
+    b.unwrap();
+
+    let indexes = order_indexes(&db).await;
+    let mut names: Vec<&str> = indexes.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["_id_", "order_buyer_slots_unique", "order_units_unique"]
+    );
+    assert_eq!(
+        indexes["order_buyer_slots_unique"],
+        (doc! {"user_id": 1, "sale_id": 1, "slots": 1}, true)
+    );
+    assert_eq!(
+        indexes["order_units_unique"],
+        (doc! {"sale_id": 1, "units": 1}, true)
+    );
+
+    // The older order's slot is taken; the same slot of another sale, or
+    // another buyer's, is not; nor is another unit.
+    let writes = mongo
+        .insert_orders(&[
+            &one_unit_order("again", "s1", "ann", 2, 2_000),
+            &one_unit_order("other-sale", "s2", "ann", 2, 3_000),
+            &one_unit_order("other-buyer", "s1", "ben", 3, 4_000),
+            &one_unit_order("unit-taken", "s1", "cat", 1, 5_000),
+        ])
+        .await;
+    assert!(
+        matches!(
+            writes.as_slice(),
+            [
+                OrderWrite::Refused,
+                OrderWrite::Inserted,
+                OrderWrite::Inserted,
+                OrderWrite::Refused
+            ]
+        ),
+        "{writes:?}"
+    );
+    let anns: Vec<String> = mongo
+        .orders_of_buyer("ann", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(anns, ["other-sale", "old"]);
+    db.drop().await.unwrap();
 }

@@ -55,11 +55,8 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
                 .options(unique.clone())
                 .build(),
             IndexModel::builder()
-                .keys(doc! {"sale_id": 1, "user_id": 1, "slots": 1})
+                .keys(doc! {"user_id": 1, "sale_id": 1, "slots": 1})
                 .options(unique)
-                .build(),
-            IndexModel::builder()
-                .keys(doc! {"user_id": 1, "created_at": -1})
                 .build(),
         ])
         .await?;

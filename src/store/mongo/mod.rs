@@ -41,7 +41,14 @@ use serde::{Deserialize, Serialize};
 use super::StoreError;
 
 pub const UNITS_INDEX: &str = "order_units_unique";
-pub const SLOTS_INDEX: &str = "order_slots_unique";
+/// A buyer's purchase slots, unique per sale: `(user_id, sale_id, slots)`.
+/// Led by the buyer, it also finds a buyer's orders, so an order writes
+/// one index entry fewer than with a slots index led by the sale and one
+/// more for the buyer's orders.
+pub const SLOTS_INDEX: &str = "order_buyer_slots_unique";
+/// The orders' indexes of earlier versions that `SLOTS_INDEX` replaces:
+/// `(sale_id, user_id, slots)` unique, and `(user_id, created_at)`.
+const REPLACED_ORDER_INDEXES: [&str; 2] = ["order_slots_unique", "user_id_1_created_at_-1"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SaleDoc {
@@ -304,14 +311,12 @@ impl Mongo {
                     .options(unique(UNITS_INDEX))
                     .build(),
                 IndexModel::builder()
-                    .keys(doc! {"sale_id": 1, "user_id": 1, "slots": 1})
+                    .keys(doc! {"user_id": 1, "sale_id": 1, "slots": 1})
                     .options(unique(SLOTS_INDEX))
-                    .build(),
-                IndexModel::builder()
-                    .keys(doc! {"user_id": 1, "created_at": -1})
                     .build(),
             ])
             .await?;
+        self.drop_replaced_order_indexes().await?;
         self.cancelled_orders
             .create_indexes([
                 IndexModel::builder()
@@ -374,6 +379,26 @@ impl Mongo {
         self.ensure_outbox_indexes().await
     }
 
+    /// Drops the order indexes `SLOTS_INDEX` replaced, once it is built: the
+    /// same slots stay unique throughout. Two instances starting together
+    /// may both try; the second finds the index gone.
+    async fn drop_replaced_order_indexes(&self) -> Result<(), StoreError> {
+        let present = self.orders.list_index_names().await?;
+        for name in REPLACED_ORDER_INDEXES {
+            if !present.iter().any(|p| p == name) {
+                continue;
+            }
+            match self.orders.drop_index(name).await {
+                Ok(()) => {
+                    tracing::info!(index = name, "dropped an order index this version replaced")
+                }
+                Err(e) if is_index_not_found(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Ends the client's sessions and closes its connections, waiting at
     /// most `limit`; every handle to this client fails after it. A process
     /// calls it before it returns: otherwise the driver ends the sessions
@@ -412,6 +437,12 @@ pub fn is_unreachable(err: &Error) -> bool {
 /// certainly did not happen.
 fn never_sent(err: &Error) -> bool {
     matches!(*err.kind, ErrorKind::ServerSelection { .. })
+}
+
+/// The server's answer to dropping an index that is not there.
+fn is_index_not_found(err: &Error) -> bool {
+    const INDEX_NOT_FOUND: i32 = 27;
+    matches!(&*err.kind, ErrorKind::Command(c) if c.code == INDEX_NOT_FOUND)
 }
 
 /// The server's code for a unique-index violation.
