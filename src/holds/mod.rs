@@ -9,7 +9,7 @@ mod cancel_order;
 mod confirm;
 mod coverage;
 mod group_commit;
-mod script_batch;
+pub(crate) mod script_batch;
 
 pub use group_commit::FINISH_CHUNK;
 

@@ -1,7 +1,8 @@
 //! Script batches: the requests of one sale that arrive while the sale's
 //! last call of a script is out go together in its next call, up to
 //! [`BATCH_CHUNK`] in one run, each answered as if it had come alone
-//! (`lua/reserve.lua` and `lua/confirm_begin.lua` take batches). Redis
+//! (`lua/reserve.lua` and `lua/confirm_begin.lua` take batches; the status
+//! reads that wait together share one `lua/read_sale.lua`). Redis
 //! then pays a script's fixed cost (starting it, reading and parsing the
 //! sale's fields, encoding the reply) once per call instead of once per
 //! request, and the instance makes one round trip. A call leaves as soon
@@ -26,7 +27,8 @@ use crate::{
     store::{
         Store, StoreError,
         scripts::{
-            BATCH_CHUNK, BeginBatchReply, BeginReply, ReserveBatchReply, ReserveItem, ReserveReply,
+            BATCH_CHUNK, BeginBatchReply, BeginReply, ReadSaleReply, ReserveBatchReply,
+            ReserveItem, ReserveReply,
         },
     },
 };
@@ -37,6 +39,8 @@ pub trait Batched: Send + Sync + 'static {
     type Reply: Send + 'static;
     /// The script's name, for the batch size histogram and the log.
     const NAME: &'static str;
+    /// The most items one call carries.
+    const CHUNK: usize = BATCH_CHUNK;
 
     fn sale(item: &Self::Item) -> &SaleId;
 
@@ -160,7 +164,7 @@ impl<B: Batched> Server<B> {
         let queue = queues.get_mut(&self.sale)?;
         let mut batch: Vec<Pending<B>> = Vec::new();
         let (mut keyed, mut units) = (false, 0);
-        while batch.len() < BATCH_CHUNK {
+        while batch.len() < B::CHUNK {
             let Some(next) = queue.front() else { break };
             if next.done.is_closed() {
                 queue.pop_front();
@@ -296,6 +300,39 @@ impl Batched for Begin {
             BeginBatchReply::Done { holds } => holds,
             BeginBatchReply::Missing => items.iter().map(|_| BeginReply::Missing).collect(),
         })
+    }
+}
+
+/// `read_sale.lua`: a status read of the sale per item. The reads that
+/// queued while the sale's last read was out share its next one, which
+/// starts after each of them arrived: every read sees each change made
+/// before it was asked.
+pub struct ReadSale {
+    pub store: Store,
+}
+
+impl Batched for ReadSale {
+    type Item = SaleId;
+    type Reply = ReadSaleReply;
+    const NAME: &'static str = "read_sale";
+    /// One read answers any number of readers.
+    const CHUNK: usize = usize::MAX;
+
+    fn sale(item: &SaleId) -> &SaleId {
+        item
+    }
+
+    fn units(_item: &SaleId) -> i64 {
+        0
+    }
+
+    async fn call(
+        &self,
+        sale: &SaleId,
+        items: &[&SaleId],
+    ) -> Result<Vec<ReadSaleReply>, StoreError> {
+        let reply = self.store.redis.read_sale(sale).await?;
+        Ok(vec![reply; items.len()])
     }
 }
 

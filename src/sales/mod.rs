@@ -16,6 +16,7 @@ use self::rules::{CreateSale, MAX_HOLD_SECONDS, PatchSale, SaleView, validate};
 use crate::{
     config::Settings,
     error::{ApiError, ErrorCode},
+    holds::script_batch::{ReadSale, ScriptBatches},
     ids::SaleId,
     lobby::seal::SeedKey,
     recovery::Recovery,
@@ -54,6 +55,8 @@ pub struct Sales {
     payments: bool,
     /// Test fault point: a sale's change fails to reach MongoDB.
     fail_writes: bool,
+    /// Status reads of a sale that wait together share one Redis read.
+    reads: ScriptBatches<ReadSale>,
 }
 
 impl Sales {
@@ -64,6 +67,9 @@ impl Sales {
         settings: &Settings,
     ) -> Self {
         Self {
+            reads: ScriptBatches::new(ReadSale {
+                store: store.clone(),
+            }),
             store,
             recovery,
             listing: Listing::default(),
@@ -205,7 +211,7 @@ impl Sales {
     pub async fn snapshot(&self, sale: &SaleId) -> Result<(SaleView, i64, String), ApiError> {
         let read = self
             .recovery
-            .with_sale(sale, || self.store.redis.read_sale(sale))
+            .with_sale(sale, || self.reads.run(sale.clone()))
             .await?;
         match read {
             ReadSaleReply::Sale(live) => {

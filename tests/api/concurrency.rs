@@ -281,3 +281,77 @@ async fn a_confirm_refused_by_mongodb_answers_only_its_buyer() {
     }
     assert_eq!(app.check_invariants(&sale).await, (139, 0, 61));
 }
+
+/// Status reads of a sale that arrive while one of its reads is out share
+/// the sale's next Redis read, which starts after they arrived: none is
+/// older than its request. While 40 readers read the sale in a loop, a
+/// buyer who got their reserve's 201 and then reads the sale finds that
+/// hold counted, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_share_redis_reads_and_each_sees_the_changes_before_it() {
+    let app = Arc::new(spawn_app().await);
+    let total = 1000;
+    let sale = app
+        .create_sale(json!({"total": total, "per_user_limit": 1}))
+        .await;
+    let before = read_sale_calls(&app).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..40)
+        .map(|_| {
+            let (app, sale, stop) = (app.clone(), sale.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut reads = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let view = app.get_sale(&sale).await;
+                    assert!(view["available"].as_i64().unwrap() <= total);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    for i in 1..=60 {
+        hold(&app, &sale, &format!("reader-{i}"), 1).await;
+        let view = app.get_sale(&sale).await;
+        assert_eq!(
+            view["available"].as_i64(),
+            Some(total - i),
+            "the read after hold {i} missed it: {view}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut reads = 60;
+    for r in readers {
+        reads += r.await.unwrap();
+    }
+    let (calls, served) = read_sale_calls(&app).await;
+    let (calls, served) = (calls - before.0, served - before.1);
+    assert!(served >= reads, "{served} reads served, {reads} made");
+    assert!(
+        calls < served,
+        "{reads} reads of one sale took {calls} Redis reads"
+    );
+}
+
+/// `read_sale` calls made and the reads they served, from `/metrics`:
+/// counted over the whole process, so other tests' reads add to both.
+async fn read_sale_calls(app: &TestApp) -> (u64, u64) {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    };
+    (
+        value("flashdrop_script_batch_size_count{script=\"read_sale\"}"),
+        value("flashdrop_script_batch_size_sum{script=\"read_sale\"}"),
+    )
+}

@@ -316,7 +316,7 @@ pub struct LiveSale {
     pub pay_ms: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "r", rename_all = "snake_case")]
 pub enum ReadSaleReply {
     Sale(LiveSale),
