@@ -8,8 +8,8 @@ use std::{
     },
 };
 
-use crate::helpers::{TestApp, hold, json, keys, spawn_app};
-use flashdrop::store::mongo::{OrderDoc, OrderWrite};
+use crate::helpers::{TestApp, hold, json, keys, one_unit_order, spawn_app};
+use flashdrop::store::mongo::OrderWrite;
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -197,20 +197,7 @@ async fn cancels_and_confirms_racing_keep_every_unit_accounted_for() {
 #[tokio::test]
 async fn a_refused_order_in_a_batch_fails_alone() {
     let app = spawn_app().await;
-    let order = |id: &str, user: &str, unit: i64| OrderDoc {
-        id: id.to_owned(),
-        sale_id: "batch-sale".into(),
-        user_id: user.into(),
-        quantity: 1,
-        units: vec![unit],
-        slots: vec![1],
-        unit_price_cents: 1,
-        total_cents: 1,
-        currency: "EUR".into(),
-        created_at: bson::DateTime::now(),
-        payment_id: None,
-        cancelled: None,
-    };
+    let order = |id: &str, user: &str, unit: i64| one_unit_order(id, "batch-sale", user, unit, 0);
     let first = order("o1", "ann", 1);
     let unit_taken = order("o2", "ben", 1);
     let third = order("o3", "cat", 3);
@@ -336,15 +323,7 @@ async fn status_reads_share_redis_reads_and_each_sees_the_changes_before_it() {
 /// `read_sale` calls made and the reads they served, from `/metrics`:
 /// counted over the whole process, so other tests' reads add to both.
 async fn read_sale_calls(app: &TestApp) -> (u64, u64) {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let value = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

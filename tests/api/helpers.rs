@@ -584,6 +584,13 @@ impl TestApp {
         self.redis.clone()
     }
 
+    /// `/metrics`, as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    }
+
     pub async fn orders(&self, sale: &str) -> Vec<OrderDoc> {
         self.mongo
             .orders_of_sale(&SaleId::parse(sale).unwrap())
@@ -674,6 +681,24 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An order of one unit and one purchase slot, as a confirm writes it.
+pub fn one_unit_order(id: &str, sale: &str, buyer: &str, unit: i64, at_ms: i64) -> OrderDoc {
+    OrderDoc {
+        id: id.to_owned(),
+        sale_id: sale.to_owned(),
+        user_id: buyer.to_owned(),
+        quantity: 1,
+        units: vec![unit],
+        slots: vec![1],
+        unit_price_cents: 1,
+        total_cents: 1,
+        currency: "EUR".into(),
+        created_at: bson::DateTime::from_millis(at_ms),
+        payment_id: None,
+        cancelled: None,
     }
 }
 

@@ -23,7 +23,9 @@ use mongodb::event::{EventHandler, command::CommandEvent};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{TestApp, eventually, hold, servers, spawn_app, test_settings, unique_db};
+use crate::helpers::{
+    TestApp, eventually, hold, one_unit_order, servers, spawn_app, test_settings, unique_db,
+};
 
 /// A client of the app's database that keeps every `find` it sends.
 async fn watching_finds(app: &TestApp) -> (Mongo, Arc<Mutex<Vec<Document>>>) {
@@ -377,24 +379,6 @@ async fn the_summary_reads_the_logs_batches_once_with_only_the_fields_it_counts(
             && projection.contains_key("changes.kind"),
         "{projection}"
     );
-}
-
-/// An order of one unit and one purchase slot, as the confirm writes it.
-fn one_unit_order(id: &str, sale: &str, buyer: &str, unit: i64, at_ms: i64) -> OrderDoc {
-    OrderDoc {
-        id: id.to_owned(),
-        sale_id: sale.to_owned(),
-        user_id: buyer.to_owned(),
-        quantity: 1,
-        units: vec![unit],
-        slots: vec![1],
-        unit_price_cents: 1,
-        total_cents: 1,
-        currency: "EUR".into(),
-        created_at: bson::DateTime::from_millis(at_ms),
-        payment_id: None,
-        cancelled: None,
-    }
 }
 
 /// The orders' indexes, by name, with their keys and whether unique.

@@ -286,15 +286,7 @@ async fn metrics_label_routes_by_template_not_by_path() {
             .await
             .unwrap();
     }
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(!text.contains("zz"), "raw ids became labels");
     assert!(!text.contains("no-such-page"), "raw paths became labels");
     assert!(

@@ -428,15 +428,7 @@ async fn money_after_the_buyer_cancelled_is_a_refund_due_counted_everywhere() {
     let summary = json(summary).await;
     assert_eq!(summary["refunds_due"], 1, "{summary}");
     assert_eq!(summary["refunds_due_cents"], 5_000);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("flashdrop_refunds_due_total"),
         "the metric is exported"

@@ -482,8 +482,7 @@ async fn an_endpoint_failing_for_the_retry_period_is_disabled_and_enabling_it_se
     assert!(listed[0].get("secret").is_none());
     // Nothing was accepted, and nothing moves while it is disabled.
     assert!(accepted(&receiver.received()).is_empty());
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("flashdrop_webhook_endpoints_disabled_total"));
 
     receiver.behave(|_, _| (200, Duration::ZERO));
