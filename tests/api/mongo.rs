@@ -411,25 +411,22 @@ async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_
         .unwrap();
     let db = client.database(&name);
     let orders = db.collection::<OrderDoc>("orders");
+    let unique = |keys: Document, name: &str| {
+        let options = mongodb::options::IndexOptions::builder()
+            .unique(true)
+            .name(name.to_owned())
+            .build();
+        mongodb::IndexModel::builder()
+            .keys(keys)
+            .options(options)
+            .build()
+    };
     let older = [
-        mongodb::IndexModel::builder()
-            .keys(doc! {"sale_id": 1, "units": 1})
-            .options(
-                mongodb::options::IndexOptions::builder()
-                    .unique(true)
-                    .name("order_units_unique".to_owned())
-                    .build(),
-            )
-            .build(),
-        mongodb::IndexModel::builder()
-            .keys(doc! {"sale_id": 1, "user_id": 1, "slots": 1})
-            .options(
-                mongodb::options::IndexOptions::builder()
-                    .unique(true)
-                    .name("order_slots_unique".to_owned())
-                    .build(),
-            )
-            .build(),
+        unique(doc! {"sale_id": 1, "units": 1}, "order_units_unique"),
+        unique(
+            doc! {"sale_id": 1, "user_id": 1, "slots": 1},
+            "order_slots_unique",
+        ),
         mongodb::IndexModel::builder()
             .keys(doc! {"user_id": 1, "created_at": -1})
             .build(),

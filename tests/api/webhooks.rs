@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        TestApp, admin_token, buyer_token, eventually, free_port, hold, json, python,
-        readme_python, serve_command, spawn_app_with, unique_db, wait_for_port,
+        TestApp, admin_token, buyer_token, eventually, free_port, hold, json, one_unit_order,
+        python, readme_python, serve_command, spawn_app_with, unique_db, wait_for_port,
     },
     receiver::{Received, Receiver, accepted},
 };
@@ -637,20 +637,13 @@ async fn endpoints_are_checked_and_their_secret_shown_once() {
 }
 
 fn order(rid: &str, sale: &str, unit: i64) -> OrderDoc {
-    OrderDoc {
-        id: rid.to_owned(),
-        sale_id: sale.to_owned(),
-        user_id: "buyer".into(),
-        quantity: 1,
-        units: vec![unit],
-        slots: vec![1],
-        unit_price_cents: 100,
-        total_cents: 100,
-        currency: "EUR".into(),
-        created_at: bson::DateTime::now(),
-        payment_id: None,
-        cancelled: None,
-    }
+    one_unit_order(
+        rid,
+        sale,
+        "buyer",
+        unit,
+        bson::DateTime::now().timestamp_millis(),
+    )
 }
 
 /// A writer that stopped between staging and its cause: the message is
