@@ -25,8 +25,8 @@ use crate::{
     recovery::{Lost, Recovery},
     store::{
         Store, StoreError,
-        events::StreamEntry,
-        mongo::{LogTail, Message, StockEventDoc, sells_out},
+        events::StreamEntries,
+        mongo::{LogTail, Message, sells_out},
     },
 };
 
@@ -149,13 +149,13 @@ impl Persister {
     async fn store_entries(
         &self,
         sale: &SaleId,
-        entries: Vec<StreamEntry>,
+        entries: StreamEntries,
         log: &mut Log,
     ) -> Result<bool, StoreError> {
         if entries.is_empty() {
             return Ok(false);
         }
-        let docs: Vec<StockEventDoc> = entries.iter().filter_map(|e| e.event.clone()).collect();
+        let docs = &entries.events;
         // A sell-out's `sale.sold_out` message: staged before, ready after.
         let messages: Vec<Message> = docs
             .iter()
@@ -166,17 +166,23 @@ impl Persister {
         let recorded = self
             .store
             .mongo
-            .record_changes(sale, &docs, &mut log.tail)
+            .record_changes(sale, docs, &mut log.tail)
             .await?;
         if recorded.restamped > 0 {
             tracing::warn!(sale_id = %sale, changes = recorded.restamped, "kept changes Redis made under recorded seqs");
         }
         self.store.mongo.ready_messages(&messages).await?;
-        for doc in &docs {
-            metrics::counter!("flashdrop_stock_events_total", "kind" => doc.kind.clone())
-                .increment(1);
-            if doc.kind == "promoted" {
-                metrics::counter!("flashdrop_promotions_total").increment(1);
+        // Counted per kind once a batch: a registry look-up per change
+        // would cost more than the count.
+        let mut kinds: HashMap<&str, u64> = HashMap::new();
+        for doc in docs {
+            *kinds.entry(doc.kind.as_str()).or_default() += 1;
+        }
+        for (kind, n) in kinds {
+            metrics::counter!("flashdrop_stock_events_total", "kind" => kind.to_owned())
+                .increment(n);
+            if kind == "promoted" {
+                metrics::counter!("flashdrop_promotions_total").increment(n);
             }
         }
         self.store.redis.ack_events(sale, &entries).await?;

@@ -15,10 +15,23 @@ use crate::ids::SaleId;
 
 const GROUP: &str = "persist";
 
-/// One change read from a sale's stream.
-pub struct StreamEntry {
-    id: String,
-    pub event: Option<StockEventDoc>,
+/// Entries read from a sale's stream: their ids, to acknowledge, and the
+/// changes they hold, in stream order (an entry that does not read as a
+/// change has an id and no change).
+#[derive(Default)]
+pub struct StreamEntries {
+    ids: Vec<String>,
+    pub events: Vec<StockEventDoc>,
+}
+
+impl StreamEntries {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 impl Redis {
@@ -36,7 +49,7 @@ impl Redis {
         consumer: &str,
         idle_ms: u64,
         count: usize,
-    ) -> Result<Vec<StreamEntry>, StoreError> {
+    ) -> Result<StreamEntries, StoreError> {
         let ids = self
             .claim_stale(
                 &SaleKeys::new(sale).events(),
@@ -55,7 +68,7 @@ impl Redis {
         sale: &SaleId,
         consumer: &str,
         count: usize,
-    ) -> Result<Vec<StreamEntry>, StoreError> {
+    ) -> Result<StreamEntries, StoreError> {
         let ids = self
             .read_new(&SaleKeys::new(sale).events(), GROUP, consumer, count)
             .await?;
@@ -63,8 +76,8 @@ impl Redis {
     }
 
     /// Acknowledges entries that are durable in MongoDB and trims them.
-    pub async fn ack_events(&self, sale: &SaleId, done: &[StreamEntry]) -> Result<(), StoreError> {
-        let ids: Vec<&str> = done.iter().map(|e| e.id.as_str()).collect();
+    pub async fn ack_events(&self, sale: &SaleId, done: &StreamEntries) -> Result<(), StoreError> {
+        let ids: Vec<&str> = done.ids.iter().map(String::as_str).collect();
         self.ack(&SaleKeys::new(sale).events(), GROUP, &ids).await
     }
 
@@ -144,13 +157,16 @@ impl Redis {
     }
 }
 
-fn entries(sale: &SaleId, ids: Vec<StreamId>) -> Vec<StreamEntry> {
-    ids.into_iter()
-        .map(|e| StreamEntry {
-            event: event_of(sale, &e),
-            id: e.id,
-        })
-        .collect()
+fn entries(sale: &SaleId, read: Vec<StreamId>) -> StreamEntries {
+    let mut out = StreamEntries {
+        ids: Vec::with_capacity(read.len()),
+        events: Vec::with_capacity(read.len()),
+    };
+    for e in read {
+        out.events.extend(event_of(sale, &e));
+        out.ids.push(e.id);
+    }
+    out
 }
 
 pub fn field_str(entry: &StreamId, name: &str) -> Option<String> {
