@@ -61,6 +61,59 @@ pub struct StockBatchDoc {
     pub first: i64,
     pub last: i64,
     pub changes: Vec<StockEventDoc>,
+    /// What the summary counts of `changes`, written with them, so the
+    /// summary reads this instead of every change. Batches written before
+    /// it existed have none, and their changes are counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tally: Option<BatchTally>,
+}
+
+/// A batch's changes as the summary counts them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BatchTally {
+    /// Changes by kind.
+    kinds: HashMap<String, i64>,
+    /// Holds made (`reserved`, `promoted`) by the second, `[second, n]`.
+    seconds: Vec<[i64; 2]>,
+    /// The batch's first change at its highest `sold`. No change sells
+    /// past the total, so when that reaches the total it is the batch's
+    /// first change at the total.
+    peak: Option<Peak>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Peak {
+    seq: i64,
+    sold: i64,
+    at: bson::DateTime,
+}
+
+impl BatchTally {
+    /// The tally of `changes`, in seq order.
+    fn of(changes: &[StockEventDoc]) -> Self {
+        let mut tally = Self::default();
+        let mut seconds: HashMap<i64, i64> = HashMap::new();
+        for c in changes {
+            *tally.kinds.entry(c.kind.clone()).or_default() += 1;
+            if makes_hold(&c.kind) {
+                *seconds.entry(c.second).or_default() += 1;
+            }
+            if tally.peak.is_none_or(|p| c.sold > p.sold) {
+                tally.peak = Some(Peak {
+                    seq: c.seq,
+                    sold: c.sold,
+                    at: c.at,
+                });
+            }
+        }
+        tally.seconds = seconds.into_iter().map(|(s, n)| [s, n]).collect();
+        tally.seconds.sort_unstable();
+        tally
+    }
+}
+
+fn makes_hold(kind: &str) -> bool {
+    matches!(kind, "reserved" | "promoted")
 }
 
 /// What a writer knows of a sale's log: its last batch, its highest seq
@@ -98,6 +151,11 @@ struct TallyBatch {
 }
 
 #[derive(Deserialize)]
+struct TalliedBatch {
+    tally: BatchTally,
+}
+
+#[derive(Deserialize)]
 struct TallyChange {
     seq: i64,
     kind: String,
@@ -118,13 +176,28 @@ struct Tally {
 
 impl Tally {
     fn count(&mut self, c: TallyChange, total: i64) {
-        if matches!(c.kind.as_str(), "reserved" | "promoted") {
+        if makes_hold(&c.kind) {
             *self.per_second.entry(c.second).or_default() += 1;
         }
         if c.sold >= total && self.sold_out.is_none_or(|(seq, _)| c.seq < seq) {
             self.sold_out = Some((c.seq, c.at));
         }
         *self.by_kind.entry(c.kind).or_default() += 1;
+    }
+
+    fn add(&mut self, t: BatchTally, total: i64) {
+        for (kind, n) in t.kinds {
+            *self.by_kind.entry(kind).or_default() += n;
+        }
+        for [second, n] in t.seconds {
+            *self.per_second.entry(second).or_default() += n;
+        }
+        if let Some(p) = t.peak
+            && p.sold >= total
+            && self.sold_out.is_none_or(|(seq, _)| p.seq < seq)
+        {
+            self.sold_out = Some((p.seq, p.at));
+        }
     }
 }
 
@@ -247,6 +320,7 @@ impl Mongo {
             top: tail.top.max(last),
             first,
             last,
+            tally: Some(BatchTally::of(&batch)),
             changes: batch,
         };
         Ok((Some(doc), outcome))
@@ -484,17 +558,27 @@ impl Mongo {
             };
             let live = totals(&self.orders).await?;
             let cancelled = totals(&self.cancelled_orders).await?;
-            // The older log counted by the server; the batches here, each
-            // read once with only the fields counted.
+            // The older log counted by the server; the batches here: each
+            // one's tally, and the changes (only the fields counted) of
+            // batches written before tallies.
             let mut tally = self.older_tally(sale, total).await?;
-            let mut batches = self
+            let mut tallied = self
+                .stock_batches
+                .clone_with_type::<TalliedBatch>()
+                .find(doc! {"sale_id": id, "tally": {"$exists": true}})
+                .projection(doc! {"_id": 0, "tally": 1})
+                .await?;
+            while let Some(batch) = tallied.try_next().await? {
+                tally.add(batch.tally, total);
+            }
+            let mut untallied = self
                 .stock_batches
                 .clone_with_type::<TallyBatch>()
-                .find(doc! {"sale_id": id})
+                .find(doc! {"sale_id": id, "tally": {"$exists": false}})
                 .projection(doc! {"_id": 0, "changes.seq": 1, "changes.kind": 1,
                 "changes.second": 1, "changes.sold": 1, "changes.at": 1})
                 .await?;
-            while let Some(batch) = batches.try_next().await? {
+            while let Some(batch) = untallied.try_next().await? {
                 for c in batch.changes {
                     tally.count(c, total);
                 }
