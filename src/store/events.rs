@@ -18,7 +18,6 @@ const GROUP: &str = "persist";
 /// Entries read from a sale's stream: their ids, to acknowledge, and the
 /// changes they hold, in stream order (an entry that does not read as a
 /// change has an id and no change).
-#[derive(Default)]
 pub struct StreamEntries {
     ids: Vec<String>,
     pub events: Vec<StockEventDoc>,
