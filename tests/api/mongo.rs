@@ -15,7 +15,10 @@ use flashdrop::{
     recovery::Recovery,
     store::{
         Mongo, Store,
-        mongo::{LogTail, OrderDoc, OrderWrite, Recorded, StockEventDoc},
+        mongo::{
+            DeliveryDoc, DeliveryState, LogTail, MessageType, OrderDoc, OrderWrite, Recorded,
+            RefundDoc, StockEventDoc,
+        },
     },
 };
 use futures::TryStreamExt;
@@ -472,7 +475,8 @@ async fn order_indexes(db: &mongodb::Database) -> HashMap<String, (Document, boo
 /// slots)`, which also finds a buyer's orders: an index entry less per order
 /// than a slots index led by the sale plus one for the buyer's orders. A
 /// database an older version made has those two; start-up replaces them,
-/// and MongoDB still refuses a buyer over the limit.
+/// and MongoDB still refuses a buyer over the limit. It replaces the
+/// refunds and deliveries indexes without `_id` too.
 #[tokio::test]
 async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_buyer_over_the_limit()
  {
@@ -503,6 +507,16 @@ async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_
             .build(),
     ];
     orders.create_indexes(older).await.unwrap();
+    // The refunds and deliveries pages' older indexes, without `_id`.
+    let plain = |keys: Document| mongodb::IndexModel::builder().keys(keys).build();
+    db.collection::<Document>("refunds")
+        .create_index(plain(doc! {"sale_id": 1, "created_at": -1}))
+        .await
+        .unwrap();
+    db.collection::<Document>("webhook_deliveries")
+        .create_index(plain(doc! {"endpoint_id": 1, "updated_at": -1}))
+        .await
+        .unwrap();
     orders
         .insert_one(one_unit_order("old", "s1", "ann", 1, 1_000))
         .await
@@ -531,6 +545,28 @@ async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_
         indexes["order_units_unique"],
         (doc! {"sale_id": 1, "units": 1}, true)
     );
+    for (collection, now) in [
+        (
+            "refunds",
+            vec![
+                "_id_",
+                "created_at_-1__id_1",
+                "sale_id_1_created_at_-1__id_1",
+            ],
+        ),
+        (
+            "webhook_deliveries",
+            vec!["_id_", "endpoint_id_1_updated_at_-1__id_1"],
+        ),
+    ] {
+        let mut names = db
+            .collection::<Document>(collection)
+            .list_index_names()
+            .await
+            .unwrap();
+        names.sort_unstable();
+        assert_eq!(names, now, "{collection}");
+    }
 
     // The older order's slot is taken; the same slot of another sale, or
     // another buyer's, is not; nor is another unit.
@@ -563,4 +599,158 @@ async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_
         .collect();
     assert_eq!(anns, ["other-sale", "old"]);
     db.drop().await.unwrap();
+}
+
+/// How many documents the server examined to answer `find` (a command the
+/// driver sent), by its own account: `explain` with execution statistics.
+async fn docs_examined(db: &mongodb::Database, find: &Document) -> i64 {
+    let mut command = doc! {};
+    for key in ["find", "filter", "sort", "limit", "projection"] {
+        if let Some(value) = find.get(key) {
+            command.insert(key, value.clone());
+        }
+    }
+    let explained = db
+        .run_command(doc! {"explain": command, "verbosity": "executionStats"})
+        .await
+        .unwrap();
+    let stats = explained.get_document("executionStats").unwrap();
+    match stats.get("totalDocsExamined") {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        other => panic!("no totalDocsExamined in {explained}: {other:?}"),
+    }
+}
+
+/// The last `find` of `collection` among those watched.
+fn last_find(finds: &Mutex<Vec<Document>>, collection: &str) -> Document {
+    finds
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|f| f.get_str("find") == Ok(collection))
+        .cloned()
+        .unwrap_or_else(|| panic!("no find of {collection}"))
+}
+
+/// A page of an operator's listing (a sale's orders, refunds due, an
+/// endpoint's deliveries) costs the server that page, however long the
+/// listing grows with the sale's crowd: the server's own count of the
+/// documents it examined stays at the page's size. Reading every match
+/// to sort it in memory costs each page the whole listing.
+#[tokio::test]
+async fn a_page_of_an_operators_listing_reads_only_that_page_however_long_the_listing() {
+    const EACH: i64 = 60;
+    const PAGE: i64 = 10;
+    let app = spawn_app().await;
+    let mongo = &app.state.store.mongo;
+    let db = mongodb::Client::with_uri_str(&servers().mongo_uri)
+        .await
+        .unwrap()
+        .database(&mongo.database_name());
+    let sales: Vec<SaleId> = (0..3).map(|_| SaleId::new()).collect();
+    let at = |i: i64| bson::DateTime::from_millis(1_700_000_000_000 + i * 1_000);
+    let mut refunds = Vec::new();
+    let mut deliveries = Vec::new();
+    for (s, sale) in sales.iter().enumerate() {
+        let orders: Vec<OrderDoc> = (0..EACH)
+            .map(|i| {
+                let rid = ReservationId::new(sale);
+                one_unit_order(rid.as_str(), sale.as_str(), &format!("b{i}"), i + 1, i)
+            })
+            .collect();
+        let writes = mongo
+            .insert_orders(&orders.iter().collect::<Vec<_>>())
+            .await;
+        assert!(writes.iter().all(|w| matches!(w, OrderWrite::Inserted)));
+        for i in 0..EACH {
+            refunds.push(RefundDoc {
+                payment_id: format!("pay-{s}-{i}"),
+                reservation_id: format!("{sale}-r{i}"),
+                sale_id: sale.to_string(),
+                buyer: format!("b{i}"),
+                amount_cents: 100,
+                currency: "EUR".into(),
+                reason: "expired".into(),
+                event_id: format!("ev-{s}-{i}"),
+                created_at: at(i),
+            });
+            deliveries.push(DeliveryDoc {
+                id: format!("d-{s}-{i}"),
+                endpoint_id: format!("ep{s}"),
+                message_id: format!("m-{s}-{i}"),
+                sale_id: sale.to_string(),
+                seq: i,
+                kind: MessageType::OrderConfirmed,
+                state: DeliveryState::Delivered,
+                attempts: Vec::new(),
+                next_attempt_at: None,
+                updated_at: at(i),
+            });
+        }
+    }
+    db.collection::<RefundDoc>("refunds")
+        .insert_many(&refunds)
+        .await
+        .unwrap();
+    db.collection::<DeliveryDoc>("webhook_deliveries")
+        .insert_many(&deliveries)
+        .await
+        .unwrap();
+
+    let (watched, finds) = watching_finds(&app).await;
+    let sale = &sales[1];
+    let first = watched.orders_page(sale, PAGE, None).await.unwrap();
+    let next = watched
+        .orders_page(sale, PAGE, Some(&first.last().unwrap().id))
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = mongo
+        .orders_of_sale(sale)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    ids.sort();
+    let paged: Vec<String> = first.iter().chain(&next).map(|o| o.id.clone()).collect();
+    assert_eq!(paged, ids[..2 * PAGE as usize]);
+    assert_eq!(docs_examined(&db, &last_find(&finds, "orders")).await, PAGE);
+
+    let of_sale = watched.refunds(Some(sale), PAGE).await.unwrap();
+    let expected: Vec<String> = (EACH - PAGE..EACH)
+        .rev()
+        .map(|i| format!("pay-1-{i}"))
+        .collect();
+    let got: Vec<String> = of_sale.into_iter().map(|r| r.payment_id).collect();
+    assert_eq!(got, expected);
+    assert_eq!(
+        docs_examined(&db, &last_find(&finds, "refunds")).await,
+        PAGE
+    );
+    let all = watched.refunds(None, PAGE).await.unwrap();
+    let newest: Vec<String> = (0..EACH)
+        .rev()
+        .flat_map(|i| (0..3).map(move |s| format!("pay-{s}-{i}")))
+        .take(PAGE as usize)
+        .collect();
+    let got: Vec<String> = all.into_iter().map(|r| r.payment_id).collect();
+    assert_eq!(got, newest);
+    assert_eq!(
+        docs_examined(&db, &last_find(&finds, "refunds")).await,
+        PAGE
+    );
+
+    let sent = watched.deliveries("ep1", PAGE).await.unwrap();
+    let expected: Vec<String> = (EACH - PAGE..EACH)
+        .rev()
+        .map(|i| format!("d-1-{i}"))
+        .collect();
+    let got: Vec<String> = sent.into_iter().map(|d| d.id).collect();
+    assert_eq!(got, expected);
+    assert_eq!(
+        docs_examined(&db, &last_find(&finds, "webhook_deliveries")).await,
+        PAGE
+    );
 }

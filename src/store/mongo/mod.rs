@@ -49,6 +49,8 @@ pub const SLOTS_INDEX: &str = "order_buyer_slots_unique";
 /// The orders' indexes of earlier versions that `SLOTS_INDEX` replaces:
 /// `(sale_id, user_id, slots)` unique, and `(user_id, created_at)`.
 const REPLACED_ORDER_INDEXES: [&str; 2] = ["order_slots_unique", "user_id_1_created_at_-1"];
+/// A refunds index without `_id`, whose pages the server sorted in memory.
+const REPLACED_REFUND_INDEXES: [&str; 1] = ["sale_id_1_created_at_-1"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SaleDoc {
@@ -316,7 +318,8 @@ impl Mongo {
                     .build(),
             ])
             .await?;
-        self.drop_replaced_order_indexes().await?;
+        self.drop_replaced_indexes(&self.orders, &REPLACED_ORDER_INDEXES)
+            .await?;
         self.cancelled_orders
             .create_indexes([
                 IndexModel::builder()
@@ -339,12 +342,19 @@ impl Mongo {
                     .build(),
             ])
             .await?;
+        // The refunds pages, newest first and by id within a millisecond,
+        // of one sale and of all: read in index order, a page at a time.
         self.refunds
-            .create_index(
+            .create_indexes([
                 IndexModel::builder()
-                    .keys(doc! {"sale_id": 1, "created_at": -1})
+                    .keys(doc! {"sale_id": 1, "created_at": -1, "_id": 1})
                     .build(),
-            )
+                IndexModel::builder()
+                    .keys(doc! {"created_at": -1, "_id": 1})
+                    .build(),
+            ])
+            .await?;
+        self.drop_replaced_indexes(&self.refunds, &REPLACED_REFUND_INDEXES)
             .await?;
         self.lobby_entries
             .create_index(IndexModel::builder().keys(doc! {"sale_id": 1}).build())
@@ -379,19 +389,25 @@ impl Mongo {
         self.ensure_outbox_indexes().await
     }
 
-    /// Drops the order indexes `SLOTS_INDEX` replaced, once it is built: the
-    /// same slots stay unique throughout. Two instances starting together
+    /// Drops the indexes of `collection` named in `replaced`, once the
+    /// ones that replace them are built. Two instances starting together
     /// may both try; the second finds the index gone.
-    async fn drop_replaced_order_indexes(&self) -> Result<(), StoreError> {
-        let present = self.orders.list_index_names().await?;
-        for name in REPLACED_ORDER_INDEXES {
+    async fn drop_replaced_indexes<T: Send + Sync>(
+        &self,
+        collection: &Collection<T>,
+        replaced: &[&str],
+    ) -> Result<(), StoreError> {
+        let present = collection.list_index_names().await?;
+        for &name in replaced {
             if !present.iter().any(|p| p == name) {
                 continue;
             }
-            match self.orders.drop_index(name).await {
-                Ok(()) => {
-                    tracing::info!(index = name, "dropped an order index this version replaced")
-                }
+            match collection.drop_index(name).await {
+                Ok(()) => tracing::info!(
+                    collection = collection.name(),
+                    index = name,
+                    "dropped an index this version replaced"
+                ),
                 Err(e) if is_index_not_found(&e) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -227,7 +227,10 @@ impl Mongo {
         .await
     }
 
-    /// `orders` or `cancelled_orders`: a sale's by id, after `cursor`.
+    /// `orders` or `cancelled_orders`: a sale's by id, after `cursor`. An
+    /// order's id is its reservation's, `<sale id>-...`, so the sale's
+    /// orders are one range of the `_id` index: the server reads the page
+    /// from it in order, not every order of the sale to sort them.
     pub(super) async fn page_of_sale(
         &self,
         orders: &Collection<OrderDoc>,
@@ -235,10 +238,9 @@ impl Mongo {
         limit: i64,
         cursor: Option<&str>,
     ) -> Result<Vec<OrderDoc>, StoreError> {
-        let mut filter = doc! {"sale_id": sale.as_str()};
-        if let Some(cursor) = cursor {
-            filter.insert("_id", doc! {"$gt": cursor});
-        }
+        let (first, past) = (format!("{sale}-"), format!("{sale}."));
+        let after = cursor.map_or(first.as_str(), |c| c.max(first.as_str()));
+        let filter = doc! {"sale_id": sale.as_str(), "_id": {"$gt": after, "$lt": past}};
         self.bounded(async {
             Ok(orders
                 .find(filter)

@@ -103,14 +103,22 @@ pub struct AttemptDoc {
     pub manual: bool,
 }
 
+/// A deliveries index without `_id`, whose pages the server sorted in
+/// memory.
+const REPLACED_DELIVERY_INDEXES: [&str; 1] = ["endpoint_id_1_updated_at_-1"];
+
 impl Mongo {
     pub(super) async fn ensure_webhook_indexes(&self) -> Result<(), StoreError> {
+        // An endpoint's deliveries page, the most recently tried first and
+        // by id within a millisecond: read in index order, a page at a time.
         self.webhook_deliveries
             .create_index(
                 IndexModel::builder()
-                    .keys(doc! {"endpoint_id": 1, "updated_at": -1})
+                    .keys(doc! {"endpoint_id": 1, "updated_at": -1, "_id": 1})
                     .build(),
             )
+            .await?;
+        self.drop_replaced_indexes(&self.webhook_deliveries, &REPLACED_DELIVERY_INDEXES)
             .await?;
         self.webhook_cursors
             .create_index(IndexModel::builder().keys(doc! {"endpoint_id": 1}).build())
