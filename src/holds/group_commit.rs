@@ -21,7 +21,7 @@ use crate::{
     recovery::Recovery,
     store::{
         Store, StoreError,
-        mongo::{Message, OrderDoc, OrderWrite},
+        mongo::{Message, MessageType, OrderDoc, OrderWrite},
         scripts::{FinishReply, HoldFinish},
     },
 };
@@ -204,7 +204,13 @@ impl Batcher {
     /// the deliverer to settle (fencing the order off if it never landed).
     async fn write(&self, orders: &[&OrderDoc]) -> Vec<OrderWrite> {
         let mongo = &self.store.mongo;
-        let messages: Vec<Message> = orders.iter().map(|o| Message::order_confirmed(o)).collect();
+        // Nobody listening for `order.confirmed` is the common case: the
+        // messages are then not even built (their JSON, their times).
+        let messages: Vec<Message> = if mongo.wants_message(MessageType::OrderConfirmed) {
+            orders.iter().map(|o| Message::order_confirmed(o)).collect()
+        } else {
+            Vec::new()
+        };
         let mut staged: HashMap<String, Message> = match mongo.stage_messages(&messages).await {
             Ok(staged) => staged.into_iter().map(|m| (m.cause.clone(), m)).collect(),
             Err(e) => {
@@ -228,6 +234,9 @@ impl Batcher {
                 OrderWrite::Refused => refused.push(message),
                 OrderWrite::Unknown(_) => {}
             }
+        }
+        if ready.is_empty() && void.is_empty() && refused.is_empty() {
+            return writes;
         }
         // Off the buyer's path: the orders are durable already, and a
         // message left staged (this fails, the process stops) is settled

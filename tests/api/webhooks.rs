@@ -745,6 +745,39 @@ async fn a_message_staged_while_wanted_is_made_ready_though_its_endpoint_went_aw
     assert!(mongo.message(&unwanted[0].id).await.unwrap().is_none());
 }
 
+/// An order nobody listens for costs the outbox nothing: with an endpoint
+/// that wants only `order.cancelled`, confirms through the API answer 201
+/// and write no message; once an endpoint wants `order.confirmed`, the next
+/// confirm's message is in the outbox.
+#[tokio::test]
+async fn a_confirm_nobody_listens_for_writes_no_message() {
+    let app = spawn_app_with(quick).await;
+    let receiver = Receiver::start().await;
+    register(&app, &receiver, Some(json!(["order.cancelled"]))).await;
+    let mongo = &app.mongo;
+    mongo.refresh_outbox_interest().await.unwrap();
+    let sale = app.create_sale(json!({"total": 5})).await;
+    let mut rids = Vec::new();
+    for buyer in ["u1", "u2", "u3"] {
+        let rid = hold(&app, &sale, buyer, 1).await;
+        assert_eq!(app.confirm(&rid, buyer).await.status(), 201);
+        rids.push(rid);
+    }
+    for rid in &rids {
+        let id = Message::order_confirmed(&order(rid, &sale, 1)).id;
+        assert!(mongo.message(&id).await.unwrap().is_none(), "{rid}");
+    }
+    register(&app, &receiver, Some(json!(["order.confirmed"]))).await;
+    mongo.refresh_outbox_interest().await.unwrap();
+    let rid = hold(&app, &sale, "u4", 1).await;
+    assert_eq!(app.confirm(&rid, "u4").await.status(), 201);
+    let id = Message::order_confirmed(&order(&rid, &sale, 1)).id;
+    assert_eq!(
+        mongo.message(&id).await.unwrap().unwrap().state,
+        MessageState::Ready
+    );
+}
+
 /// The README's receiver snippet accepts a message as the server sent it
 /// and refuses it changed.
 #[tokio::test]

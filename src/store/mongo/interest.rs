@@ -57,6 +57,12 @@ impl OutboxInterest {
 }
 
 impl Mongo {
+    /// Whether a message of this type must be written: a writer that
+    /// builds many (an order batch) asks before it builds them.
+    pub fn wants_message(&self, kind: MessageType) -> bool {
+        self.interest.wants(kind)
+    }
+
     /// Reads which types the endpoints want (a disabled endpoint still
     /// wants its messages: they wait for it).
     pub async fn refresh_outbox_interest(&self) -> Result<(), StoreError> {
