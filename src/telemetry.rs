@@ -3,9 +3,15 @@
 //! middleware that records a span, a count and a latency per request (path
 //! only: the query string may carry an access token).
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, OnceLock},
+    time::Instant,
+};
 
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use parking_lot::RwLock;
 
 use poem::{Endpoint, IntoResponse, PathPattern, Request, Response, Result};
 use tracing::Instrument;
@@ -54,6 +60,39 @@ fn route_of(pattern: Option<&PathPattern>) -> String {
     }
 }
 
+/// A route's count and latency series at one status.
+struct Series {
+    requests: Counter,
+    seconds: Histogram,
+}
+
+/// The series of each (route template, status) seen, registered once: a
+/// request then records into them without building labels or looking them
+/// up in the recorder. Few entries: the routes' templates times the
+/// statuses they answer.
+type SeriesKey = (Option<Arc<str>>, u16);
+static SERIES: LazyLock<RwLock<HashMap<SeriesKey, Series>>> = LazyLock::new(Default::default);
+
+/// Counts a request answered on `pattern` with `status`, and its latency.
+fn record_request(pattern: Option<&PathPattern>, status: u16, seconds: f64) {
+    let key = (pattern.map(|p| p.0.clone()), status);
+    let record = |series: &Series| {
+        series.requests.increment(1);
+        series.seconds.record(seconds);
+    };
+    if let Some(series) = SERIES.read().get(&key) {
+        return record(series);
+    }
+    // The recorder is in place before a handle is taken from it.
+    metrics();
+    let labels = [("route", route_of(pattern)), ("status", status.to_string())];
+    let series = Series {
+        requests: metrics::counter!("flashdrop_http_requests_total", &labels),
+        seconds: metrics::histogram!("flashdrop_http_request_duration_seconds", &labels),
+    };
+    record(SERIES.write().entry(key).or_insert(series));
+}
+
 /// Keeps the Prometheus recorder's memory bounded when nobody scrapes
 /// `/metrics`: histogram samples are folded in on a timer, not only when
 /// rendered.
@@ -92,13 +131,7 @@ pub async fn trace_request<E: Endpoint>(next: E, req: Request) -> Result<Respons
         let span = tracing::Span::current();
         span.record("status", status.as_u16());
         span.record("latency_ms", latency_ms);
-        let labels = [
-            ("route", route_of(pattern)),
-            ("status", status.as_u16().to_string()),
-        ];
-        metrics::counter!("flashdrop_http_requests_total", &labels).increment(1);
-        metrics::histogram!("flashdrop_http_request_duration_seconds", &labels)
-            .record(latency_ms / 1000.0);
+        record_request(pattern, status.as_u16(), latency_ms / 1000.0);
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), latency_ms, "request failed");
         } else {
@@ -148,5 +181,30 @@ mod tests {
         let pattern = PathPattern("/api/v1/sales/:param0/reservations".into());
         assert_eq!(route_of(Some(&pattern)), "/api/v1/sales/{id}/reservations");
         assert_eq!(route_of(None), "unmatched");
+    }
+
+    #[test]
+    fn a_routes_series_are_registered_once_and_count_every_request() {
+        let pattern = PathPattern("/test/series/:param0".into());
+        for status in [200, 200, 200, 503] {
+            record_request(Some(&pattern), status, 0.002);
+        }
+        let key = |status| (Some(pattern.0.clone()), status);
+        assert!(SERIES.read().contains_key(&key(200)));
+        assert!(SERIES.read().contains_key(&key(503)));
+        let text = metrics().render();
+        let count = |status: &str| {
+            let series = format!(
+                "flashdrop_http_requests_total{{route=\"/test/series/{{id}}\",status=\"{status}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str()))
+                .unwrap_or_else(|| panic!("{series} missing in {text}"))
+                .to_owned()
+        };
+        assert_eq!(count("200"), "3");
+        assert_eq!(count("503"), "1");
+        let latency = "flashdrop_http_request_duration_seconds_bucket{route=\"/test/series/{id}\",status=\"200\",le=\"0.0025\"} 3";
+        assert!(text.contains(latency), "{text}");
     }
 }
