@@ -88,17 +88,30 @@ struct Peak {
     at: bson::DateTime,
 }
 
+/// The fields of a change the summary counts, from a whole change (a
+/// batch being written) or a projected one (a batch written before tallies).
+struct Counted<'a> {
+    seq: i64,
+    kind: &'a str,
+    second: i64,
+    sold: i64,
+    at: bson::DateTime,
+}
+
 impl BatchTally {
-    /// The tally of `changes`, in seq order.
-    fn of(changes: &[StockEventDoc]) -> Self {
+    /// The tally of `changes`, in any order.
+    fn of<'a>(changes: impl IntoIterator<Item = Counted<'a>>) -> Self {
         let mut tally = Self::default();
         let mut seconds: HashMap<i64, i64> = HashMap::new();
         for c in changes {
-            *tally.kinds.entry(c.kind.clone()).or_default() += 1;
-            if makes_hold(&c.kind) {
+            *tally.kinds.entry(c.kind.to_owned()).or_default() += 1;
+            if makes_hold(c.kind) {
                 *seconds.entry(c.second).or_default() += 1;
             }
-            if tally.peak.is_none_or(|p| c.sold > p.sold) {
+            if tally
+                .peak
+                .is_none_or(|p| c.sold > p.sold || (c.sold == p.sold && c.seq < p.seq))
+            {
                 tally.peak = Some(Peak {
                     seq: c.seq,
                     sold: c.sold,
@@ -109,6 +122,18 @@ impl BatchTally {
         tally.seconds = seconds.into_iter().map(|(s, n)| [s, n]).collect();
         tally.seconds.sort_unstable();
         tally
+    }
+}
+
+impl StockEventDoc {
+    fn counted(&self) -> Counted<'_> {
+        Counted {
+            seq: self.seq,
+            kind: &self.kind,
+            second: self.second,
+            sold: self.sold,
+            at: self.at,
+        }
     }
 }
 
@@ -164,6 +189,18 @@ struct TallyChange {
     at: bson::DateTime,
 }
 
+impl TallyChange {
+    fn counted(&self) -> Counted<'_> {
+        Counted {
+            seq: self.seq,
+            kind: &self.kind,
+            second: self.second,
+            sold: self.sold,
+            at: self.at,
+        }
+    }
+}
+
 /// The summary's counts of a sale's changes.
 #[derive(Default)]
 struct Tally {
@@ -175,16 +212,6 @@ struct Tally {
 }
 
 impl Tally {
-    fn count(&mut self, c: TallyChange, total: i64) {
-        if makes_hold(&c.kind) {
-            *self.per_second.entry(c.second).or_default() += 1;
-        }
-        if c.sold >= total && self.sold_out.is_none_or(|(seq, _)| c.seq < seq) {
-            self.sold_out = Some((c.seq, c.at));
-        }
-        *self.by_kind.entry(c.kind).or_default() += 1;
-    }
-
     fn add(&mut self, t: BatchTally, total: i64) {
         for (kind, n) in t.kinds {
             *self.by_kind.entry(kind).or_default() += n;
@@ -320,7 +347,7 @@ impl Mongo {
             top: tail.top.max(last),
             first,
             last,
-            tally: Some(BatchTally::of(&batch)),
+            tally: Some(BatchTally::of(batch.iter().map(StockEventDoc::counted))),
             changes: batch,
         };
         Ok((Some(doc), outcome))
@@ -579,9 +606,8 @@ impl Mongo {
                 "changes.second": 1, "changes.sold": 1, "changes.at": 1})
                 .await?;
             while let Some(batch) = untallied.try_next().await? {
-                for c in batch.changes {
-                    tally.count(c, total);
-                }
+                let counted = BatchTally::of(batch.changes.iter().map(TallyChange::counted));
+                tally.add(counted, total);
             }
             let Tally {
                 by_kind,
