@@ -284,7 +284,7 @@ impl From<crate::store::StoreError> for ApiError {
 /// Turns every error that reaches the top of the router (poem-openapi's own
 /// parse and auth failures, unknown routes) into the one JSON shape. Errors
 /// that already carry our response pass through unchanged.
-pub async fn into_json_response(err: poem::Error) -> Response {
+pub fn into_json_response(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }

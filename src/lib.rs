@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod front_door;
 pub mod holds;
 pub mod ids;
 pub mod keeper;

@@ -2,12 +2,10 @@
 //! every instance; the per-IP limit on every route (governor, each
 //! instance's cheap shield); and the cap on body size.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
-use poem::{
-    Body, Endpoint, IntoResponse, Request, Response, Result, error::ReadBodyError, http::StatusCode,
-};
+use poem::{Body, Request, Response, Result, error::ReadBodyError, http::StatusCode};
 
 use crate::{
     config::RateLimit,
@@ -116,47 +114,45 @@ impl RateLimits {
         }
         req.remote_addr().as_socket_addr().map(|a| a.ip())
     }
-}
 
-/// Per-IP limit on every route.
-pub async fn limit_ip<E: Endpoint>(next: E, req: Request) -> Result<Response> {
-    if let Some(limits) = req.data::<Arc<RateLimits>>()
-        && let Some(ip) = limits.client_ip(&req)
-        && let Err(secs) = limits.check_ip(ip)
-    {
-        return Ok(rate_limited_response(secs));
+    /// The 429 answer when the client's address is over its limit.
+    pub fn refuse_ip(&self, req: &Request) -> Option<Response> {
+        let ip = self.client_ip(req)?;
+        self.check_ip(ip).err().map(rate_limited_response)
     }
-    next.call(req).await.map(IntoResponse::into_response)
 }
 
-/// Refuses bodies larger than `max` bytes with 413, whether the client
-/// declares a length or streams a chunked body.
-pub async fn cap_body<E: Endpoint>(next: E, mut req: Request, max: usize) -> Result<Response> {
+/// Whether the body fits in `max` bytes as far as the request declares:
+/// `Ok(true)` when its length is declared (and fits) or there is none,
+/// `Ok(false)` when it is chunked and must be read to tell
+/// (`read_chunked_body`); 413 when the declared length is over.
+pub fn declared_body_fits(req: &Request, max: usize) -> Result<bool> {
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if len > max as u64 => return Err(too_large(max)),
-        Some(_) => {}
-        None if req
+        Some(len) if len > max as u64 => Err(too_large(max)),
+        Some(_) => Ok(true),
+        None => Ok(!req
             .headers()
-            .contains_key(poem::http::header::TRANSFER_ENCODING) =>
-        {
-            // Rare, so boxed: inline, reading the body (about 4 KB of
-            // state) would be part of every in-flight request.
-            let bytes = Box::pin(req.take_body().into_bytes_limit(max))
-                .await
-                .map_err(|e| match e {
-                    ReadBodyError::PayloadTooLarge => too_large(max),
-                    other => ApiError::invalid(format!("cannot read the body: {other}")).into(),
-                })?;
-            req.set_body(Body::from_bytes(bytes));
-        }
-        None => {}
+            .contains_key(poem::http::header::TRANSFER_ENCODING)),
     }
-    next.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Reads a chunked body, refusing it with 413 once it passes `max` bytes.
+pub async fn read_chunked_body(req: &mut Request, max: usize) -> Result<()> {
+    let bytes = req
+        .take_body()
+        .into_bytes_limit(max)
+        .await
+        .map_err(|e| match e {
+            ReadBodyError::PayloadTooLarge => too_large(max),
+            other => ApiError::invalid(format!("cannot read the body: {other}")).into(),
+        })?;
+    req.set_body(Body::from_bytes(bytes));
+    Ok(())
 }
 
 fn too_large(max: usize) -> poem::Error {

@@ -17,10 +17,10 @@ use crate::{
     auth::JwtKeys,
     clock::LocalClock,
     config::Settings,
-    error,
+    front_door::FrontDoor,
     holds::{Coverage, Holds},
     keeper::{Keeper, Lobbies},
-    limits::{self, RateLimits},
+    limits::RateLimits,
     live::{self, socket::LiveContext},
     lobby::{Lobby, seal::SeedKey},
     payments::Payments,
@@ -254,15 +254,11 @@ impl Application {
     }
 }
 
-/// What every answer goes through, outermost last: the request's span and
-/// id, a panic turned into a 500 with the error body, `Allow` on a 405,
-/// and every error as the JSON error body.
-pub fn answers(routes: impl poem::Endpoint + 'static) -> impl poem::Endpoint {
-    routes
-        .catch_all_error(error::into_json_response)
-        .around(api::explain::allow_on_405)
-        .with(poem::middleware::CatchPanic::new().with_handler(telemetry::panic_answer))
-        .around(telemetry::trace_request)
+/// What every answer goes through (see `front_door`): the request's span
+/// and id, a panic turned into a 500 with the error body, `Allow` on a
+/// 405, and every error as the JSON error body.
+pub fn answers<E: poem::Endpoint>(routes: E) -> FrontDoor<E> {
+    FrontDoor::new(routes, MAX_BODY_BYTES)
 }
 
 pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> impl poem::Endpoint {
@@ -289,10 +285,8 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
         .nest("/", api::pages::routes())
         .at("/healthz", get(api::health::healthz))
         .at("/readyz", get(api::health::readyz))
-        .at("/metrics", get(api::health::metrics))
-        .around(|ep, req| limits::cap_body(ep, req, MAX_BODY_BYTES))
-        .around(limits::limit_ip);
-    answers(routes).data(state).data(jwt).data(limits)
+        .at("/metrics", get(api::health::metrics));
+    answers(routes).serving(state, jwt, limits)
 }
 
 async fn prune_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {

@@ -1,20 +1,18 @@
 //! Logging and metrics: one tracing subscriber for the process (text or
-//! JSON), the Prometheus recorder behind `/metrics`, and the request
-//! middleware that records a span, a count and a latency per request (path
-//! only: the query string may carry an access token).
+//! JSON), the Prometheus recorder behind `/metrics`, and what the front
+//! door (`front_door`) records per request: a span, a count and a latency
+//! (path only: the query string may carry an access token).
 
 use std::{
     collections::HashMap,
     sync::{Arc, LazyLock, OnceLock},
-    time::Instant,
 };
 
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use parking_lot::RwLock;
 
-use poem::{Endpoint, IntoResponse, PathPattern, Request, Response, Result};
-use tracing::Instrument;
+use poem::{PathPattern, Request, Response};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
@@ -74,7 +72,7 @@ type SeriesKey = (Option<Arc<str>>, u16);
 static SERIES: LazyLock<RwLock<HashMap<SeriesKey, Series>>> = LazyLock::new(Default::default);
 
 /// Counts a request answered on `pattern` with `status`, and its latency.
-fn record_request(pattern: Option<&PathPattern>, status: u16, seconds: f64) {
+pub(crate) fn record_request(pattern: Option<&PathPattern>, status: u16, seconds: f64) {
     let key = (pattern.map(|p| p.0.clone()), status);
     let record = |series: &Series| {
         series.requests.increment(1);
@@ -105,54 +103,16 @@ pub async fn metrics_upkeep(shutdown: tokio_util::sync::CancellationToken) {
     }
 }
 
-/// Wraps every request in a span and logs its outcome.
-pub async fn trace_request<E: Endpoint>(next: E, req: Request) -> Result<Response> {
-    let request_id = request_id(&req);
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        path = %req.uri().path(),
-        request_id = %request_id,
-        status = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
-    );
-    let started = Instant::now();
-    async move {
-        let resp = next
-            .call(req)
-            .await
-            .map(IntoResponse::into_response)
-            .map(|r| with_request_id(r, &request_id));
-        let (status, pattern) = match &resp {
-            Ok(resp) => (resp.status(), resp.data::<PathPattern>()),
-            Err(err) => (err.status(), err.data::<PathPattern>()),
-        };
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let span = tracing::Span::current();
-        span.record("status", status.as_u16());
-        span.record("latency_ms", latency_ms);
-        record_request(pattern, status.as_u16(), latency_ms / 1000.0);
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), latency_ms, "request failed");
-        } else {
-            tracing::debug!(status = status.as_u16(), latency_ms, "request done");
-        }
-        resp
-    }
-    .instrument(span)
-    .await
-}
-
 /// The request's id: the caller's `X-Request-Id` when it is short visible
 /// ASCII, else a new one. It is in every log line of the request and in
 /// the answer's `X-Request-Id`.
-fn request_id(req: &Request) -> String {
+pub(crate) fn request_id(req: &Request) -> String {
     req.header("X-Request-Id")
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| hex::encode(rand::random::<[u8; 8]>()), str::to_owned)
 }
 
-fn with_request_id(mut resp: Response, id: &str) -> Response {
+pub(crate) fn with_request_id(mut resp: Response, id: &str) -> Response {
     if let Ok(value) = poem::http::HeaderValue::from_str(id) {
         resp.headers_mut().insert("x-request-id", value);
     }

@@ -224,20 +224,15 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     rest.split_once(end).map(|(inside, _)| inside)
 }
 
-/// Adds `Allow` to a 405, listing the methods the document has for the path.
-pub async fn allow_on_405<E: Endpoint>(next: E, req: Request) -> Result<Response> {
-    // The URI is reference-counted: keeping it costs no copy per request.
-    let uri = req.uri().clone();
-    let resp = match next.call(req).await {
-        Ok(resp) => resp.into_response(),
-        Err(err) => err.into_response(),
-    };
+/// Adds `Allow` to a 405 on `path`, listing the methods the document has
+/// for it.
+pub fn allow_on_405(resp: Response, path: &str) -> Response {
     if resp.status() != StatusCode::METHOD_NOT_ALLOWED || resp.headers().contains_key(header::ALLOW)
     {
-        return Ok(resp);
+        return resp;
     }
-    let allow = allowed_methods(uri.path()).unwrap_or_else(|| "GET, HEAD".to_owned());
-    Ok(resp.with_header(header::ALLOW, allow).into_response())
+    let allow = allowed_methods(path).unwrap_or_else(|| "GET, HEAD".to_owned());
+    resp.with_header(header::ALLOW, allow).into_response()
 }
 
 /// The API's own document, read once.

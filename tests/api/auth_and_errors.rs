@@ -197,6 +197,60 @@ async fn oversized_bodies_are_413() {
     assert_error(resp, 413, "payload_too_large").await;
 }
 
+/// Posts `body` as one chunk of a chunked body (no length declared) over a
+/// raw connection; the answer's status and body.
+async fn post_chunked(address: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // The server may answer 413 and close before reading the whole body.
+    let _ = conn.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer[9..12].parse().unwrap();
+    let (head, rest) = answer.split_once("\r\n\r\n").unwrap();
+    let json = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        rest.split_once("\r\n")
+            .unwrap()
+            .1
+            .rsplit_once("\r\n0\r\n")
+            .unwrap()
+            .0
+    } else {
+        rest
+    };
+    (status, serde_json::from_str(json.trim()).unwrap())
+}
+
+#[tokio::test]
+async fn chunked_bodies_are_read_within_the_cap() {
+    let app = spawn_app().await;
+    let path = "/api/v1/admin/sales";
+    let small = sale_body(json!({"name": "chunked"})).to_string();
+    let (status, sale) = post_chunked(&app.address, path, &admin_token(), &small).await;
+    assert_eq!(status, 201, "{sale}");
+    assert_eq!(sale["name"], "chunked");
+    let id = flashdrop::ids::SaleId::parse(sale["id"].as_str().unwrap()).unwrap();
+    let stored = app.mongo.find_sale(&id).await.unwrap();
+    assert_eq!(stored.map(|s| s.name), Some("chunked".to_owned()));
+
+    let huge = sale_body(json!({"name": "x".repeat(100_000)})).to_string();
+    let (status, error) = post_chunked(&app.address, path, &admin_token(), &huge).await;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["code"], "payload_too_large", "{error}");
+}
+
 #[tokio::test]
 async fn parse_errors_name_the_field_and_the_rule_in_plain_words() {
     let app = spawn_app().await;
