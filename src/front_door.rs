@@ -1,7 +1,9 @@
 //! The front door: what every request goes through around its route, in
 //! one step. Before the route: the request's id and span, the per-IP limit,
-//! the cap on body size, and the shared state handed to handlers. After
-//! it: a panic turned into a 500 with the error body, every error as the
+//! the shared state handed to handlers, and a JSON body read whole within
+//! the cap on body size (kept, so that a body the generated parser refuses
+//! can be explained field by field). After it: a panic turned into a 500
+//! with the error body, parse failures in plain words, every error as the
 //! JSON error body, `Allow` on a 405, the request's count and latency, and
 //! `X-Request-Id` on the answer.
 //!
@@ -20,11 +22,21 @@ use std::{
     time::Instant,
 };
 
+use bytes::Bytes;
 use pin_project_lite::pin_project;
-use poem::{Endpoint, IntoResponse, PathPattern, Request, Response, Result, http::Uri};
+use poem::{
+    Endpoint, IntoResponse, PathPattern, Request, Response, Result,
+    error::ReadBodyError,
+    http::{Method, Uri},
+};
 
 use crate::{
-    api::explain, auth::JwtKeys, error, limits, limits::RateLimits, state::AppState, telemetry,
+    api::explain,
+    auth::JwtKeys,
+    error,
+    limits::{self, DeclaredBody, RateLimits},
+    state::AppState,
+    telemetry,
 };
 
 /// What handlers read from the request (`Data<&AppState>`, ...), handed to
@@ -75,24 +87,30 @@ impl<E: Endpoint> Endpoint for FrontDoor<E> {
         );
         // Reference-counted: keeping it costs no copy of the path.
         let uri = req.uri().clone();
+        let route = move |req| self.routes.call(req);
         let step = match self.admit(&mut req) {
             Admission::Answered(answer) => Step::Answered {
                 answer: Some(answer),
             },
-            Admission::Route => Step::Route {
-                route: self.routes.call(req),
-            },
-            // Rare, so boxed: inline, reading the body (about 4 KB of
-            // state) would be part of every request's future.
-            Admission::AfterBody => Step::Body {
-                body: Box::pin(async move {
-                    limits::read_chunked_body(&mut req, self.max_body).await?;
-                    self.routes.call(req).await.map(IntoResponse::into_response)
-                }),
-            },
+            Admission::Route => Step::Route { route: route(req) },
+            Admission::ReadBody { limit } => {
+                let body = req.take_body();
+                Step::Reading {
+                    // Boxed: reading within a limit is about 4 KB of state,
+                    // and only bodies pay for it.
+                    read: match limit {
+                        Some(max) => Box::pin(body.into_bytes_limit(max)),
+                        None => Box::pin(body.into_bytes()),
+                    },
+                    req: Some(req),
+                }
+            }
         };
         Answer {
             step,
+            route,
+            body: None,
+            max_body: self.max_body,
             span,
             request_id,
             uri,
@@ -103,8 +121,12 @@ impl<E: Endpoint> Endpoint for FrontDoor<E> {
 
 enum Admission {
     Route,
-    /// A chunked body: read it (within the cap) first.
-    AfterBody,
+    /// Read the body whole first: a declared length that fits, of a POST,
+    /// PATCH or PUT (the API's JSON bodies), or any chunked body, read up
+    /// to `limit`.
+    ReadBody {
+        limit: Option<usize>,
+    },
     /// The request goes no further: its answer.
     Answered(Result<Response>),
 }
@@ -121,28 +143,42 @@ impl<E> FrontDoor<E> {
             req.extensions_mut().insert(shared.jwt.clone());
             req.extensions_mut().insert(shared.limits.clone());
         }
-        match limits::declared_body_fits(req, self.max_body) {
+        match limits::declared_body(req, self.max_body) {
             Err(too_large) => Admission::Answered(Err(too_large)),
-            Ok(true) => Admission::Route,
-            Ok(false) => Admission::AfterBody,
+            Ok(DeclaredBody::Empty) => Admission::Route,
+            Ok(DeclaredBody::Chunked) => Admission::ReadBody {
+                limit: Some(self.max_body),
+            },
+            Ok(DeclaredBody::Fits)
+                if matches!(*req.method(), Method::POST | Method::PATCH | Method::PUT) =>
+            {
+                Admission::ReadBody { limit: None }
+            }
+            Ok(DeclaredBody::Fits) => Admission::Route,
         }
     }
 }
 
+type ReadBody = Pin<Box<dyn Future<Output = Result<Bytes, ReadBodyError>> + Send>>;
+
 pin_project! {
     #[project = StepProj]
-    enum Step<F, B> {
+    enum Step<F> {
+        Reading { read: ReadBody, req: Option<Request> },
         Route { #[pin] route: F },
-        Body { body: B },
         Answered { answer: Option<Result<Response>> },
     }
 }
 
 pin_project! {
-    /// A request's route, and what its answer needs after it.
-    struct Answer<F, B> {
+    /// A request on its way through, and what its answer needs after it.
+    struct Answer<F, R> {
         #[pin]
-        step: Step<F, B>,
+        step: Step<F>,
+        route: R,
+        // The body as read, for explaining a parse failure.
+        body: Option<Bytes>,
+        max_body: usize,
         span: tracing::Span,
         request_id: String,
         uri: Uri,
@@ -150,30 +186,53 @@ pin_project! {
     }
 }
 
-impl<F, O, B> Future for Answer<F, B>
+impl<F, O, R> Future for Answer<F, R>
 where
     F: Future<Output = Result<O>>,
     O: IntoResponse,
-    B: Future<Output = Result<Response>> + Unpin,
+    R: Fn(Request) -> F,
 {
     type Output = Result<Response>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let _entered = this.span.enter();
-        let polled = catch_unwind(AssertUnwindSafe(|| match this.step.as_mut().project() {
-            StepProj::Route { route } => route.poll(cx).map(|r| r.map(IntoResponse::into_response)),
-            StepProj::Body { body } => Pin::new(body).poll(cx),
-            StepProj::Answered { answer } => Poll::Ready(
-                answer
-                    .take()
-                    .expect("a front door answer is polled once it is ready"),
-            ),
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                match this.step.as_mut().project() {
+                    StepProj::Reading { read, req } => {
+                        let read = ready!(read.as_mut().poll(cx));
+                        let mut req = req.take().expect("a request is read once");
+                        match read {
+                            Ok(bytes) => {
+                                req.set_body(bytes.clone());
+                                *this.body = Some(bytes);
+                                let route = (this.route)(req);
+                                this.step.set(Step::Route { route });
+                            }
+                            Err(err) => {
+                                let answer = Some(Err(limits::unreadable(err, *this.max_body)));
+                                this.step.set(Step::Answered { answer });
+                            }
+                        }
+                    }
+                    StepProj::Route { route } => {
+                        return route.poll(cx).map(|r| r.map(IntoResponse::into_response));
+                    }
+                    StepProj::Answered { answer } => {
+                        return Poll::Ready(
+                            answer
+                                .take()
+                                .expect("a front door answer is polled once it is ready"),
+                        );
+                    }
+                }
+            }
         }));
         let resp = match polled {
             Ok(polled) => match ready!(polled) {
                 Ok(resp) => resp,
-                Err(err) => error::into_json_response(err),
+                Err(err) => error::into_json_response(explain::explain(err, this.body.as_deref())),
             },
             Err(panic) => telemetry::panic_answer(panic),
         };

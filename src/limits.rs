@@ -5,7 +5,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock};
-use poem::{Body, Request, Response, Result, error::ReadBodyError, http::StatusCode};
+use poem::{Request, Response, Result, error::ReadBodyError, http::StatusCode};
 
 use crate::{
     config::RateLimit,
@@ -122,11 +122,20 @@ impl RateLimits {
     }
 }
 
-/// Whether the body fits in `max` bytes as far as the request declares:
-/// `Ok(true)` when its length is declared (and fits) or there is none,
-/// `Ok(false)` when it is chunked and must be read to tell
-/// (`read_chunked_body`); 413 when the declared length is over.
-pub fn declared_body_fits(req: &Request, max: usize) -> Result<bool> {
+/// A request's body as far as its head tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclaredBody {
+    /// No body: a length of 0, or neither a length nor chunks.
+    Empty,
+    /// A declared length, within the cap.
+    Fits,
+    /// Chunked: only reading it tells whether it fits.
+    Chunked,
+}
+
+/// What the request's head says of its body; 413 when its declared length
+/// is over `max` bytes.
+pub fn declared_body(req: &Request, max: usize) -> Result<DeclaredBody> {
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
@@ -134,25 +143,24 @@ pub fn declared_body_fits(req: &Request, max: usize) -> Result<bool> {
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(len) if len > max as u64 => Err(too_large(max)),
-        Some(_) => Ok(true),
-        None => Ok(!req
+        Some(0) => Ok(DeclaredBody::Empty),
+        Some(_) => Ok(DeclaredBody::Fits),
+        None if req
             .headers()
-            .contains_key(poem::http::header::TRANSFER_ENCODING)),
+            .contains_key(poem::http::header::TRANSFER_ENCODING) =>
+        {
+            Ok(DeclaredBody::Chunked)
+        }
+        None => Ok(DeclaredBody::Empty),
     }
 }
 
-/// Reads a chunked body, refusing it with 413 once it passes `max` bytes.
-pub async fn read_chunked_body(req: &mut Request, max: usize) -> Result<()> {
-    let bytes = req
-        .take_body()
-        .into_bytes_limit(max)
-        .await
-        .map_err(|e| match e {
-            ReadBodyError::PayloadTooLarge => too_large(max),
-            other => ApiError::invalid(format!("cannot read the body: {other}")).into(),
-        })?;
-    req.set_body(Body::from_bytes(bytes));
-    Ok(())
+/// The answer to a body that could not be read: 413 past `max` bytes.
+pub fn unreadable(err: ReadBodyError, max: usize) -> poem::Error {
+    match err {
+        ReadBodyError::PayloadTooLarge => too_large(max),
+        other => ApiError::invalid(format!("cannot read the body: {other}")).into(),
+    }
 }
 
 fn too_large(max: usize) -> poem::Error {

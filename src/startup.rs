@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
-    EndpointExt, IntoEndpoint, Route, Server,
+    IntoEndpoint, Route, Server,
     endpoint::make_sync,
     get,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
@@ -266,10 +266,7 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
     let spec = api::document(&api);
     let docs = api::swagger_ui_html(&api, &spec);
     let routes = Route::new()
-        .nest(
-            "/api/v1",
-            api.into_endpoint().around(api::explain::plain_parse_errors),
-        )
+        .nest("/api/v1", api.into_endpoint())
         .at(
             "/docs",
             get(make_sync(move |_| poem::web::Html(docs.clone()))),

@@ -5,30 +5,17 @@
 use std::sync::LazyLock;
 
 use poem::{
-    Endpoint, IntoResponse, Request, Response, Result,
-    http::{Method, StatusCode, header},
+    IntoResponse, Response,
+    http::{StatusCode, header},
 };
 use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
 
 use crate::error::{ErrorCode, error_response};
 
-/// Buffers JSON bodies so that a body the generated parser refuses can be
-/// explained field by field; answers parse failures with plain messages.
-pub async fn plain_parse_errors<E: Endpoint>(next: E, mut req: Request) -> Result<Response> {
-    let body = if matches!(*req.method(), Method::POST | Method::PATCH | Method::PUT) {
-        let bytes = req.take_body().into_bytes().await?;
-        req.set_body(bytes.clone());
-        Some(bytes)
-    } else {
-        None
-    };
-    match next.call(req).await {
-        Ok(resp) => Ok(resp.into_response()),
-        Err(err) => Err(explain(err, body.as_deref())),
-    }
-}
-
-fn explain(err: poem::Error, body: Option<&[u8]>) -> poem::Error {
+/// A parse failure of the generated layer (a parameter, a path segment,
+/// the body, which the front door kept as read) as a 400 in plain words;
+/// other errors pass unchanged.
+pub fn explain(err: poem::Error, body: Option<&[u8]>) -> poem::Error {
     let message = if let Some(e) = err.downcast_ref::<ParseParamError>() {
         format!("parameter `{}` {}", e.name, plain(&e.reason))
     } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
