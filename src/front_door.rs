@@ -252,3 +252,59 @@ where
         Poll::Ready(Ok(telemetry::with_request_id(resp, this.request_id)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem::{Route, get, handler};
+
+    #[handler]
+    fn hello() -> &'static str {
+        "hello"
+    }
+
+    /// Each layer of a middleware stack kept its own copy of the request
+    /// (about 500 bytes) and of its answer in its future; the front door
+    /// keeps the route's future and a few words beside it.
+    #[test]
+    fn the_front_doors_future_is_the_routes_and_a_few_words() {
+        let routes = Route::new().at("/hello", get(hello));
+        let route_alone = std::mem::size_of_val(&routes.call(Request::default()));
+        let door = FrontDoor::new(Route::new().at("/hello", get(hello)), 1024);
+        let through_door = std::mem::size_of_val(&door.call(Request::default()));
+        assert!(
+            through_door <= route_alone + 512,
+            "the route's future is {route_alone} bytes, through the front door {through_door}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_read_at_the_door_reaches_the_route_and_a_refused_one_is_explained() {
+        #[handler]
+        fn echo(body: String) -> String {
+            body
+        }
+        let door = FrontDoor::new(Route::new().at("/echo", poem::post(echo)), 16);
+        let resp = door
+            .call(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri_str("/echo")
+                    .body("hi"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.into_body().into_string().await.unwrap(), "hi");
+        let resp = door
+            .call(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri_str("/echo")
+                    .header("content-length", "17")
+                    .body("x".repeat(17)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), poem::http::StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}
