@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["reaper", "persister", "keeper", "recorder", "live"],
     &["state", "auth", "telemetry", "api"],
+    &["front_door"],
     &["startup", "main", "lib"],
 ];
 
