@@ -1,7 +1,7 @@
 //! The stock event log, and the report figures computed from it and from
 //! the orders.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use bson::{Document, doc};
 use futures_util::TryStreamExt;
@@ -88,11 +88,13 @@ struct Peak {
     at: bson::DateTime,
 }
 
-/// The fields of a change the summary counts, from a whole change (a
-/// batch being written) or a projected one (a batch written before tallies).
+/// The fields of a change the summary counts: borrowed from a whole
+/// change (a batch being written), or read as they are (the projected
+/// changes of a batch written before tallies).
+#[derive(Deserialize)]
 struct Counted<'a> {
     seq: i64,
-    kind: &'a str,
+    kind: Cow<'a, str>,
     second: i64,
     sold: i64,
     at: bson::DateTime,
@@ -104,8 +106,7 @@ impl BatchTally {
         let mut tally = Self::default();
         let mut seconds: HashMap<i64, i64> = HashMap::new();
         for c in changes {
-            *tally.kinds.entry(c.kind.to_owned()).or_default() += 1;
-            if makes_hold(c.kind) {
+            if makes_hold(&c.kind) {
                 *seconds.entry(c.second).or_default() += 1;
             }
             if tally
@@ -118,6 +119,7 @@ impl BatchTally {
                     at: c.at,
                 });
             }
+            *tally.kinds.entry(c.kind.into_owned()).or_default() += 1;
         }
         tally.seconds = seconds.into_iter().map(|(s, n)| [s, n]).collect();
         tally.seconds.sort_unstable();
@@ -129,7 +131,7 @@ impl StockEventDoc {
     fn counted(&self) -> Counted<'_> {
         Counted {
             seq: self.seq,
-            kind: &self.kind,
+            kind: Cow::Borrowed(&self.kind),
             second: self.second,
             sold: self.sold,
             at: self.at,
@@ -172,33 +174,12 @@ struct BatchHead {
 /// A batch with only the fields the summary counts.
 #[derive(Deserialize)]
 struct TallyBatch {
-    changes: Vec<TallyChange>,
+    changes: Vec<Counted<'static>>,
 }
 
 #[derive(Deserialize)]
 struct TalliedBatch {
     tally: BatchTally,
-}
-
-#[derive(Deserialize)]
-struct TallyChange {
-    seq: i64,
-    kind: String,
-    second: i64,
-    sold: i64,
-    at: bson::DateTime,
-}
-
-impl TallyChange {
-    fn counted(&self) -> Counted<'_> {
-        Counted {
-            seq: self.seq,
-            kind: &self.kind,
-            second: self.second,
-            sold: self.sold,
-            at: self.at,
-        }
-    }
 }
 
 /// The summary's counts of a sale's changes.
@@ -606,8 +587,7 @@ impl Mongo {
                 "changes.second": 1, "changes.sold": 1, "changes.at": 1})
                 .await?;
             while let Some(batch) = untallied.try_next().await? {
-                let counted = BatchTally::of(batch.changes.iter().map(TallyChange::counted));
-                tally.add(counted, total);
+                tally.add(BatchTally::of(batch.changes), total);
             }
             let Tally {
                 by_kind,
