@@ -254,13 +254,6 @@ impl Application {
     }
 }
 
-/// What every answer goes through (see `front_door`): the request's span
-/// and id, a panic turned into a 500 with the error body, `Allow` on a
-/// 405, and every error as the JSON error body.
-pub fn answers<E: poem::Endpoint>(routes: E) -> FrontDoor<E> {
-    FrontDoor::new(routes, MAX_BODY_BYTES)
-}
-
 pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> impl poem::Endpoint {
     let api = api::service();
     let spec = api::document(&api);
@@ -283,7 +276,7 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
         .at("/healthz", get(api::health::healthz))
         .at("/readyz", get(api::health::readyz))
         .at("/metrics", get(api::health::metrics));
-    answers(routes).serving(state, jwt, limits)
+    FrontDoor::new(routes, MAX_BODY_BYTES).serving(state, jwt, limits)
 }
 
 async fn prune_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {

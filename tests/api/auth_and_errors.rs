@@ -386,8 +386,10 @@ async fn a_panicking_handler_answers_500_and_the_next_request_is_served() {
         "fine"
     }
     let port = crate::helpers::free_port();
-    let app =
-        flashdrop::startup::answers(Route::new().at("/boom", get(boom)).at("/fine", get(fine)));
+    let app = flashdrop::front_door::FrontDoor::new(
+        Route::new().at("/boom", get(boom)).at("/fine", get(fine)),
+        flashdrop::startup::MAX_BODY_BYTES,
+    );
     tokio::spawn(poem::Server::new(TcpListener::bind(format!("127.0.0.1:{port}"))).run(app));
     crate::helpers::wait_for_port(port, "the test server");
     let http = reqwest::Client::new();
