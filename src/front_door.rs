@@ -26,7 +26,6 @@ use bytes::Bytes;
 use pin_project_lite::pin_project;
 use poem::{
     Endpoint, IntoResponse, PathPattern, Request, Response, Result,
-    error::ReadBodyError,
     http::{Method, Uri},
 };
 
@@ -94,14 +93,17 @@ impl<E: Endpoint> Endpoint for FrontDoor<E> {
             },
             Admission::Route => Step::Route { route: route(req) },
             Admission::ReadBody { limit } => {
-                let body = req.take_body();
+                let (body, max) = (req.take_body(), self.max_body);
                 Step::Reading {
                     // Boxed: reading within a limit is about 4 KB of state,
                     // and only bodies pay for it.
-                    read: match limit {
-                        Some(max) => Box::pin(body.into_bytes_limit(max)),
-                        None => Box::pin(body.into_bytes()),
-                    },
+                    read: Box::pin(async move {
+                        match limit {
+                            Some(limit) => body.into_bytes_limit(limit).await,
+                            None => body.into_bytes().await,
+                        }
+                        .map_err(|e| limits::unreadable(e, max))
+                    }),
                     req: Some(req),
                 }
             }
@@ -110,7 +112,6 @@ impl<E: Endpoint> Endpoint for FrontDoor<E> {
             step,
             route,
             body: None,
-            max_body: self.max_body,
             span,
             request_id,
             uri,
@@ -159,7 +160,7 @@ impl<E> FrontDoor<E> {
     }
 }
 
-type ReadBody = Pin<Box<dyn Future<Output = Result<Bytes, ReadBodyError>> + Send>>;
+type ReadBody = Pin<Box<dyn Future<Output = Result<Bytes>> + Send>>;
 
 pin_project! {
     #[project = StepProj]
@@ -178,7 +179,6 @@ pin_project! {
         route: R,
         // The body as read, for explaining a parse failure.
         body: Option<Bytes>,
-        max_body: usize,
         span: tracing::Span,
         request_id: String,
         uri: Uri,
@@ -211,7 +211,7 @@ where
                                 this.step.set(Step::Route { route });
                             }
                             Err(err) => {
-                                let answer = Some(Err(limits::unreadable(err, *this.max_body)));
+                                let answer = Some(Err(err));
                                 this.step.set(Step::Answered { answer });
                             }
                         }
