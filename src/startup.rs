@@ -5,7 +5,7 @@
 use std::{future::Future, sync::Arc, time::Duration};
 
 use poem::{
-    IntoEndpoint, Route, Server,
+    Route, Server,
     endpoint::make_sync,
     get,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
@@ -258,8 +258,7 @@ pub fn routes(state: AppState, jwt: Arc<JwtKeys>, limits: Arc<RateLimits>) -> im
     let api = api::service();
     let spec = api::document(&api);
     let docs = api::swagger_ui_html(&api, &spec);
-    let routes = Route::new()
-        .nest("/api/v1", api.into_endpoint())
+    let routes = api::mount(Route::new())
         .at(
             "/docs",
             get(make_sync(move |_| poem::web::Html(docs.clone()))),

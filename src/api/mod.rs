@@ -1,7 +1,13 @@
 //! The HTTP API under `/api/v1`, one file per resource, plus the probes that
 //! live outside it.
 
-use poem_openapi::{OpenApiService, Tags};
+use std::collections::HashMap;
+
+use poem::{
+    Endpoint, Request, Response, Result, Route, endpoint::BoxEndpoint,
+    error::MethodNotAllowedError, http::Method,
+};
+use poem_openapi::{__private::UrlQuery, OpenApi, OpenApiService, Tags};
 
 pub mod admin;
 pub mod explain;
@@ -44,26 +50,77 @@ pub type Apis = (
     webhooks::WebhooksApi,
 );
 
+fn apis() -> Apis {
+    (
+        sales::SalesApi,
+        live::LiveApi,
+        reservations::ReservationsApi,
+        waitlist::WaitlistApi,
+        lobby::LobbyApi,
+        payments::PaymentsApi,
+        admin::AdminApi,
+        webhooks::WebhooksApi,
+    )
+}
+
 pub fn service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (
-            sales::SalesApi,
-            live::LiveApi,
-            reservations::ReservationsApi,
-            waitlist::WaitlistApi,
-            lobby::LobbyApi,
-            payments::PaymentsApi,
-            admin::AdminApi,
-            webhooks::WebhooksApi,
-        ),
-        "Flashdrop",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description(
-        "Flash-sale backend: reserve units as a hold with a deadline, confirm the hold into \
+    OpenApiService::new(apis(), "Flashdrop", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Flash-sale backend: reserve units as a hold with a deadline, confirm the hold into \
          a durable order. Errors are `{\"code\", \"message\"}` with stable codes.",
-    )
-    .server("/api/v1")
+        )
+        .server("/api/v1")
+}
+
+/// Adds the API's operations to `route`, each at its path under `/api/v1`.
+///
+/// This is what nesting `service().into_endpoint()` under `/api/v1` does,
+/// without the nest: that path went through two routers, rebuilt each
+/// request's URI and boxed its future five times, twice around the
+/// operation alone. Here a request is matched once, and its operation's
+/// future is the only large one boxed.
+pub fn mount(route: Route) -> Route {
+    let mut table = HashMap::new();
+    apis().add_routes(&mut table);
+    table.into_iter().fold(route, |route, (path, methods)| {
+        route.at(
+            format!("/api/v1{path}"),
+            Operations(methods.into_iter().collect()),
+        )
+    })
+}
+
+/// The operations at one path, by method: what poem's `RouteMethod` does
+/// (HEAD answered as GET without the body, 405 for the rest), calling the
+/// operation's own boxed endpoint without boxing it again, and giving it
+/// the query parameters as poem-openapi's service does.
+struct Operations(Vec<(Method, BoxEndpoint<'static>)>);
+
+impl Operations {
+    fn find(&self, method: &Method) -> Option<&BoxEndpoint<'static>> {
+        self.0.iter().find(|(m, _)| m == method).map(|(_, ep)| ep)
+    }
+}
+
+impl Endpoint for Operations {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> Result<Response> {
+        let head = req.method() == Method::HEAD && self.find(&Method::HEAD).is_none();
+        if head {
+            req.set_method(Method::GET);
+        }
+        let Some(operation) = self.find(req.method()) else {
+            return Err(MethodNotAllowedError.into());
+        };
+        let query = UrlQuery(req.params().unwrap_or_default());
+        req.extensions_mut().insert(query);
+        let mut resp = operation.call(req).await?;
+        if head {
+            resp.set_body(());
+        }
+        Ok(resp)
+    }
 }
 
 /// The OpenAPI document as checked in under `openapi/openapi.json`.

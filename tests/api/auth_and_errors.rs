@@ -371,9 +371,55 @@ async fn method_not_allowed_is_405_with_allow() {
     }
 }
 
+/// HEAD on an API route is its GET without the body, and query
+/// parameters reach the operation: what the OpenAPI service did for the
+/// routes it held, now that they are mounted one by one.
+#[tokio::test]
+async fn head_on_an_api_route_is_its_get_without_a_body_and_queries_reach_it() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({})).await;
+    let get = app
+        .http
+        .get(app.api(&format!("/sales/{sale}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 200);
+    let get_type = get.headers()["content-type"].clone();
+    assert!(!get.bytes().await.unwrap().is_empty());
+    let head = app
+        .http
+        .head(app.api(&format!("/sales/{sale}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], get_type);
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    app.create_sale(json!({})).await;
+    let page: Value = app
+        .http
+        .get(app.api("/sales?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
+    let resp = app
+        .http
+        .get(app.api("/sales?limit=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 400, "invalid_request").await;
+}
+
 /// A handler that panics answers 500 with the one error body and its
 /// request id, and the server goes on serving: the answers' stack
-/// (`startup::answers`, the one the app uses) around a route that panics.
+/// (`FrontDoor`, the one the app uses) around a route that panics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_answers_500_and_the_next_request_is_served() {
     use poem::{Route, get, handler, listener::TcpListener};
