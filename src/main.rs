@@ -105,12 +105,35 @@ fn no_transparent_huge_pages() -> bool {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let small_pages = no_transparent_huge_pages();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // The server's settings are read before its runtime is built: they
+    // size it.
+    let settings = match &command {
+        Command::Serve { .. } => Some(Settings::from_env()?),
+        _ => None,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = settings.as_ref().and_then(|s| s.worker_threads) {
+        runtime.worker_threads(threads);
+    }
+    runtime
+        .build()?
+        .block_on(run(command, settings, small_pages))
+}
+
+async fn run(
+    command: Command,
+    settings: Option<Settings>,
+    small_pages: bool,
+) -> anyhow::Result<()> {
+    match command {
         Command::Serve { listen } => {
-            let mut settings = Settings::from_env()?;
+            let Some(mut settings) = settings else {
+                unreachable!("main reads the server's settings before its runtime starts")
+            };
             if let Some(listen) = listen {
                 settings.listen = listen;
             }

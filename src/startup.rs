@@ -225,7 +225,8 @@ impl Application {
         );
         let deliverer = state.webhooks.deliverer();
         let deliverer = tokio::spawn(deliverer.run(shutdown.clone()));
-        tracing::info!(port = self.port, "flashdrop listening");
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(port = self.port, workers, "flashdrop listening");
         let (stopping, drain) = (state.live_context.stopping.clone(), self.background.drain);
         let stop = async move {
             stop.await;

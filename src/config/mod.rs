@@ -96,6 +96,9 @@ pub struct Settings {
     pub mongodb_timeout: Duration,
     /// Most live sockets this instance serves, and per client address.
     pub ws_max_connections: usize,
+    /// Threads serving requests: `None` sizes the runtime to the CPUs the
+    /// process may use (its affinity mask and cgroup quota).
+    pub worker_threads: Option<usize>,
     pub ws_max_per_ip: Option<usize>,
     /// At most one stock frame per socket per this long; the changes in
     /// between reach it as the newest (`None`: every change is a frame).
@@ -363,6 +366,21 @@ impl Settings {
         let ws_max_connections =
             count("FLASHDROP_WS_MAX_CONNECTIONS", "50000")?.unwrap_or(usize::MAX);
         let ws_max_per_ip = count("FLASHDROP_WS_MAX_PER_IP", "1000")?;
+        let worker_threads = match get("FLASHDROP_WORKER_THREADS", "auto").as_str() {
+            "auto" => None,
+            value => Some(
+                value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "FLASHDROP_WORKER_THREADS",
+                            format!("{value:?} is neither `auto` nor a number from 1 to 1024"),
+                        )
+                    })?,
+            ),
+        };
         let ws_stock_frame_gap = match count("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "off")? {
             None => None,
             Some(n @ 1..=1000) => Some(Duration::from_secs(1) / n as u32),
@@ -399,6 +417,7 @@ impl Settings {
             },
             mongodb_timeout,
             ws_max_connections,
+            worker_threads,
             ws_max_per_ip,
             ws_stock_frame_gap,
             confirm_lease: CONFIRM_LEASE,

@@ -19,6 +19,9 @@ fn defaults_apply_when_only_the_secret_is_set() {
     assert_eq!(s.log_format, LogFormat::Text);
     assert_eq!(s.rate_limit_ip, DEFAULT_RATE_LIMIT_IP.parse().unwrap());
     assert_eq!(s.ws_stock_frame_gap, None, "every change is a frame");
+    assert_eq!(s.worker_threads, None, "as many as the process has CPUs");
+    let s = settings(&[SECRET, ("FLASHDROP_WORKER_THREADS", "1")]).unwrap();
+    assert_eq!(s.worker_threads, Some(1));
 }
 
 #[test]
@@ -50,6 +53,8 @@ fn every_bad_value_names_its_variable() {
         ("FLASHDROP_WS_STOCK_FRAMES_PER_SECOND", "1001"),
         ("FLASHDROP_SEED_KEY", "short"),
         ("FLASHDROP_DRAIN", "soon"),
+        ("FLASHDROP_WORKER_THREADS", "0"),
+        ("FLASHDROP_WORKER_THREADS", "all"),
         ("FLASHDROP_SEED_KEY", SECRET.1),
     ];
     for (var, value) in cases {

@@ -83,6 +83,8 @@ fn openapi_prints_the_spec() {
     assert_eq!(spec["info"]["title"], "Flashdrop");
 }
 
+/// Also: `FLASHDROP_WORKER_THREADS` sizes the runtime, as its start-up
+/// line says.
 #[test]
 fn serve_shuts_down_gracefully_on_sigterm() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -91,6 +93,8 @@ fn serve_shuts_down_gracefully_on_sigterm() {
         .unwrap()
         .port();
     let mut child = flashdrop_on_servers()
+        .env("FLASHDROP_WORKER_THREADS", "3")
+        .env("FLASHDROP_LOG_FORMAT", "json")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -123,6 +127,10 @@ fn serve_shuts_down_gracefully_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let log = log.join().unwrap();
     assert!(!log.contains("panicked"), "{log}");
+    let listening = log.lines().find(|l| l.contains("flashdrop listening"));
+    let listening = listening.unwrap_or_else(|| panic!("no start-up line: {log}"));
+    let listening: serde_json::Value = serde_json::from_str(listening).unwrap();
+    assert_eq!(listening["workers"], 3, "{listening}");
 }
 
 /// The MongoDB driver ends its sessions in a task it spawns when the last
