@@ -41,6 +41,11 @@ local fd_promotions_left = FD_PROMOTIONS
 -- its end.
 local fd_dirty = {}
 
+-- The line's length, counted at most once a call (every change announces
+-- it): nil until counted, and again after the line changed, which it does
+-- only through the two helpers that add to it and remove from it.
+local fd_line_length = nil
+
 local function fd_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -140,7 +145,20 @@ end
 -- Buyers in line, as everyone sees it (a closed line is empty).
 local function fd_waiting(s)
   if s.wl_closed == 1 then return 0 end
-  return redis.call('ZCARD', K.wait)
+  if not fd_line_length then fd_line_length = redis.call('ZCARD', K.wait) end
+  return fd_line_length
+end
+
+-- Puts `buyer` in line under `ticket`; the only way a script adds to it.
+local function fd_line_add(ticket, buyer)
+  redis.call('ZADD', K.wait, ticket, buyer)
+  fd_line_length = nil
+end
+
+-- Takes `buyer` out of line; the only way a script removes from it.
+local function fd_line_remove(buyer)
+  redis.call('ZREM', K.wait, buyer)
+  fd_line_length = nil
 end
 
 -- Whether nobody still waiting in the sale's lobby can be served any more:
@@ -390,7 +408,7 @@ local function fd_promote(s, now)
     end
     local ticket = tonumber(redis.call('ZSCORE', K.wait, head))
     fd_promotions_left = fd_promotions_left - 1
-    redis.call('ZREM', K.wait, head)
+    fd_line_remove(head)
     redis.call('HDEL', K.waitq, head)
     if want > 0 then
       local rid = fd_promotion_id(now)

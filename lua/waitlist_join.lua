@@ -42,11 +42,11 @@ return fd_with_sale(function(s, now)
   -- would say sold_out.
   if s.available >= qty and fd_waiting(s) == 0 then return {r = 'stock_available'} end
   local ticket = redis.call('HINCRBY', K.sale, 'wait_ticket', 1)
-  redis.call('ZADD', K.wait, ticket, buyer)
+  fd_line_add(ticket, buyer)
   redis.call('HSET', K.waitq, buyer, qty)
   redis.call('HDEL', K.promoted, buyer)
   redis.call('HINCRBY', K.sale, 'waitlist_joins', 1)
-  local position = redis.call('ZCARD', K.wait)
+  local position = fd_waiting(s)
   fd_use_admission(s, buyer)
   fd_emit(s, 'waitlist_joined', now,
     {user = buyer, qty = qty, position = position, ticket = ticket})

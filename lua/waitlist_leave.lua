@@ -9,7 +9,7 @@ return fd_with_sale(function(s, now)
   local buyer = ARGV[2]
   local ticket = redis.call('ZSCORE', K.wait, buyer)
   if not ticket then return {r = 'not_listed'} end
-  redis.call('ZREM', K.wait, buyer)
+  fd_line_remove(buyer)
   redis.call('HDEL', K.waitq, buyer)
   fd_emit(s, 'waitlist_left', now, {user = buyer, ticket = tonumber(ticket)})
   fd_promote(s, now)

@@ -354,3 +354,36 @@ async fn a_call_writes_the_sales_fields_once_and_a_failing_call_keeps_its_change
         (Some(7), Some("checked"))
     );
 }
+
+/// The line's length is counted once a call, and counted again after the
+/// line changed: each change a call announces carries the length after
+/// it (a cancel that promotes two buyers announces 2, 1 and 0).
+#[tokio::test]
+async fn the_lines_length_is_counted_again_after_the_line_changes() {
+    let app = spawn_app().await;
+    let sale = app.create_sale(json!({"total": 10})).await;
+    let keys = keys(&sale);
+    let body = "return fd_with_sale(function(s, now)
+        local seen = {fd_waiting(s)}
+        fd_line_add(7, 'ann')
+        seen[#seen + 1] = fd_waiting(s)
+        fd_line_add(8, 'bob')
+        seen[#seen + 1] = fd_waiting(s)
+        fd_line_remove('ann')
+        seen[#seen + 1] = fd_waiting(s)
+        seen[#seen + 1] = fd_waiting(s)
+        return {r = 'seen', lengths = seen}
+      end)";
+    let reply: String = redis::Script::new(&assemble(body, &[Role::Sale, Role::Wait]))
+        .key(keys.sale())
+        .key(keys.wait())
+        .invoke_async(&mut app.redis())
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["lengths"], json!([0, 1, 2, 1, 1]), "{reply}");
+    let line: Vec<String> = redis::AsyncCommands::zrange(&mut app.redis(), keys.wait(), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(line, ["bob"]);
+}

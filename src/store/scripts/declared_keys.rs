@@ -211,3 +211,44 @@ fn the_sales_kept_fields_are_written_only_through_fd_update() {
         }
     }
 }
+
+/// The line's length is counted once a call and forgotten by the two
+/// helpers that change the line: a script that changed it any other way
+/// would announce a stale length. Only `restore_sale` writes the line
+/// otherwise, putting it back whole before it reads it.
+#[test]
+fn the_line_changes_only_through_its_two_helpers() {
+    const WRITES: [&str; 12] = [
+        "ZADD",
+        "ZREM",
+        "ZINCRBY",
+        "ZPOPMIN",
+        "ZPOPMAX",
+        "ZREMRANGEBYRANK",
+        "ZREMRANGEBYSCORE",
+        "ZREMRANGEBYLEX",
+        "DEL",
+        "UNLINK",
+        "RENAME",
+        "ZUNIONSTORE",
+    ];
+    let line_writes = |code: &str| {
+        call_args(code, "redis.call")
+            .into_iter()
+            .filter(|args| {
+                args.first()
+                    .is_some_and(|c| WRITES.contains(&c.trim_matches('\'')))
+                    && args[1..].iter().any(|a| a == "K.wait")
+            })
+            .count()
+    };
+    for (file, source, _) in DECLARED {
+        if *file != "restore_sale.lua" {
+            assert_eq!(line_writes(&code_of(source)), 0, "{file} writes the line");
+        }
+    }
+    for (name, chunk) in split_helpers(PRELUDE).1 {
+        let expected = usize::from(matches!(name, "fd_line_add" | "fd_line_remove"));
+        assert_eq!(line_writes(&code_of(chunk)), expected, "{name}");
+    }
+}
