@@ -15,6 +15,7 @@ use crate::{
     text::Text,
 };
 
+#[derive(Default)]
 pub struct AdminApi;
 
 #[derive(ApiResponse)]

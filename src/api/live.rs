@@ -20,6 +20,7 @@ use crate::{
     state::AppState,
 };
 
+#[derive(Default)]
 pub struct LiveApi;
 
 #[OpenApi(tag = "Tag::Sales")]

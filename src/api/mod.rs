@@ -51,16 +51,7 @@ pub type Apis = (
 );
 
 fn apis() -> Apis {
-    (
-        sales::SalesApi,
-        live::LiveApi,
-        reservations::ReservationsApi,
-        waitlist::WaitlistApi,
-        lobby::LobbyApi,
-        payments::PaymentsApi,
-        admin::AdminApi,
-        webhooks::WebhooksApi,
-    )
+    Apis::default()
 }
 
 pub fn service() -> OpenApiService<Apis, ()> {

@@ -23,6 +23,7 @@ use crate::{
     state::AppState,
 };
 
+#[derive(Default)]
 pub struct PaymentsApi;
 
 /// A JSON body kept as the bytes that came, for a signature over them: it

@@ -6,6 +6,7 @@ use poem_openapi::{OpenApi, param::Path, param::Query, payload::Json};
 use super::Tag;
 use crate::{error::ErrorResponse, ids::SaleId, sales::rules::SaleView, state::AppState};
 
+#[derive(Default)]
 pub struct SalesApi;
 
 fn default_limit() -> i64 {

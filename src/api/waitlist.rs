@@ -15,6 +15,7 @@ use crate::{
     waitlist::{Joined, WaitView},
 };
 
+#[derive(Default)]
 pub struct WaitlistApi;
 
 #[derive(Debug, Object)]

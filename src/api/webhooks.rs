@@ -12,6 +12,7 @@ use crate::{
     webhooks::{CreateEndpoint, CreatedEndpoint, DeliveryView, EndpointView},
 };
 
+#[derive(Default)]
 pub struct WebhooksApi;
 
 #[derive(ApiResponse)]

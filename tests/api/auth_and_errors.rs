@@ -398,15 +398,7 @@ async fn head_on_an_api_route_is_its_get_without_a_body_and_queries_reach_it() {
     assert!(head.bytes().await.unwrap().is_empty());
 
     app.create_sale(json!({})).await;
-    let page: Value = app
-        .http
-        .get(app.api("/sales?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(app.api("/sales?limit=1")).await;
     assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
     let resp = app
         .http

@@ -528,6 +528,18 @@ impl TestApp {
             .to_owned()
     }
 
+    /// GETs `url` without a token and reads its body as JSON.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: impl reqwest::IntoUrl) -> T {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_sale(&self, id: &str) -> Value {
         let resp = self
             .http

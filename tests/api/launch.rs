@@ -211,14 +211,8 @@ async fn the_draw_is_made_once_and_served_from_memory_as_an_immutable_document()
         .expect("every instance serves the draw");
         assert_eq!(resp.status(), 200);
         let view: Value = app
-            .http
-            .get(format!("{base}/api/v1/sales/{sale}/lobby"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(format!("{base}/api/v1/sales/{sale}/lobby"))
+            .await;
         assert_eq!(view["seed"], seed.as_str());
         for path in ["index", "pages/2"] {
             let resp = app

@@ -32,15 +32,7 @@ fn checked_in_spec_matches_the_generated_one() {
 #[tokio::test]
 async fn the_spec_and_swagger_ui_are_served() {
     let app = spawn_app().await;
-    let spec: serde_json::Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: serde_json::Value = app.get_json(app.url("/openapi.json")).await;
     assert_eq!(
         spec,
         serde_json::from_str::<serde_json::Value>(CHECKED_IN).unwrap()

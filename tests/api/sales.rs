@@ -32,15 +32,7 @@ async fn a_created_sale_is_stored_opened_and_readable_with_live_counts() {
     assert_eq!(redis["available"], "25");
     assert_eq!(redis["next"], "1");
 
-    let list: Vec<Value> = app
-        .http
-        .get(app.api("/sales"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Vec<Value> = app.get_json(app.api("/sales")).await;
     assert!(list.iter().any(|s| s["id"] == sale.as_str()));
     let admin_list = app
         .http
@@ -291,15 +283,7 @@ async fn a_field_the_api_does_not_know_is_refused_by_name_and_nothing_changes() 
         (Some(10), Some(0))
     );
     // The document says so: every request body is closed.
-    let spec: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get_json(app.url("/openapi.json")).await;
     for name in ["CreateSale", "PatchSale", "ReserveRequest", "JoinRequest"] {
         assert_eq!(
             spec["components"]["schemas"][name]["additionalProperties"], false,
