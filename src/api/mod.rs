@@ -50,12 +50,8 @@ pub type Apis = (
     webhooks::WebhooksApi,
 );
 
-fn apis() -> Apis {
-    Apis::default()
-}
-
 pub fn service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(apis(), "Flashdrop", env!("CARGO_PKG_VERSION"))
+    OpenApiService::new(Apis::default(), "Flashdrop", env!("CARGO_PKG_VERSION"))
         .description(
             "Flash-sale backend: reserve units as a hold with a deadline, confirm the hold into \
          a durable order. Errors are `{\"code\", \"message\"}` with stable codes.",
@@ -72,7 +68,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
 /// future is the only large one boxed.
 pub fn mount(route: Route) -> Route {
     let mut table = HashMap::new();
-    apis().add_routes(&mut table);
+    Apis::default().add_routes(&mut table);
     table.into_iter().fold(route, |route, (path, methods)| {
         route.at(
             format!("/api/v1{path}"),
