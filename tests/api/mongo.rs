@@ -601,6 +601,105 @@ async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_
     db.drop().await.unwrap();
 }
 
+/// An order of one unit is stored with its unit and slot as plain values,
+/// which keep the unique indexes from turning multikey for it; an order of
+/// more stores lists. Orders an earlier version stored with lists of one
+/// are read as before, and the indexes take a value and a list holding it
+/// as the same key: neither form lets a unit be sold twice or a buyer's
+/// slot be taken twice.
+#[tokio::test]
+async fn an_order_of_one_unit_stores_plain_values_and_both_forms_share_the_unique_keys() {
+    let name = unique_db();
+    let mongo = Mongo::connect(&servers().mongo_uri, &name).await.unwrap();
+    mongo.ensure_indexes().await.unwrap();
+    let sale = SaleId::new();
+    let s = sale.as_str();
+    let raw = mongodb::Client::with_uri_str(&servers().mongo_uri)
+        .await
+        .unwrap()
+        .database(&name)
+        .collection::<Document>("orders");
+    // As an earlier version stored them: lists, also of one.
+    raw.insert_many([
+        doc! {"_id": "old-ann", "sale_id": s, "user_id": "ann", "quantity": 1_i64,
+        "units": [1_i64], "slots": [1_i64], "unit_price_cents": 1_i64,
+        "total_cents": 1_i64, "currency": "EUR", "created_at": bson::DateTime::from_millis(1_000)},
+        doc! {"_id": "old-ben", "sale_id": s, "user_id": "ben", "quantity": 2_i64,
+        "units": [2_i64, 3_i64], "slots": [1_i64, 2_i64], "unit_price_cents": 1_i64,
+        "total_cents": 2_i64, "currency": "EUR", "created_at": bson::DateTime::from_millis(2_000)},
+    ])
+    .await
+    .unwrap();
+
+    let mut two = one_unit_order("dan-two", s, "dan", 5, 5_000);
+    two.quantity = 2;
+    two.units = vec![5, 6];
+    two.slots = vec![2, 3];
+    let writes = mongo
+        .insert_orders(&[
+            &one_unit_order("unit-1-again", s, "cat", 1, 3_000),
+            &one_unit_order("unit-3-again", s, "cat", 3, 3_000),
+            &one_unit_order("ann-slot-1-again", s, "ann", 9, 3_000),
+            &one_unit_order("dan-one", s, "dan", 4, 4_000),
+            &two,
+            &one_unit_order("unit-6-again", s, "eve", 6, 6_000),
+            &one_unit_order("dan-slot-2-again", s, "dan", 7, 6_000),
+        ])
+        .await;
+    assert!(
+        matches!(
+            writes.as_slice(),
+            [
+                OrderWrite::Refused,
+                OrderWrite::Refused,
+                OrderWrite::Refused,
+                OrderWrite::Inserted,
+                OrderWrite::Inserted,
+                OrderWrite::Refused,
+                OrderWrite::Refused,
+            ]
+        ),
+        "{writes:?}"
+    );
+
+    let stored = |id: &'static str| {
+        let raw = raw.clone();
+        async move { raw.find_one(doc! {"_id": id}).await.unwrap().unwrap() }
+    };
+    let one = stored("dan-one").await;
+    assert_eq!(one.get("units"), Some(&bson::Bson::Int64(4)), "{one}");
+    assert_eq!(one.get("slots"), Some(&bson::Bson::Int64(1)), "{one}");
+    let many = stored("dan-two").await;
+    assert_eq!(many.get_array("units").unwrap().len(), 2, "{many}");
+    assert_eq!(many.get_array("slots").unwrap().len(), 2, "{many}");
+
+    let units = |o: Option<OrderDoc>| {
+        let o = o.unwrap();
+        (o.units, o.slots)
+    };
+    assert_eq!(
+        units(mongo.order("old-ann").await.unwrap()),
+        (vec![1], vec![1])
+    );
+    assert_eq!(
+        units(mongo.order("old-ben").await.unwrap()),
+        (vec![2, 3], vec![1, 2])
+    );
+    assert_eq!(
+        units(mongo.order("dan-one").await.unwrap()),
+        (vec![4], vec![1])
+    );
+    assert_eq!(
+        units(mongo.order("dan-two").await.unwrap()),
+        (vec![5, 6], vec![2, 3])
+    );
+    // What a rebuild reads: every unit sold, in either form.
+    let sold = mongo.sold_units(&sale).await.unwrap();
+    assert_eq!(sold.serials, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(sold.bought["dan"], 3);
+    raw.client().database(&name).drop().await.unwrap();
+}
+
 /// How many documents the server examined to answer `find` (a command the
 /// driver sent), by its own account: `explain` with execution statistics.
 async fn docs_examined(db: &mongodb::Database, find: &Document) -> i64 {

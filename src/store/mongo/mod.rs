@@ -94,8 +94,10 @@ pub struct OrderDoc {
     pub user_id: String,
     pub quantity: i64,
     /// Unit serials 1..=total: unique per sale.
+    #[serde(with = "one_or_many")]
     pub units: Vec<i64>,
     /// The buyer's purchase slots 1..=limit: unique per sale and buyer.
+    #[serde(with = "one_or_many")]
     pub slots: Vec<i64>,
     pub unit_price_cents: i64,
     pub total_cents: i64,
@@ -108,6 +110,46 @@ pub struct OrderDoc {
     /// `Mongo::cancel_order`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled: Option<Box<CancelDoc>>,
+}
+
+/// An order's units and slots as stored: a list of one is stored as its
+/// value. Both fields are in unique indexes, which a document with an
+/// array in them makes multikey, and a server does more for such a
+/// document (the MongoDB-wire server looks up the index's multikey flag
+/// for each one it inserts); most orders are of one unit and one slot. A
+/// scalar and an array holding it are the same key to the index, so the
+/// uniqueness holds across both forms, and both are read.
+pub(crate) mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[i64], s: S) -> Result<S::Ok, S::Error> {
+        match values {
+            [one] => s.serialize_i64(*one),
+            many => many.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            One(i64),
+            Many(Vec<i64>),
+        }
+        Ok(match Stored::deserialize(d)? {
+            Stored::One(one) => vec![one],
+            Stored::Many(many) => many,
+        })
+    }
+
+    /// The values of a raw order's `field` in either form.
+    pub fn read(order: &bson::Document, field: &str) -> Vec<i64> {
+        match order.get(field) {
+            Some(bson::Bson::Array(many)) => many.iter().filter_map(bson::Bson::as_i64).collect(),
+            Some(one) => one.as_i64().into_iter().collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// How an order was cancelled, and what it gave back.

@@ -321,9 +321,8 @@ impl Mongo {
                     if before.contains(order.get_str("_id").unwrap_or_default()) {
                         continue;
                     }
-                    let units = order.get_array("units").map_err(anyhow::Error::from)?;
                     sold.serials
-                        .extend(units.iter().filter_map(bson::Bson::as_i64));
+                        .extend(super::one_or_many::read(&order, "units"));
                     let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
                     *sold.bought.entry(user.to_owned()).or_default() +=
                         order.get_i64("quantity").map_err(anyhow::Error::from)?;
