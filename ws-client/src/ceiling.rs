@@ -76,7 +76,8 @@ pub async fn run(args: CeilingArgs) -> anyhow::Result<()> {
                             doc! {
                                 "_id": format!("order-{n}"), "sale_id": "ceiling",
                                 "user_id": format!("buyer-{n}"), "quantity": 1_i64,
-                                "units": [n + 1], "slots": [1_i64], "unit_price_cents": 1_i64,
+                                // As the server stores an order of one unit.
+                                "units": n + 1, "slots": 1_i64, "unit_price_cents": 1_i64,
                                 "total_cents": 1_i64, "currency": "EUR",
                                 "created_at": DateTime::now(),
                             }
