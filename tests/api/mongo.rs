@@ -604,7 +604,8 @@ async fn start_up_replaces_an_older_databases_order_indexes_and_still_refuses_a_
 /// An order of one unit is stored with its unit and slot as plain values,
 /// which keep the unique indexes from turning multikey for it; an order of
 /// more stores lists. Orders an earlier version stored with lists of one
-/// are read as before, and the indexes take a value and a list holding it
+/// are read as before (by id, by a rebuild and by the repair of a refused
+/// order), and the indexes take a value and a list holding it
 /// as the same key: neither form lets a unit be sold twice or a buyer's
 /// slot be taken twice.
 #[tokio::test]
@@ -693,6 +694,11 @@ async fn an_order_of_one_unit_stores_plain_values_and_both_forms_share_the_uniqu
         units(mongo.order("dan-two").await.unwrap()),
         (vec![5, 6], vec![2, 3])
     );
+    // What a refused order's repair reads: which of its units are sold,
+    // found in either form.
+    let mut among = mongo.sold_among(&sale, &[1, 3, 4, 5, 7]).await.unwrap();
+    among.sort_unstable();
+    assert_eq!(among, [1, 3, 4, 5]);
     // What a rebuild reads: every unit sold, in either form.
     let sold = mongo.sold_units(&sale).await.unwrap();
     assert_eq!(sold.serials, [1, 2, 3, 4, 5, 6]);
