@@ -632,10 +632,14 @@ async fn an_order_of_one_unit_stores_plain_values_and_both_forms_share_the_uniqu
     .await
     .unwrap();
 
-    let mut two = one_unit_order("dan-two", s, "dan", 5, 5_000);
-    two.quantity = 2;
-    two.units = vec![5, 6];
-    two.slots = vec![2, 3];
+    let of_two = |id: &str, buyer: &str, units: [i64; 2], slots: [i64; 2]| {
+        let mut order = one_unit_order(id, s, buyer, units[0], 5_000);
+        order.quantity = 2;
+        order.units = units.to_vec();
+        order.slots = slots.to_vec();
+        order
+    };
+    let two = of_two("dan-two", "dan", [5, 6], [2, 3]);
     let writes = mongo
         .insert_orders(&[
             &one_unit_order("unit-1-again", s, "cat", 1, 3_000),
@@ -645,6 +649,9 @@ async fn an_order_of_one_unit_stores_plain_values_and_both_forms_share_the_uniqu
             &two,
             &one_unit_order("unit-6-again", s, "eve", 6, 6_000),
             &one_unit_order("dan-slot-2-again", s, "dan", 7, 6_000),
+            // A list holding dan-one's plain unit, or a plain slot.
+            &of_two("unit-4-again", "fay", [8, 4], [1, 2]),
+            &of_two("dan-slot-1-again", "dan", [9, 10], [1, 4]),
         ])
         .await;
     assert!(
@@ -656,6 +663,8 @@ async fn an_order_of_one_unit_stores_plain_values_and_both_forms_share_the_uniqu
                 OrderWrite::Refused,
                 OrderWrite::Inserted,
                 OrderWrite::Inserted,
+                OrderWrite::Refused,
+                OrderWrite::Refused,
                 OrderWrite::Refused,
                 OrderWrite::Refused,
             ]
