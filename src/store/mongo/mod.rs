@@ -114,11 +114,11 @@ pub struct OrderDoc {
 
 /// An order's units and slots as stored: a list of one is stored as its
 /// value. Both fields are in unique indexes, which a document with an
-/// array in them makes multikey, and a server does more for such a
-/// document (the MongoDB-wire server looks up the index's multikey flag
-/// for each one it inserts); most orders are of one unit and one slot. A
-/// scalar and an array holding it are the same key to the index, so the
-/// uniqueness holds across both forms, and both are read.
+/// array in them makes multikey, and the server does more for every such
+/// document it inserts (it keeps the index's multikey flag); most orders
+/// are of one unit and one slot. A scalar and an array holding it are the
+/// same key to the index, so the uniqueness holds across both forms, and
+/// both are read.
 pub(crate) mod one_or_many {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -140,15 +140,6 @@ pub(crate) mod one_or_many {
             Stored::One(one) => vec![one],
             Stored::Many(many) => many,
         })
-    }
-
-    /// The values of a raw order's `field` in either form.
-    pub fn read(order: &bson::Document, field: &str) -> Vec<i64> {
-        match order.get(field) {
-            Some(bson::Bson::Array(many)) => many.iter().filter_map(bson::Bson::as_i64).collect(),
-            Some(one) => one.as_i64().into_iter().collect(),
-            None => Vec::new(),
-        }
     }
 }
 

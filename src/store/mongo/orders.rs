@@ -7,6 +7,7 @@ use bson::doc;
 use futures_util::TryStreamExt;
 
 use mongodb::{Collection, error::ErrorKind};
+use serde::Deserialize;
 
 use super::{DUPLICATE_KEY, Mongo, OrderDoc, never_sent};
 
@@ -63,6 +64,17 @@ pub struct SoldUnits {
     /// Cancelled orders: their units are free, and a late return of them
     /// must give nothing back twice.
     pub returned: Vec<String>,
+}
+
+/// What a rebuild reads of an order.
+#[derive(Deserialize)]
+struct SoldOrder {
+    #[serde(rename = "_id")]
+    id: String,
+    user_id: String,
+    quantity: i64,
+    #[serde(with = "super::one_or_many")]
+    units: Vec<i64>,
 }
 
 impl Mongo {
@@ -312,20 +324,17 @@ impl Mongo {
                 let mut sold = SoldUnits::default();
                 let mut orders = self
                     .orders
-                    .clone_with_type::<bson::Document>()
+                    .clone_with_type::<SoldOrder>()
                     .find(doc! {"sale_id": sale.as_str()})
                     .projection(doc! {"units": 1, "user_id": 1, "quantity": 1})
                     .await?;
                 while let Some(order) = orders.try_next().await? {
                     // Cancelled, and not yet out of `orders`.
-                    if before.contains(order.get_str("_id").unwrap_or_default()) {
+                    if before.contains(&order.id) {
                         continue;
                     }
-                    sold.serials
-                        .extend(super::one_or_many::read(&order, "units"));
-                    let user = order.get_str("user_id").map_err(anyhow::Error::from)?;
-                    *sold.bought.entry(user.to_owned()).or_default() +=
-                        order.get_i64("quantity").map_err(anyhow::Error::from)?;
+                    sold.serials.extend(order.units);
+                    *sold.bought.entry(order.user_id).or_default() += order.quantity;
                 }
                 sold.serials.sort_unstable();
                 Ok(sold)
