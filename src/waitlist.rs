@@ -142,7 +142,11 @@ impl Waitlist {
 
     /// The buyer's place in line, or the hold made for them.
     pub async fn place(&self, sale: &SaleId, buyer: &str) -> Result<WaitView, ApiError> {
-        Ok(match self.store.redis.waitlist_place(sale, buyer).await? {
+        let reply = self
+            .recovery
+            .with_sale(sale, || self.store.redis.waitlist_place(sale, buyer))
+            .await?;
+        Ok(match reply {
             PlaceReply::Promoted { rid, expires, .. } => WaitView {
                 status: WaitStatus::Promoted,
                 position: None,
@@ -153,23 +157,21 @@ impl Waitlist {
             PlaceReply::Closed => WaitView::bare(WaitStatus::Closed),
             PlaceReply::NotListed => WaitView::bare(WaitStatus::NotListed),
             PlaceReply::Missing => {
-                // Unknown here: either no such sale (404), or Redis lost it
-                // and with it the line.
-                self.recovery.sale_doc(sale).await?;
-                WaitView::bare(WaitStatus::NotListed)
+                return Err(ApiError::unavailable("sale state is being rebuilt"));
             }
         })
     }
 
     /// Leaves the line; true when the buyer was in it.
     pub async fn leave(&self, sale: &SaleId, buyer: &str) -> Result<bool, ApiError> {
-        match self.store.redis.waitlist_leave(sale, buyer).await? {
+        let reply = self
+            .recovery
+            .with_sale(sale, || self.store.redis.waitlist_leave(sale, buyer))
+            .await?;
+        match reply {
             LeaveReply::Left => Ok(true),
             LeaveReply::NotListed => Ok(false),
-            LeaveReply::Missing => {
-                self.recovery.sale_doc(sale).await?;
-                Ok(false)
-            }
+            LeaveReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
         }
     }
 

@@ -324,6 +324,44 @@ async fn the_waiting_list_survives_a_flushed_redis_in_its_order() {
     drop(redis);
 }
 
+/// Asking one's place, or leaving, as the first request after Redis lost
+/// the sale: the line is rebuilt from the log and answers, and the leave
+/// is not undone by the rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_place_asked_or_a_leave_right_after_a_flush_meets_the_rebuilt_line() {
+    let redis = crate::helpers::RedisServer::start();
+    let url = redis.url.clone();
+    let app = spawn_app_with(|s| on_redis(s, &url)).await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    hold(&app, &sale, "holder", 1).await;
+    for buyer in ["w0", "w1", "w2"] {
+        assert_eq!(join(&app, &sale, buyer, 1).await.status(), 201);
+    }
+    app.stock_events(&sale).await;
+    let flush = || async {
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut app.redis())
+            .await
+            .unwrap();
+    };
+
+    flush().await;
+    // The holder's hold is lost: w0 has the unit, w1 is first in line.
+    assert_eq!(waitlist_me(&app, &sale, "w1").await["position"], 1);
+    assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
+    app.stock_events(&sale).await;
+
+    flush().await;
+    assert_eq!(leave(&app, &sale, "w2").await.status(), 204);
+    assert_eq!(waitlist_me(&app, &sale, "w2").await["status"], "not_listed");
+    assert_eq!(app.get_sale(&sale).await["waitlist_length"], 1);
+    app.stock_events(&sale).await;
+    app.check_invariants(&sale).await;
+    drop(redis);
+}
+
 /// Redis comes back older than it was (an AOF that lost its last second, a
 /// lagging replica): the sale's seq is behind what MongoDB has recorded.
 /// The staleness is found, the sale rebuilt, sockets told, and the event
