@@ -19,14 +19,15 @@
 -- ARGV[4] total  ARGV[5] per-buyer limit  ARGV[6] starts (ms)  ARGV[7] ends
 -- (ms)  ARGV[8] hold (ms)  ARGV[9] closed (0|1)  ARGV[10] units sold
 -- ARGV[11] next never-issued serial  ARGV[12] price  ARGV[13] currency
--- ARGV[14] waiting list enabled (0|1)  ARGV[15] seq of the last change
--- recorded  ARGV[16] name  ARGV[17] last join ticket  ARGV[18] line closed
+-- ARGV[14] waiting list enabled (0|1)  ARGV[15] seq this copy carries on
+-- from  ARGV[16] name  ARGV[17] last join ticket  ARGV[18] line closed
 -- (0|1)  ARGV[19] epoch (new for every rebuild)  ARGV[20] the sale's
 -- version in MongoDB  ARGV[21] lobby admissions per second (0: no lobby)
 -- ARGV[22] how long an admission lasts (ms)  ARGV[23..26] the lobby's
 -- joined, admitted, used and lapsed counts  ARGV[27] the lobby's opening
 -- (ms)  ARGV[28] the seed's SHA-256  ARGV[29] drawn (0|1)  ARGV[30] buyers
 -- in the draw  ARGV[31] how long a payment may take (ms; 0: no payment)
+-- ARGV[32] the last batch of the log the rebuild read (in `restored`)
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
@@ -62,7 +63,7 @@ redis.call('HSET', K.sale, 'total', total, 'limit', ARGV[5], 'starts', ARGV[6],
   'pay_ms', ARGV[31])
 local now = fd_now()
 local s = fd_sale()
-fd_emit(s, 'restored', now)
+fd_emit(s, 'restored', now, {log_n = tonumber(ARGV[32])})
 fd_promote(s, now)
 fd_flush(s)
 return fd_reply({r = 'restored'})

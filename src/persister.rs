@@ -44,6 +44,8 @@ pub struct Persister {
     /// An entry claimed this long ago by a consumer that never acknowledged
     /// it belongs to a dead instance: another takes it over.
     pub claim_idle: Duration,
+    /// Test fault point: wait between reading new changes and writing them.
+    pub pause: Option<Duration>,
 }
 
 /// What this instance knows of one sale's log.
@@ -137,6 +139,9 @@ impl Persister {
         loop {
             let entries = redis.read_new_events(sale, consumer, BATCH).await?;
             let n = entries.len();
+            if let Some(pause) = self.pause.filter(|_| n > 0) {
+                tokio::time::sleep(pause).await;
+            }
             reused |= self.store_entries(sale, entries, log).await?;
             if n < BATCH {
                 return Ok(reused);

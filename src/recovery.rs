@@ -19,11 +19,19 @@ use crate::{
     ids::SaleId,
     store::{
         Store, StoreError, keys,
-        mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, SaleDoc, StockEventDoc},
+        mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, LogTail, SaleDoc, StockEventDoc},
         redis::{LobbyAdmission, LobbyStage, Staging, Waiter},
         scripts::{LiveSettings, LobbyCounts, LobbyWaiter, RestoreReply, Restored, SaleReply},
     },
 };
+
+/// How far past the log's last seq a rebuilt copy of a sale starts. The
+/// copy Redis lost may have changes in flight to MongoDB, read by a
+/// persister before the loss and written after the rebuild read the log:
+/// at most one batch (500 changes) per instance, all above the log's last
+/// seq. They keep their seqs, below every change of the new copy, so the
+/// log's seq order stays the order in which each copy made its changes.
+pub const SEQ_GAP: i64 = 1_000_000;
 
 #[derive(Clone)]
 pub struct Recovery {
@@ -161,11 +169,16 @@ impl Recovery {
         if lost == Lost::Everything && redis.sale_exists(sale).await? {
             return Ok(());
         }
-        // Read MongoDB first; what lands after this is counted when it
-        // lands (see apply_order).
+        // Read MongoDB first; an order that lands after this is counted
+        // when it lands (see apply_order). The line is what the log held
+        // when its tail was read: a change whose copy lands later (in
+        // flight when Redis was lost) does not count for it, in this
+        // rebuild or any replay of the log (see replay_line), and this
+        // copy's seqs start past any it could have.
+        let tail = mongo.log_tail(sale, LogTail::default()).await?;
         let sold = mongo.sold_units(sale).await?;
-        let events = mongo.waitlist_events(sale).await?;
-        let seq = mongo.last_event_seq(sale).await?;
+        let events = mongo.waitlist_events(sale, tail.n).await?;
+        let seq = tail.top + SEQ_GAP;
         let (lobby, lobby_counts) = match &doc.lobby {
             Some(_) => stage_lobby(
                 mongo.draw(sale).await?.as_ref(),
@@ -217,6 +230,7 @@ impl Recovery {
             sold: units_sold,
             next,
             seq,
+            log_n: tail.n,
             last_ticket: line.last_ticket,
             line_closed: line.closed || doc.closed_at.is_some(),
             lobby: lobby_counts,
@@ -312,55 +326,106 @@ pub struct Line {
 
 /// Replays joins, leaves and promotions in seq order. A buyer promoted to
 /// a hold that was still live when Redis lost it goes back to their place.
-pub fn replay_line(events: &[StockEventDoc]) -> Line {
-    let mut line: HashMap<String, Waiter> = HashMap::new();
-    let mut promoted: HashMap<String, Waiter> = HashMap::new();
-    let mut last_ticket = 0;
-    let mut closed = false;
-    for e in events {
-        let buyer = e.buyer.clone().unwrap_or_default();
-        match e.kind.as_str() {
-            "waitlist_joined" => {
-                let ticket = e.ticket.unwrap_or(e.seq);
-                last_ticket = last_ticket.max(ticket);
-                line.insert(
-                    buyer.clone(),
-                    Waiter {
-                        buyer,
-                        ticket,
-                        quantity: e.quantity.unwrap_or(1),
-                    },
-                );
-            }
-            "waitlist_left" => {
-                line.remove(&buyer);
-            }
-            "promoted" => {
-                if let (Some(waiter), Some(rid)) = (line.remove(&buyer), e.reservation_id.clone()) {
-                    promoted.insert(rid, waiter);
-                }
-            }
-            "confirmed" | "cancelled" | "expired" => {
-                if let Some(rid) = &e.reservation_id {
-                    promoted.remove(rid);
-                }
-            }
-            "sale_closed" => closed = true,
-            // A cancelled order gave units back to a sale still on.
-            "line_reopened" => closed = false,
-            _ => {}
-        }
-    }
-    let mut waiters: BTreeMap<i64, Waiter> = line
+///
+/// A `restored` change starts the line over from what its rebuild read
+/// (the batches up to its `log_n`): a change whose copy landed after that
+/// read (in flight when Redis was lost) was not in the rebuilt line and
+/// does not count. Changes a stale copy of the sale made (kept under fresh
+/// seqs, `restamped_from`) do not count either: the rebuild replaced that
+/// copy. Join tickets count all the same, so new ones come after them.
+pub fn replay_line<'a>(events: impl IntoIterator<Item = &'a StockEventDoc>) -> Line {
+    let events: Vec<&StockEventDoc> = events.into_iter().collect();
+    let Replayed {
+        line,
+        promoted,
+        closed,
+    } = replay(&events);
+    let last_ticket = events
+        .iter()
+        .filter(|e| e.kind == "waitlist_joined")
+        .map(|e| e.ticket.unwrap_or(e.seq))
+        .max()
+        .unwrap_or(0);
+    let waiters: BTreeMap<i64, Waiter> = line
         .into_values()
         .chain(promoted.into_values())
         .map(|w| (w.ticket, w))
         .collect();
     Line {
-        waiters: std::mem::take(&mut waiters).into_values().collect(),
+        waiters: waiters.into_values().collect(),
         last_ticket,
         closed,
     }
+}
+
+/// Whether the rebuild that made `restored` read `change` (a rebuild of a
+/// version that did not say what it read, read everything before it).
+pub fn read_by(restored: &StockEventDoc, change: &StockEventDoc) -> bool {
+    change.seq < restored.seq && change.batch <= restored.log_n.unwrap_or(i64::MAX)
+}
+
+/// The line as replayed: waiters by buyer, live promotions by hold.
+#[derive(Default)]
+struct Replayed {
+    line: HashMap<String, Waiter>,
+    promoted: HashMap<String, Waiter>,
+    closed: bool,
+}
+
+fn replay(events: &[&StockEventDoc]) -> Replayed {
+    let mut state = Replayed::default();
+    for (i, e) in events.iter().enumerate() {
+        if e.restamped_from.is_some() {
+            continue;
+        }
+        let buyer = e.buyer.clone().unwrap_or_default();
+        match e.kind.as_str() {
+            "restored" if e.log_n.is_some() => {
+                let read: Vec<&StockEventDoc> = events[..i]
+                    .iter()
+                    .copied()
+                    .filter(|c| read_by(e, c))
+                    .collect();
+                state = replay(&read);
+                // The rebuild put buyers whose promotion was live back in
+                // line.
+                let promoted = std::mem::take(&mut state.promoted);
+                for w in promoted.into_values() {
+                    state.line.insert(w.buyer.clone(), w);
+                }
+            }
+            "waitlist_joined" => {
+                state.line.insert(
+                    buyer.clone(),
+                    Waiter {
+                        buyer,
+                        ticket: e.ticket.unwrap_or(e.seq),
+                        quantity: e.quantity.unwrap_or(1),
+                    },
+                );
+            }
+            "waitlist_left" => {
+                state.line.remove(&buyer);
+            }
+            "promoted" => {
+                if let (Some(waiter), Some(rid)) =
+                    (state.line.remove(&buyer), e.reservation_id.clone())
+                {
+                    state.promoted.insert(rid, waiter);
+                }
+            }
+            "confirmed" | "cancelled" | "expired" => {
+                if let Some(rid) = &e.reservation_id {
+                    state.promoted.remove(rid);
+                }
+            }
+            "sale_closed" => state.closed = true,
+            // A cancelled order gave units back to a sale still on.
+            "line_reopened" => state.closed = false,
+            _ => {}
+        }
+    }
+    state
 }
 
 #[cfg(test)]
@@ -377,6 +442,8 @@ mod tests {
             reservation_id: rid.map(str::to_owned),
             ticket: (kind == "waitlist_joined").then_some(seq * 10),
             restamped_from: None,
+            log_n: None,
+            batch: 0,
             available: 0,
             held: 0,
             sold: 0,
@@ -403,5 +470,41 @@ mod tests {
         assert_eq!(order, ["a", "d"]);
         assert_eq!(line.last_ticket, 60);
         assert!(!line.closed);
+    }
+
+    #[test]
+    fn a_rebuild_starts_the_line_over_from_what_it_read() {
+        let in_batch = |batch: i64, mut e: StockEventDoc| {
+            e.batch = batch;
+            e
+        };
+        let mut restored = event(SEQ_GAP + 3, "restored", "", None);
+        restored.log_n = Some(2);
+        let mut stale = event(SEQ_GAP + 5, "waitlist_joined", "e", None);
+        stale.restamped_from = Some(2);
+        let events = [
+            in_batch(1, event(1, "waitlist_joined", "a", None)),
+            in_batch(2, event(2, "promoted", "a", Some("r-a"))),
+            // Copied after the rebuild read batches 1 and 2.
+            in_batch(3, event(3, "waitlist_joined", "c", None)),
+            in_batch(4, restored),
+            in_batch(4, event(SEQ_GAP + 4, "waitlist_joined", "d", None)),
+            in_batch(4, stale),
+        ];
+        let line = replay_line(&events);
+        let order: Vec<&str> = line.waiters.iter().map(|w| w.buyer.as_str()).collect();
+        // a's promotion was live when Redis was lost: back in line; c's
+        // join was not read; e's was made on a stale copy.
+        assert_eq!(order, ["a", "d"]);
+        assert_eq!(line.last_ticket, (SEQ_GAP + 5) * 10);
+        // Without the rebuild's record of what it read, c counts.
+        let mut unread = events.clone();
+        unread[3].log_n = None;
+        let order: Vec<String> = replay_line(&unread)
+            .waiters
+            .into_iter()
+            .map(|w| w.buyer)
+            .collect();
+        assert_eq!(order, ["a", "c", "d"]);
     }
 }

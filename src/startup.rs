@@ -59,6 +59,7 @@ struct Background {
     confirm_lease: Duration,
     ended_hold_retention: Duration,
     event_claim_idle: Duration,
+    copy_pause: Option<Duration>,
     drain: Duration,
 }
 
@@ -150,6 +151,7 @@ impl Application {
                 confirm_lease: settings.confirm_lease,
                 ended_hold_retention: settings.ended_hold_retention,
                 event_claim_idle: settings.event_claim_idle,
+                copy_pause: settings.fault_copy_pause,
                 drain: settings.drain,
             },
             signals,
@@ -190,6 +192,7 @@ impl Application {
             recovery: state.recovery.clone(),
             coverage: reaper.coverage.clone(),
             claim_idle: self.background.event_claim_idle,
+            pause: self.background.copy_pause,
         };
         let lobbies = Lobbies::default();
         let keeper = Keeper {

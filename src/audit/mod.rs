@@ -11,7 +11,7 @@ mod lobby;
 use self::lobby::{lobby_checks, unsealed_draw};
 use crate::{
     ids::SaleId,
-    recovery::replay_line,
+    recovery::{read_by, replay_line},
     store::{Store, StoreError, keys::HoldState, mongo::StockEventDoc, redis::SaleDump},
 };
 
@@ -377,7 +377,7 @@ fn line_order(log: &[StockEventDoc]) -> Check {
         let buyer = e.buyer.clone().unwrap_or_default();
         match e.kind.as_str() {
             "restored" => {
-                line = replay_line(&log[..i])
+                line = replay_line(log[..i].iter().filter(|c| read_by(e, c)))
                     .waiters
                     .into_iter()
                     .map(|w| w.buyer)

@@ -144,6 +144,12 @@ pub struct Settings {
     /// MongoDB, before it writes Redis. Never set from the environment.
     #[doc(hidden)]
     pub fault_rebuild_pause: Option<Duration>,
+    /// Test-only fault point: the persister waits this long between reading
+    /// a sale's new changes from Redis and writing them to MongoDB, as a
+    /// copy in flight when Redis is lost would. Never set from the
+    /// environment.
+    #[doc(hidden)]
+    pub fault_copy_pause: Option<Duration>,
     /// Test-only fault point: hold the first order write this long before
     /// it is sent, as a stalled driver or network would. Never set from the
     /// environment.
@@ -433,6 +439,7 @@ impl Settings {
             rebuild_lock_ttl: Duration::from_secs(30),
             fault_fail_sale_write: false,
             fault_rebuild_pause: None,
+            fault_copy_pause: None,
             fault_clock_skew_ms: 0,
         })
     }

@@ -198,6 +198,8 @@ struct Emitted {
     user: Option<String>,
     rid: Option<String>,
     ticket: Option<i64>,
+    #[serde(default)]
+    log_n: Option<i64>,
 }
 
 /// The stream entry `fd_emit` in `lua/prelude.lua` wrote, as a document:
@@ -217,6 +219,7 @@ fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
             user: field_str(e, "user"),
             rid: field_str(e, "rid"),
             ticket: field_i64(e, "ticket"),
+            log_n: None,
         },
     };
     let Emitted { seq, kind, ts, .. } = emitted;
@@ -229,6 +232,8 @@ fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
         reservation_id: emitted.rid,
         ticket: emitted.ticket,
         restamped_from: None,
+        log_n: emitted.log_n,
+        batch: 0,
         available: emitted.available,
         held: emitted.held,
         sold: emitted.sold,

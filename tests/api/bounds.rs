@@ -336,6 +336,7 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
         sold: 0,
         next: 1_000_001,
         seq: 0,
+        log_n: 0,
         last_ticket: 20_000,
         line_closed: false,
         lobby: LobbyCounts::default(),

@@ -362,6 +362,95 @@ async fn a_place_asked_or_a_leave_right_after_a_flush_meets_the_rebuilt_line() {
     drop(redis);
 }
 
+/// A join copied to MongoDB only after a rebuild read the log (its copy was
+/// in flight when Redis was flushed) is not in the rebuilt line. The log
+/// must then agree with Redis: the join does not count for the line, not
+/// in the audit and not in a later rebuild, and the rebuilt copy's changes
+/// keep their own seqs and order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_copied_after_a_rebuild_read_the_log_does_not_reorder_the_line() {
+    let redis = crate::helpers::RedisServer::start();
+    let url = redis.url.clone();
+    let app = spawn_app_with(|s| {
+        on_redis(s, &url);
+        s.fault_copy_pause = Some(Duration::from_millis(1500));
+    })
+    .await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    hold(&app, &sale, "holder", 1).await;
+    for buyer in ["w0", "w1"] {
+        assert_eq!(join(&app, &sale, buyer, 1).await.status(), 201);
+    }
+    app.stock_events(&sale).await;
+
+    // c joins; its change is read by the persister, then Redis is lost
+    // while the copy waits.
+    assert_eq!(join(&app, &sale, "c", 1).await.status(), 201);
+    let events = crate::helpers::keys(&sale).events();
+    let in_flight = eventually(Duration::from_secs(10), || {
+        let mut conn = app.redis();
+        let events = events.clone();
+        async move {
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(&events)
+                .arg("persist")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let redis::Value::Array(summary) = pending else {
+                return None;
+            };
+            matches!(summary.first(), Some(redis::Value::Int(n)) if *n > 0).then_some(())
+        }
+    })
+    .await;
+    assert!(in_flight.is_some(), "the persister read c's join");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    // The rebuild reads the log without c's join; the holder's unit goes
+    // to the head of the line.
+    assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
+    assert_eq!(waitlist_me(&app, &sale, "c").await["status"], "not_listed");
+
+    // The line moves on in the rebuilt copy: w0 and w1 give their unit
+    // back, d (who joined after the rebuild) is next.
+    let promoted = |buyer: &'static str| {
+        let app = &app;
+        let sale = sale.clone();
+        async move {
+            let me = waitlist_me(app, &sale, buyer).await;
+            assert_eq!(me["status"], "promoted", "{buyer}: {me}");
+            me["reservation_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let rid = promoted("w0").await;
+    assert_eq!(join(&app, &sale, "d", 1).await.status(), 201);
+    assert_eq!(app.cancel(&rid, "w0").await.status(), 204);
+    let rid = promoted("w1").await;
+    assert_eq!(app.cancel(&rid, "w1").await.status(), 204);
+    promoted("d").await;
+
+    // Once every change is in the log, it agrees with Redis.
+    app.stock_events(&sale).await;
+    app.check_invariants(&sale).await;
+
+    // A later rebuild replays the same line: c does not come back ahead
+    // of d, and d (whose hold Redis lost) gets the unit again.
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut app.redis())
+        .await
+        .unwrap();
+    assert_eq!(waitlist_me(&app, &sale, "c").await["status"], "not_listed");
+    promoted("d").await;
+    app.stock_events(&sale).await;
+    app.check_invariants(&sale).await;
+    drop(redis);
+}
+
 /// Redis comes back older than it was (an AOF that lost its last second, a
 /// lagging replica): the sale's seq is behind what MongoDB has recorded.
 /// The staleness is found, the sale rebuilt, sockets told, and the event
@@ -369,7 +458,6 @@ async fn a_place_asked_or_a_leave_right_after_a_flush_meets_the_rebuilt_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
     use futures::StreamExt;
-    use redis::AsyncCommands;
     let server = crate::helpers::RedisServer::start();
     let url = server.url.clone();
     let app = spawn_app_with(|s| on_redis(s, &url)).await;
@@ -382,17 +470,7 @@ async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
     }
     app.stock_events(&sale).await;
     // What Redis will come back with.
-    let keys = crate::helpers::keys(&sale);
-    let mut conn = app.redis();
-    let mut saved = Vec::new();
-    for key in keys.live_state().into_iter().chain([keys.events()]) {
-        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        saved.push((key, dump));
-    }
+    let saved = app.save_state(&sale).await;
     for i in 0..3 {
         rids.push(hold(&app, &sale, &format!("lost-{i}"), 1).await);
     }
@@ -404,23 +482,7 @@ async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
             .unwrap();
 
     // Redis rolls back.
-    for (key, dump) in &saved {
-        match dump {
-            Some(bytes) => {
-                let _: () = redis::cmd("RESTORE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(bytes.as_slice())
-                    .arg("REPLACE")
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-            }
-            None => {
-                let _: () = conn.del(key).await.unwrap();
-            }
-        }
-    }
+    app.roll_back(&saved).await;
     // Changes made on the stale state reuse seq values the log has.
     for i in 0..3 {
         let resp = app.reserve(&sale, &format!("after-{i}"), 1).await;
@@ -459,6 +521,60 @@ async fn a_redis_that_comes_back_older_is_rebuilt_and_no_change_is_lost() {
     assert_eq!(seqs.len(), logged.len(), "one change per seq");
     app.check_invariants(&sale).await;
     drop(server);
+}
+
+/// Redis comes back older while buyers wait. A join taken on the stale
+/// copy is kept in the log (under a fresh seq) but does not count for the
+/// line: the rebuild replaces that copy. The buyer who had joined before
+/// the rollback, whose ticket the stale copy handed out again, keeps their
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_taken_on_a_stale_copy_is_kept_in_the_log_but_not_in_the_line() {
+    let server = crate::helpers::RedisServer::start();
+    let url = server.url.clone();
+    let app = spawn_app_with(|s| on_redis(s, &url)).await;
+    // The persister may notice the rollback before the stale copy takes
+    // the join (it looks every 250 ms): then the join was taken by the
+    // rebuilt copy and counts, and the scene is played again on a new sale.
+    for _ in 0..5 {
+        let sale = app
+            .create_sale(json!({"total": 1, "per_user_limit": 1}))
+            .await;
+        hold(&app, &sale, "holder", 1).await;
+        assert_eq!(join(&app, &sale, "w0", 1).await.status(), 201);
+        app.stock_events(&sale).await;
+        let saved = app.save_state(&sale).await;
+        assert_eq!(join(&app, &sale, "w1", 1).await.status(), 201);
+        app.stock_events(&sale).await;
+
+        app.roll_back(&saved).await;
+        let joined = json(join(&app, &sale, "stale", 1).await).await;
+        if joined["position"] != 2 {
+            continue; // the rebuilt copy took it (w0, w1, stale)
+        }
+        // Rebuilt: the holder's hold is gone with the stale copy, so w0 has
+        // the unit and w1 is first in line; the stale join is not in it.
+        let rebuilt = eventually(Duration::from_secs(10), || async {
+            let me = waitlist_me(&app, &sale, "w1").await;
+            (me["position"] == 1).then_some(())
+        })
+        .await;
+        assert!(rebuilt.is_some(), "the sale was rebuilt with w1 in line");
+        assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
+        assert_eq!(
+            waitlist_me(&app, &sale, "stale").await["status"],
+            "not_listed"
+        );
+        let log = app.stock_events(&sale).await;
+        let kept = log
+            .iter()
+            .find(|c| c.kind == "waitlist_joined" && c.buyer.as_deref() == Some("stale"))
+            .expect("the stale copy's join is in the log");
+        assert!(kept.restamped_from.is_some(), "{kept:?}");
+        app.check_invariants(&sale).await;
+        return;
+    }
+    panic!("the stale copy never took a join before the rebuild");
 }
 
 /// One sale the reaper cannot reap (its Redis state is corrupt) holds up

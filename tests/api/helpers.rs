@@ -476,6 +476,9 @@ pub fn sale_body(overrides: Value) -> Value {
     body
 }
 
+/// What `TestApp::save_state` read: each key and its DUMP (none: absent).
+pub struct SavedState(Vec<(String, Option<Vec<u8>>)>);
+
 impl TestApp {
     /// The instance whose turn it is to take a request.
     fn next_address(&self) -> &str {
@@ -615,12 +618,57 @@ impl TestApp {
     pub async fn stock_events(&self, sale: &str) -> Vec<StockEventDoc> {
         let seq: i64 = self.redis_sale(sale).await["seq"].parse().unwrap();
         let id = SaleId::parse(sale).unwrap();
+        let events = keys(sale).events();
+        // Copied and deleted from the stream, and the last change in the
+        // log (seqs may jump: see `recovery::SEQ_GAP`).
         let log = eventually(Duration::from_secs(10), || async {
+            let uncopied: i64 = self.redis().xlen(&events).await.unwrap();
+            if uncopied > 0 {
+                return None;
+            }
             let log = self.mongo.event_log(&id).await.unwrap();
-            (log.len() as i64 >= seq).then_some(log)
+            log.iter().any(|e| e.seq >= seq).then_some(log)
         })
         .await;
         log.unwrap_or_else(|| panic!("the event log reached seq {seq}"))
+    }
+
+    /// The sale's live state and stream as Redis has them now, to put back
+    /// with `roll_back`: Redis coming back older than it was.
+    pub async fn save_state(&self, sale: &str) -> SavedState {
+        let keys = keys(sale);
+        let mut conn = self.redis();
+        let mut saved = Vec::new();
+        for key in keys.live_state().into_iter().chain([keys.events()]) {
+            let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            saved.push((key, dump));
+        }
+        SavedState(saved)
+    }
+
+    pub async fn roll_back(&self, saved: &SavedState) {
+        let mut conn = self.redis();
+        for (key, dump) in &saved.0 {
+            match dump {
+                Some(bytes) => {
+                    let _: () = redis::cmd("RESTORE")
+                        .arg(key)
+                        .arg(0)
+                        .arg(bytes.as_slice())
+                        .arg("REPLACE")
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                }
+                None => {
+                    let _: () = conn.del(key).await.unwrap();
+                }
+            }
+        }
     }
 
     pub async fn redis_sale(&self, sale: &str) -> HashMap<String, String> {

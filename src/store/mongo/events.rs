@@ -470,8 +470,14 @@ impl Mongo {
     }
 
     /// What a sale's waiting list went through, in seq order: joins,
-    /// leaves, promotions and how they ended, closure.
-    pub async fn waitlist_events(&self, sale: &SaleId) -> Result<Vec<StockEventDoc>, StoreError> {
+    /// leaves, promotions and how they ended, closure, and the rebuilds
+    /// (`restored`) that reset it. Of the batches up to `upto` only (the
+    /// log as a rebuild read its tail), the older log whole.
+    pub async fn waitlist_events(
+        &self,
+        sale: &SaleId,
+        upto: i64,
+    ) -> Result<Vec<StockEventDoc>, StoreError> {
         let kinds = [
             "waitlist_joined",
             "waitlist_left",
@@ -480,11 +486,16 @@ impl Mongo {
             "cancelled",
             "expired",
             "sale_closed",
+            "line_reopened",
+            "restored",
         ];
-        self.changes_where(sale, doc! {"kind": {"$in": kinds.as_slice()}}, |c| {
-            kinds.contains(&c.kind.as_str())
-        })
-        .await
+        let mut changes = self
+            .changes_where(sale, doc! {"kind": {"$in": kinds.as_slice()}}, |c| {
+                kinds.contains(&c.kind.as_str())
+            })
+            .await?;
+        changes.retain(|c| c.batch <= upto);
+        Ok(changes)
     }
 
     /// Whether the log holds a change whose fields match `filter`.
@@ -532,10 +543,14 @@ impl Mongo {
         log.extend(
             batches
                 .into_iter()
-                .flat_map(|b| b.changes)
-                .filter(|c| keep(c))
-                .map(|mut c| {
+                .flat_map(|b| {
+                    let n = b.n;
+                    b.changes.into_iter().map(move |c| (n, c))
+                })
+                .filter(|(_, c)| keep(c))
+                .map(|(n, mut c)| {
                     c.sale_id = id.to_owned();
+                    c.batch = n;
                     c
                 }),
         );

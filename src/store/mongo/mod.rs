@@ -179,6 +179,15 @@ pub struct StockEventDoc {
     /// again: the seq it came with (it is recorded under a fresh one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restamped_from: Option<i64>,
+    /// A `restored` change's read of the log: the rebuild that made it
+    /// read the batches up to this one, and nothing after (see
+    /// `recovery::replay_line`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_n: Option<i64>,
+    /// The batch this change was read from (0: the older log). Not stored:
+    /// set when the log is read.
+    #[serde(skip)]
+    pub batch: i64,
     pub available: i64,
     pub held: i64,
     pub sold: i64,

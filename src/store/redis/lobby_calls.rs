@@ -76,7 +76,8 @@ impl Redis {
             .arg(&settings.commit)
             .arg(i64::from(restored.lobby.drawn))
             .arg(restored.lobby.draw_count)
-            .arg(settings.payment_ms);
+            .arg(settings.payment_ms)
+            .arg(restored.log_n);
         self.run(&call).await
     }
 

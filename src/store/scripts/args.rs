@@ -50,8 +50,12 @@ pub struct Restored<'a> {
     pub sold: i64,
     /// The next never-issued serial.
     pub next: i64,
-    /// The last change recorded in MongoDB: seq carries on from it.
+    /// Where this copy's seqs carry on from: past the last change
+    /// recorded in MongoDB (see `recovery::SEQ_GAP`).
     pub seq: i64,
+    /// The last batch of the log the rebuild read (its `restored` change
+    /// says so).
+    pub log_n: i64,
     /// The last join ticket handed out, so new joiners queue behind.
     pub last_ticket: i64,
     pub line_closed: bool,
