@@ -188,10 +188,7 @@ async fn confirm_then_flush(
         tokio::spawn(async move { app.confirm(&rid, "inflight").await.status().as_u16() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut app.redis())
-        .await
-        .unwrap();
+    app.flush_redis().await;
     (app, confirm)
 }
 
@@ -255,10 +252,7 @@ async fn a_rebuild_that_outlived_its_lock_changes_nothing() {
         .await;
     let sold = hold(&fast, &sale, "early", 2).await;
     assert_eq!(fast.confirm(&sold, "early").await.status(), 201);
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut fast.redis())
-        .await
-        .unwrap();
+    fast.flush_redis().await;
 
     // The slow instance starts rebuilding and stalls past its lock.
     let slow = std::sync::Arc::new(slow);
@@ -301,10 +295,7 @@ async fn the_waiting_list_survives_a_flushed_redis_in_its_order() {
     assert_eq!(leave(&app, &sale, "w2").await.status(), 204);
     app.stock_events(&sale).await; // the log has every join and the leave
 
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut app.redis())
-        .await
-        .unwrap();
+    app.flush_redis().await;
     // The holder's hold is lost with Redis: its unit goes to the head.
     assert_eq!(app.get_sale(&sale).await["sold"], 1);
     assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
@@ -340,20 +331,14 @@ async fn a_place_asked_or_a_leave_right_after_a_flush_meets_the_rebuilt_line() {
         assert_eq!(join(&app, &sale, buyer, 1).await.status(), 201);
     }
     app.stock_events(&sale).await;
-    let flush = || async {
-        let _: () = redis::cmd("FLUSHALL")
-            .query_async(&mut app.redis())
-            .await
-            .unwrap();
-    };
 
-    flush().await;
+    app.flush_redis().await;
     // The holder's hold is lost: w0 has the unit, w1 is first in line.
     assert_eq!(waitlist_me(&app, &sale, "w1").await["position"], 1);
     assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
     app.stock_events(&sale).await;
 
-    flush().await;
+    app.flush_redis().await;
     assert_eq!(leave(&app, &sale, "w2").await.status(), 204);
     assert_eq!(waitlist_me(&app, &sale, "w2").await["status"], "not_listed");
     assert_eq!(app.get_sale(&sale).await["waitlist_length"], 1);
@@ -407,10 +392,7 @@ async fn a_join_copied_after_a_rebuild_read_the_log_does_not_reorder_the_line() 
     })
     .await;
     assert!(in_flight.is_some(), "the persister read c's join");
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut app.redis())
-        .await
-        .unwrap();
+    app.flush_redis().await;
     // The rebuild reads the log without c's join; the holder's unit goes
     // to the head of the line.
     assert_eq!(waitlist_me(&app, &sale, "w0").await["status"], "promoted");
@@ -440,10 +422,7 @@ async fn a_join_copied_after_a_rebuild_read_the_log_does_not_reorder_the_line() 
 
     // A later rebuild replays the same line: c does not come back ahead
     // of d, and d (whose hold Redis lost) gets the unit again.
-    let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut app.redis())
-        .await
-        .unwrap();
+    app.flush_redis().await;
     assert_eq!(waitlist_me(&app, &sale, "c").await["status"], "not_listed");
     promoted("d").await;
     app.stock_events(&sale).await;

@@ -633,6 +633,15 @@ impl TestApp {
         log.unwrap_or_else(|| panic!("the event log reached seq {seq}"))
     }
 
+    /// Redis loses everything (the app's own Redis: tests that flush
+    /// start one).
+    pub async fn flush_redis(&self) {
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut self.redis())
+            .await
+            .unwrap();
+    }
+
     /// The sale's live state and stream as Redis has them now, to put back
     /// with `roll_back`: Redis coming back older than it was.
     pub async fn save_state(&self, sale: &str) -> SavedState {
