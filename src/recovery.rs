@@ -339,7 +339,7 @@ pub fn replay_line<'a>(events: impl IntoIterator<Item = &'a StockEventDoc>) -> L
         line,
         promoted,
         closed,
-    } = replay(&events);
+    } = replay(&events, &mut HashMap::new());
     let last_ticket = events
         .iter()
         .filter(|e| e.kind == "waitlist_joined")
@@ -365,14 +365,17 @@ pub fn read_by(restored: &StockEventDoc, change: &StockEventDoc) -> bool {
 }
 
 /// The line as replayed: waiters by buyer, live promotions by hold.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Replayed {
     line: HashMap<String, Waiter>,
     promoted: HashMap<String, Waiter>,
     closed: bool,
 }
 
-fn replay(events: &[&StockEventDoc]) -> Replayed {
+/// `rebuilt` keeps the line each `restored` change (by seq) started over
+/// from: what its rebuild read is the same in every replay that reaches
+/// it, so each is replayed once however many rebuilds follow.
+fn replay(events: &[&StockEventDoc], rebuilt: &mut HashMap<i64, Replayed>) -> Replayed {
     let mut state = Replayed::default();
     for (i, e) in events.iter().enumerate() {
         if e.restamped_from.is_some() {
@@ -381,18 +384,25 @@ fn replay(events: &[&StockEventDoc]) -> Replayed {
         let buyer = e.buyer.clone().unwrap_or_default();
         match e.kind.as_str() {
             "restored" if e.log_n.is_some() => {
-                let read: Vec<&StockEventDoc> = events[..i]
-                    .iter()
-                    .copied()
-                    .filter(|c| read_by(e, c))
-                    .collect();
-                state = replay(&read);
-                // The rebuild put buyers whose promotion was live back in
-                // line.
-                let promoted = std::mem::take(&mut state.promoted);
-                for w in promoted.into_values() {
-                    state.line.insert(w.buyer.clone(), w);
-                }
+                state = match rebuilt.get(&e.seq) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let read: Vec<&StockEventDoc> = events[..i]
+                            .iter()
+                            .copied()
+                            .filter(|c| read_by(e, c))
+                            .collect();
+                        let mut read = replay(&read, rebuilt);
+                        // The rebuild put buyers whose promotion was live
+                        // back in line.
+                        let promoted = std::mem::take(&mut read.promoted);
+                        for w in promoted.into_values() {
+                            read.line.insert(w.buyer.clone(), w);
+                        }
+                        rebuilt.insert(e.seq, read.clone());
+                        read
+                    }
+                };
             }
             "waitlist_joined" => {
                 state.line.insert(
@@ -506,5 +516,21 @@ mod tests {
             .map(|w| w.buyer)
             .collect();
         assert_eq!(order, ["a", "c", "d"]);
+
+        // A second rebuild read batches up to 4; f's join landed after it.
+        let mut again = event(2 * SEQ_GAP, "restored", "", None);
+        again.log_n = Some(4);
+        let mut events = events.to_vec();
+        events.extend([
+            in_batch(5, event(SEQ_GAP + 6, "waitlist_joined", "f", None)),
+            in_batch(6, again),
+            in_batch(6, event(2 * SEQ_GAP + 1, "waitlist_joined", "g", None)),
+        ]);
+        let order: Vec<String> = replay_line(&events)
+            .waiters
+            .into_iter()
+            .map(|w| w.buyer)
+            .collect();
+        assert_eq!(order, ["a", "d", "g"]);
     }
 }
