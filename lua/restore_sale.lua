@@ -14,7 +14,8 @@
 --   stagebought stagewait stagewaitq stageearly stagelobby stagelobbyin
 --   stageadmitted stageadmitdue returned stagereturned
 -- ARGV[1] publish command and channel  ARGV[2] lock token
--- ARGV[3] `absent`, or the seq MongoDB has recorded: the sale is replaced
+-- ARGV[3] `absent`; `copy:<epoch>`: the sale is replaced only while its
+-- copy is that one; or the seq MongoDB has recorded: the sale is replaced
 -- only while its own seq is below it
 -- ARGV[4] total  ARGV[5] per-buyer limit  ARGV[6] starts (ms)  ARGV[7] ends
 -- (ms)  ARGV[8] hold (ms)  ARGV[9] closed (0|1)  ARGV[10] units sold
@@ -31,9 +32,14 @@
 -- Replies (r): restored | lost | exists | changed
 if redis.call('GET', K.restore) ~= ARGV[2] then return fd_reply({r = 'lost'}) end
 local exists = redis.call('EXISTS', K.sale) == 1
+local copy = string.match(ARGV[3], '^copy:(.+)$')
 if ARGV[3] == 'absent' then
   if exists then return fd_reply({r = 'exists'}) end
-elseif not exists or fd_num(redis.call('HGET', K.sale, 'seq')) >= tonumber(ARGV[3]) then
+elseif not exists then
+  return fd_reply({r = 'changed'})
+elseif copy then
+  if redis.call('HGET', K.sale, 'epoch') ~= copy then return fd_reply({r = 'changed'}) end
+elseif fd_num(redis.call('HGET', K.sale, 'seq')) >= tonumber(ARGV[3]) then
   return fd_reply({r = 'changed'})
 end
 redis.call('UNLINK', K.sale, K.holds, K.deadlines, K.ended, K.free, K.taken,

@@ -103,29 +103,36 @@ impl Persister {
             log.tail = self.store.mongo.log_tail(sale, log.tail).await?;
         }
         log.passes += 1;
-        let reused = self.persist_sale(sale, consumer, groups, log).await?;
-        let redis_seq = self.store.redis.sale_seq(sale).await?;
-        let behind = redis_seq.is_some_and(|seq| seq < log.tail.top);
-        if reused || behind {
-            tracing::error!(sale_id = %sale, ?redis_seq, recorded = log.tail.top, "Redis is older than the event log; rebuilding the sale");
-            if let Some(doc) = self.store.mongo.find_sale(sale).await? {
-                self.recovery
-                    .rebuild(&doc, Lost::StaleBelow(log.tail.top))
-                    .await?;
-            }
+        let stale = self.persist_sale(sale, consumer, groups, log).await?;
+        let (redis_seq, epoch) = self.store.redis.sale_seq_epoch(sale).await?;
+        // Behind what a copy of the sale handed out, or the copy in Redis
+        // now reused a recorded seq. A change of a copy that was replaced
+        // since (copied late) says nothing of the one in Redis now.
+        let behind = redis_seq.is_some_and(|seq| seq < log.tail.made);
+        let reused = epoch.is_some() && stale.contains(&epoch);
+        let lost = match epoch {
+            Some(epoch) if behind || reused => Lost::StaleCopy(epoch),
+            // Entries that do not say which copy made them.
+            _ if stale.contains(&None) => Lost::StaleBelow(log.tail.top),
+            _ => return Ok(()),
+        };
+        tracing::error!(sale_id = %sale, ?redis_seq, recorded = log.tail.made, "Redis is older than the event log; rebuilding the sale");
+        if let Some(doc) = self.store.mongo.find_sale(sale).await? {
+            self.recovery.rebuild(&doc, lost).await?;
         }
         Ok(())
     }
 
-    /// Copies the sale's pending changes; true when Redis handed out a seq
-    /// the log had recorded for another change.
+    /// Copies the sale's pending changes; returns the copies of the sale
+    /// (their epochs) that handed out a seq the log had recorded for
+    /// another change.
     async fn persist_sale(
         &self,
         sale: &SaleId,
         consumer: &str,
         groups: &mut HashSet<SaleId>,
         log: &mut Log,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<Option<String>>, StoreError> {
         let redis = &self.store.redis;
         if !groups.contains(sale) {
             redis.ensure_event_group(sale).await?;
@@ -135,30 +142,35 @@ impl Persister {
         let claimed = redis
             .claim_stale_events(sale, consumer, self.claim_idle.as_millis() as u64, BATCH)
             .await?;
-        let mut reused = self.store_entries(sale, claimed, log).await?;
+        let mut stale = self.store_entries(sale, claimed, log).await?;
         loop {
             let entries = redis.read_new_events(sale, consumer, BATCH).await?;
             let n = entries.len();
             if let Some(pause) = self.pause.filter(|_| n > 0) {
                 tokio::time::sleep(pause).await;
             }
-            reused |= self.store_entries(sale, entries, log).await?;
+            for copy in self.store_entries(sale, entries, log).await? {
+                if !stale.contains(&copy) {
+                    stale.push(copy);
+                }
+            }
             if n < BATCH {
-                return Ok(reused);
+                return Ok(stale);
             }
         }
     }
 
     /// Writes entries to MongoDB as one batch of the log, then acknowledges
-    /// and deletes them in Redis; true when some reused a recorded seq.
+    /// and deletes them in Redis; returns the copies of the sale that made
+    /// those of them that reused a recorded seq.
     async fn store_entries(
         &self,
         sale: &SaleId,
         entries: StreamEntries,
         log: &mut Log,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Vec<Option<String>>, StoreError> {
         if entries.is_empty() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let docs = &entries.events;
         // A sell-out's `sale.sold_out` message: staged before, ready after.
@@ -191,6 +203,6 @@ impl Persister {
             }
         }
         self.store.redis.ack_events(sale, &entries).await?;
-        Ok(recorded.restamped > 0)
+        Ok(recorded.stale)
     }
 }

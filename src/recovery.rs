@@ -21,7 +21,9 @@ use crate::{
         Store, StoreError, keys,
         mongo::{DrawChunkDoc, DrawDoc, LobbyEntryDoc, LogTail, SaleDoc, StockEventDoc},
         redis::{LobbyAdmission, LobbyStage, Staging, Waiter},
-        scripts::{LiveSettings, LobbyCounts, LobbyWaiter, RestoreReply, Restored, SaleReply},
+        scripts::{
+            LiveSettings, LobbyCounts, LobbyWaiter, Replaces, RestoreReply, Restored, SaleReply,
+        },
     },
 };
 
@@ -42,13 +44,16 @@ pub struct Recovery {
 }
 
 /// What a rebuild replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lost {
     /// Redis has no sale at all.
     Everything,
     /// Redis has the sale, older than MongoDB knows it: its seq is below
     /// this one, the last MongoDB has recorded.
     StaleBelow(i64),
+    /// Redis has a copy of the sale that came back older than it was:
+    /// this one (its epoch), replaced only while it is still in Redis.
+    StaleCopy(String),
 }
 
 impl Recovery {
@@ -235,11 +240,12 @@ impl Recovery {
             line_closed: line.closed || doc.closed_at.is_some(),
             lobby: lobby_counts,
         };
-        let expect = match lost {
-            Lost::Everything => None,
-            Lost::StaleBelow(seq) => Some(seq),
+        let replaces = match &lost {
+            Lost::Everything => Replaces::Absent,
+            Lost::StaleBelow(seq) => Replaces::Below(*seq),
+            Lost::StaleCopy(epoch) => Replaces::Copy(epoch),
         };
-        match redis.restore_sale(sale, token, expect, &restored).await? {
+        match redis.restore_sale(sale, token, replaces, &restored).await? {
             RestoreReply::Restored => {
                 tracing::warn!(sale_id = %sale, sold = units_sold, waiting = line.waiters.len(), ?lost, "sale state rebuilt from MongoDB");
                 Ok(())
@@ -454,6 +460,7 @@ mod tests {
             restamped_from: None,
             log_n: None,
             batch: 0,
+            epoch: None,
             available: 0,
             held: 0,
             sold: 0,

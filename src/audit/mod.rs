@@ -287,7 +287,14 @@ pub async fn audit_dump(
     if seqs.len() != log.len() {
         problems.push(format!("{} changes share seqs", log.len() - seqs.len()));
     }
-    let last = log.iter().map(|e| e.seq).max().unwrap_or(0);
+    // The last seq a copy in Redis handed out: a change kept under a fresh
+    // seq may have one above it.
+    let last = log
+        .iter()
+        .filter(|e| e.restamped_from.is_none())
+        .map(|e| e.seq)
+        .max()
+        .unwrap_or(0);
     if !redis.sale.is_empty() && redis.unpersisted == 0 {
         // The log was read after the dump: it has at least what Redis had
         // then, and at most what Redis has made since.

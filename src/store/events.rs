@@ -200,6 +200,8 @@ struct Emitted {
     ticket: Option<i64>,
     #[serde(default)]
     log_n: Option<i64>,
+    #[serde(default)]
+    epoch: Option<String>,
 }
 
 /// The stream entry `fd_emit` in `lua/prelude.lua` wrote, as a document:
@@ -220,6 +222,7 @@ fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
             rid: field_str(e, "rid"),
             ticket: field_i64(e, "ticket"),
             log_n: None,
+            epoch: None,
         },
     };
     let Emitted { seq, kind, ts, .. } = emitted;
@@ -234,6 +237,7 @@ fn event_of(sale: &SaleId, e: &StreamId) -> Option<StockEventDoc> {
         restamped_from: None,
         log_n: emitted.log_n,
         batch: 0,
+        epoch: emitted.epoch,
         available: emitted.available,
         held: emitted.held,
         sold: emitted.sold,

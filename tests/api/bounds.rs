@@ -350,7 +350,14 @@ async fn no_script_call_does_more_than_a_few_milliseconds_of_work_at_the_worst_c
     let t = work(
         &mut conn,
         &snap,
-        || redis.restore_sale(&big, token, Some(i64::MAX), &restored),
+        || {
+            redis.restore_sale(
+                &big,
+                token,
+                flashdrop::store::scripts::Replaces::Below(i64::MAX),
+                &restored,
+            )
+        },
         |r| matches!(r, Ok(flashdrop::store::scripts::RestoreReply::Restored)),
     )
     .await;

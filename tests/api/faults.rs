@@ -556,6 +556,81 @@ async fn a_join_taken_on_a_stale_copy_is_kept_in_the_log_but_not_in_the_line() {
     panic!("the stale copy never took a join before the rebuild");
 }
 
+/// A stale copy's change copied after the rebuild that replaced the copy
+/// (it was made while an earlier one was being copied) is kept under a
+/// fresh seq, and that is all: the sale is not rebuilt a second time, so a
+/// hold made on the rebuilt copy stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_change_copied_after_the_rebuild_does_not_rebuild_the_sale_again() {
+    use redis::AsyncCommands;
+    let server = crate::helpers::RedisServer::start();
+    let url = server.url.clone();
+    let app = spawn_app_with(|s| {
+        on_redis(s, &url);
+        s.fault_copy_pause = Some(Duration::from_millis(1500));
+    })
+    .await;
+    let sale = app
+        .create_sale(json!({"total": 20, "per_user_limit": 1}))
+        .await;
+    hold(&app, &sale, "h1", 1).await;
+    app.stock_events(&sale).await;
+    let saved = app.save_state(&sale).await;
+    hold(&app, &sale, "h2", 1).await;
+    hold(&app, &sale, "h3", 1).await;
+    app.stock_events(&sale).await;
+
+    app.roll_back(&saved).await;
+    // x's change reuses h2's seq; the persister reads it and, while it
+    // waits to copy it, y's change (reusing h3's) comes.
+    hold(&app, &sale, "x", 1).await;
+    let events = crate::helpers::keys(&sale).events();
+    let read = eventually(Duration::from_secs(10), || {
+        let mut conn = app.redis();
+        let events = events.clone();
+        async move {
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(&events)
+                .arg("persist")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let redis::Value::Array(summary) = pending else {
+                return None;
+            };
+            matches!(summary.first(), Some(redis::Value::Int(n)) if *n > 0).then_some(())
+        }
+    })
+    .await;
+    assert!(read.is_some(), "the persister read x's change");
+    let y = app.reserve(&sale, "y", 1).await;
+    assert_eq!(y.status(), 201);
+    // The rebuild: the stale copy's holds are gone.
+    let epoch = |app: &crate::helpers::TestApp| {
+        let mut conn = app.redis();
+        let key = crate::helpers::keys(&sale).sale();
+        async move {
+            let epoch: Option<String> = conn.hget(key, "epoch").await.unwrap();
+            epoch
+        }
+    };
+    let stale_epoch = epoch(&app).await;
+    let rebuilt = eventually(Duration::from_secs(10), || async {
+        let now = epoch(&app).await;
+        (now.is_some() && now != stale_epoch).then_some(now)
+    })
+    .await
+    .expect("the sale was rebuilt");
+    let z = hold(&app, &sale, "z", 1).await;
+    app.stock_events(&sale).await;
+    let log = app.stock_events(&sale).await;
+    let restored = log.iter().filter(|c| c.kind == "restored").count();
+    assert_eq!(restored, 1, "one rebuild");
+    assert_eq!(epoch(&app).await, rebuilt);
+    assert_eq!(app.reservation(&z, "z").await["status"], "held");
+    app.check_invariants(&sale).await;
+}
+
 /// One sale the reaper cannot reap (its Redis state is corrupt) holds up
 /// no other sale's expiry.
 #[tokio::test]

@@ -166,6 +166,7 @@ fn change(seq: i64, writer: &str) -> StockEventDoc {
         restamped_from: None,
         log_n: None,
         batch: 0,
+        epoch: None,
         available: 1000 - seq,
         held: seq,
         sold: 0,
@@ -182,8 +183,9 @@ async fn record(
     changes: &[StockEventDoc],
     tail: &mut LogTail,
 ) -> (usize, usize) {
-    let Recorded { copies, restamped } =
-        app.mongo.record_changes(sale, changes, tail).await.unwrap();
+    let Recorded {
+        copies, restamped, ..
+    } = app.mongo.record_changes(sale, changes, tail).await.unwrap();
     (copies, restamped)
 }
 
@@ -396,6 +398,7 @@ async fn the_summary_counts_each_batchs_tally_and_reads_changes_only_of_batches_
         n: 2,
         top: 7,
         legacy: 0,
+        made: 7,
     };
     let last = [at(8, "confirmed", 3, 104), at(9, "sale_closed", 3, 104)];
     mongo.record_changes(&sale, &last, &mut tail).await.unwrap();

@@ -60,6 +60,11 @@ pub struct StockBatchDoc {
     /// The lowest and highest seq in this batch.
     pub first: i64,
     pub last: i64,
+    /// The highest seq a copy in Redis handed out, in the log with this
+    /// batch (`top` without fresh seqs; batches written before it existed
+    /// have none, and `top` stands for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made: Option<i64>,
     pub changes: Vec<StockEventDoc>,
     /// What the summary counts of `changes`, written with them, so the
     /// summary reads this instead of every change. Batches written before
@@ -144,13 +149,16 @@ fn makes_hold(kind: &str) -> bool {
 }
 
 /// What a writer knows of a sale's log: its last batch, its highest seq
-/// (of the batches and the older log alike), and the highest seq in the
-/// older log of one document per change.
+/// (of the batches and the older log alike), the highest seq in the
+/// older log of one document per change, and the highest seq a copy of
+/// the sale in Redis handed out (`top` without the fresh seqs changes
+/// were kept under): a copy whose seq is below it came back older.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LogTail {
     pub n: i64,
     pub top: i64,
     pub legacy: i64,
+    pub made: i64,
 }
 
 /// What recording a batch of changes came to.
@@ -162,6 +170,9 @@ pub struct Recorded {
     /// recorded under fresh seqs above the log's highest, with
     /// `restamped_from` the seq they came with.
     pub restamped: usize,
+    /// The copies of the sale (their epochs; none: an entry that did not
+    /// say) that made those changes.
+    pub stale: Vec<Option<String>>,
 }
 
 /// A batch's head, without its changes.
@@ -169,6 +180,7 @@ pub struct Recorded {
 struct BatchHead {
     n: i64,
     top: i64,
+    made: Option<i64>,
 }
 
 /// A batch with only the fields the summary counts.
@@ -249,6 +261,7 @@ impl Mongo {
             if written {
                 tail.n = batch.n;
                 tail.top = batch.top;
+                tail.made = batch.made.unwrap_or(batch.top);
                 return Ok(recorded);
             }
             // Another writer took the place (or this one did, and the
@@ -312,6 +325,11 @@ impl Mongo {
         let kept_top = batch.iter().map(|c| c.seq).max().unwrap_or(0);
         let fresh = tail.top.max(kept_top) + 1..;
         outcome.restamped = again.len();
+        for change in &again {
+            if !outcome.stale.contains(&change.epoch) {
+                outcome.stale.push(change.epoch.clone());
+            }
+        }
         for (seq, mut change) in fresh.zip(again) {
             change.restamped_from.get_or_insert(change.seq);
             change.seq = seq;
@@ -326,6 +344,7 @@ impl Mongo {
             sale_id: sale.to_string(),
             n: tail.n + 1,
             top: tail.top.max(last),
+            made: Some(tail.made.max(kept_top)),
             first,
             last,
             tally: Some(BatchTally::of(batch.iter().map(StockEventDoc::counted))),
@@ -440,7 +459,7 @@ impl Mongo {
                 .stock_batches
                 .clone_with_type::<BatchHead>()
                 .find_one(doc! {"sale_id": id, "n": {"$gt": known.n}})
-                .projection(doc! {"_id": 0, "n": 1, "top": 1})
+                .projection(doc! {"_id": 0, "n": 1, "top": 1, "made": 1})
                 .sort(doc! {"n": -1})
                 .await?;
             let legacy = self
@@ -449,11 +468,14 @@ impl Mongo {
                 .sort(doc! {"seq": -1})
                 .await?
                 .map_or(known.legacy, |e| e.seq);
-            let (n, top) = head.map_or((known.n, known.top), |h| (h.n, h.top));
+            let (n, top, made) = head.map_or((known.n, known.top, known.made), |h| {
+                (h.n, h.top, h.made.unwrap_or(h.top))
+            });
             Ok(LogTail {
                 n,
                 top: top.max(known.top).max(legacy),
                 legacy,
+                made: made.max(known.made).max(legacy),
             })
         })
         .await

@@ -188,6 +188,10 @@ pub struct StockEventDoc {
     /// set when the log is read.
     #[serde(skip)]
     pub batch: i64,
+    /// The copy of the sale in Redis that made this change, as its stream
+    /// entry says (none: an entry that does not say). Not stored.
+    #[serde(skip)]
+    pub epoch: Option<String>,
     pub available: i64,
     pub held: i64,
     pub sold: i64,

@@ -37,7 +37,7 @@ impl Redis {
         &self,
         sale: &SaleId,
         token: &str,
-        stale_below: Option<i64>,
+        replaces: Replaces<'_>,
         restored: &Restored<'_>,
     ) -> Result<RestoreReply, StoreError> {
         let keys = SaleKeys::new(sale);
@@ -48,7 +48,11 @@ impl Redis {
         let settings = restored.settings;
         call.arg(self.announce(&keys))
             .arg(token)
-            .arg(stale_below.map_or("absent".to_owned(), |s| s.to_string()))
+            .arg(match replaces {
+                Replaces::Absent => "absent".to_owned(),
+                Replaces::Below(seq) => seq.to_string(),
+                Replaces::Copy(epoch) => format!("copy:{epoch}"),
+            })
             .arg(settings.total)
             .arg(settings.per_user_limit)
             .arg(settings.starts_ms)

@@ -221,6 +221,17 @@ impl Redis {
         Ok(self.conn().hget(SaleKeys::new(sale).sale(), "seq").await?)
     }
 
+    /// The sale's seq and the epoch of its copy in Redis, read together.
+    pub async fn sale_seq_epoch(
+        &self,
+        sale: &SaleId,
+    ) -> Result<(Option<i64>, Option<String>), StoreError> {
+        Ok(self
+            .conn()
+            .hmget(SaleKeys::new(sale).sale(), &["seq", "epoch"])
+            .await?)
+    }
+
     /// The version of the sale's settings Redis has, if it has the sale.
     pub async fn sale_version(&self, sale: &SaleId) -> Result<Option<i64>, StoreError> {
         let (exists, version): (bool, Option<i64>) = redis::pipe()

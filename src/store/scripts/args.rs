@@ -42,6 +42,17 @@ pub struct LiveSettings {
     pub payment_ms: i64,
 }
 
+/// Which copy of a sale a rebuild replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaces<'a> {
+    /// None: Redis has no sale.
+    Absent,
+    /// The copy whose seq is below this one (the seq MongoDB recorded).
+    Below(i64),
+    /// The copy of this epoch, whatever its seq.
+    Copy(&'a str),
+}
+
 /// The sale hash of a rebuilt sale; the rest is staged.
 #[derive(Debug)]
 pub struct Restored<'a> {
