@@ -112,8 +112,9 @@ impl Persister {
         let reused = epoch.is_some() && stale.contains(&epoch);
         let lost = match epoch {
             Some(epoch) if behind || reused => Lost::StaleCopy(epoch),
-            // Entries that do not say which copy made them.
-            _ if stale.contains(&None) => Lost::StaleBelow(log.tail.top),
+            // A copy, or entries, that do not say which copy they are.
+            None if behind => Lost::StaleBelow(log.tail.made),
+            _ if stale.contains(&None) => Lost::StaleBelow(log.tail.made),
             _ => return Ok(()),
         };
         tracing::error!(sale_id = %sale, ?redis_seq, recorded = log.tail.made, "Redis is older than the event log; rebuilding the sale");

@@ -221,15 +221,17 @@ impl Redis {
         Ok(self.conn().hget(SaleKeys::new(sale).sale(), "seq").await?)
     }
 
-    /// The sale's seq and the epoch of its copy in Redis, read together.
+    /// The sale's seq and the epoch of its copy in Redis, read together
+    /// (no epoch: a copy that does not say).
     pub async fn sale_seq_epoch(
         &self,
         sale: &SaleId,
     ) -> Result<(Option<i64>, Option<String>), StoreError> {
-        Ok(self
+        let (seq, epoch): (Option<i64>, Option<String>) = self
             .conn()
             .hmget(SaleKeys::new(sale).sale(), &["seq", "epoch"])
-            .await?)
+            .await?;
+        Ok((seq, epoch.filter(|e| !e.is_empty())))
     }
 
     /// The version of the sale's settings Redis has, if it has the sale.
