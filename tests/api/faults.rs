@@ -373,25 +373,10 @@ async fn a_join_copied_after_a_rebuild_read_the_log_does_not_reorder_the_line() 
     // c joins; its change is read by the persister, then Redis is lost
     // while the copy waits.
     assert_eq!(join(&app, &sale, "c", 1).await.status(), 201);
-    let events = crate::helpers::keys(&sale).events();
-    let in_flight = eventually(Duration::from_secs(10), || {
-        let mut conn = app.redis();
-        let events = events.clone();
-        async move {
-            let pending: redis::Value = redis::cmd("XPENDING")
-                .arg(&events)
-                .arg("persist")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let redis::Value::Array(summary) = pending else {
-                return None;
-            };
-            matches!(summary.first(), Some(redis::Value::Int(n)) if *n > 0).then_some(())
-        }
-    })
-    .await;
-    assert!(in_flight.is_some(), "the persister read c's join");
+    assert!(
+        app.copy_in_flight(&sale).await,
+        "the persister read c's join"
+    );
     app.flush_redis().await;
     // The rebuild reads the log without c's join; the holder's unit goes
     // to the head of the line.
@@ -584,25 +569,10 @@ async fn a_stale_change_copied_after_the_rebuild_does_not_rebuild_the_sale_again
     // x's change reuses h2's seq; the persister reads it and, while it
     // waits to copy it, y's change (reusing h3's) comes.
     hold(&app, &sale, "x", 1).await;
-    let events = crate::helpers::keys(&sale).events();
-    let read = eventually(Duration::from_secs(10), || {
-        let mut conn = app.redis();
-        let events = events.clone();
-        async move {
-            let pending: redis::Value = redis::cmd("XPENDING")
-                .arg(&events)
-                .arg("persist")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let redis::Value::Array(summary) = pending else {
-                return None;
-            };
-            matches!(summary.first(), Some(redis::Value::Int(n)) if *n > 0).then_some(())
-        }
-    })
-    .await;
-    assert!(read.is_some(), "the persister read x's change");
+    assert!(
+        app.copy_in_flight(&sale).await,
+        "the persister read x's change"
+    );
     let y = app.reserve(&sale, "y", 1).await;
     assert_eq!(y.status(), 201);
     // The rebuild: the stale copy's holds are gone.

@@ -642,6 +642,26 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Waits (up to 10 s) until the persister has read one of the sale's
+    /// changes and not yet acknowledged it: a copy in flight.
+    pub async fn copy_in_flight(&self, sale: &str) -> bool {
+        let events = keys(sale).events();
+        eventually(Duration::from_secs(10), || async {
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(&events)
+                .arg("persist")
+                .query_async(&mut self.redis())
+                .await
+                .unwrap();
+            let redis::Value::Array(summary) = pending else {
+                return None;
+            };
+            matches!(summary.first(), Some(redis::Value::Int(n)) if *n > 0).then_some(())
+        })
+        .await
+        .is_some()
+    }
+
     /// The sale's live state and stream as Redis has them now, to put back
     /// with `roll_back`: Redis coming back older than it was.
     pub async fn save_state(&self, sale: &str) -> SavedState {
