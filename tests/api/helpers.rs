@@ -619,15 +619,40 @@ impl TestApp {
         let seq: i64 = self.redis_sale(sale).await["seq"].parse().unwrap();
         let id = SaleId::parse(sale).unwrap();
         let events = keys(sale).events();
-        // Copied and deleted from the stream, and the last change in the
-        // log (seqs may jump: see `recovery::SEQ_GAP`).
+        // The last change is in the log (seqs may jump: see
+        // `recovery::SEQ_GAP`), and so is every change the stream still
+        // holds (an entry stays until acknowledged, maybe for as long as a
+        // dead consumer's claim takes, after a failover).
         let log = eventually(Duration::from_secs(10), || async {
-            let uncopied: i64 = self.redis().xlen(&events).await.unwrap();
-            if uncopied > 0 {
+            let log = self.mongo.event_log(&id).await.unwrap();
+            if !log.iter().any(|e| e.seq >= seq) {
                 return None;
             }
-            let log = self.mongo.event_log(&id).await.unwrap();
-            log.iter().any(|e| e.seq >= seq).then_some(log)
+            let recorded: std::collections::HashSet<(i64, &str, Option<&str>)> = log
+                .iter()
+                .flat_map(|e| {
+                    let kept = (e.kind.as_str(), e.reservation_id.as_deref());
+                    [Some(e.seq), e.restamped_from]
+                        .into_iter()
+                        .flatten()
+                        .map(move |seq| (seq, kept.0, kept.1))
+                })
+                .collect();
+            let held: redis::streams::StreamRangeReply =
+                self.redis().xrange_all(&events).await.unwrap();
+            let uncopied = held.ids.iter().any(|entry| {
+                let change: Value = entry
+                    .get::<String>("e")
+                    .and_then(|e| serde_json::from_str(&e).ok())
+                    .unwrap_or_default();
+                let key = (
+                    change["seq"].as_i64().unwrap_or(-1),
+                    change["kind"].as_str().unwrap_or_default(),
+                    change["rid"].as_str(),
+                );
+                !recorded.contains(&key)
+            });
+            (!uncopied).then_some(log)
         })
         .await;
         log.unwrap_or_else(|| panic!("the event log reached seq {seq}"))
