@@ -211,6 +211,12 @@ impl ApiError {
         Self::new(ErrorCode::Unavailable, message)
     }
 
+    /// A script found no sale in Redis even after a rebuild was asked for:
+    /// another caller is still rebuilding it.
+    pub fn rebuilding() -> Self {
+        Self::unavailable("sale state is being rebuilt")
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             ApiError::Refused { code, .. } => *code,

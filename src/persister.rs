@@ -150,11 +150,7 @@ impl Persister {
             if let Some(pause) = self.pause.filter(|_| n > 0) {
                 tokio::time::sleep(pause).await;
             }
-            for copy in self.store_entries(sale, entries, log).await? {
-                if !stale.contains(&copy) {
-                    stale.push(copy);
-                }
-            }
+            stale.extend(self.store_entries(sale, entries, log).await?);
             if n < BATCH {
                 return Ok(stale);
             }

@@ -136,7 +136,7 @@ impl Waitlist {
                 "the sale has not started yet".into(),
             ),
             JoinReply::Ended => refused(ErrorCode::SaleNotActive, "the sale has ended".into()),
-            JoinReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            JoinReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 
@@ -156,9 +156,7 @@ impl Waitlist {
             PlaceReply::Waiting { position } => WaitView::waiting(position),
             PlaceReply::Closed => WaitView::bare(WaitStatus::Closed),
             PlaceReply::NotListed => WaitView::bare(WaitStatus::NotListed),
-            PlaceReply::Missing => {
-                return Err(ApiError::unavailable("sale state is being rebuilt"));
-            }
+            PlaceReply::Missing => return Err(ApiError::rebuilding()),
         })
     }
 
@@ -171,7 +169,7 @@ impl Waitlist {
         match reply {
             LeaveReply::Left => Ok(true),
             LeaveReply::NotListed => Ok(false),
-            LeaveReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            LeaveReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 

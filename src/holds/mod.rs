@@ -249,7 +249,7 @@ impl Holds {
                 ErrorCode::SoldOut,
                 "not enough units are free; held units may come back when holds expire".into(),
             ),
-            ReserveReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            ReserveReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 

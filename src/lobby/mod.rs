@@ -232,7 +232,7 @@ impl Lobby {
         match read {
             LobbyReadReply::Place(place) if place.rate > 0 => Ok(place),
             LobbyReadReply::Place(_) => Err(ApiError::not_found("lobby")),
-            LobbyReadReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            LobbyReadReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 
@@ -297,7 +297,7 @@ impl Lobby {
             LobbyJoinReply::NotOpen { opens } => Err(not_open(opens)),
             LobbyJoinReply::Ended => Err(ApiError::new(ErrorCode::SaleEnded, "the sale has ended")),
             LobbyJoinReply::None => Err(ApiError::not_found("lobby")),
-            LobbyJoinReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            LobbyJoinReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 

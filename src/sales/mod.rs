@@ -218,7 +218,7 @@ impl Sales {
                 let (seq, epoch) = (live.seq, live.epoch.clone());
                 Ok((SaleView::from_live(sale, live), seq, epoch))
             }
-            ReadSaleReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            ReadSaleReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 
@@ -345,7 +345,7 @@ impl Sales {
             .await?;
         match reply {
             CloseReply::Ok | CloseReply::Ended => self.view(sale).await,
-            CloseReply::Missing => Err(ApiError::unavailable("sale state is being rebuilt")),
+            CloseReply::Missing => Err(ApiError::rebuilding()),
         }
     }
 }
