@@ -378,13 +378,19 @@ local function fd_confirm_hold(s, rid, h, now)
 end
 
 -- A reservation id for a promoted buyer, of the same form as the API's
--- (`<sale id>-<24 hex>`): seconds, a marker no ObjectId counter part uses
--- here, and a per-sale sequence.
-local function fd_promotion_id(now)
+-- (`<sale id>-<24 hex>`): Redis's clock to the microsecond (seconds, a
+-- marker no ObjectId's random part uses here, microseconds), then a
+-- per-sale sequence (its last 20 bits). The clock keeps ids new across
+-- copies: a copy rebuilt after Redis lost the sale, or one back from an
+-- older AOF, counts its sequence again from where it stands, and an id
+-- it gave twice would name an order (maybe one cancelled since) of
+-- another buyer.
+local function fd_promotion_id()
   local n = redis.call('HINCRBY', K.sale, 'promotion_seq', 1)
+  local t = redis.call('TIME')
   local sale_id = string.match(K.sale, '{(.-)}')
-  return sale_id .. '-' .. string.format('%08x', math.floor(now / 1000)) ..
-    'f0f0f0f0' .. string.format('%08x', n)
+  return string.format('%s-%08xf0f0f0%05x%05x', sale_id, tonumber(t[1]),
+    tonumber(t[2]), n % 0x100000)
 end
 
 -- Hand free units to the head of the waiting list, in line order, in the
@@ -411,7 +417,7 @@ local function fd_promote(s, now)
     fd_line_remove(head)
     redis.call('HDEL', K.waitq, head)
     if want > 0 then
-      local rid = fd_promotion_id(now)
+      local rid = fd_promotion_id()
       local expires = fd_take_hold(s, head, bought, want, rid, now)
       redis.call('HSET', K.promoted, head, rid)
       redis.call('HINCRBY', K.sale, 'promotions', 1)

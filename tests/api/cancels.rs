@@ -328,3 +328,75 @@ async fn a_cancel_during_a_mongodb_pause_is_503_and_changes_nothing() {
     let (available, _, sold) = app.check_invariants(&sale).await;
     assert_eq!((available, sold), (3, 0));
 }
+
+/// A promotion's reservation id is made in Redis. A copy rebuilt after
+/// Redis lost the sale (or one that came back older) counts its
+/// promotions again from where it stands: its ids must still be new, or a
+/// promoted buyer's order would land under the id of an order cancelled
+/// before, and count as cancelled with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_after_a_rebuild_never_reuses_a_cancelled_orders_id() {
+    let app = spawn_app().await;
+    // Redis gives ids by the second: a scene that crossed one is played
+    // again on a new sale.
+    for _ in 0..5 {
+        let sale = app
+            .create_sale(json!({"total": 1, "per_user_limit": 1}))
+            .await;
+        let promote = |buyer: &'static str| {
+            let (app, sale) = (&app, &sale);
+            async move {
+                let holder = format!("{buyer}-holder");
+                let held = hold(app, sale, &holder, 1).await;
+                assert_eq!(join(app, sale, buyer, 1).await.status(), 201);
+                assert_eq!(app.cancel(&held, &holder).await.status(), 204);
+                let me = waitlist_me(app, sale, buyer).await;
+                assert_eq!(me["status"], "promoted", "{me}");
+                me["reservation_id"].as_str().unwrap().to_owned()
+            }
+        };
+        let first = promote("w1").await;
+        assert_eq!(app.confirm(&first, "w1").await.status(), 201);
+        assert_eq!(
+            admin_cancel(&app, &first, "changed mind").await.status(),
+            200
+        );
+
+        // Redis loses the sale; the next call rebuilds it from MongoDB.
+        let _: () = redis::cmd("DEL")
+            .arg(keys(&sale).of(flashdrop::store::keys::Role::Sale))
+            .query_async(&mut app.redis())
+            .await
+            .unwrap();
+        let second = promote("w2").await;
+        let second_of = |rid: &str| rid.split_once('-').unwrap().1[..8].to_owned();
+        if second_of(&first) != second_of(&second) {
+            continue;
+        }
+        assert_eq!(app.confirm(&second, "w2").await.status(), 201);
+        let mine = app
+            .http
+            .get(app.api("/me/orders"))
+            .bearer_auth(buyer_token("w2"))
+            .send()
+            .await
+            .unwrap();
+        let mine = json(mine).await;
+        let order = mine
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["order_id"] == second.as_str())
+            .cloned();
+        assert_eq!(
+            order.as_ref().map(|o| o["status"].clone()),
+            Some(json!("confirmed")),
+            "w2's order: {mine}"
+        );
+        let (_, _, sold) = app.check_invariants(&sale).await;
+        assert_eq!(sold, 1);
+        assert_ne!(first, second, "a promotion reused a reservation id");
+        return;
+    }
+    panic!("every scene crossed a second");
+}
