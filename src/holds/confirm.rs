@@ -36,6 +36,13 @@ pub(crate) struct NewOrder {
     pub payment_id: Option<String>,
 }
 
+fn order_cancelled() -> ApiError {
+    ApiError::new(
+        ErrorCode::ReservationExpired,
+        "the order of this reservation was cancelled",
+    )
+}
+
 fn given_up() -> ApiError {
     ApiError::new(
         ErrorCode::ReservationExpired,
@@ -72,6 +79,7 @@ impl Holds {
                 return match self.store.mongo.order_of(rid, buyer).await? {
                     OrderLookup::Order(order) => Ok((order.into(), Outcome::Existing)),
                     OrderLookup::Voided => Err(given_up()),
+                    OrderLookup::Cancelled => Err(order_cancelled()),
                     OrderLookup::Absent => Err(ApiError::not_found("reservation")),
                 };
             }
@@ -181,6 +189,7 @@ impl Holds {
                 Ok((earlier.into(), Outcome::Existing))
             }
             OrderLookup::Voided => Err(given_up()),
+            OrderLookup::Cancelled => Err(order_cancelled()),
             OrderLookup::Absent => Err(self.repair_conflict(rid, order).await),
         }
     }
@@ -198,6 +207,7 @@ impl Holds {
                 Ok((earlier.into(), Outcome::Existing))
             }
             Ok(OrderLookup::Voided) => Err(given_up()),
+            Ok(OrderLookup::Cancelled) => Err(order_cancelled()),
             Ok(OrderLookup::Absent) | Err(_) => {
                 tracing::warn!(%rid, error = %err, "confirm outcome unknown; the reaper settles it when the lease ends");
                 Err(err.into())

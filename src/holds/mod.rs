@@ -269,7 +269,7 @@ impl Holds {
                     status: HoldState::Confirmed,
                     expires_at: order.created_at.to_chrono(),
                 }),
-                OrderLookup::Voided | OrderLookup::Absent => {
+                OrderLookup::Voided | OrderLookup::Cancelled | OrderLookup::Absent => {
                     Err(ApiError::not_found("reservation"))
                 }
             };
@@ -306,7 +306,7 @@ impl Holds {
             CancelReply::Confirmed => Err(confirmed()),
             CancelReply::Missing => match self.store.mongo.order_of(rid, buyer).await? {
                 OrderLookup::Order(_) => Err(confirmed()),
-                OrderLookup::Voided | OrderLookup::Absent => {
+                OrderLookup::Voided | OrderLookup::Cancelled | OrderLookup::Absent => {
                     Err(ApiError::not_found("reservation"))
                 }
             },

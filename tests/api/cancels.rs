@@ -400,3 +400,52 @@ async fn a_promotion_after_a_rebuild_never_reuses_a_cancelled_orders_id() {
     }
     panic!("every scene crossed a second");
 }
+
+/// A cancelled order's id never takes an order again, whatever Redis
+/// says: a copy back from before the confirm (an older AOF) still has the
+/// hold, and its buyer confirms it again; MongoDB refuses the order, and
+/// the buyer hears the order was cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_orders_id_never_takes_an_order_again() {
+    use redis::AsyncCommands;
+    let app = spawn_app().await;
+    // The persister may see the rollback and rebuild the sale before the
+    // confirm reaches the stale copy: then the scene is played again.
+    for _ in 0..5 {
+        let sale = app
+            .create_sale(json!({"total": 2, "per_user_limit": 1}))
+            .await;
+        let rid = hold(&app, &sale, "again", 1).await;
+        app.stock_events(&sale).await;
+        let saved = app.save_state(&sale).await;
+        assert_eq!(app.confirm(&rid, "again").await.status(), 201);
+        assert_eq!(admin_cancel(&app, &rid, "fraud").await.status(), 200);
+        app.stock_events(&sale).await;
+
+        app.roll_back(&saved).await;
+        let k = keys(&sale);
+        let epoch: String = app.redis().hget(k.sale(), "epoch").await.unwrap();
+        let resp = app.confirm(&rid, "again").await;
+        let status = resp.status();
+        let body = json(resp).await;
+        let stale: Option<String> = app.redis().hget(k.holds(), &rid).await.unwrap();
+        if stale.is_none() {
+            continue; // rebuilt first: the hold was gone
+        }
+        assert_eq!(status, 410, "{body}");
+        assert_eq!(body["code"], "reservation_expired", "{body}");
+        assert!(app.mongo.order(&rid).await.unwrap().is_none());
+        assert!(app.mongo.cancelled_order(&rid).await.unwrap().is_some());
+        // The stale copy is replaced; the sale adds up.
+        let rebuilt = eventually(Duration::from_secs(10), || async {
+            let now: Option<String> = app.redis().hget(k.sale(), "epoch").await.unwrap();
+            (now.is_some_and(|e| e != epoch)).then_some(())
+        })
+        .await;
+        assert!(rebuilt.is_some(), "the stale copy was rebuilt");
+        let (available, held, sold) = app.check_invariants(&sale).await;
+        assert_eq!((available, held, sold), (2, 0, 0));
+        return;
+    }
+    panic!("the stale copy never took the confirm before the rebuild");
+}

@@ -1,8 +1,10 @@
 //! Cancelled orders. A cancel copies the order, marked cancelled, into
-//! `cancelled_orders` first, then takes it out of `orders`, which frees its
-//! units and slots in the unique indexes (the database still refuses
-//! oversell and over-limit); then Redis gets the units back and the copy
-//! is marked returned. An order in both collections (a cancel cut off
+//! `cancelled_orders` first, then replaces it in `orders` with a fence (its
+//! tombstone), which frees its units and slots in the unique indexes (the
+//! database still refuses oversell and over-limit) and keeps its `_id`: no
+//! other order can land under that reservation id, whatever a Redis copy
+//! older than the cancel says of its hold. Then Redis gets the units back
+//! and the copy is marked returned. An order in both collections (a cancel cut off
 //! between the two writes) counts as cancelled: everything that reads a
 //! sale's orders for its state leaves it out, and finishing the cancel
 //! removes it from `orders`.
@@ -12,7 +14,11 @@ use std::collections::HashSet;
 use bson::{DateTime, doc};
 use futures_util::TryStreamExt;
 
-use super::{CancelDoc, Mongo, OrderDoc, is_duplicate_key, messages::Message};
+use super::{
+    CancelDoc, Mongo, OrderDoc, is_duplicate_key,
+    messages::Message,
+    orders::{CANCELLED, OrderLookup, VOID},
+};
 use crate::{ids::SaleId, store::StoreError};
 
 /// Why and by whom an order is cancelled.
@@ -71,15 +77,48 @@ impl Mongo {
     }
 
     /// Takes a cancelled order out of `orders` (once its copy is in
-    /// `cancelled_orders`); a repeat changes nothing.
+    /// `cancelled_orders`) and leaves its tombstone under its `_id` (its own
+    /// `sale_id`, so it meets no other order in the unique indexes); a
+    /// repeat changes nothing. A delete, then an insert: an update would
+    /// do it in one write, but not every server drops the old index keys
+    /// of an updated document. An order of the same id that lands in
+    /// between (a Redis copy older than the cancel confirmed its hold
+    /// again) is taken out the same way.
     pub async fn leave_sale(&self, order: &OrderDoc) -> Result<(), StoreError> {
-        self.bounded(async {
-            self.orders
-                .delete_one(doc! {"_id": &order.id, "sale_id": &order.sale_id})
+        let at = order.cancelled.as_ref().map_or(order.created_at, |c| c.at);
+        let tombstone = doc! {
+            "_id": &order.id, VOID: true, CANCELLED: true,
+            "sale_id": format!("void:{}", order.id), "user_id": "", "voided_at": at,
+        };
+        for _ in 0..3 {
+            let written = self
+                .bounded(async {
+                    self.orders
+                        .delete_one(doc! {"_id": &order.id, "sale_id": &order.sale_id})
+                        .await?;
+                    match self.orders_raw.insert_one(&tombstone).await {
+                        Ok(_) => Ok(true),
+                        Err(e) if is_duplicate_key(&e) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    }
+                })
                 .await?;
-            Ok(())
-        })
-        .await
+            if written {
+                return Ok(());
+            }
+            match self.lookup(&order.id).await? {
+                OrderLookup::Order(again) => {
+                    tracing::warn!(order = %order.id, buyer = %again.user_id, "an order landed again under a cancelled order's id; taken out");
+                }
+                // The tombstone, or a fence: no order can land.
+                OrderLookup::Cancelled | OrderLookup::Voided => return Ok(()),
+                OrderLookup::Absent => {}
+            }
+        }
+        Err(StoreError::Other(anyhow::anyhow!(
+            "order {}: its tombstone could not be written",
+            order.id
+        )))
     }
 
     /// A cancelled order by id.

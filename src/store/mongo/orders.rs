@@ -12,7 +12,9 @@ use serde::Deserialize;
 use super::{DUPLICATE_KEY, Mongo, OrderDoc, never_sent};
 
 /// The field that marks a fence document in `orders`.
-const VOID: &str = "void";
+pub(super) const VOID: &str = "void";
+/// The field that marks a fence left by a cancelled order (its tombstone).
+pub(super) const CANCELLED: &str = "cancelled";
 use crate::{
     ids::{ReservationId, SaleId},
     store::StoreError,
@@ -42,6 +44,9 @@ pub enum OrderLookup {
     /// A fence: the reservation's confirm was given up, and no order can
     /// be written for it any more.
     Voided,
+    /// A fence left by its order's cancel: the order is in
+    /// `cancelled_orders`, and no other can be written under its id.
+    Cancelled,
     Absent,
 }
 
@@ -148,7 +153,7 @@ impl Mongo {
     pub async fn order(&self, rid: &str) -> Result<Option<OrderDoc>, StoreError> {
         Ok(match self.lookup(rid).await? {
             OrderLookup::Order(o) => Some(o),
-            OrderLookup::Voided | OrderLookup::Absent => None,
+            OrderLookup::Voided | OrderLookup::Cancelled | OrderLookup::Absent => None,
         })
     }
 
@@ -159,6 +164,7 @@ impl Mongo {
             let found = self.orders_read.find_one(doc! {"_id": id}).await?;
             Ok(match found {
                 None => OrderLookup::Absent,
+                Some(d) if d.get_bool(CANCELLED).unwrap_or(false) => OrderLookup::Cancelled,
                 Some(d) if d.get_bool(VOID).unwrap_or(false) => OrderLookup::Voided,
                 Some(d) => OrderLookup::Order(
                     bson::from_document(d).map_err(|e| anyhow::anyhow!("bad order: {e}"))?,
@@ -194,7 +200,7 @@ impl Mongo {
         }
         match self.lookup(rid.as_str()).await? {
             OrderLookup::Order(order) => Ok(Fence::Ordered(order)),
-            OrderLookup::Voided => Ok(Fence::Voided),
+            OrderLookup::Voided | OrderLookup::Cancelled => Ok(Fence::Voided),
             OrderLookup::Absent => Err(StoreError::Other(anyhow::anyhow!(
                 "{rid}: refused as a duplicate, then not found"
             ))),

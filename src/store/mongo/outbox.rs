@@ -412,7 +412,7 @@ impl Mongo {
             return Ok(false);
         };
         match self.lookup(id).await? {
-            OrderLookup::Order(_) => return Ok(true),
+            OrderLookup::Order(_) | OrderLookup::Cancelled => return Ok(true),
             OrderLookup::Voided => return Ok(false),
             OrderLookup::Absent => {}
         }
