@@ -180,11 +180,15 @@ impl ConfigError {
 
 /// How long a confirm may hold its lease before the reaper settles it.
 pub const CONFIRM_LEASE: Duration = Duration::from_secs(10);
-/// How long changes a dead instance had read wait for another instance to
-/// store them. Far above what a live instance takes to store a batch (a
-/// few MongoDB timeouts), so a slow instance is not mistaken for a dead one
-/// (a change stored twice would be refused as recorded anyway).
-pub const EVENT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// How long changes an instance read and has not stored wait before
+/// another instance (or a later pass of its own, after a failed write)
+/// stores them. Short, because until then they live only in Redis: a
+/// Redis lost in that time loses them (an instance killed mid-copy left
+/// them for 30 s once, and a flush in that time lost them). Far above what
+/// a live instance takes to store a batch (milliseconds); one slower than
+/// this (MongoDB stalling) has its batch stored twice, which the log
+/// records once (a change stored twice is counted as a copy).
+pub const EVENT_CLAIM_IDLE: Duration = Duration::from_secs(2);
 
 pub const DEFAULT_RATE_LIMIT_BUYER: &str = "10/s,burst=20";
 pub const DEFAULT_RATE_LIMIT_IP: &str = "100/s,burst=200";

@@ -238,8 +238,7 @@ async fn an_instance_killed_under_load_leaves_nothing_stranded_or_lost() {
     let mut settings = test_settings(&cluster.seeds(), &servers().mongo_uri);
     on_cluster(&mut settings, cluster);
     // The survivor takes over what the dead instance read and never stored
-    // after 2 s (30 s by default).
-    settings.event_claim_idle = Duration::from_secs(2);
+    // after 2 s (`EVENT_CLAIM_IDLE`).
     let (mut doomed, doomed_address) = serve(&settings);
     let survivor = Arc::new(spawn_instances(settings, 1).await);
     let addresses = [doomed_address, survivor.address.clone()];
