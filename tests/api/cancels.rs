@@ -449,3 +449,48 @@ async fn a_cancelled_orders_id_never_takes_an_order_again() {
     }
     panic!("the stale copy never took the confirm before the rebuild");
 }
+
+/// An order cancelled while Redis still has its hold confirming (its
+/// order was durable, and telling Redis failed): the cancel ends the hold
+/// and its units come back once. They came back twice: once by the
+/// cancel, and again when the confirm's lease ended and the reaper gave
+/// the hold up, so two buyers held the same unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_cancelled_while_its_hold_is_confirming_comes_back_once() {
+    use redis::AsyncCommands;
+    let app = spawn_app_with(|s| {
+        s.fault_after_order_write = true;
+        s.confirm_lease = Duration::from_secs(3);
+    })
+    .await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    let rid = hold(&app, &sale, "buyer", 1).await;
+    // Durable in MongoDB; Redis not told (the fault point).
+    assert_eq!(app.confirm(&rid, "buyer").await.status(), 503);
+    assert!(app.mongo.order(&rid).await.unwrap().is_some());
+    for w in ["w1", "w2"] {
+        assert_eq!(join(&app, &sale, w, 1).await.status(), 201);
+    }
+    assert_eq!(admin_cancel(&app, &rid, "fraud").await.status(), 200);
+    assert_eq!(waitlist_me(&app, &sale, "w1").await["status"], "promoted");
+
+    // The confirm's lease ends and the reaper settles the hold.
+    let k = keys(&sale);
+    let settled = eventually(Duration::from_secs(10), || async {
+        let h: Option<String> = app.redis().hget(k.holds(), &rid).await.unwrap();
+        h.filter(|h| !h.contains("\"confirming\"")).map(|_| ())
+    })
+    .await;
+    assert!(settled.is_some(), "the hold left confirming");
+    let deadlines: Vec<String> = app.redis().zrange(k.deadlines(), 0, -1).await.unwrap();
+    assert!(!deadlines.contains(&rid), "no lease left to settle");
+    assert_eq!(
+        waitlist_me(&app, &sale, "w2").await["position"],
+        1,
+        "one unit, back once: w2 still waits"
+    );
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (0, 1, 0));
+}

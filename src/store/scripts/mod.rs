@@ -89,7 +89,7 @@ scripts! {
     lobby_draw: "lobby_draw.lua" [Sale Early Lobby Lobbyin Admitted];
     pay_begin: "pay_begin.lua" [Sale Holds Deadlines];
     pay_settle: "pay_settle.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
-    return_order: "return_order.lua" [Sale Holds Deadlines Free Taken Bought Holding Events Wait Waitq Promoted Returned Restore];
+    return_order: "return_order.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted Returned Restore];
 }
 
 impl Lua {
