@@ -182,12 +182,10 @@ impl ConfigError {
 pub const CONFIRM_LEASE: Duration = Duration::from_secs(10);
 /// How long changes an instance read and has not stored wait before
 /// another instance (or a later pass of its own, after a failed write)
-/// stores them. Short, because until then they live only in Redis: a
-/// Redis lost in that time loses them (an instance killed mid-copy left
-/// them for 30 s once, and a flush in that time lost them). Far above what
-/// a live instance takes to store a batch (milliseconds); one slower than
-/// this (MongoDB stalling) has its batch stored twice, which the log
-/// records once (a change stored twice is counted as a copy).
+/// stores them. Short, because until then they live only in Redis, and a
+/// Redis lost meanwhile loses them. Far above what a live instance takes
+/// to store a batch (milliseconds); one slower than this (MongoDB
+/// stalling) has its batch stored twice, which the log records once.
 pub const EVENT_CLAIM_IDLE: Duration = Duration::from_secs(2);
 
 pub const DEFAULT_RATE_LIMIT_BUYER: &str = "10/s,burst=20";

@@ -104,13 +104,12 @@ impl Holds {
     }
 
     /// Gives a cancelled order's units back in Redis, once, and records it.
+    /// The order is out of `orders` already (`Mongo::leave_sale`): only
+    /// then may its units be sold again.
     pub(crate) async fn return_units(&self, order: &OrderDoc) -> Result<(), StoreError> {
         if order.cancelled.is_none() {
             return Ok(());
         }
-        // Out of `orders` first (a cancel cut off may have left it there):
-        // only then may the units be sold again.
-        self.store.mongo.leave_sale(order).await?;
         let id = ReservationId::parse(&order.id)
             .map_err(|_| anyhow::anyhow!("order {} has a bad id", order.id))?;
         let began = tokio::time::Instant::now();
@@ -144,6 +143,8 @@ impl Holds {
         );
         let pending = self.store.mongo.pending_returns(before, 100).await?;
         for order in &pending {
+            // Out of `orders` first: the cancel may have been cut off before.
+            self.store.mongo.leave_sale(order).await?;
             self.return_units(order).await?;
             tracing::warn!(order = %order.id, "a cancel cut off before its units came back: returned now");
         }

@@ -4,10 +4,10 @@
 //! database still refuses oversell and over-limit) and keeps its `_id`: no
 //! other order can land under that reservation id, whatever a Redis copy
 //! older than the cancel says of its hold. Then Redis gets the units back
-//! and the copy is marked returned. An order in both collections (a cancel cut off
-//! between the two writes) counts as cancelled: everything that reads a
-//! sale's orders for its state leaves it out, and finishing the cancel
-//! removes it from `orders`.
+//! and the copy is marked returned. An order in both collections (a cancel
+//! cut off between the two writes) counts as cancelled: everything that
+//! reads a sale's orders for its state leaves it out, and finishing the
+//! cancel removes it from `orders`.
 
 use std::collections::HashSet;
 
