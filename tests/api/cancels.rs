@@ -397,7 +397,7 @@ async fn a_cancelled_orders_id_never_takes_an_order_again() {
     let app = spawn_app().await;
     // The persister may see the rollback and rebuild the sale before the
     // confirm reaches the stale copy: then the scene is played again.
-    for _ in 0..5 {
+    for _ in 0..10 {
         let sale = app
             .create_sale(json!({"total": 2, "per_user_limit": 1}))
             .await;

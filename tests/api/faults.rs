@@ -500,7 +500,7 @@ async fn a_join_taken_on_a_stale_copy_is_kept_in_the_log_but_not_in_the_line() {
     // The persister may notice the rollback before the stale copy takes
     // the join (it looks every 250 ms): then the join was taken by the
     // rebuilt copy and counts, and the scene is played again on a new sale.
-    for _ in 0..5 {
+    for _ in 0..10 {
         let sale = app
             .create_sale(json!({"total": 1, "per_user_limit": 1}))
             .await;
