@@ -9,14 +9,18 @@
 -- another live hold has makes the call change nothing and list it
 -- (`contested`): the caller reclaims it with reclaim_units and calls
 -- again.
+-- An order cancelled and returned in this copy (`returned`) is not
+-- counted: a caller that read it before the cancel comes late, and its
+-- units are back already.
 -- Bound: O(units of the order, at most 1000), FD_PROMOTIONS promotions.
 -- KEYS: sale holds deadlines ended free taken bought holding events wait
---   waitq promoted
+--   waitq promoted returned
 -- ARGV[1] publish command and channel  ARGV[2] rid  ARGV[3] buyer
 -- ARGV[4] the order's units (comma list)
--- Replies (r): applied | already | missing | contested {units}
+-- Replies (r): applied | already | returned | missing | contested {units}
 return fd_with_sale(function(s, now)
   local rid, buyer = ARGV[2], ARGV[3]
+  if redis.call('HEXISTS', K.returned, rid) == 1 then return {r = 'returned'} end
   local h = fd_hold(rid)
   if h and h.state == 'confirmed' then return {r = 'already'} end
   if fd_is_live(h) then

@@ -10,7 +10,7 @@ use crate::helpers::{
     MongoServer, TestApp, admin_token, buyer_token, eventually, hold, join, json, keys, spawn_app,
     spawn_app_with, waitlist_me,
 };
-use flashdrop::store::mongo::CancelRequest;
+use flashdrop::{ids::ReservationId, store::mongo::CancelRequest};
 
 /// A buyer's order, confirmed now: its id.
 async fn bought(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> String {
@@ -479,4 +479,38 @@ async fn an_order_cancelled_while_its_hold_is_confirming_comes_back_once() {
     );
     let (available, held, sold) = app.check_invariants(&sale).await;
     assert_eq!((available, held, sold), (0, 1, 0));
+}
+
+/// A finisher that found the order before it was cancelled (the reaper's
+/// fence, or a retried confirm's look-up) counts it after the cancel
+/// ended its hold in this copy. The order was returned: counting it then
+/// sold its units to nobody and counted its buyer's purchase again
+/// (Redis's sold and the buyer's bought above MongoDB's orders).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_counted_after_its_cancel_by_a_late_finisher_stays_returned() {
+    let app = spawn_app_with(|s| s.fault_after_order_write = true).await;
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    let rid = hold(&app, &sale, "buyer", 1).await;
+    // Durable in MongoDB; Redis not told (the fault point).
+    assert_eq!(app.confirm(&rid, "buyer").await.status(), 503);
+    let order = app.mongo.order(&rid).await.unwrap().expect("the order");
+    for w in ["w1", "w2"] {
+        assert_eq!(join(&app, &sale, w, 1).await.status(), 201);
+    }
+    assert_eq!(admin_cancel(&app, &rid, "fraud").await.status(), 200);
+    assert_eq!(waitlist_me(&app, &sale, "w1").await["status"], "promoted");
+
+    // The late finisher counts the order it read before the cancel.
+    let redis = app.state.store.redis.clone();
+    let rid = ReservationId::parse(&rid).unwrap();
+    redis
+        .apply_order(&rid, &order.user_id, &order.units)
+        .await
+        .unwrap();
+    let (available, held, sold) = app.check_invariants(&sale).await;
+    assert_eq!((available, held, sold), (0, 1, 0));
+    assert_eq!(waitlist_me(&app, &sale, "w1").await["status"], "promoted");
+    assert_eq!(waitlist_me(&app, &sale, "w2").await["position"], 1);
 }

@@ -68,7 +68,7 @@ scripts! {
     confirm_begin: "confirm_begin.lua" [Sale Holds Deadlines];
     confirm_finish: "confirm_finish.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
     confirm_abort: "confirm_abort.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
-    apply_order: "apply_order.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
+    apply_order: "apply_order.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted Returned];
     reclaim_units: "reclaim_units.lua" [Sale Holds Deadlines Ended Taken Holding Events Wait];
     cancel: "cancel.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];
     reap: "reap.lua" [Sale Holds Deadlines Ended Free Taken Bought Holding Events Wait Waitq Promoted];

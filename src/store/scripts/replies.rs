@@ -152,6 +152,8 @@ pub enum ApplyReply {
     Applied,
     /// Counted before.
     Already,
+    /// Cancelled, and its units returned in this copy: not counted.
+    Returned,
     Missing,
     /// Other live holds have these units: nothing changed; reclaim them
     /// and call again.
