@@ -20,7 +20,9 @@ use crate::{
     store::{
         StoreError,
         mongo::{Fence, OrderDoc, OrderLookup},
-        scripts::{AbortCause, AbortReply, BeginReply, FinishReply, HoldFinish, RepairReply},
+        scripts::{
+            AbortCause, AbortReply, ApplyReply, BeginReply, FinishReply, HoldFinish, RepairReply,
+        },
     },
 };
 
@@ -248,7 +250,7 @@ impl Holds {
             .redis
             .apply_order(rid, &order.user_id, &order.units)
             .await?;
-        tracing::warn!(%rid, ?reply, "order landed after Redis lost its hold; counted it");
+        log_applied(rid, &reply);
         Ok(())
     }
 
@@ -316,5 +318,16 @@ impl Holds {
             }
             Err(err) => err.into(),
         }
+    }
+}
+
+/// What counting a durable order Redis had not counted came to.
+pub(crate) fn log_applied(rid: &ReservationId, reply: &ApplyReply) {
+    match reply {
+        // Cancelled between the caller's look-up and now: its units are back.
+        ApplyReply::Returned => {
+            tracing::info!(%rid, "order cancelled and returned before it was counted; not counted");
+        }
+        _ => tracing::warn!(%rid, ?reply, "order landed after Redis lost its hold; counted it"),
     }
 }

@@ -293,7 +293,7 @@ impl Batcher {
                                 .await
                             {
                                 Ok(reply) => {
-                                    tracing::warn!(rid = %item.rid, ?reply, "order landed after Redis lost its hold; counted it");
+                                    super::confirm::log_applied(&item.rid, &reply);
                                     Finished::Applied
                                 }
                                 Err(e) => Finished::Failed(e),
