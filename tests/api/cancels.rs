@@ -10,7 +10,10 @@ use crate::helpers::{
     MongoServer, TestApp, admin_token, buyer_token, eventually, hold, join, json, keys, spawn_app,
     spawn_app_with, waitlist_me,
 };
-use flashdrop::{ids::ReservationId, store::mongo::CancelRequest};
+use flashdrop::{
+    ids::ReservationId,
+    store::mongo::{CancelRequest, OrderDoc},
+};
 
 /// A buyer's order, confirmed now: its id.
 async fn bought(app: &TestApp, sale: &str, buyer: &str, quantity: i64) -> String {
@@ -436,6 +439,26 @@ async fn a_cancelled_orders_id_never_takes_an_order_again() {
     panic!("the stale copy never took the confirm before the rebuild");
 }
 
+/// A one-unit sale whose only order is durable while Redis still has its
+/// hold confirming (an app with `fault_after_order_write`), then cancelled
+/// by an admin with w1 and w2 in line: w1 is promoted to the unit.
+/// Returns the sale, the order's id and the order.
+async fn cancelled_while_confirming(app: &TestApp) -> (String, String, OrderDoc) {
+    let sale = app
+        .create_sale(json!({"total": 1, "per_user_limit": 1}))
+        .await;
+    let rid = hold(app, &sale, "buyer", 1).await;
+    // Durable in MongoDB; Redis not told (the fault point).
+    assert_eq!(app.confirm(&rid, "buyer").await.status(), 503);
+    let order = app.mongo.order(&rid).await.unwrap().expect("the order");
+    for w in ["w1", "w2"] {
+        assert_eq!(join(app, &sale, w, 1).await.status(), 201);
+    }
+    assert_eq!(admin_cancel(app, &rid, "fraud").await.status(), 200);
+    assert_eq!(waitlist_me(app, &sale, "w1").await["status"], "promoted");
+    (sale, rid, order)
+}
+
 /// An order cancelled while Redis still has its hold confirming (its
 /// order was durable, and telling Redis failed): the cancel ends the hold
 /// and its units come back once. They came back twice: once by the
@@ -449,18 +472,7 @@ async fn an_order_cancelled_while_its_hold_is_confirming_comes_back_once() {
         s.confirm_lease = Duration::from_secs(3);
     })
     .await;
-    let sale = app
-        .create_sale(json!({"total": 1, "per_user_limit": 1}))
-        .await;
-    let rid = hold(&app, &sale, "buyer", 1).await;
-    // Durable in MongoDB; Redis not told (the fault point).
-    assert_eq!(app.confirm(&rid, "buyer").await.status(), 503);
-    assert!(app.mongo.order(&rid).await.unwrap().is_some());
-    for w in ["w1", "w2"] {
-        assert_eq!(join(&app, &sale, w, 1).await.status(), 201);
-    }
-    assert_eq!(admin_cancel(&app, &rid, "fraud").await.status(), 200);
-    assert_eq!(waitlist_me(&app, &sale, "w1").await["status"], "promoted");
+    let (sale, rid, _) = cancelled_while_confirming(&app).await;
 
     // The confirm's lease ends and the reaper settles the hold.
     let k = keys(&sale);
@@ -489,18 +501,7 @@ async fn an_order_cancelled_while_its_hold_is_confirming_comes_back_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_counted_after_its_cancel_by_a_late_finisher_stays_returned() {
     let app = spawn_app_with(|s| s.fault_after_order_write = true).await;
-    let sale = app
-        .create_sale(json!({"total": 1, "per_user_limit": 1}))
-        .await;
-    let rid = hold(&app, &sale, "buyer", 1).await;
-    // Durable in MongoDB; Redis not told (the fault point).
-    assert_eq!(app.confirm(&rid, "buyer").await.status(), 503);
-    let order = app.mongo.order(&rid).await.unwrap().expect("the order");
-    for w in ["w1", "w2"] {
-        assert_eq!(join(&app, &sale, w, 1).await.status(), 201);
-    }
-    assert_eq!(admin_cancel(&app, &rid, "fraud").await.status(), 200);
-    assert_eq!(waitlist_me(&app, &sale, "w1").await["status"], "promoted");
+    let (sale, rid, order) = cancelled_while_confirming(&app).await;
 
     // The late finisher counts the order it read before the cancel.
     let redis = app.state.store.redis.clone();

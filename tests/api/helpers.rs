@@ -425,13 +425,6 @@ pub async fn spawn_each(each: Vec<Settings>) -> TestApp {
     }
 }
 
-impl TestApp {
-    /// Starts one more instance on the app's stores.
-    pub async fn add_instance(&mut self, settings: Settings) {
-        self.instances.push(start_instance(settings).await);
-    }
-}
-
 async fn start_instance(settings: Settings) -> Instance {
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -487,6 +480,11 @@ pub fn sale_body(overrides: Value) -> Value {
 pub struct SavedState(Vec<(String, Option<Vec<u8>>)>);
 
 impl TestApp {
+    /// Starts one more instance on the app's stores.
+    pub async fn add_instance(&mut self, settings: Settings) {
+        self.instances.push(start_instance(settings).await);
+    }
+
     /// The instance whose turn it is to take a request.
     fn next_address(&self) -> &str {
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
