@@ -784,6 +784,26 @@ async fn a_confirm_nobody_listens_for_writes_no_message() {
     assert!(ready.is_some(), "{id} was not made ready");
 }
 
+/// Any full read of the endpoints (the deliverer makes one five times a
+/// second) teaches the outbox's interest what they want, so the interest
+/// reads them itself only when nobody else did lately. The test's own
+/// handle runs no interest loop: only its read can teach it.
+#[tokio::test]
+async fn a_read_of_the_endpoints_teaches_the_outbox_interest() {
+    let app = spawn_app_with(quick).await;
+    let receiver = Receiver::start().await;
+    register(&app, &receiver, Some(json!(["order.cancelled"]))).await;
+    let mongo = &app.mongo;
+    assert!(
+        mongo.wants_message(MessageType::OrderConfirmed),
+        "nothing read yet: every message is wanted"
+    );
+    let endpoints = mongo.endpoints().await.unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert!(!mongo.wants_message(MessageType::OrderConfirmed));
+    assert!(mongo.wants_message(MessageType::OrderCancelled));
+}
+
 /// The README's receiver snippet accepts a message as the server sent it
 /// and refuses it changed.
 #[tokio::test]

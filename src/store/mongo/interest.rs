@@ -3,9 +3,11 @@
 //! which spares MongoDB two writes per order when no endpoint listens for
 //! `order.confirmed`.
 //!
-//! Each instance reads the endpoints every [`INTEREST_REFRESH`]; knowledge
-//! older than [`INTEREST_FRESH`] (MongoDB slow or away, or not read yet)
-//! counts as wanting everything. So every instance stages an endpoint's
+//! Each instance reads the endpoints at least every [`INTEREST_REFRESH`]:
+//! every full read of them (the webhook deliverer's, five times a second)
+//! is knowledge, and the interest reads them itself only when no read
+//! began within that time. Knowledge older than [`INTEREST_FRESH`]
+//! (MongoDB slow or away, or not read yet) counts as wanting everything. So every instance stages an endpoint's
 //! types from [`INTEREST_SETTLE`] after the endpoint was written, and the
 //! API answers a new endpoint only then: every message whose cause comes
 //! after that answer is in the outbox.
@@ -42,7 +44,18 @@ impl OutboxInterest {
         }
     }
 
-    fn learn(&self, read_at: Instant, types: HashSet<MessageType>) {
+    /// How long until a read is due: none began within [`INTEREST_REFRESH`]
+    /// of `now` (zero), or the time left until one will not have.
+    fn read_due_in(&self, now: Instant) -> Duration {
+        match &*self.known.lock() {
+            Some((read_at, _)) => {
+                INTEREST_REFRESH.saturating_sub(now.saturating_duration_since(*read_at))
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    pub(super) fn learn(&self, read_at: Instant, types: HashSet<MessageType>) {
         let mut known = self.known.lock();
         // A slow read that began before a later one does not overwrite it.
         if known.as_ref().is_none_or(|(at, _)| *at <= read_at) {
@@ -64,28 +77,26 @@ impl Mongo {
     }
 
     /// Reads which types the endpoints want (a disabled endpoint still
-    /// wants its messages: they wait for it).
+    /// wants its messages: they wait for it). Any read of the endpoints
+    /// teaches the interest (see `Mongo::endpoints`).
     pub async fn refresh_outbox_interest(&self) -> Result<(), StoreError> {
-        let read_at = Instant::now();
-        let types = self
-            .endpoints()
-            .await?
-            .into_iter()
-            .flat_map(|e| e.types)
-            .collect();
-        self.interest.learn(read_at, types);
-        Ok(())
+        self.endpoints().await.map(|_| ())
     }
 
-    /// Keeps the interest fresh until shutdown.
+    /// Keeps the interest fresh until shutdown, reading the endpoints
+    /// whenever no other read of them began within [`INTEREST_REFRESH`].
     pub async fn keep_outbox_interest(self, shutdown: CancellationToken) {
         loop {
-            if let Err(err) = self.refresh_outbox_interest().await {
-                tracing::debug!(error = %err, "webhook endpoints unreadable; every message is written");
+            let mut wait = self.interest.read_due_in(Instant::now());
+            if wait.is_zero() {
+                if let Err(err) = self.refresh_outbox_interest().await {
+                    tracing::debug!(error = %err, "webhook endpoints unreadable; every message is written");
+                }
+                wait = INTEREST_REFRESH;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(INTEREST_REFRESH) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -113,5 +124,22 @@ mod tests {
         let stale = OutboxInterest::default();
         stale.learn(Instant::now() - INTEREST_FRESH, HashSet::new());
         assert!(stale.wants(MessageType::OrderConfirmed));
+    }
+
+    #[test]
+    fn a_read_is_due_once_none_began_within_the_refresh() {
+        let interest = OutboxInterest::default();
+        let now = Instant::now();
+        assert_eq!(
+            interest.read_due_in(now),
+            Duration::ZERO,
+            "nothing read yet"
+        );
+        interest.learn(now - Duration::from_millis(100), HashSet::new());
+        assert_eq!(
+            interest.read_due_in(now),
+            INTEREST_REFRESH - Duration::from_millis(100)
+        );
+        assert_eq!(interest.read_due_in(now + INTEREST_REFRESH), Duration::ZERO);
     }
 }

@@ -134,17 +134,27 @@ impl Mongo {
         .await
     }
 
+    /// Every endpoint, oldest first. What they want is also what the
+    /// outbox's interest learns, as of when the read began.
     pub async fn endpoints(&self) -> Result<Vec<EndpointDoc>, StoreError> {
-        self.bounded(async {
-            Ok(self
-                .webhook_endpoints
-                .find(doc! {})
-                .sort(doc! {"created_at": 1})
-                .await?
-                .try_collect()
-                .await?)
-        })
-        .await
+        let read_at = std::time::Instant::now();
+        let endpoints: Vec<EndpointDoc> = self
+            .bounded(async {
+                Ok(self
+                    .webhook_endpoints
+                    .find(doc! {})
+                    .sort(doc! {"created_at": 1})
+                    .await?
+                    .try_collect()
+                    .await?)
+            })
+            .await?;
+        let types = endpoints
+            .iter()
+            .flat_map(|e| e.types.iter().copied())
+            .collect();
+        self.interest.learn(read_at, types);
+        Ok(endpoints)
     }
 
     pub async fn endpoint(&self, id: &str) -> Result<Option<EndpointDoc>, StoreError> {
