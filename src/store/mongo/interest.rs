@@ -7,10 +7,11 @@
 //! every full read of them (the webhook deliverer's, five times a second)
 //! is knowledge, and the interest reads them itself only when no read
 //! began within that time. Knowledge older than [`INTEREST_FRESH`]
-//! (MongoDB slow or away, or not read yet) counts as wanting everything. So every instance stages an endpoint's
-//! types from [`INTEREST_SETTLE`] after the endpoint was written, and the
-//! API answers a new endpoint only then: every message whose cause comes
-//! after that answer is in the outbox.
+//! (MongoDB slow or away, or not read yet) counts as wanting everything.
+//! So every instance stages an endpoint's types from [`INTEREST_SETTLE`]
+//! after the endpoint was written, and the API answers a new endpoint only
+//! then: every message whose cause comes after that answer is in the
+//! outbox.
 
 use std::{
     collections::HashSet,
