@@ -32,23 +32,41 @@ pub struct Claims {
 /// documents.
 pub const MAX_SUB_LEN: usize = 128;
 
-#[derive(Clone)]
+/// How many tokens that verified an instance remembers (a few MB at most:
+/// a token and its claims are a few hundred bytes).
+pub const TOKENS_REMEMBERED: usize = 16_384;
+
+/// Allowed clock skew on `exp`, in seconds.
+const LEEWAY_SECONDS: u64 = 5;
+
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens that verified, with their claims. A buyer's requests carry
+    /// the same token, and its signature and claims would check the same
+    /// again: only its expiry can change the answer, and that is checked
+    /// on every use. A token is remembered by its whole text, so a token
+    /// that differs in any byte is checked in full.
+    verified: quick_cache::sync::Cache<Box<str>, Claims>,
 }
 
 impl JwtKeys {
     pub fn new(secret: &Secret) -> Self {
+        Self::remembering(secret, TOKENS_REMEMBERED)
+    }
+
+    /// Keys that remember up to `tokens` verified tokens.
+    fn remembering(secret: &Secret, tokens: usize) -> Self {
         let bytes = secret.expose().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_SECONDS;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
             validation,
+            verified: quick_cache::sync::Cache::new(tokens),
         }
     }
 
@@ -64,14 +82,36 @@ impl JwtKeys {
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
+    /// The token's claims, when its signature is ours and it has not
+    /// expired (with `LEEWAY_SECONDS` of skew allowed).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// `verify` at `now` (seconds): the clock of a remembered token's
+    /// expiry, which is the same as the library's for one checked in full.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp < now.saturating_sub(LEEWAY_SECONDS) {
+                self.verified.remove(token);
+                return Err(TokenError::Expired);
+            }
+            return Ok(claims);
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid(e.to_string()),
             })?;
         check_sub(&data.claims.sub)?;
+        self.verified.insert(token.into(), data.claims.clone());
         Ok(data.claims)
+    }
+
+    /// How many verified tokens are remembered now.
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.verified.len()
     }
 }
 
@@ -153,6 +193,64 @@ mod tests {
             .mint("bob", Role::Buyer, Duration::from_secs(60))
             .unwrap();
         assert!(matches!(keys().verify(&token), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_its_expiry_checked_on_every_use() {
+        let keys = keys();
+        let token = keys
+            .mint("carol", Role::Buyer, Duration::from_secs(60))
+            .unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        assert_eq!(keys.verify_at(&token, now).unwrap().sub, "carol");
+        assert_eq!(keys.remembered(), 1);
+        assert_eq!(keys.verify_at(&token, now + 30).unwrap().sub, "carol");
+        // Within the leeway after `exp`, then past it.
+        assert!(keys.verify_at(&token, now + 60 + LEEWAY_SECONDS).is_ok());
+        assert!(matches!(
+            keys.verify_at(&token, now + 60 + LEEWAY_SECONDS + 2),
+            Err(TokenError::Expired)
+        ));
+        assert_eq!(keys.remembered(), 0, "an expired token is forgotten");
+    }
+
+    #[test]
+    fn a_token_differing_from_a_remembered_one_in_any_part_is_checked_in_full() {
+        let keys = keys();
+        let token = keys
+            .mint("dave", Role::Buyer, Duration::from_secs(60))
+            .unwrap();
+        keys.verify(&token).unwrap();
+        let admin = keys
+            .mint("dave", Role::Admin, Duration::from_secs(60))
+            .unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let admin_parts: Vec<&str> = admin.split('.').collect();
+        // Another token's claims under this token's signature.
+        let forged = format!("{}.{}.{}", parts[0], admin_parts[1], parts[2]);
+        assert!(matches!(keys.verify(&forged), Err(TokenError::Invalid(_))));
+        // The signature's first character changed.
+        let first = if parts[2].starts_with('A') { 'B' } else { 'A' };
+        let resigned = format!("{}.{}.{first}{}", parts[0], parts[1], &parts[2][1..]);
+        assert!(matches!(keys.verify(&resigned), Err(TokenError::Invalid(_))));
+        assert_eq!(keys.verify(&token).unwrap().role, Role::Buyer);
+        assert_eq!(keys.remembered(), 1);
+    }
+
+    #[test]
+    fn remembered_tokens_are_bounded() {
+        let keys = JwtKeys::remembering(&Secret::new("0123456789abcdef0123456789abcdef"), 64);
+        for i in 0..1_000 {
+            let token = keys
+                .mint(&format!("buyer-{i}"), Role::Buyer, Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(keys.verify(&token).unwrap().sub, format!("buyer-{i}"));
+        }
+        let remembered = keys.remembered();
+        assert!(
+            (1..=64).contains(&remembered),
+            "remembers {remembered} of 1000 tokens"
+        );
     }
 
     #[test]
