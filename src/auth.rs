@@ -34,7 +34,7 @@ pub const MAX_SUB_LEN: usize = 128;
 
 /// How many tokens that verified an instance remembers (a few MB at most:
 /// a token and its claims are a few hundred bytes).
-pub const TOKENS_REMEMBERED: usize = 16_384;
+const TOKENS_REMEMBERED: usize = 16_384;
 
 /// Allowed clock skew on `exp`, in seconds.
 const LEEWAY_SECONDS: u64 = 5;
@@ -172,15 +172,20 @@ impl Caller {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
     fn keys() -> JwtKeys {
-        JwtKeys::new(&Secret::new("0123456789abcdef0123456789abcdef"))
+        JwtKeys::new(&Secret::new(SECRET))
+    }
+
+    /// A token of `keys` for `sub`, valid for a minute.
+    fn minted(keys: &JwtKeys, sub: &str, role: Role) -> String {
+        keys.mint(sub, role, Duration::from_secs(60)).unwrap()
     }
 
     #[test]
     fn a_minted_token_verifies_with_its_claims() {
-        let token = keys()
-            .mint("alice", Role::Admin, Duration::from_secs(60))
-            .unwrap();
+        let token = minted(&keys(), "alice", Role::Admin);
         let claims = keys().verify(&token).unwrap();
         assert_eq!(claims.sub, "alice");
         assert_eq!(claims.role, Role::Admin);
@@ -189,18 +194,14 @@ mod tests {
     #[test]
     fn tokens_of_another_secret_are_refused() {
         let other = JwtKeys::new(&Secret::new("another-secret-another-secret-xx"));
-        let token = other
-            .mint("bob", Role::Buyer, Duration::from_secs(60))
-            .unwrap();
+        let token = minted(&other, "bob", Role::Buyer);
         assert!(matches!(keys().verify(&token), Err(TokenError::Invalid(_))));
     }
 
     #[test]
     fn a_verified_token_is_remembered_and_its_expiry_checked_on_every_use() {
         let keys = keys();
-        let token = keys
-            .mint("carol", Role::Buyer, Duration::from_secs(60))
-            .unwrap();
+        let token = minted(&keys, "carol", Role::Buyer);
         let now = jsonwebtoken::get_current_timestamp();
         let exp = keys.verify_at(&token, now).unwrap().exp;
         assert_eq!(keys.remembered(), 1);
@@ -217,13 +218,9 @@ mod tests {
     #[test]
     fn a_token_differing_from_a_remembered_one_in_any_part_is_checked_in_full() {
         let keys = keys();
-        let token = keys
-            .mint("dave", Role::Buyer, Duration::from_secs(60))
-            .unwrap();
+        let token = minted(&keys, "dave", Role::Buyer);
         keys.verify(&token).unwrap();
-        let admin = keys
-            .mint("dave", Role::Admin, Duration::from_secs(60))
-            .unwrap();
+        let admin = minted(&keys, "dave", Role::Admin);
         let parts: Vec<&str> = token.split('.').collect();
         let admin_parts: Vec<&str> = admin.split('.').collect();
         // Another token's claims under this token's signature.
@@ -242,11 +239,9 @@ mod tests {
 
     #[test]
     fn remembered_tokens_are_bounded() {
-        let keys = JwtKeys::remembering(&Secret::new("0123456789abcdef0123456789abcdef"), 64);
+        let keys = JwtKeys::remembering(&Secret::new(SECRET), 64);
         for i in 0..1_000 {
-            let token = keys
-                .mint(&format!("buyer-{i}"), Role::Buyer, Duration::from_secs(60))
-                .unwrap();
+            let token = minted(&keys, &format!("buyer-{i}"), Role::Buyer);
             assert_eq!(keys.verify(&token).unwrap().sub, format!("buyer-{i}"));
         }
         let remembered = keys.remembered();
