@@ -172,23 +172,46 @@ async fn the_kubernetes_deployment_sets_what_the_server_reads_and_probes_real_pa
 }
 
 /// Every test the README names to show a claim exists, so a pointer from
-/// a claim to its test cannot rot into a name nothing runs.
+/// a claim to its test cannot rot into a name nothing runs: a test of this
+/// suite as `module::test` (`module::prefix*` for several), a unit test as
+/// its path in the crate (`auth::tests::test`, `store::scripts::file::test`).
 #[test]
 fn every_test_the_readme_names_exists() {
     let readme = include_str!("../../README.md");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api");
-    let mut named = 0;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (mut named, mut units) = (0, 0);
     for quoted in readme.split('`').skip(1).step_by(2) {
-        let Some((module, test)) = quoted.split_once("::") else {
+        let Some((path, test)) = quoted.rsplit_once("::") else {
             continue;
         };
-        let file = dir.join(format!("{module}.rs"));
-        let is_test_name = test
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '*');
-        if !file.exists() || !is_test_name || test.is_empty() {
+        let is_name = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if !is_name(test.trim_end_matches('*')) || !path.split("::").all(is_name) {
             continue;
         }
+        let suite = root.join(format!("tests/api/{path}.rs"));
+        let file = if suite.exists() {
+            suite
+        } else {
+            // A unit test: its module's file under src/, an inline `tests`
+            // module of that file included.
+            let module = path
+                .strip_suffix("::tests")
+                .unwrap_or(path)
+                .replace("::", "/");
+            let (plain, dir) = (
+                root.join(format!("src/{module}.rs")),
+                root.join(format!("src/{module}/mod.rs")),
+            );
+            if test == "tests" || !(plain.exists() || dir.exists()) {
+                continue;
+            }
+            units += 1;
+            if plain.exists() { plain } else { dir }
+        };
         let source = std::fs::read_to_string(&file).unwrap();
         let found = match test.strip_suffix('*') {
             Some(prefix) => source.contains(&format!("fn {prefix}")),
@@ -196,9 +219,11 @@ fn every_test_the_readme_names_exists() {
         };
         assert!(
             found,
-            "the README names {module}::{test}, which tests/api/{module}.rs does not have"
+            "the README names {quoted}, which {} does not have",
+            file.strip_prefix(root).unwrap().display()
         );
         named += 1;
     }
     assert!(named > 20, "the README names {named} tests");
+    assert!(units >= 7, "the README names {units} unit tests");
 }
