@@ -18,8 +18,8 @@ use flashdrop::{
 /// Every request allocates small, short-lived buffers across threads;
 /// glibc's allocator spent a quarter of the server's CPU on them. jemalloc
 /// hands a thread back the blocks it freed last, still in the cache; in
-/// fixed-rate k6 runs flashdrop spent about 5 % less CPU per purchase than
-/// with mimalloc (README, "The release build").
+/// one set of fixed-rate k6 runs flashdrop spent about 5 % less CPU per
+/// purchase than with mimalloc (README, "The release build").
 #[cfg(unix)]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
