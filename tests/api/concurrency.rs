@@ -238,11 +238,27 @@ async fn a_confirm_refused_by_mongodb_answers_only_its_buyer() {
         .await
         .unwrap();
     let again = hold(&app, &sale, "forgotten", 1).await;
+    let refused = confirm_among_sixty(&app, &sale, "forgotten", again).await;
+    assert_eq!(
+        (refused.0, refused.1["code"].as_str()),
+        (409, Some("limit_exceeded"))
+    );
+    assert_eq!(app.check_invariants(&sale).await, (139, 0, 61));
+}
 
-    let mut rids = vec![("forgotten".to_owned(), again)];
+/// Confirms `buyer`'s hold `rid` together with the holds of 60 other
+/// buyers, all at once, so they share batches. Every other buyer's
+/// confirm must answer 201; `buyer`'s answer is returned.
+async fn confirm_among_sixty(
+    app: &Arc<TestApp>,
+    sale: &str,
+    buyer: &str,
+    rid: String,
+) -> (u16, serde_json::Value) {
+    let mut rids = vec![(buyer.to_owned(), rid)];
     for i in 0..60 {
-        let buyer = format!("batch-{i}");
-        rids.push((buyer.clone(), hold(&app, &sale, &buyer, 1).await));
+        let other = format!("batch-{i}");
+        rids.push((other.clone(), hold(app, sale, &other, 1).await));
     }
     let confirms: Vec<_> = rids
         .into_iter()
@@ -255,17 +271,56 @@ async fn a_confirm_refused_by_mongodb_answers_only_its_buyer() {
             })
         })
         .collect();
+    let mut answer = None;
     for c in confirms {
-        let (buyer, status, body) = c.await.unwrap();
-        if buyer == "forgotten" {
-            assert_eq!(
-                (status, body["code"].as_str()),
-                (409, Some("limit_exceeded"))
-            );
+        let (who, status, body) = c.await.unwrap();
+        if who == buyer {
+            answer = Some((status, body));
         } else {
-            assert_eq!(status, 201, "{buyer}: {body}");
+            assert_eq!(status, 201, "{who}: {body}");
         }
     }
+    answer.unwrap()
+}
+
+/// Concurrent confirms share batches; one of them holds a unit MongoDB has
+/// sold and Redis forgot (a Redis back older than it was, a failover to a
+/// lagging replica). MongoDB's unique index refuses only that order: its
+/// buyer hears 409 `sold_out`, and Redis counts the unit sold again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_of_a_unit_mongodb_has_sold_is_refused_and_counted_sold() {
+    let app = Arc::new(spawn_app().await);
+    let sale = app
+        .create_sale(json!({"total": 200, "per_user_limit": 1}))
+        .await;
+    let first = hold(&app, &sale, "first", 1).await;
+    let units_of =
+        |rid: &str, holds: &std::collections::HashMap<String, serde_json::Value>| match &holds[rid]
+            ["units"]
+        {
+            serde_json::Value::String(units) => units.clone(),
+            other => other.to_string(),
+        };
+    let unit = units_of(&first, &app.holds(&sale).await);
+    assert_eq!(app.confirm(&first, "first").await.status(), 201);
+    // Redis loses the sale of that unit: it is free again and not counted.
+    let mut redis = app.redis();
+    let _: () = redis.sadd(keys(&sale).free(), &unit).await.unwrap();
+    let _: () = redis
+        .hincr(keys(&sale).sale(), "available", 1)
+        .await
+        .unwrap();
+    let _: () = redis.hincr(keys(&sale).sale(), "sold", -1).await.unwrap();
+    let again = hold(&app, &sale, "second", 1).await;
+    assert_eq!(units_of(&again, &app.holds(&sale).await), unit);
+
+    let refused = confirm_among_sixty(&app, &sale, "second", again).await;
+    assert_eq!(
+        (refused.0, refused.1["code"].as_str()),
+        (409, Some("sold_out"))
+    );
+    // 61 orders in MongoDB, each unit once; Redis counts the same.
+    assert_eq!(app.orders(&sale).await.len(), 61);
     assert_eq!(app.check_invariants(&sale).await, (139, 0, 61));
 }
 
